@@ -1,0 +1,156 @@
+"""The command line: plugins, show, sweeps with aggregated tables, compare."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+
+def test_plugins_lists_name_kind_distribution_version_status(run_cli):
+    result = run_cli("plugins")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["name", "kind", "distribution", "version", "status"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["ew"] == ["ew", "method", "twcore-method-ew", "0.1.0", "loaded"]
+    assert rows["mlp"][1:] == ["model", "twcore-model-mlp", "0.1.0", "loaded"]
+    assert rows["toy-multitask"][1:] == ["task", "twcore-task-synthetic", "0.1.0", "loaded"]
+
+
+def test_plugins_json_is_machine_readable(run_cli):
+    rows = json.loads(run_cli("plugins", "--json").stdout)
+    kinds = {r["name"]: r["kind"] for r in rows}
+    assert kinds.items() >= {"ew": "method", "mlp": "model", "toy-multitask": "task"}.items()
+    assert all(r["status"] == "loaded" for r in rows)
+
+
+def test_show_lists_every_key_with_type_default_and_help(run_cli):
+    result = run_cli("show", "method=ew", "model=mlp")
+    assert result.returncode == 0
+    assert "method 'ew' from twcore-method-ew 0.1.0" in result.stdout
+    hidden = next(line for line in result.stdout.splitlines() if line.startswith("model.hidden"))
+    assert hidden.split()[:3] == ["model.hidden", "list[int]", "[128,"]
+    assert "widths of the shared hidden layers" in hidden
+    run_keys = run_cli("show").stdout
+    for key in ("seed", "steps", "optim.lr", "wandb.mode", "device"):
+        assert f"\n{key} " in run_keys
+
+
+def test_show_of_an_unknown_kind_is_a_usage_error(run_cli):
+    result = run_cli("show", "optimizer=adam")
+    assert result.returncode == 2
+    assert "write one of method=NAME, task=NAME, model=NAME" in result.stderr
+
+
+def test_multirun_runs_the_product_and_aggregates_mean_and_std_over_seeds(run_cli, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(
+        "run",
+        "-m",
+        "-q",
+        "seed=0,1,2",
+        "optim.lr=0.001,0.01",
+        "steps=40",
+        "wandb.enabled=false",
+        f"run_dir={sweep_dir}",
+    )
+    assert result.returncode == 0, result.stderr
+    trial_dirs = sorted(p.parent for p in sweep_dir.glob("*/summary.json"))
+    assert len(trial_dirs) == 6
+    summaries = [json.loads((d / "summary.json").read_text()) for d in trial_dirs]
+    records = json.loads((sweep_dir / "results.json").read_text())["tables"][0]["rows"]
+    assert [r["optim.lr"] for r in records] == ["0.001", "0.01"]
+    for record in records:
+        lr = float(record["optim.lr"])
+        values = [
+            s["metrics"]["test"]["avg_acc"] for s in summaries if s["config"]["optim"]["lr"] == lr
+        ]
+        assert record["avg_acc"]["n"] == 3
+        assert record["avg_acc"]["mean"] == pytest.approx(statistics.fmean(values))
+        assert record["avg_acc"]["std"] == pytest.approx(statistics.stdev(values))
+        shown = f"{statistics.fmean(values):.4g} ± {statistics.stdev(values):.2g}"
+        assert shown in result.stdout
+    assert (
+        "| optim.lr | main_acc | avg_acc | worst_acc | avg_loss | steps_per_s | n |"
+        in result.stdout
+    )
+    assert (sweep_dir / "results.md").read_text().count("\n| 0.0") == 2
+
+
+def test_multirun_validates_every_combination_before_running(run_cli, tmp_path):
+    result = run_cli(
+        "run",
+        "-m",
+        "model=mlp",
+        "model.hidden=[4],[8]",
+        "model.activaton=relu",
+        f"run_dir={tmp_path / 'sweep'}",
+    )
+    assert result.returncode == 2
+    assert "unknown config key 'model.activaton'" in result.stderr
+    assert not list(tmp_path.glob("sweep/*/summary.json"))
+
+
+def test_compare_runs_every_installed_method_over_three_seeds(run_cli, tmp_path):
+    result = run_cli(
+        "compare", "-q", "steps=20", "wandb.enabled=false", f"run_dir={tmp_path / 'cmp'}"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "toy-multitask — test metrics, mean ± std over 3 seed(s)" in result.stdout
+    assert "| ew |" in result.stdout
+    assert f"runs written to {tmp_path / 'cmp'}" in result.stdout
+    assert len(list(Path(tmp_path / "cmp").glob("*/summary.json"))) == 3
+
+
+def test_run_prints_metrics_and_where_the_run_was_written(run_cli, tmp_path):
+    result = run_cli("run", "-q", "steps=10", "wandb.enabled=false", f"run_dir={tmp_path / 'r'}")
+    assert result.returncode == 0
+    assert "| split | main_acc | avg_acc | worst_acc | avg_loss |" in result.stdout
+    assert f"run written to {tmp_path / 'r'}" in result.stdout
+
+
+def test_a_terminal_shows_a_progress_bar_with_loss_and_eta(tmp_path):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "twcore",
+            "run",
+            "steps=400",
+            "wandb.enabled=false",
+            f"run_dir={tmp_path / 'run'}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+        stdin=subprocess.DEVNULL,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(timeout=120)
+    os.close(leader)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert process.returncode == 0
+    assert "ew/toy-multitask s0" in screen
+    assert "loss=" in screen
+    assert "step/s" in screen and "<" in screen  # tqdm's rate and [elapsed<remaining]

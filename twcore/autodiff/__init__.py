@@ -1,0 +1,34 @@
+"""Shared autograd helpers for learned loss weighting methods.
+
+- :mod:`~twcore.autodiff.flat`: flat [P] vectors <-> per-parameter tensors, writing ``.grad``.
+- :mod:`~twcore.autodiff.per_objective`: the [K, P] Jacobian of K objective losses.
+- :mod:`~twcore.autodiff.gram`: Gram and cosine matrices of gradient rows.
+- :mod:`~twcore.autodiff.lookahead`: differentiable one-step SGD lookahead, functional calls.
+- :mod:`~twcore.autodiff.implicit`: CG, Hessian-vector products, implicit hypergradients.
+"""
+
+from twcore.autodiff.flat import flatten_tensors, unflatten_like, write_flat_grad
+from twcore.autodiff.gram import cosine_matrix, cosine_to, gram_matrix, normalize_rows
+from twcore.autodiff.implicit import (
+    conjugate_gradient,
+    hessian_vector_product,
+    implicit_hypergradient,
+)
+from twcore.autodiff.lookahead import functional_forward, sgd_lookahead
+from twcore.autodiff.per_objective import per_objective_grads
+
+__all__ = [
+    "conjugate_gradient",
+    "cosine_matrix",
+    "cosine_to",
+    "flatten_tensors",
+    "functional_forward",
+    "gram_matrix",
+    "hessian_vector_product",
+    "implicit_hypergradient",
+    "normalize_rows",
+    "per_objective_grads",
+    "sgd_lookahead",
+    "unflatten_like",
+    "write_flat_grad",
+]

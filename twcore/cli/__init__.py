@@ -1,0 +1,1 @@
+"""The ``twcore`` command line."""

@@ -1,0 +1,212 @@
+"""The ``twcore`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from twcore import api
+from twcore.compat import check_compatible
+from twcore.config.compose import compose
+from twcore.config.describe import describe_config, format_keys
+from twcore.config.overrides import Override, parse_override, split_sweep
+from twcore.config.schema import PLUGIN_SECTIONS, RunConfig
+from twcore.console import info, warn
+from twcore.engine.components import build_task
+from twcore.engine.trainer import RunResult
+from twcore.errors import ConfigError, IncompatiblePairingError
+from twcore.registry import KINDS, PluginRegistry, get_registry
+from twcore.results import Table
+from twcore.sweep import SweepResult, run_sweep
+
+COMPARE_SEEDS = "0,1,2"
+
+
+def run(options: argparse.Namespace) -> int:
+    """``twcore run [-m] [--config FILE] key=value ...``"""
+    warn_failed_plugins(get_registry())
+    if options.multirun:
+        result = run_sweep(
+            options.overrides,
+            config_file=options.config,
+            label="sweep",
+            show_progress=not options.quiet,
+        )
+        return report_sweep(result)
+    result = api.run(options.overrides, config_file=options.config, show_progress=not options.quiet)
+    return report_run(result)
+
+
+def resume(options: argparse.Namespace) -> int:
+    """``twcore resume RUN_DIR [key=value ...]``"""
+    warn_failed_plugins(get_registry())
+    result = api.resume(options.run_dir, options.overrides, show_progress=not options.quiet)
+    return report_run(result)
+
+
+def compare(options: argparse.Namespace) -> int:
+    """``twcore compare [key=value ...]``: every compatible installed method × seeds."""
+    registry = get_registry()
+    warn_failed_plugins(registry)
+    overrides = [parse_override(a) for a in options.overrides]
+    keys = {o.key for o in overrides}
+    arguments = list(options.overrides)
+    if "method" not in keys:
+        methods = compatible_methods(registry, overrides, options.config)
+        arguments.append(f"method={','.join(methods)}")
+    if "seed" not in keys:
+        arguments.append(f"seed={COMPARE_SEEDS}")
+    result = run_sweep(
+        arguments, config_file=options.config, label="compare", show_progress=not options.quiet
+    )
+    return report_sweep(result)
+
+
+def compatible_methods(
+    registry: PluginRegistry, overrides: list[Override], config_file: str | None
+) -> list[str]:
+    """Installed methods whose requirements the configured task meets (others are reported)."""
+    names = registry.names("method")
+    if not names:
+        raise ConfigError("no method plugins are installed; see `twcore plugins`")
+    first_values = [Override(o.key, split_sweep(o.text)[0]) for o in overrides]
+    composed = compose(
+        [*first_values, Override("method", names[0])], config_file=config_file, registry=registry
+    )
+    task_name = composed.plugins["task"].name
+    spec = build_task(composed).spec
+    fitting = []
+    for name in names:
+        try:
+            registration = registry.get("method", name)
+            check_compatible(name, registration.cls.requirements, task_name, spec)
+        except IncompatiblePairingError as exc:
+            info(f"compare: skipping {exc}")
+            continue
+        fitting.append(name)
+    if not fitting:
+        raise IncompatiblePairingError(f"no installed method can run on task '{task_name}'")
+    return fitting
+
+
+def plugins(options: argparse.Namespace) -> int:
+    """``twcore plugins [--json]``"""
+    rows = plugin_rows(get_registry())
+    if options.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    columns = ("name", "kind", "distribution", "version", "status")
+    table = [columns] + [tuple(str(row[c] or "-") for c in columns) for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    for row_values, row in zip(table, [None, *rows], strict=True):
+        print("  ".join(v.ljust(widths[i]) for i, v in enumerate(row_values)).rstrip())
+        if row and row.get("error"):
+            print(f"    error: {row['error']}")
+    return 0
+
+
+def plugin_rows(registry: PluginRegistry) -> list[dict[str, str | None]]:
+    """One row per registered name (duplicates marked) and per plugin that failed to load."""
+    rows: list[dict[str, str | None]] = []
+    for registration in registry.registrations():
+        rows.append(
+            {
+                "name": registration.name,
+                "kind": registration.kind,
+                "distribution": registration.source.distribution,
+                "version": registration.source.version,
+                "status": "duplicate" if registry.is_duplicate(registration) else "loaded",
+                "error": (
+                    f"'{registration.name}' is also registered by another plugin"
+                    if registry.is_duplicate(registration)
+                    else None
+                ),
+                "entry_point": registration.source.name,
+            }
+        )
+    for failure in registry.failures:
+        rows.append(
+            {
+                "name": failure.source.name,
+                "kind": "plugin",
+                "distribution": failure.source.distribution,
+                "version": failure.source.version,
+                "status": "failed",
+                "error": failure.error,
+                "entry_point": failure.source.name,
+            }
+        )
+    return rows
+
+
+def show(options: argparse.Namespace) -> int:
+    """``twcore show [method=NAME] [task=NAME] [model=NAME]``"""
+    registry = get_registry()
+    if not options.selection:
+        print("run options (set as key=value; plugin options under method.*, task.*, model.*):")
+        print(format_keys(describe_config(RunConfig)))
+        return 0
+    for index, argument in enumerate(options.selection):
+        override = parse_override(argument)
+        if override.key not in PLUGIN_SECTIONS:
+            raise ConfigError(
+                f"cannot show '{override.key}'; write one of "
+                f"{', '.join(f'{k}=NAME' for k in KINDS)}"
+            )
+        registration = registry.get(override.key, override.text)
+        if index:
+            print()
+        doc = (registration.cls.__doc__ or "").strip().split("\n\n")[0].split()
+        source = registration.source
+        print(
+            f"{registration.kind} '{registration.name}' from {source.distribution or '-'} "
+            f"{source.version or ''}".rstrip()
+        )
+        if doc:
+            print(f"  {' '.join(doc)}")
+        keys = describe_config(registration.config_class, prefix=f"{registration.kind}.")
+        print(format_keys(keys) if keys else "  (no options)")
+    return 0
+
+
+def warn_failed_plugins(registry: PluginRegistry) -> None:
+    """One warning per plugin that failed to load (the others keep working)."""
+    for failure in registry.failures:
+        warn(f"plugin {failure.source.describe()} failed to load and is skipped: {failure.error}")
+
+
+def report_run(result: RunResult) -> int:
+    """Print the final metrics of a run and where it was written; the exit code (130 if the run
+    was stopped by a signal)."""
+    summary = result.summary
+    if summary["status"] == "interrupted":
+        print(f"{summary['error']}; continue with `twcore resume {result.run_dir}`")
+        return 130
+    shown = summary["task"]["summary_metrics"]
+    table = Table(
+        f"{summary['config']['method']['name']} on {summary['config']['task']['name']}",
+        ["split"],
+        list(shown),
+    )
+    for split, values in summary["metrics"].items():
+        table.add((split,), values)
+    print(table.to_markdown(mark_best=False, show_count=False))
+    print(f"run written to {result.run_dir}")
+    return 0
+
+
+def report_sweep(result: SweepResult) -> int:
+    """Print the sweep's tables and where the runs went; exit code 1 if any trial failed."""
+    for table in result.tables:
+        print(table.to_markdown())
+    for trial in result.failed:
+        print(f"{trial.name}: {trial.status}: {trial.error}")
+    print(f"runs written to {result.sweep_dir} (tables in {Path(result.sweep_dir) / 'results.md'})")
+    if result.failed:
+        warn(f"{len(result.failed)} of {len(result.trials)} run(s) did not complete")
+        return 1
+    return 0
+
+
+__all__ = ["compare", "plugins", "resume", "run", "show"]

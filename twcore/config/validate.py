@@ -1,0 +1,37 @@
+"""Range checks of run-level settings that types alone cannot express."""
+
+from __future__ import annotations
+
+import re
+
+from twcore.config.schema import RunConfig
+from twcore.errors import ConfigError
+from twcore.optim import validate_optim_config
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_WANDB_MODES = ("online", "offline", "disabled", "shared")
+
+
+def validate_run_config(run: RunConfig) -> None:
+    """Raise ConfigError naming the first out-of-range setting."""
+    minimums = {
+        "steps": 0,
+        "batch_size": 1,
+        "eval_every": 0,
+        "eval_batch_size": 1,
+        "log_every": 1,
+        "checkpoint_every": 0,
+    }
+    for key, minimum in minimums.items():
+        value = getattr(run, key)
+        if value < minimum:
+            raise ConfigError(f"{key}={value} must be >= {minimum}")
+    if not _DEVICE.match(run.device):
+        raise ConfigError(
+            f"device='{run.device}' is not a device; valid: auto, cpu, cuda, cuda:N, mps"
+        )
+    if run.wandb.mode is not None and run.wandb.mode not in _WANDB_MODES:
+        raise ConfigError(
+            f"wandb.mode='{run.wandb.mode}' is not a W&B mode; valid: {', '.join(_WANDB_MODES)}"
+        )
+    validate_optim_config(run.optim)

@@ -1,0 +1,340 @@
+"""The training loop: drives the method, evaluates, checkpoints, tracks, and records the outcome."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from twcore.config.compose import ComposedConfig
+from twcore.console import warn
+from twcore.engine.checkpoint import save_checkpoint
+from twcore.engine.components import Components
+from twcore.engine.progress import Progress
+from twcore.engine.rng import capture_rng_state, restore_rng_state
+from twcore.engine.rundir import RunDirectory
+from twcore.engine.stopping import StopRequest, graceful_stop
+from twcore.engine.summary import build_summary
+from twcore.errors import DivergenceError
+from twcore.method import StepResult
+from twcore.model import parameters_are_finite
+from twcore.tracking import Tracker
+from twcore.tracking.jsonl import JsonlBackend
+from twcore.tracking.wandb_backend import WandbBackend, resolve_mode
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class RunResult:
+    """Where a run was written and its ``summary.json`` contents."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, dict[str, float]]:
+        return self.summary["metrics"]
+
+
+class Trainer:
+    """Runs one training run to the end (or to a stop), resuming from a checkpoint if given."""
+
+    def __init__(
+        self,
+        composed: ComposedConfig,
+        components: Components,
+        run_dir: RunDirectory,
+        tracker: Tracker,
+        *,
+        show_progress: bool = True,
+    ) -> None:
+        self.composed = composed
+        self.run = composed.run
+        self.c = components
+        self.run_dir = run_dir
+        self.tracker = tracker
+        self.show_progress = show_progress
+        self.step = 0
+        self.epochs_seen = 0
+        self.elapsed_before = 0.0
+        self.train_time = 0.0
+        self.steps_this_process = 0
+        self.last_metrics: dict[str, dict[str, float]] = {}
+        self.last_checkpoint_step: int | None = None
+        self.stream = components.task.stream(
+            "train",
+            self.run.batch_size,
+            seed=self.run.seed,
+            device=components.device,
+            model=components.model,
+        )
+        self.started = time.perf_counter()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def train(self, resume_state: dict[str, Any] | None = None) -> RunResult:
+        """Train until ``steps`` (or a stop request) and write the summary; return the result.
+
+        Raises DivergenceError on a non-finite objective (after recording it), and re-raises
+        anything a plugin raised (after recording ``status: failed``).
+        """
+        if resume_state is not None:
+            self._restore(resume_state)
+        self._attach_backends(resume_state)
+        self._write_summary("running", {})
+        status, error = "failed", None
+        progress = Progress(
+            total=self.run.steps,
+            initial=self.step,
+            enabled=self.show_progress,
+            label=f"{self.composed.plugins['method'].name}/{self.composed.plugins['task'].name}"
+            f" s{self.run.seed}",
+        )
+        try:
+            with graceful_stop() as stop:
+                self._loop(stop, progress)
+                if stop.requested:
+                    self._save_checkpoint()
+                    status, error = (
+                        "interrupted",
+                        f"stopped by {stop.signal_name} at step {self.step}",
+                    )
+                    return self._finish(status, self.last_metrics, error)
+            # The checkpoint comes before on_train_end (which may, e.g., restore the best
+            # parameters), so a resume that trains longer continues the training trajectory.
+            self._save_checkpoint()
+            self.c.method.on_train_end()
+            final = self._final_evaluation(progress)
+            status = "completed"
+            return self._finish(status, final, None)
+        except DivergenceError as exc:
+            status, error = "diverged", str(exc)
+            self._finish(status, self.last_metrics, error)
+            raise
+        except KeyboardInterrupt:
+            status, error = "interrupted", "interrupted by the user"
+            self._finish(status, self.last_metrics, error)
+            raise
+        except Exception as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            self._finish(status, self.last_metrics, error)
+            raise
+        finally:
+            progress.close()
+            self.tracker.finish(status)
+
+    def _attach_backends(self, resume_state: dict[str, Any] | None) -> None:
+        resume_step = self.step if resume_state is not None else None
+        self.tracker.backends.append(
+            JsonlBackend(self.run_dir.metrics_path, resume_step=resume_step)
+        )
+        if not self.run.wandb.enabled:
+            return
+        wandb_id = (resume_state or {}).get("tracker", {}).get("wandb_id")
+        try:
+            backend = WandbBackend(
+                self.run.wandb,
+                run_dir=self.run_dir.path,
+                resolved_config=self.composed.to_dict(),
+                run_name=self.run_dir.path.name,
+                resume_id=wandb_id,
+            )
+        except Exception as exc:  # W&B must never stop a run
+            warn(
+                f"W&B could not start ({type(exc).__name__}: {_first_line(exc)}); "
+                f"training continues, logging only to {self.run_dir.metrics_path}"
+            )
+            return
+        self.tracker.backends.append(backend)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _loop(self, stop: StopRequest, progress: Progress) -> None:
+        run = self.run
+        while self.step < run.steps and not stop.requested:
+            batch = next(self.stream)
+            began = time.perf_counter()
+            result = self.c.method.train_step(batch)
+            losses = result.losses.detach()
+            finite = bool(torch.isfinite(losses).all())
+            self.train_time += time.perf_counter() - began
+            self.step += 1
+            self.steps_this_process += 1
+            self.c.context.step = self.tracker.step = self.step
+            if not finite:
+                self._diverged(losses)
+            if self.step % run.log_every == 0:
+                self._log_step(result, losses)
+                progress.update(self.step, losses)
+            self._maybe_end_epoch()
+            if (
+                run.eval_every
+                and self.step % run.eval_every == 0
+                and self.step < run.steps  # the final evaluation covers the last step
+                and "val" in self.c.task.eval_splits
+            ):
+                metrics = self._evaluate("val")
+                progress.evaluation(self.step, "val", metrics, self.c.task.spec.summary_metrics)
+            if run.checkpoint_every and self.step % run.checkpoint_every == 0:
+                self._save_checkpoint()
+
+    def _log_step(self, result: StepResult, losses: torch.Tensor) -> None:
+        names = self.c.task.spec.objective_names
+        values: dict[str, Any] = {
+            "train": {
+                "loss": dict(zip(names, losses, strict=True)),
+                "epoch": self.stream.completed_epochs,
+                "lr": self.c.optimizer.param_groups[0]["lr"],
+            }
+        }
+        if result.weights is not None:
+            values["train"]["weight"] = dict(zip(names, result.weights.detach(), strict=True))
+        if result.logs:
+            values["method"] = result.logs
+        self.tracker.log(values, step=self.step)
+
+    def _maybe_end_epoch(self) -> None:
+        while self.stream.completed_epochs > self.epochs_seen:
+            self.epochs_seen += 1
+            logs = self.c.method.on_epoch_end(self.epochs_seen)
+            if logs:
+                self.tracker.log({"method": dict(logs)}, step=self.step)
+
+    def _diverged(self, losses: torch.Tensor) -> None:
+        names = self.c.task.spec.objective_names
+        values = losses.tolist()
+        bad = [(n, v) for n, v in zip(names, values, strict=True) if not math.isfinite(v)]
+        listed = ", ".join(f"'{n}' is {v}" for n, v in bad)
+        kept = self._checkpoint_note()
+        raise DivergenceError(
+            f"training diverged at step {self.step}: objective {listed}; {kept}",
+            step=self.step,
+            objectives=[n for n, _ in bad],
+        )
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    def _evaluate(self, split: str) -> dict[str, float]:
+        metrics = self.c.task.evaluate(
+            self.c.model, split, device=self.c.device, batch_size=self.run.eval_batch_size
+        )
+        self.last_metrics[split] = metrics
+        self.tracker.log({split: metrics}, step=self.step)
+        return metrics
+
+    def _final_evaluation(self, progress: Progress) -> dict[str, dict[str, float]]:
+        final = {}
+        for split in self.c.task.eval_splits:
+            final[split] = self._evaluate(split)
+            progress.evaluation(self.step, split, final[split], self.c.task.spec.summary_metrics)
+        self.tracker.log_summary({split: values for split, values in final.items()})
+        return final
+
+    # -- checkpoints and summary -----------------------------------------------------------
+
+    def _save_checkpoint(self) -> None:
+        if not parameters_are_finite(self.c.model):
+            raise DivergenceError(
+                f"training diverged at step {self.step}: model parameters are not finite; "
+                f"{self._checkpoint_note()}",
+                step=self.step,
+                objectives=[],
+            )
+        save_checkpoint(
+            self.run_dir.checkpoint_path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "step": self.step,
+                "epochs_seen": self.epochs_seen,
+                "elapsed_s": self._elapsed(),
+                "model": self.c.model.state_dict(),
+                "optimizer": self.c.optimizer.state_dict(),
+                "method": self.c.method.state_dict(),
+                "task": self.c.task.state_dict(),
+                "stream": self.stream.state_dict(),
+                "rng": capture_rng_state(),
+                "method_generator": self.c.context.generator.get_state(),
+                "tracker": self.tracker.state_dict(),
+                "last_metrics": self.last_metrics,
+            },
+        )
+        self.last_checkpoint_step = self.step
+
+    def _checkpoint_note(self) -> str:
+        if self.last_checkpoint_step is None:
+            return "no checkpoint was saved before"
+        path, step = self.run_dir.checkpoint_path, self.last_checkpoint_step
+        return f"last good checkpoint: {path} (step {step})"
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.epochs_seen = int(state["epochs_seen"])
+        self.elapsed_before = float(state["elapsed_s"])
+        self.c.model.load_state_dict(state["model"])
+        self.c.optimizer.load_state_dict(state["optimizer"])
+        self.c.method.load_state_dict(state["method"])
+        self.c.task.load_state_dict(state["task"])
+        self.stream.load_state_dict(state["stream"])
+        restore_rng_state(state["rng"])
+        self.c.context.generator.set_state(state["method_generator"])
+        self.c.context.step = self.tracker.step = self.step
+        self.last_metrics = state.get("last_metrics", {})
+        self.last_checkpoint_step = self.step
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def _finish(
+        self, status: str, metrics: dict[str, dict[str, float]], error: str | None
+    ) -> RunResult:
+        extra: dict[str, Any] = {"wandb": self._wandb_info()}
+        if error is not None:
+            extra["error"] = error
+        summary = self._write_summary(status, metrics, extra)
+        return RunResult(self.run_dir.path, summary)
+
+    def _write_summary(
+        self, status: str, metrics: dict[str, dict[str, float]], extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        steps_per_s = self.steps_this_process / self.train_time if self.train_time > 0 else 0.0
+        summary = build_summary(
+            composed=self.composed,
+            status=status,
+            metrics=metrics,
+            steps=self.step,
+            wall_time_s=self._elapsed(),
+            steps_per_s=steps_per_s,
+            run_dir=str(self.run_dir.path),
+            device=self.c.device,
+            spec=self.c.task.spec,
+            extra=extra,
+        )
+        self.run_dir.write_summary(summary)
+        return summary
+
+    def _wandb_info(self) -> dict[str, Any]:
+        live = [b for b in self.tracker.backends if isinstance(b, WandbBackend)]
+        if not self.run.wandb.enabled:
+            return {"enabled": False}
+        if not live:
+            return {
+                "enabled": True,
+                "mode": resolve_mode(self.run.wandb),
+                "error": "W&B failed; see warnings",
+            }
+        return {
+            "enabled": True,
+            "mode": resolve_mode(self.run.wandb),
+            "run_id": live[0].run.id,
+            "dir": str(live[0].run.dir),
+        }
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

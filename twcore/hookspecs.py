@@ -1,0 +1,81 @@
+"""The plugin contract of twcore: every hook a plugin can implement.
+
+A plugin is a Python module that a distribution lists under the entry-point group ``twcore``::
+
+    # pyproject.toml of your plugin package
+    [project.entry-points.twcore]
+    my-method = "my_package.plugin"
+
+and that implements one or more hooks below, marked with :data:`hookimpl`::
+
+    from twcore.hookspecs import hookimpl
+
+    @hookimpl
+    def twcore_register_methods(register):
+        register("my-method", MyMethod)
+
+Each entry point is loaded on its own: a plugin that fails to import, implements a hook that is
+not listed here, implements one with a wrong signature, or raises while registering is reported
+by ``twcore plugins`` (with its distribution and version) and the other plugins keep working.
+Two distributions registering one name make that name an error that names both.
+
+Environment variables: ``TWCORE_DISABLE_PLUGIN_AUTOLOAD=1`` loads no entry points at all;
+``TWCORE_PLUGINS=a,b`` loads only the entry points (or distributions) named ``a`` and ``b``.
+
+Names are lowercase words joined by ``-`` (``group-dro``, ``mnist-multitask``). The registered
+classes subclass :class:`twcore.method.Method`, :class:`twcore.task.Task` and
+:class:`twcore.model.Model` respectively, and declare their options as a dataclass in a
+``Config`` class attribute (see :func:`twcore.config.option`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from twcore.method import Method
+    from twcore.model import Model
+    from twcore.task import Task
+
+PROJECT = "twcore"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+"""Marks the hook specifications below (for twcore itself)."""
+
+hookimpl = pluggy.HookimplMarker(PROJECT)
+"""Marks a plugin's hook implementations."""
+
+RegisterMethod = Callable[[str, "type[Method]"], None]
+RegisterTask = Callable[[str, "type[Task]"], None]
+RegisterModel = Callable[[str, "type[Model]"], None]
+
+
+@hookspec
+def twcore_register_methods(register: RegisterMethod) -> None:
+    """Register method plugins: call ``register(name, MethodClass)`` once per method.
+
+    Called once per process, when plugins are first needed. `register` raises nothing for a
+    name another distribution also registers; that conflict is reported when the name is used.
+    ``MethodClass`` subclasses :class:`twcore.method.Method`. Return nothing.
+    """
+
+
+@hookspec
+def twcore_register_tasks(register: RegisterTask) -> None:
+    """Register task plugins: call ``register(name, TaskClass)`` once per task.
+
+    Called once per process, when plugins are first needed. ``TaskClass`` subclasses
+    :class:`twcore.task.Task` (usually :class:`twcore.task.TensorTask`). Return nothing.
+    """
+
+
+@hookspec
+def twcore_register_models(register: RegisterModel) -> None:
+    """Register model plugins: call ``register(name, ModelClass)`` once per model.
+
+    Called once per process, when plugins are first needed. ``ModelClass`` subclasses
+    :class:`twcore.model.Model` and is built as ``ModelClass(config, task_spec)``. Return nothing.
+    """

@@ -1,0 +1,90 @@
+"""Base class of model plugins: a shared trunk and one output module per task head."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from twcore.config import NoConfig
+from twcore.spec import TaskSpec
+
+
+class Model(nn.Module):
+    """A model built from a task's spec.
+
+    Subclasses set ``self.trunk`` (the shared part: inputs [B, *input_shape] -> features [B, F])
+    and ``self.heads`` (an ``nn.ModuleDict`` with one module per ``spec.heads`` entry, features
+    -> [B, head.size]). The default :meth:`forward` returns ``{head_name: output}``.
+
+    Methods that weight objectives by their gradients work on :meth:`shared_parameters` (the
+    trunk's); task heads get their own objective's gradient. Parameter names are those of
+    ``named_parameters()``, so they work with ``torch.func.functional_call``.
+
+    Class attributes:
+        Config: the dataclass of this model's options (see :func:`twcore.config.option`).
+    """
+
+    Config: ClassVar[type] = NoConfig
+
+    trunk: nn.Module
+    heads: nn.ModuleDict
+
+    def __init__(self, config: Any, spec: TaskSpec) -> None:
+        super().__init__()
+        self.config = config
+        self.spec = spec
+
+    def features(self, inputs: Tensor) -> Tensor:
+        """The shared representation [B, F] of inputs [B, *input_shape]."""
+        return self.trunk(inputs)
+
+    def predict_heads(self, features: Tensor) -> dict[str, Tensor]:
+        """Each head's output from the shared representation."""
+        return {name: head(features) for name, head in self.heads.items()}
+
+    def forward(self, inputs: Tensor) -> dict[str, Tensor]:
+        """``{head_name: output [B, head.size]}`` for inputs [B, *input_shape]."""
+        return self.predict_heads(self.features(inputs))
+
+    def named_shared_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """Parameters shared by all heads (the trunk's), with their full names."""
+        for name, parameter in self.named_parameters():
+            if name.startswith("trunk."):
+                yield name, parameter
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters shared by all heads, in a fixed order."""
+        return [p for _, p in self.named_shared_parameters()]
+
+    def named_head_parameters(self, head: str) -> Iterator[tuple[str, nn.Parameter]]:
+        """Parameters that belong to one head only, with their full names."""
+        prefix = f"heads.{head}."
+        for name, parameter in self.named_parameters():
+            if name.startswith(prefix):
+                yield name, parameter
+
+    def head_parameters(self, head: str) -> list[nn.Parameter]:
+        """Parameters that belong to one head only."""
+        return [p for _, p in self.named_head_parameters(head)]
+
+
+def flat_input_size(spec: TaskSpec) -> int:
+    """Number of input features once an example is flattened."""
+    size = 1
+    for dim in spec.input_shape:
+        size *= int(dim)
+    return size
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Total number of parameter elements."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def parameters_are_finite(module: nn.Module) -> bool:
+    """Whether every parameter of `module` is finite (one device sync)."""
+    flags = [torch.isfinite(p).all() for p in module.parameters()]
+    return bool(torch.stack(flags).all()) if flags else True

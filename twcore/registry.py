@@ -1,0 +1,319 @@
+"""Finding plugins through entry points and looking them up by name.
+
+The registry wraps pluggy so that the rest of twcore never touches it: it loads each entry point
+of the group ``twcore`` on its own, records what failed and why, and answers ``get(kind, name)``
+with clear errors for unknown and duplicated names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import os
+import re
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from twcore import hookspecs
+from twcore.errors import DuplicatePluginError, UnknownPluginError, did_you_mean, format_choices
+from twcore.method import Method
+from twcore.model import Model
+from twcore.task import Task
+
+ENTRY_POINT_GROUP = "twcore"
+DISABLE_AUTOLOAD_ENV = "TWCORE_DISABLE_PLUGIN_AUTOLOAD"
+ONLY_PLUGINS_ENV = "TWCORE_PLUGINS"
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class PluginKind:
+    """One kind of plugin: the hook that registers it and the class it must subclass."""
+
+    name: str
+    hook: str
+    base: type
+
+
+KINDS: dict[str, PluginKind] = {
+    "method": PluginKind("method", "twcore_register_methods", Method),
+    "task": PluginKind("task", "twcore_register_tasks", Task),
+    "model": PluginKind("model", "twcore_register_models", Model),
+}
+
+
+@dataclass(frozen=True)
+class PluginSource:
+    """Where a plugin module came from."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+
+    def describe(self) -> str:
+        """``'name' (dist version)`` for messages."""
+        origin = f"{self.distribution} {self.version}" if self.distribution else "not installed"
+        return f"'{self.name}' ({origin})"
+
+
+@dataclass
+class PluginStatus:
+    """The outcome of loading one plugin module."""
+
+    source: PluginSource
+    status: str  # "loaded" or "failed"
+    error: str | None = None
+    registrations: list[Registration] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A named method, task or model class and the plugin that registered it."""
+
+    kind: str
+    name: str
+    cls: type
+    source: PluginSource
+
+    @property
+    def config_class(self) -> type:
+        """The dataclass of the plugin's options."""
+        return self.cls.Config
+
+
+class PluginLoadError(Exception):
+    """A plugin module could not be used; the message says why."""
+
+
+class PluginRegistry:
+    """Every plugin available in this process, by kind and name.
+
+    Args:
+        autoload: load the ``twcore`` entry points (default: unless
+            ``TWCORE_DISABLE_PLUGIN_AUTOLOAD`` is set).
+        entry_points: the entry points to consider instead of the installed ones (tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        autoload: bool | None = None,
+        entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+    ) -> None:
+        self._manager = pluggy.PluginManager(hookspecs.PROJECT)
+        self._manager.add_hookspecs(hookspecs)
+        self._statuses: list[PluginStatus] = []
+        self._by_name: dict[str, dict[str, list[Registration]]] = {kind: {} for kind in KINDS}
+        self.autoload = _autoload_enabled() if autoload is None else autoload
+        if self.autoload:
+            self.load_entry_points(entry_points)
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load_entry_points(
+        self, entry_points: Iterable[importlib.metadata.EntryPoint] | None = None
+    ) -> None:
+        """Load the given (default: installed) ``twcore`` entry points, each on its own."""
+        if entry_points is None:
+            entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        only = _only_plugins()
+        for entry_point in sorted(entry_points, key=lambda ep: ep.name):
+            source = _source_of(entry_point)
+            if only is not None and not ({source.name, source.distribution} & only):
+                continue
+            try:
+                plugin = entry_point.load()
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                self._statuses.append(
+                    PluginStatus(source, "failed", f"import failed: {_describe(exc)}")
+                )
+                continue
+            self.add_plugin(plugin, source)
+
+    def add_plugin(self, plugin: object, source: PluginSource | str) -> PluginStatus:
+        """Register a plugin object (a module or any object with hook implementations).
+
+        Tests use this to add a plugin for their own duration without installing it.
+        """
+        if isinstance(source, str):
+            source = PluginSource(source)
+        status = PluginStatus(source, "loaded")
+        try:
+            self._register_hooks(plugin, source)
+            status.registrations = self._collect_registrations(plugin, source)
+        except PluginLoadError as exc:
+            status.status, status.error = "failed", str(exc)
+            if self._manager.is_registered(plugin):
+                self._manager.unregister(plugin)
+        else:
+            for registration in status.registrations:
+                self._by_name[registration.kind].setdefault(registration.name, []).append(
+                    registration
+                )
+        self._statuses.append(status)
+        return status
+
+    def _register_hooks(self, plugin: object, source: PluginSource) -> None:
+        try:
+            self._manager.register(plugin, name=f"{source.distribution}:{source.name}")
+        except pluggy.PluginValidationError as exc:
+            raise PluginLoadError(
+                f"invalid hook implementation: {' '.join(str(exc).split())}"
+            ) from exc
+        except ValueError as exc:
+            raise PluginLoadError(f"could not register: {exc}") from exc
+        known = sorted(kind.hook for kind in KINDS.values())
+        for caller in self._manager.get_hookcallers(plugin) or []:
+            if not caller.has_spec():
+                raise PluginLoadError(
+                    f"implements unknown hook '{caller.name}'"
+                    f"{did_you_mean(caller.name, known)}; known hooks: {', '.join(known)}"
+                )
+
+    def _collect_registrations(self, plugin: object, source: PluginSource) -> list[Registration]:
+        registrations: list[Registration] = []
+        for kind in KINDS.values():
+            caller = getattr(self._manager.hook, kind.hook)
+            for implementation in caller.get_hookimpls():
+                if implementation.plugin is not plugin:
+                    continue
+                register = _registrar(kind, source, registrations)
+                try:
+                    implementation.function(**{arg: register for arg in implementation.argnames})
+                except PluginLoadError:
+                    raise
+                except Exception as exc:
+                    raise PluginLoadError(f"{kind.hook} raised {_describe(exc)}") from exc
+        return registrations
+
+    # -- lookup ----------------------------------------------------------------------------
+
+    def get(self, kind: str, name: str) -> Registration:
+        """The plugin of `kind` called `name`.
+
+        Raises:
+            UnknownPluginError: no plugin has that name (the message lists the installed ones).
+            DuplicatePluginError: two distributions register that name (the message names both).
+        """
+        candidates = self._by_name[kind].get(name)
+        if not candidates:
+            names = self.names(kind)
+            hint = "" if self.autoload else f" (plugin autoloading is off: {DISABLE_AUTOLOAD_ENV})"
+            raise UnknownPluginError(
+                f"unknown {kind} '{name}'{did_you_mean(name, names)}; installed {kind}s: "
+                f"{format_choices(names)}{hint}"
+            )
+        if len(candidates) > 1:
+            origins = " and ".join(c.source.describe() for c in candidates)
+            raise DuplicatePluginError(
+                f"{kind} '{name}' is registered by more than one plugin: {origins}; uninstall "
+                f"one, or load only one with {ONLY_PLUGINS_ENV}=<plugin>"
+            )
+        return candidates[0]
+
+    def names(self, kind: str) -> list[str]:
+        """Sorted names of the plugins of `kind`."""
+        return sorted(self._by_name[kind])
+
+    def registrations(self, kind: str | None = None) -> Iterator[Registration]:
+        """Every registration (of one kind, or all), duplicates included, sorted by name."""
+        kinds = [kind] if kind else list(KINDS)
+        for each in kinds:
+            for name in sorted(self._by_name[each]):
+                yield from self._by_name[each][name]
+
+    def is_duplicate(self, registration: Registration) -> bool:
+        """Whether another plugin registers the same kind and name."""
+        return len(self._by_name[registration.kind][registration.name]) > 1
+
+    @property
+    def statuses(self) -> list[PluginStatus]:
+        """The outcome of loading each plugin module, in load order."""
+        return list(self._statuses)
+
+    @property
+    def failures(self) -> list[PluginStatus]:
+        """The plugins that failed to load."""
+        return [s for s in self._statuses if s.status == "failed"]
+
+    def version_of(self, kind: str, name: str) -> str:
+        """The version of the distribution that provides a plugin (``unknown`` if none)."""
+        return self.get(kind, name).source.version or "unknown"
+
+
+def _registrar(
+    kind: PluginKind, source: PluginSource, registrations: list[Registration]
+) -> Callable[[str, type], None]:
+    def register(name: str, cls: type) -> None:
+        _validate_registration(kind, name, cls)
+        registrations.append(Registration(kind.name, name, cls, source))
+
+    return register
+
+
+def _validate_registration(kind: PluginKind, name: Any, cls: Any) -> None:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise PluginLoadError(
+            f"registered {kind.name} name {name!r}: names are lowercase letters, digits, '-', '_'"
+        )
+    if not (isinstance(cls, type) and issubclass(cls, kind.base)):
+        raise PluginLoadError(
+            f"registered {kind.name} '{name}' as {cls!r}, which is not a subclass of "
+            f"{kind.base.__module__}.{kind.base.__qualname__}"
+        )
+    if not dataclasses.is_dataclass(cls.Config):
+        raise PluginLoadError(f"{kind.name} '{name}': its Config {cls.Config!r} is not a dataclass")
+
+
+def _source_of(entry_point: importlib.metadata.EntryPoint) -> PluginSource:
+    dist = getattr(entry_point, "dist", None)
+    if dist is None:
+        return PluginSource(entry_point.name)
+    return PluginSource(entry_point.name, dist.metadata["Name"], dist.version)
+
+
+def _describe(exc: BaseException) -> str:
+    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" at {last[0].filename}:{last[0].lineno}" if last else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _autoload_enabled() -> bool:
+    return os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip().lower() in ("", "0", "false", "no")
+
+
+def _only_plugins() -> set[str] | None:
+    value = os.environ.get(ONLY_PLUGINS_ENV)
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+_default_registry: PluginRegistry | None = None
+
+
+def get_registry() -> PluginRegistry:
+    """The process-wide registry, loading the installed plugins on first use."""
+    global _default_registry
+    if _default_registry is None:
+        _default_registry = PluginRegistry()
+    return _default_registry
+
+
+@contextmanager
+def use_registry(registry: PluginRegistry) -> Iterator[PluginRegistry]:
+    """Make `registry` the process-wide one for the duration of a ``with`` block (tests)."""
+    global _default_registry
+    previous, _default_registry = _default_registry, registry
+    try:
+        yield registry
+    finally:
+        _default_registry = previous

@@ -1,0 +1,20 @@
+"""The plugin author's test kit: conformance suites, reference plugins and an in-memory harness.
+
+See :mod:`twcore.testing.conformance` for how to use the suites in your own tests.
+"""
+
+from twcore.testing.conformance import MethodConformance, ModelConformance, TaskConformance
+from twcore.testing.harness import Harness, PluginEntry, registry_with
+from twcore.testing.reference import ReferenceMethod, ReferenceModel, ReferenceTask
+
+__all__ = [
+    "Harness",
+    "MethodConformance",
+    "ModelConformance",
+    "PluginEntry",
+    "ReferenceMethod",
+    "ReferenceModel",
+    "ReferenceTask",
+    "TaskConformance",
+    "registry_with",
+]
