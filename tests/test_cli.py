@@ -154,3 +154,44 @@ def test_a_terminal_shows_a_progress_bar_with_loss_and_eta(tmp_path):
     assert "ew/toy-multitask s0" in screen
     assert "loss=" in screen
     assert "step/s" in screen and "<" in screen  # tqdm's rate and [elapsed<remaining]
+
+
+def test_sigint_stops_a_sweep_keeping_the_completed_trials(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sweep_dir = tmp_path / "sweep"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "twcore",
+            "run",
+            "-m",
+            "-q",
+            "seed=0,1,2",
+            "wandb.enabled=false",
+            f"run_dir={sweep_dir}",
+            "steps=100000",
+            "checkpoint_every=0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list(sweep_dir.glob("*/metrics.jsonl")):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "sweep stopped at trial 1 of 3" in err
+    trials = json.loads((sweep_dir / "results.json").read_text())["trials"]
+    assert [t["status"] for t in trials] == ["interrupted", "pending", "pending"]
+    summary = json.loads(next(sweep_dir.glob("*/summary.json")).read_text())
+    assert summary["status"] == "interrupted"

@@ -185,7 +185,7 @@ def test_checkpoints_hold_no_arbitrary_objects(tmp_path):
         "task",
         "stream",
         "rng",
-        "method_generator",
+        "context",
         "tracker",
     }
 
@@ -209,3 +209,21 @@ def test_unavailable_cuda_is_a_config_error(tmp_path):
 def test_metrics_are_finite_numbers(tmp_path):
     result = _run(tmp_path / "run", "steps=10")
     assert all(math.isfinite(v) for split in result.metrics.values() for v in split.values())
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_from_zero(tmp_path):
+    whole = _run(tmp_path / "whole", "steps=30", "seed=6")
+    run_dir = tmp_path / "killed"
+    _run(run_dir, "steps=30", "seed=6")
+    (run_dir / "checkpoints" / "last.pt").unlink()  # as if killed before the first checkpoint
+    resumed = twcore.resume(run_dir)
+    assert resumed.metrics == whole.metrics
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    assert [r["step"] for r in lines if "train/loss/cls0" in r] == list(range(1, 31))
+
+
+def test_resume_refuses_to_change_the_plugins(tmp_path):
+    _run(tmp_path / "run", "steps=2")
+    for override in ("method=ew", "task.name=toy-multitask", "model=mlp"):
+        with pytest.raises(twcore.errors.ConfigError, match="a resumed run keeps its"):
+            twcore.resume(tmp_path / "run", [override])

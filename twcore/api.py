@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from twcore.config.compose import ComposedConfig, compose, load_yaml_file
-from twcore.config.overrides import Override
+from twcore.config.overrides import Override, parse_override
+from twcore.config.schema import PLUGIN_SECTIONS
+from twcore.console import warn
 from twcore.engine.checkpoint import load_checkpoint
 from twcore.engine.components import build_components
 from twcore.engine.device import resolve_device
 from twcore.engine.rundir import RunDirectory
 from twcore.engine.trainer import RunResult, Trainer
+from twcore.errors import ConfigError
 from twcore.registry import PluginRegistry
 from twcore.tracking import Tracker
 
@@ -68,17 +71,32 @@ def resume(
     show_progress: bool = False,
 ) -> RunResult:
     """Continue a run from its last checkpoint (after a kill, a stop, or to train longer with
-    ``steps=N``); the result is the same as if it had never stopped."""
+    ``steps=N``); the result is the same as if it had never stopped.
+
+    A run killed before its first checkpoint starts again from step 0 in the same directory.
+    Overrides may change anything but the plugins (``method``, ``task``, ``model``).
+    """
     directory = RunDirectory.existing(run_dir)
+    parsed = [o if isinstance(o, Override) else parse_override(o) for o in _as_overrides(overrides)]
+    for override in parsed:
+        if override.key.removesuffix(".name") in PLUGIN_SECTIONS:
+            raise ConfigError(
+                f"{override}: a resumed run keeps its {override.key.split('.')[0]}; "
+                "start a new run to change it"
+            )
     base = load_yaml_file(directory.config_path)
     base["run_dir"] = str(directory.path)
-    composed = compose(_as_overrides(overrides), base=base, registry=registry)
-    state = load_checkpoint(directory.checkpoint_path, resolve_device(composed.run.device))
+    composed = compose(parsed, base=base, registry=registry)
+    state: dict[str, Any] | None = None
+    if directory.checkpoint_path.exists():
+        state = load_checkpoint(directory.checkpoint_path, resolve_device(composed.run.device))
+    else:
+        warn(f"{directory.path} has no checkpoint yet; training it again from step 0")
     tracker = Tracker([])
     components = build_components(composed, tracker)
     directory.write_config(composed.to_yaml())
     trainer = Trainer(composed, components, directory, tracker, show_progress=show_progress)
-    return trainer.train(resume_state=state)
+    return trainer.train(resume_state=state, reuse_directory=True)
 
 
 def _as_overrides(overrides: Sequence[str | Override] | Mapping[str, Any]) -> list[str | Override]:

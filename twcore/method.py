@@ -132,8 +132,13 @@ class MethodContext:
 
     def stream(self, split: str = "train", batch_size: int | None = None) -> BatchStream:
         """A fresh stream of `split` for the method's own use (validation batches, per-task
-        passes), independent of the engine's training stream. Its order is derived from the run
-        seed and the number of streams opened so far, so it is reproducible."""
+        passes), independent of the engine's training stream.
+
+        Its order is derived from the run seed and the number of streams opened so far (which
+        checkpoints keep), so it is reproducible and a resumed run opens the same streams. A
+        method that keeps a stream across steps saves ``stream.state_dict()`` in its own
+        ``state_dict`` and restores it with ``stream.load_state_dict``.
+        """
         self._stream_count += 1
         return self.task.stream(
             split,
@@ -159,6 +164,15 @@ class MethodContext:
     def log(self, values: Mapping[str, Any]) -> None:
         """Log values under ``method/`` at the current step."""
         self.tracker.log({"method": dict(values)}, step=self.step)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The context's own state (method RNG, streams opened), saved in checkpoints."""
+        return {"generator": self.generator.get_state(), "streams_opened": self._stream_count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.generator.set_state(state["generator"])
+        self._stream_count = int(state["streams_opened"])
 
 
 class Method(ABC):

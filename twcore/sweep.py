@@ -50,7 +50,13 @@ class SweepResult:
 
     @property
     def failed(self) -> list[Trial]:
-        return [t for t in self.trials if t.status != "completed"]
+        """Trials that ran but did not complete (diverged, failed, interrupted)."""
+        return [t for t in self.trials if t.status not in ("completed", "pending")]
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether a stop request ended the sweep early."""
+        return any(t.status == "interrupted" for t in self.trials)
 
 
 def expand(arguments: Sequence[str]) -> tuple[list[str], list[list[Override]]]:
@@ -120,7 +126,10 @@ def run_sweep(
         info(f"[{index}/{len(trials)}] {described}")
         try:
             result = run_composed(composed, show_progress=show_progress)
-            trial.summary, trial.status = result.summary, "completed"
+            trial.summary, trial.status = result.summary, result.summary["status"]
+            trial.error = result.summary.get("error")
+        except KeyboardInterrupt:
+            trial.status, trial.error = "interrupted", "interrupted by the user"
         except DivergenceError as exc:
             trial.status, trial.error = "diverged", str(exc)
             warn(f"{described}: {exc}")
@@ -130,6 +139,9 @@ def run_sweep(
         except Exception as exc:  # one broken trial must not lose the others
             trial.status, trial.error = "failed", f"{type(exc).__name__}: {exc}"
             warn(f"{described}: run failed: {trial.error}")
+        if trial.status == "interrupted":
+            warn(f"sweep stopped at trial {index} of {len(trials)}; completed trials are kept")
+            break
     result = SweepResult(sweep_dir, trials, tabulate(trials, swept_keys))
     write_results(result)
     return result

@@ -207,8 +207,9 @@ class _EvaluationSums:
     def add(
         self, losses: Mapping[str, Tensor], outputs: Mapping[str, Tensor], batch: Batch
     ) -> None:
+        names = self.spec.objective_names
+        self.loss += torch.stack([losses[name] for name in names]).double().sum(dim=1)
         for i, objective in enumerate(self.spec.objectives):
-            self.loss[i] += losses[objective.name].double().sum()
             prediction = outputs[objective.head]
             target = batch.targets.get(objective.target)
             if objective.kind is ObjectiveKind.CLASSIFICATION:

@@ -203,6 +203,8 @@ def report_sweep(result: SweepResult) -> int:
     for trial in result.failed:
         print(f"{trial.name}: {trial.status}: {trial.error}")
     print(f"runs written to {result.sweep_dir} (tables in {Path(result.sweep_dir) / 'results.md'})")
+    if result.interrupted:
+        return 130
     if result.failed:
         warn(f"{len(result.failed)} of {len(result.trials)} run(s) did not complete")
         return 1

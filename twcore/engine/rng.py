@@ -17,7 +17,8 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
     torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+    # Set either way: an earlier run in the same process (a sweep) must not leak its choice.
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -77,15 +77,20 @@ class Trainer:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def train(self, resume_state: dict[str, Any] | None = None) -> RunResult:
+    def train(
+        self, resume_state: dict[str, Any] | None = None, *, reuse_directory: bool = False
+    ) -> RunResult:
         """Train until ``steps`` (or a stop request) and write the summary; return the result.
+
+        `resume_state` is a checkpoint to continue from; `reuse_directory` says the run
+        directory already holds this run's records (kept up to the checkpoint's step).
 
         Raises DivergenceError on a non-finite objective (after recording it), and re-raises
         anything a plugin raised (after recording ``status: failed``).
         """
         if resume_state is not None:
             self._restore(resume_state)
-        self._attach_backends(resume_state)
+        self._attach_backends(resume_state, reuse_directory)
         self._write_summary("running", {})
         status, error = "failed", None
         progress = Progress(
@@ -128,8 +133,8 @@ class Trainer:
             progress.close()
             self.tracker.finish(status)
 
-    def _attach_backends(self, resume_state: dict[str, Any] | None) -> None:
-        resume_step = self.step if resume_state is not None else None
+    def _attach_backends(self, resume_state: dict[str, Any] | None, reuse_directory: bool) -> None:
+        resume_step = self.step if reuse_directory else None
         self.tracker.backends.append(
             JsonlBackend(self.run_dir.metrics_path, resume_step=resume_step)
         )
@@ -157,8 +162,8 @@ class Trainer:
     def _loop(self, stop: StopRequest, progress: Progress) -> None:
         run = self.run
         while self.step < run.steps and not stop.requested:
-            batch = next(self.stream)
             began = time.perf_counter()
+            batch = next(self.stream)
             result = self.c.method.train_step(batch)
             losses = result.losses.detach()
             finite = bool(torch.isfinite(losses).all())
@@ -258,7 +263,7 @@ class Trainer:
                 "task": self.c.task.state_dict(),
                 "stream": self.stream.state_dict(),
                 "rng": capture_rng_state(),
-                "method_generator": self.c.context.generator.get_state(),
+                "context": self.c.context.state_dict(),
                 "tracker": self.tracker.state_dict(),
                 "last_metrics": self.last_metrics,
             },
@@ -281,7 +286,7 @@ class Trainer:
         self.c.task.load_state_dict(state["task"])
         self.stream.load_state_dict(state["stream"])
         restore_rng_state(state["rng"])
-        self.c.context.generator.set_state(state["method_generator"])
+        self.c.context.load_state_dict(state["context"])
         self.c.context.step = self.tracker.step = self.step
         self.last_metrics = state.get("last_metrics", {})
         self.last_checkpoint_step = self.step
