@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from twcore.autodiff import (
+    commit_lookahead,
     cosine_to,
     implicit_hypergradient,
     per_objective_grads,
@@ -78,9 +79,7 @@ class LookaheadWeighting(Method):
         self.meta_optimizer.zero_grad(set_to_none=True)
         meta_loss.backward()
         self.meta_optimizer.step()
-        with torch.no_grad():
-            for name, value in ahead.items():
-                params[name].copy_(value)
+        commit_lookahead(ctx.model, ahead)
         return StepResult(losses.detach(), weights.detach(), {"meta_loss": meta_loss.detach()})
 
     def state_dict(self):
@@ -246,9 +245,7 @@ class LearnedLoss(Method):
         self.meta_optimizer.zero_grad(set_to_none=True)
         meta_loss.backward()
         self.meta_optimizer.step()
-        with torch.no_grad():
-            for name, value in ahead.items():
-                params[name].copy_(value)
+        commit_lookahead(ctx.model, ahead)
         return StepResult(self.base_losses(batch).detach(), logs={"meta_loss": meta_loss.detach()})
 
     def state_dict(self):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from twcore.autodiff import functional_forward, sgd_lookahead
+from twcore.autodiff import commit_lookahead, functional_forward, sgd_lookahead
 
 F64 = torch.float64
 
@@ -171,3 +171,15 @@ def test_functional_forward_with_lookahead_params_equals_module_with_loaded_para
     actual = functional_forward(model, stepped, x, scale=2.0)
     torch.testing.assert_close(actual, expected)
     assert not torch.allclose(actual, model(x, scale=2.0))
+
+
+def test_commit_lookahead_copies_the_stepped_parameters_into_the_module():
+    module = torch.nn.Linear(3, 2)
+    params = dict(module.named_parameters())
+    loss = module(torch.ones(4, 3)).square().sum()
+    ahead = sgd_lookahead(params, loss, 0.1)
+    expected = {name: value.detach().clone() for name, value in ahead.items()}
+    commit_lookahead(module, ahead)
+    for name, parameter in module.named_parameters():
+        assert torch.equal(parameter.detach(), expected[name])
+        assert parameter.grad_fn is None and parameter.requires_grad

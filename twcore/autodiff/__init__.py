@@ -14,10 +14,11 @@ from twcore.autodiff.implicit import (
     hessian_vector_product,
     implicit_hypergradient,
 )
-from twcore.autodiff.lookahead import functional_forward, sgd_lookahead
+from twcore.autodiff.lookahead import commit_lookahead, functional_forward, sgd_lookahead
 from twcore.autodiff.per_objective import per_objective_grads
 
 __all__ = [
+    "commit_lookahead",
     "conjugate_gradient",
     "cosine_matrix",
     "cosine_to",

@@ -68,3 +68,16 @@ def functional_forward(
     statistics in training mode); pass them in `params` to keep the module untouched.
     """
     return torch.func.functional_call(module, dict(params), args, kwargs)
+
+
+def commit_lookahead(module: torch.nn.Module, lookahead: Mapping[str, Tensor]) -> None:
+    """Make a lookahead the module's parameters: copy θ' into them in place (no graph).
+
+    Methods whose base update *is* the lookahead (a learned loss, a lookahead weighting) call
+    this after their meta-update instead of a second forward/backward pass. Entries that are not
+    parameters of `module` raise KeyError; parameters without an entry are left as they are.
+    """
+    parameters = dict(module.named_parameters())
+    with torch.no_grad():
+        for name, value in lookahead.items():
+            parameters[name].copy_(value)
