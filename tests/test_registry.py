@@ -182,3 +182,27 @@ def test_one_plugin_can_register_a_method_a_task_and_a_model_that_run_together(t
         "my-task": "2.0",
         "my-model": "2.0",
     }
+
+
+def test_a_config_field_called_name_is_refused():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Clashing:
+        name: str = "x"
+
+    class Named(Method):
+        Config = Clashing
+
+        def train_step(self, batch):
+            raise NotImplementedError
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def twcore_register_methods(register):
+            register("named", Named)
+
+    status = PluginRegistry(autoload=False).add_plugin(Plugin(), "named-plugin")
+    assert status.status == "failed"
+    assert "field 'name', which is reserved" in status.error

@@ -271,6 +271,11 @@ def _validate_registration(kind: PluginKind, name: Any, cls: Any) -> None:
         )
     if not dataclasses.is_dataclass(cls.Config):
         raise PluginLoadError(f"{kind.name} '{name}': its Config {cls.Config!r} is not a dataclass")
+    if any(field.name == "name" for field in dataclasses.fields(cls.Config)):
+        raise PluginLoadError(
+            f"{kind.name} '{name}': its Config has a field 'name', which is reserved for the "
+            f"plugin name ({kind.name}.name); rename the field"
+        )
 
 
 def _source_of(entry_point: importlib.metadata.EntryPoint) -> PluginSource:

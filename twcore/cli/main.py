@@ -12,6 +12,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+import twcore
 from twcore.cli import commands
 from twcore.console import error
 from twcore.errors import DivergenceError, UsageError
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         description="Learned loss weighting and learned losses: run, compare and inspect.",
     )
+    parser.add_argument("--version", action="version", version=f"twcore {twcore.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser(
