@@ -12,6 +12,18 @@ from twcore.method import Method
 from twcore.registry import PluginRegistry, PluginSource
 
 
+def _method_plugin(name: str, cls: type) -> object:
+    """A plugin object registering one method, for the duration of a test."""
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def twcore_register_methods(register):
+            register(name, cls)
+
+    return Plugin()
+
+
 def _statuses(registry: PluginRegistry) -> dict[str, tuple[str, str | None]]:
     return {s.source.name: (s.status, s.error) for s in registry.statuses}
 
@@ -84,26 +96,16 @@ def test_a_plugin_object_can_be_added_for_one_test():
         def train_step(self, batch):
             raise NotImplementedError
 
-    class Plugin:
-        @staticmethod
-        @hookimpl
-        def twcore_register_methods(register):
-            register("tiny", Tiny)
-
     registry = PluginRegistry(autoload=False)
-    status = registry.add_plugin(Plugin(), PluginSource("tiny-plugin"))
+    status = registry.add_plugin(_method_plugin("tiny", Tiny), PluginSource("tiny-plugin"))
     assert status.status == "loaded"
     assert registry.get("method", "tiny").cls is Tiny
 
 
 def test_bad_plugin_names_are_refused():
-    class Plugin:
-        @staticmethod
-        @hookimpl
-        def twcore_register_methods(register):
-            register("Has Spaces", Method)
-
-    status = PluginRegistry(autoload=False).add_plugin(Plugin(), "bad-name")
+    status = PluginRegistry(autoload=False).add_plugin(
+        _method_plugin("Has Spaces", Method), "bad-name"
+    )
     assert status.status == "failed"
     assert "lowercase" in status.error
 
@@ -197,12 +199,8 @@ def test_a_config_field_called_name_is_refused():
         def train_step(self, batch):
             raise NotImplementedError
 
-    class Plugin:
-        @staticmethod
-        @hookimpl
-        def twcore_register_methods(register):
-            register("named", Named)
-
-    status = PluginRegistry(autoload=False).add_plugin(Plugin(), "named-plugin")
+    status = PluginRegistry(autoload=False).add_plugin(
+        _method_plugin("named", Named), "named-plugin"
+    )
     assert status.status == "failed"
     assert "field 'name', which is reserved" in status.error
