@@ -79,6 +79,11 @@ def test_unknown_keys_name_the_full_path_and_suggest(override, message):
         ("optim.lr=fast", "optim.lr='fast' is not a valid float"),
         ("model.hidden=wide", "model.hidden='wide' is not a valid list[int]"),
         ("steps=1.5", "steps=1.5 is not a valid int"),
+        ("model.hidden=[8,wide]", "model.hidden[1]='wide' is not a valid int"),
+        (
+            "optim=adam",
+            "optim='adam': 'optim' is a group of keys, not a value; set them one by one",
+        ),
     ],
 )
 def test_wrong_types_name_key_value_and_expected_type(override, message):

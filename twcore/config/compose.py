@@ -90,7 +90,9 @@ def compose(
     for override in parsed:
         if override.key in PLUGIN_SECTIONS or override.key in _name_keys():
             continue
-        tree = _merge(tree, _nest(override.key, override.value), f"override {override}")
+        tree = _merge(
+            tree, _nest(override.key, override.value), f"override {override}", override=override
+        )
 
     sections = {section: _section_object(tree, section, plugins[section]) for section in names}
     run = _run_object(tree, names)
@@ -174,12 +176,17 @@ def _nest(key: str, value: Any) -> dict[str, Any]:
     return nested
 
 
-def _merge(tree: DictConfig, values: Mapping[str, Any], origin: str) -> DictConfig:
+def _merge(
+    tree: DictConfig, values: Mapping[str, Any], origin: str, override: Override | None = None
+) -> DictConfig:
     try:
         merged = OmegaConf.merge(tree, values)
     except ConfigKeyError as exc:
         raise ConfigError(_unknown_key_message(tree, exc, origin)) from exc
     except ValidationError as exc:
+        group = OmegaConf.select(tree, override.key) if override is not None else None
+        if isinstance(group, DictConfig):
+            raise ConfigError(_group_message(override.key, override.value, group)) from exc
         raise ConfigError(_wrong_type_message(exc, origin)) from exc
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{origin}: {_first_line(exc)}") from exc
@@ -208,12 +215,26 @@ def _wrong_type_message(exc: ValidationError, origin: str) -> str:
     return f"{full_key}={shown} is not a valid {expected} (in {origin})"
 
 
+def _group_message(key: str, value: Any, group: DictConfig) -> str:
+    keys = sorted(str(k) for k in group)
+    return (
+        f"{key}={value!r}: '{key}' is a group of keys, not a value; set them one by one "
+        f"(e.g. {key}.{keys[0]}=...); keys: {', '.join(keys)}"
+    )
+
+
+_OMEGACONF_TYPE_WORDS = {"Integer": "int", "Float": "float", "Boolean": "bool", "String": "str"}
+
+
 def _expected_type(exc: ValidationError) -> str:
     owner = exc.object_type
     if owner is not None and dataclasses.is_dataclass(owner):
         for field in dataclasses.fields(owner):
             if field.name == exc.key:
                 return str(field.type) if isinstance(field.type, str) else field.type.__name__
+    for word, name in _OMEGACONF_TYPE_WORDS.items():
+        if f"converted to {word}" in str(exc):
+            return name  # an element of a typed list or dict
     return "value"
 
 
