@@ -195,3 +195,29 @@ def test_sigint_stops_a_sweep_keeping_the_completed_trials(tmp_path):
     assert [t["status"] for t in trials] == ["interrupted", "pending", "pending"]
     summary = json.loads(next(sweep_dir.glob("*/summary.json")).read_text())
     assert summary["status"] == "interrupted"
+
+
+def test_the_cli_runs_in_process_with_a_registry_made_for_the_test(tmp_path, capsys):
+    from twcore.cli.main import main
+    from twcore.registry import PluginRegistry, PluginSource, use_registry
+    from twcore.testing.reference import ReferencePlugins
+
+    registry = PluginRegistry(autoload=False)
+    registry.add_plugin(ReferencePlugins(), PluginSource("reference"))
+    with use_registry(registry):
+        code = main(
+            [
+                "run",
+                "-q",
+                "method=reference-method",
+                "task=reference-task",
+                "model=reference-model",
+                "steps=3",
+                "wandb.enabled=false",
+                f"run_dir={tmp_path / 'run'}",
+            ]
+        )
+        assert main(["run", "method=ew"]) == 2  # only the test's plugins are visible
+    assert code == 0
+    assert "unknown method 'ew'" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"

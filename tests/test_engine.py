@@ -227,3 +227,24 @@ def test_resume_refuses_to_change_the_plugins(tmp_path):
     for override in ("method=ew", "task.name=toy-multitask", "model=mlp"):
         with pytest.raises(twcore.errors.ConfigError, match="a resumed run keeps its"):
             twcore.resume(tmp_path / "run", [override])
+
+
+def test_methods_build_extra_optimisers_of_the_runs_kind():
+    from twcore.testing import Harness, registry_with
+
+    harness = Harness(
+        registry_with([]),
+        {
+            "method": "reference-method",
+            "task": "reference-task",
+            "model": "reference-model",
+            "optim.name": "sgd",
+            "optim.momentum": 0.5,
+            "wandb.enabled": False,
+        },
+    )
+    extra = torch.nn.Parameter(torch.zeros(3))
+    optimizer = harness.components.context.make_optimizer([extra], lr=0.25)
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.param_groups[0]["lr"] == 0.25
+    assert optimizer.param_groups[0]["momentum"] == 0.5

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from twcore.errors import IncompatiblePairingError
-from twcore.spec import Capability, Requirements, Role, TaskSpec
+from twcore.spec import Capability, Requirements, TaskSpec
 
 _CAPABILITY_WORDS = {
     Capability.VALIDATION: "a validation split",
@@ -53,18 +53,3 @@ def check_compatible(
     raise IncompatiblePairingError(
         f"method '{method_name}' cannot run on task '{task_name}': it needs {needs}"
     )
-
-
-def main_objective_role_summary(spec: TaskSpec) -> str:
-    """``main=a, auxiliary=b,c`` style summary of a spec's roles (for listings)."""
-    main = spec.main_objective
-    aux = [o.name for o in spec.objectives if o.role is Role.AUXILIARY]
-    peers = [o.name for o in spec.objectives if o.role is Role.PEER]
-    parts = []
-    if main is not None:
-        parts.append(f"main={main.name}")
-    if aux:
-        parts.append(f"auxiliary={','.join(aux)}")
-    if peers:
-        parts.append(f"peers={','.join(peers)}")
-    return " ".join(parts)

@@ -79,11 +79,6 @@ def flat_input_size(spec: TaskSpec) -> int:
     return size
 
 
-def count_parameters(module: nn.Module) -> int:
-    """Total number of parameter elements."""
-    return sum(p.numel() for p in module.parameters())
-
-
 def parameters_are_finite(module: nn.Module) -> bool:
     """Whether every parameter of `module` is finite (one device sync)."""
     flags = [torch.isfinite(p).all() for p in module.parameters()]

@@ -244,10 +244,6 @@ class PluginRegistry:
         """The plugins that failed to load."""
         return [s for s in self._statuses if s.status == "failed"]
 
-    def version_of(self, kind: str, name: str) -> str:
-        """The version of the distribution that provides a plugin (``unknown`` if none)."""
-        return self.get(kind, name).source.version or "unknown"
-
 
 def _registrar(
     kind: PluginKind, source: PluginSource, registrations: list[Registration]

@@ -82,12 +82,6 @@ class RunDirectory:
             self.summary_path, json.dumps(summary, indent=2, default=_json_default) + "\n"
         )
 
-    def read_summary(self) -> dict[str, Any] | None:
-        """The current ``summary.json``, or None if there is none."""
-        if not self.summary_path.exists():
-            return None
-        return json.loads(self.summary_path.read_text(encoding="utf-8"))
-
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
