@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from twcore.config.compose import compose
-from twcore.config.overrides import parse_value, split_sweep
+from twcore.config.overrides import parse_override, parse_value, split_sweep
 from twcore.errors import ConfigError, UnknownPluginError
 
 
@@ -136,6 +136,13 @@ def test_file_keys_are_checked_like_overrides(tmp_path):
     config_file.write_text("optim: {lrate: 1}\n")
     with pytest.raises(ConfigError, match=r"unknown config key 'optim.lrate'.* in config file"):
         compose(config_file=config_file)
+
+
+def test_overrides_that_pick_a_plugin_are_recognised_in_both_spellings():
+    assert parse_override("method=ew").plugin_section == "method"
+    assert parse_override("task.name=toy-multitask").plugin_section == "task"
+    assert parse_override("model.hidden=[4]").plugin_section is None
+    assert parse_override("seed=1").plugin_section is None
 
 
 def test_value_parsing_and_sweep_splitting():

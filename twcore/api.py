@@ -15,7 +15,6 @@ from typing import Any
 
 from twcore.config.compose import ComposedConfig, compose, load_yaml_file
 from twcore.config.overrides import Override, parse_override
-from twcore.config.schema import PLUGIN_SECTIONS
 from twcore.console import warn
 from twcore.engine.checkpoint import load_checkpoint
 from twcore.engine.components import build_components
@@ -79,9 +78,9 @@ def resume(
     directory = RunDirectory.existing(run_dir)
     parsed = [o if isinstance(o, Override) else parse_override(o) for o in _as_overrides(overrides)]
     for override in parsed:
-        if override.key.removesuffix(".name") in PLUGIN_SECTIONS:
+        if override.plugin_section is not None:
             raise ConfigError(
-                f"{override}: a resumed run keeps its {override.key.split('.')[0]}; "
+                f"{override}: a resumed run keeps its {override.plugin_section}; "
                 "start a new run to change it"
             )
     base = load_yaml_file(directory.config_path)

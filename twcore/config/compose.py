@@ -88,7 +88,7 @@ def compose(
     for origin, values in sources:
         tree = _merge(tree, _without_names(values), origin)
     for override in parsed:
-        if override.key in PLUGIN_SECTIONS or override.key in _name_keys():
+        if override.plugin_section is not None:
             continue
         tree = _merge(
             tree, _nest(override.key, override.value), f"override {override}", override=override
@@ -119,10 +119,6 @@ def load_yaml_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def _name_keys() -> set[str]:
-    return {f"{section}.name" for section in PLUGIN_SECTIONS}
-
-
 def _plugin_names(
     sources: list[tuple[str, dict[str, Any]]], overrides: list[Override]
 ) -> dict[str, str]:
@@ -137,8 +133,8 @@ def _plugin_names(
             elif value is not None and not isinstance(value, Mapping):
                 raise ConfigError(f"{section} in {origin} must be a plugin name or a mapping")
     for override in overrides:
-        section = override.key.removesuffix(".name")
-        if section in PLUGIN_SECTIONS and override.key in (section, f"{section}.name"):
+        section = override.plugin_section
+        if section is not None:
             if not isinstance(override.value, str) or not override.value:
                 raise ConfigError(f"{override}: {section} must be a plugin name")
             names[section] = override.value

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from twcore.config.schema import PLUGIN_SECTIONS
 from twcore.errors import ConfigError
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
@@ -32,6 +33,13 @@ class Override:
         """The value: the Python value given, else the text parsed as YAML (numbers, booleans,
         null, lists, ...) or the raw text."""
         return self.python_value if self.is_python else parse_value(self.text)
+
+    @property
+    def plugin_section(self) -> str | None:
+        """``method``/``task``/``model`` if this override picks that plugin (``method=NAME`` or
+        ``method.name=NAME``), else None."""
+        section = self.key.removesuffix(".name")
+        return section if section in PLUGIN_SECTIONS else None
 
     def __str__(self) -> str:
         return f"{self.key}={self.text}"
