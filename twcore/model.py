@@ -19,6 +19,11 @@ class Model(nn.Module):
     and ``self.heads`` (an ``nn.ModuleDict`` with one module per ``spec.heads`` entry, features
     -> [B, head.size]). The default :meth:`forward` returns ``{head_name: output}``.
 
+    Leading dims: a model maps inputs ``[*lead, *input_shape]`` to outputs ``[*lead, head.size]``
+    for any number of leading dims. Tasks rely on it to apply one model per item, e.g. a
+    decision instance of n items with F features each is ``[B, n, F]`` with ``input_shape=(F,)``,
+    and its predictions are ``[B, n, size]``.
+
     Methods that weight objectives by their gradients work on :meth:`shared_parameters` (the
     trunk's); task heads get their own objective's gradient. Parameter names are those of
     ``named_parameters()``, so they work with ``torch.func.functional_call``.
@@ -38,7 +43,7 @@ class Model(nn.Module):
         self.spec = spec
 
     def features(self, inputs: Tensor) -> Tensor:
-        """The shared representation [B, F] of inputs [B, *input_shape]."""
+        """The shared representation [*lead, F] of inputs [*lead, *input_shape]."""
         return self.trunk(inputs)
 
     def predict_heads(self, features: Tensor) -> dict[str, Tensor]:
@@ -46,7 +51,7 @@ class Model(nn.Module):
         return {name: head(features) for name, head in self.heads.items()}
 
     def forward(self, inputs: Tensor) -> dict[str, Tensor]:
-        """``{head_name: output [B, head.size]}`` for inputs [B, *input_shape]."""
+        """``{head_name: output [*lead, head.size]}`` for inputs [*lead, *input_shape]."""
         return self.predict_heads(self.features(inputs))
 
     def named_shared_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:

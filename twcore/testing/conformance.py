@@ -253,6 +253,17 @@ class ModelConformance(_Suite):
             assert outputs[head.name].shape == (len(batch), head.size)
             assert torch.isfinite(outputs[head.name]).all()
 
+    def test_leading_batch_dims_are_kept(self) -> None:
+        """Inputs [*lead, *input_shape] give outputs [*lead, size] (per-item models)."""
+        harness = self.harness()
+        model = harness.components.model.eval()
+        inputs = next(harness.stream).inputs[:4]
+        flat = model(inputs)
+        nested = model(inputs.reshape(2, 2, *inputs.shape[1:]))
+        for name, value in flat.items():
+            assert nested[name].shape == (2, 2, *value.shape[1:])
+            torch.testing.assert_close(nested[name].reshape(value.shape), value)
+
     def test_every_parameter_is_shared_or_owned_by_one_head(self) -> None:
         model = self.harness().components.model
         owners: dict[str, list[str]] = {name: [] for name, _ in model.named_parameters()}

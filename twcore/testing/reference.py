@@ -86,7 +86,9 @@ class ReferenceModel(Model):
     def __init__(self, config: ReferenceModelConfig, spec: TaskSpec) -> None:
         super().__init__(config, spec)
         self.trunk = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat_input_size(spec), config.width), nn.Tanh()
+            nn.Flatten(start_dim=-len(spec.input_shape)),
+            nn.Linear(flat_input_size(spec), config.width),
+            nn.Tanh(),
         )
         self.heads = nn.ModuleDict({h.name: nn.Linear(config.width, h.size) for h in spec.heads})
 

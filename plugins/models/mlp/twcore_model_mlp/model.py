@@ -40,13 +40,17 @@ class MLPConfig:
 
 class MLP(Model):
     """Shared trunk ``Flatten -> [Linear -> activation -> Dropout] * len(hidden)``; heads are
-    linear maps from the last hidden layer (from the input if ``hidden`` is empty)."""
+    linear maps from the last hidden layer (from the input if ``hidden`` is empty).
+
+    Inputs ``[*lead, *input_shape]`` give outputs ``[*lead, head.size]``."""
 
     Config = MLPConfig
 
     def __init__(self, config: MLPConfig, spec: TaskSpec) -> None:
         super().__init__(config, spec)
-        layers: list[nn.Module] = [nn.Flatten()]
+        # Flatten only the example's own dims: leading batch dims (e.g. items of a
+        # decision instance, [B, n_items, F]) are kept, so the MLP applies per item.
+        layers: list[nn.Module] = [nn.Flatten(start_dim=-len(spec.input_shape))]
         width = flat_input_size(spec)
         for hidden in config.hidden:
             layers += [nn.Linear(width, hidden), ACTIVATIONS[config.activation]()]
