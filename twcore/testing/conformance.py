@@ -178,7 +178,8 @@ class TaskConformance(_Suite):
     def test_batches_match_the_spec(self) -> None:
         harness, batch = self._task_and_batch()
         spec = harness.components.task.spec
-        assert tuple(batch.inputs.shape[1:]) == tuple(spec.input_shape)
+        # Per-item tasks have inputs [B, n_items, *input_shape]: compare the trailing dims.
+        assert tuple(batch.inputs.shape[-len(spec.input_shape) :]) == tuple(spec.input_shape)
         for objective in spec.objectives:
             assert objective.target in batch.targets or objective.kind == "custom", (
                 f"batch has no target '{objective.target}' for objective '{objective.name}'"
