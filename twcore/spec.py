@@ -168,6 +168,26 @@ class TaskSpec:
         return _capability(capability) in self.capabilities
 
 
+def single_objective_spec(
+    input_shape: tuple[int, ...], objective: str, size: int, kind: ObjectiveKind | str
+) -> TaskSpec:
+    """The spec of a plain supervised task: one head and one main objective called `objective`
+    (`size` classes or outputs), a validation split, and primary metric ``acc`` (max) for
+    classification or ``mse`` (min) for regression."""
+    kind = ObjectiveKind(kind)
+    classification = kind is ObjectiveKind.CLASSIFICATION
+    primary = "acc" if classification else "mse"
+    return TaskSpec(
+        input_shape=tuple(input_shape),
+        heads=(HeadSpec(objective, size),),
+        objectives=(ObjectiveSpec(objective, head=objective, kind=kind, role=Role.MAIN),),
+        capabilities=frozenset({Capability.VALIDATION}),
+        primary_metric=primary,
+        primary_mode="max" if classification else "min",
+        summary_metrics=(primary, "loss"),
+    )
+
+
 @dataclass(frozen=True)
 class Requirements:
     """What a method needs from a task. The registry refuses pairings that fall short.

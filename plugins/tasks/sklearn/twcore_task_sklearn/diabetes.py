@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 
 import torch
 
 from twcore.batch import Batch
 from twcore.data_cache import cached_tensors
-from twcore.spec import Capability, HeadSpec, ObjectiveKind, ObjectiveSpec, Role, TaskSpec
+from twcore.spec import ObjectiveKind, TaskSpec, single_objective_spec
 from twcore.task import TensorTask
 from twcore_task_sklearn.splits import SPLITS, SplitConfig, split_indices
 
@@ -42,19 +43,8 @@ class Diabetes(TensorTask):
     Config = DiabetesConfig
 
     def build_spec(self) -> TaskSpec:
-        return TaskSpec(
-            input_shape=(10,),
-            heads=(HeadSpec("target", 1),),
-            objectives=(
-                ObjectiveSpec(
-                    "target", head="target", kind=ObjectiveKind.REGRESSION, role=Role.MAIN
-                ),
-            ),
-            capabilities=frozenset({Capability.VALIDATION}),
-            primary_metric="mse",
-            primary_mode="min",
-            summary_metrics=("mse", "mse_raw"),
-        )
+        spec = single_objective_spec((10,), "target", 1, ObjectiveKind.REGRESSION)
+        return dataclasses.replace(spec, summary_metrics=("mse", "mse_raw", "loss"))
 
     def build_splits(self) -> dict[str, Batch]:
         key = {"version": FORMAT_VERSION, **asdict(self.config)}

@@ -8,7 +8,7 @@ import torch
 
 from twcore.batch import Batch
 from twcore.data_cache import cached_tensors
-from twcore.spec import Capability, HeadSpec, ObjectiveKind, ObjectiveSpec, Role, TaskSpec
+from twcore.spec import ObjectiveKind, TaskSpec, single_objective_spec
 from twcore.task import TensorTask
 from twcore_task_sklearn.splits import SPLITS, SplitConfig, split_indices
 
@@ -35,19 +35,7 @@ class Digits(TensorTask):
     Config = DigitsConfig
 
     def build_spec(self) -> TaskSpec:
-        return TaskSpec(
-            input_shape=(1, 8, 8),
-            heads=(HeadSpec("digit", 10),),
-            objectives=(
-                ObjectiveSpec(
-                    "digit", head="digit", kind=ObjectiveKind.CLASSIFICATION, role=Role.MAIN
-                ),
-            ),
-            capabilities=frozenset({Capability.VALIDATION}),
-            primary_metric="acc",
-            primary_mode="max",
-            summary_metrics=("acc", "loss"),
-        )
+        return single_objective_spec((1, 8, 8), "digit", 10, ObjectiveKind.CLASSIFICATION)
 
     def build_splits(self) -> dict[str, Batch]:
         key = {"version": FORMAT_VERSION, **asdict(self.config)}

