@@ -1,0 +1,155 @@
+"""Seeded data generators of the decision tasks (no downloads; every draw from a torch.Generator).
+
+Each generator returns whole splits' worth of instances; the tasks cut them into splits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+# Portfolio features, after the original benchmark's rolling-window price features: the latest
+# daily returns, mean returns over about a week, a month and a quarter, and volatilities over the
+# same windows (the original also used 120- and 365-day windows; 60 keeps the warm-up short).
+RETURN_LAGS = 3
+MEAN_WINDOWS = (7, 30, 60)
+VOLATILITY_WINDOWS = (7, 30, 60)
+PORTFOLIO_FEATURES = RETURN_LAGS + len(MEAN_WINDOWS) + len(VOLATILITY_WINDOWS)
+
+
+def cubic_instances(
+    num_instances: int, num_items: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Cubic top-k instances: x ~ U[−1, 1] per item and y = 10 (x³ − 0.65 x).
+
+    Returns:
+        features x [N, n, 1] and values y [N, n].
+    """
+    x = 2.0 * torch.rand(num_instances, num_items, 1, generator=generator) - 1.0
+    y = 10.0 * (x.pow(3) - 0.65 * x)
+    return x, y.squeeze(-1)
+
+
+@dataclass(frozen=True)
+class MarketModel:
+    """Parameters of the synthetic daily-return model of the portfolio task.
+
+    r_t = d_t + B f_t + σ_t ⊙ ε_t per asset, with
+    - a persistent drift d_t = ρ d_{t−1} + η_t (AR(1), stationary std `drift_std`): the
+      predictable part, which rolling mean returns estimate;
+    - K factor returns f_t ~ N(0, diag(factor_vol²)) with loadings B (the first factor is a
+      market factor with loadings around 1): the correlation the covariance captures;
+    - idiosyncratic noise ε_t ~ N(0, 1) with GARCH(1,1) volatility
+      σ²_t = σ̄²(1 − a − b) + a (σ_{t−1} ε_{t−1})² + b σ²_{t−1}: volatility clustering, which
+      rolling volatilities pick up.
+    """
+
+    drift_persistence: float = 0.98
+    drift_std: float = 0.004
+    market_vol: float = 0.01
+    factor_vol: float = 0.005
+    idiosyncratic_vol: tuple[float, float] = (0.01, 0.03)
+    garch_shock: float = 0.08
+    garch_persistence: float = 0.9
+
+
+def market_returns(
+    num_days: int,
+    num_assets: int,
+    num_factors: int,
+    generator: torch.Generator,
+    model: MarketModel = MarketModel(),
+) -> Tensor:
+    """Daily returns [T, n] of `num_assets` assets from the :class:`MarketModel`."""
+    n, k = num_assets, num_factors
+    low, high = model.idiosyncratic_vol
+    long_run_vol = low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
+    loadings = 0.5 * torch.randn(n, k, generator=generator, dtype=torch.float64)
+    loadings[:, 0] += 1.0
+    factor_vol = torch.full((k,), model.factor_vol, dtype=torch.float64)
+    factor_vol[0] = model.market_vol
+    factors = torch.randn(num_days, k, generator=generator, dtype=torch.float64) * factor_vol
+    noise = torch.randn(num_days, n, generator=generator, dtype=torch.float64)
+    innovation_std = model.drift_std * math.sqrt(1.0 - model.drift_persistence**2)
+    innovations = innovation_std * torch.randn(
+        num_days, n, generator=generator, dtype=torch.float64
+    )
+
+    drift = model.drift_std * torch.randn(n, generator=generator, dtype=torch.float64)
+    variance = long_run_vol.square()
+    base = long_run_vol.square() * (1.0 - model.garch_shock - model.garch_persistence)
+    idiosyncratic = torch.empty(num_days, n, dtype=torch.float64)
+    drifts = torch.empty(num_days, n, dtype=torch.float64)
+    # A recursion in time (vectorised over assets): each day's volatility needs yesterday's shock.
+    for t in range(num_days):
+        drift = model.drift_persistence * drift + innovations[t]
+        shock = variance.sqrt() * noise[t]
+        idiosyncratic[t], drifts[t] = shock, drift
+        variance = base + model.garch_shock * shock.square() + model.garch_persistence * variance
+    return drifts + factors @ loadings.T + idiosyncratic
+
+
+def rolling_features(returns: Tensor, days: Tensor) -> Tensor:
+    """Rolling-window features [D, n, PORTFOLIO_FEATURES] at the given day indices [D].
+
+    Uses only returns up to and including each day: the last `RETURN_LAGS` returns, the mean
+    return over each of `MEAN_WINDOWS` and the volatility (std) over each of
+    `VOLATILITY_WINDOWS` (every day needs at least 60 days of history).
+    """
+    zero = returns.new_zeros(1, returns.shape[1])
+    sums = torch.cat([zero, returns.cumsum(dim=0)])  # sums[t + 1] = Σ_{s ≤ t} r_s
+    squares = torch.cat([zero, returns.square().cumsum(dim=0)])
+    end = days + 1
+    columns = [returns[days - lag] for lag in range(RETURN_LAGS)]
+    for window in MEAN_WINDOWS:
+        columns.append((sums[end] - sums[end - window]) / window)
+    for window in VOLATILITY_WINDOWS:
+        mean = (sums[end] - sums[end - window]) / window
+        mean_square = (squares[end] - squares[end - window]) / window
+        columns.append((mean_square - mean.square()).clamp_min(0.0).sqrt())
+    return torch.stack(columns, dim=-1)
+
+
+def trailing_correlation(returns: Tensor, days: Tensor, window: int) -> Tensor:
+    """Correlation matrices [D, n, n] of the `window` daily returns up to each day in `days`."""
+    windows = returns.unfold(0, window, 1)[days - window + 1]  # [D, n, window]
+    centred = windows - windows.mean(dim=-1, keepdim=True)
+    scaled = centred / centred.square().sum(dim=-1, keepdim=True).sqrt().clamp_min(1e-12)
+    return scaled @ scaled.transpose(-1, -2)
+
+
+def budget_instances(
+    num_instances: int,
+    num_channels: int,
+    num_targets: int,
+    num_features: int,
+    latent_dim: int,
+    feature_noise: float,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Budget-allocation instances: reach probabilities, item features and target weights.
+
+    Each (channel i, target j) item has a latent u ~ N(0, I_L); its true reach is
+    Y_ij = sigmoid(5 tanh(u W) v − 3) for a fixed random network (W, v) (mean reach ≈ 0.26,
+    a tenth of the items above 0.9), and its features are a
+    noisy linear view x = u A + σ ε with a fixed random A [L, F]. A model must undo the mixing and
+    learn the nonlinearity. Target weights w_j ~ U[0.5, 1.5] per instance.
+
+    Returns:
+        features [N, m·n, F] (items in channel-major order: item i·n + j), reach [N, m·n] in
+        (0, 1) and target weights [N, n].
+    """
+    items = num_channels * num_targets
+    hidden = 16
+    first = torch.randn(latent_dim, hidden, generator=generator) * (4.0 / math.sqrt(latent_dim))
+    second = torch.randn(hidden, generator=generator) / math.sqrt(hidden)
+    mixing = torch.randn(latent_dim, num_features, generator=generator) / math.sqrt(latent_dim)
+    latent = torch.randn(num_instances, items, latent_dim, generator=generator)
+    reach = torch.sigmoid(5.0 * torch.tanh(latent @ first) @ second - 3.0)
+    noise = torch.randn(num_instances, items, num_features, generator=generator)
+    features = latent @ mixing + feature_noise * noise
+    weights = 0.5 + torch.rand(num_instances, num_targets, generator=generator)
+    return features, reach, weights
