@@ -149,12 +149,14 @@ def _polish(z: Tensor, y: Tensor, weights: Tensor, smoothing: float) -> Tensor:
     for _ in range(POLISH_ROUNDS):
         free = (z > 1e-9) & (z < 1 - 1e-9)
         ascent = budget_gradient(z, y, weights) - smoothing * z
-        candidate = newton_kkt_step(z, free, ascent, budget_hessian(z, y, weights) - ridge, move=True)
+        curvature = budget_hessian(z, y, weights) - ridge
+        candidate = newton_kkt_step(z, free, ascent, curvature, move=True)
         feasible = ((candidate >= -1e-12) & (candidate <= 1 + 1e-12)).all(dim=-1)
         candidate = candidate.clamp(0, 1)
-        better = _smoothed_value(candidate, y, weights, smoothing) >= _smoothed_value(
-            z, y, weights, smoothing
-        ) - 1e-12
+        better = (
+            _smoothed_value(candidate, y, weights, smoothing)
+            >= _smoothed_value(z, y, weights, smoothing) - 1e-12
+        )
         z = torch.where((feasible & better).unsqueeze(-1), candidate, z)
     return z
 

@@ -30,9 +30,7 @@ def newton_kkt_step(
     # A tiny negative ridge keeps H_FF invertible at flat directions without moving Δ.
     curvature = hessian - 1e-10 * torch.eye(n, dtype=hessian.dtype, device=hessian.device)
     system = torch.zeros(batch, n + 1, n + 1, dtype=solution.dtype, device=solution.device)
-    system[:, :n, :n] = curvature * mask[:, :, None] * mask[:, None, :] + torch.diag_embed(
-        1 - mask
-    )
+    system[:, :n, :n] = curvature * mask[:, :, None] * mask[:, None, :] + torch.diag_embed(1 - mask)
     system[:, :n, n] = mask
     system[:, n, :n] = mask
     system[:, n, n] = (mask.sum(dim=-1) == 0).to(solution.dtype)  # no free variable: Δ = 0

@@ -64,7 +64,8 @@ def check_portfolio_inputs(returns: Tensor, covariance: Tensor, alpha: float) ->
         )
     # A singular (PSD) Σ makes the KKT system singular: a ridge far below solver precision.
     singular = (smallest < SINGULAR_RIDGE * scale)[:, None, None]
-    ridge = SINGULAR_RIDGE * scale[:, None, None] * torch.eye(n, dtype=sigma.dtype, device=sigma.device)
+    identity = torch.eye(n, dtype=sigma.dtype, device=sigma.device)
+    ridge = SINGULAR_RIDGE * scale[:, None, None] * identity
     return torch.where(singular, sigma + ridge, sigma)
 
 
