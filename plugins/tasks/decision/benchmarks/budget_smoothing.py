@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from twcore_task_decision import BudgetAllocation
 from twcore_task_decision.decision_task import HEAD
 from twcore_task_decision.solvers.budget import budget_objective, solve_budget, solve_budget_exact

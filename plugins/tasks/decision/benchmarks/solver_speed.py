@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 
 import torch
-
 from twcore_task_decision import BudgetAllocation, CubicTopK, Portfolio
 from twcore_task_decision.decision_task import HEAD
 from twcore_task_decision.solvers.budget import solve_budget
