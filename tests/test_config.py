@@ -7,6 +7,10 @@ import pytest
 from twcore.config.compose import compose
 from twcore.config.overrides import parse_override, parse_value, split_sweep
 from twcore.errors import ConfigError, UnknownPluginError
+from twcore.method import Method, StepResult
+from twcore.testing import registry_with
+from twcore.testing.harness import resolve
+from twcore.testing.reference import REFERENCE_MODEL, REFERENCE_TASK
 
 
 def test_defaults_name_the_default_plugins_and_fill_their_sections():
@@ -179,3 +183,29 @@ def test_config_errors_create_no_run_directory(run_cli, tmp_path):
     result = run_cli("run", "seed=abc", f"run_dir={tmp_path / 'run'}")
     assert result.returncode == 2
     assert not (tmp_path / "run").exists()
+
+
+def test_a_plugins_run_defaults_replace_the_run_defaults_but_not_what_the_user_gives(tmp_path):
+    class OuterLoopMethod(Method):
+        run_defaults = {"steps": 7, "optim.lr": 0.05}
+
+        def train_step(self, batch):
+            return StepResult(self.ctx.objective_losses(batch).detach())
+
+    registry = registry_with(
+        [
+            resolve("method", OuterLoopMethod, "outer-loop"),
+            resolve("task", REFERENCE_TASK, "reference-task"),
+            resolve("model", REFERENCE_MODEL, "reference-model"),
+        ]
+    )
+    base = ["method=outer-loop", "task=reference-task", "model=reference-model"]
+    suggested = compose(base, registry=registry)
+    assert suggested.run.steps == 7 and suggested.run.optim.lr == 0.05
+    assert suggested.run.batch_size == 64  # untouched run defaults stay
+    given = compose([*base, "steps=3"], registry=registry)
+    assert given.run.steps == 3 and given.run.optim.lr == 0.05
+    config_file = tmp_path / "exp.yaml"
+    config_file.write_text("optim:\n  lr: 0.2\n")
+    from_file = compose(base, config_file=config_file, registry=registry)
+    assert from_file.run.optim.lr == 0.2 and from_file.run.steps == 7

@@ -15,7 +15,7 @@ import torch
 
 import twcore
 from twcore.engine.checkpoint import load_checkpoint
-from twcore.errors import DivergenceError, RunDirectoryError
+from twcore.errors import ConfigError, DivergenceError, RunDirectoryError
 
 QUIET = ["wandb.enabled=false"]
 
@@ -248,3 +248,50 @@ def test_methods_build_extra_optimisers_of_the_runs_kind():
     assert isinstance(optimizer, torch.optim.SGD)
     assert optimizer.param_groups[0]["lr"] == 0.25
     assert optimizer.param_groups[0]["momentum"] == 0.5
+
+
+def _val_evaluations(run_dir: Path, metric: str) -> list[tuple[int, float]]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r[f"val/{metric}"]) for r in records if f"val/{metric}" in r]
+
+
+def test_keep_best_ends_with_the_parameters_of_the_best_validation_evaluation(tmp_path):
+    # A learning rate high enough that validation accuracy goes up and down between evaluations.
+    options = ["steps=60", "eval_every=5", "optim.lr=0.3"]
+    plain = _run(tmp_path / "plain", *options)
+    best = _run(tmp_path / "best", *options, "keep_best=true")
+    metric = plain.summary["task"]["primary_metric"]  # main_acc, larger is better
+    evaluations = _val_evaluations(tmp_path / "plain", metric)
+    assert len({value for _, value in evaluations}) > 1
+    assert "best_step" not in plain.summary
+    # The final parameters count as a candidate too (their val metrics are plain's final ones).
+    candidates = [*evaluations, (60, plain.metrics["val"][metric])]
+    step, value = max(candidates, key=lambda c: (c[1], -c[0]))
+    assert best.summary["best_step"] == step
+    assert best.metrics["val"][metric] == value
+    assert best.metrics["val"][metric] >= plain.metrics["val"][metric]
+
+
+def test_keep_best_survives_a_resume_exactly(tmp_path):
+    options = ["steps=40", "eval_every=5", "optim.lr=0.3", "keep_best=true"]
+    whole = _run(tmp_path / "whole", *options)
+    _run(tmp_path / "split", *options[1:], "steps=20")
+    resumed = twcore.resume(tmp_path / "split", ["steps=40"])
+    assert resumed.metrics == whole.metrics
+    assert resumed.summary["best_step"] == whole.summary["best_step"]
+
+
+def test_keep_best_can_judge_by_another_metric_and_mode(tmp_path):
+    options = ["steps=40", "eval_every=5", "optim.lr=0.3"]
+    plain = _run(tmp_path / "plain", *options)
+    best = _run(tmp_path / "best", *options, "keep_best=true", "best_metric=min:avg_loss")
+    candidates = [*_val_evaluations(tmp_path / "plain", "avg_loss")]
+    candidates.append((40, plain.metrics["val"]["avg_loss"]))
+    step, value = min(candidates, key=lambda c: (c[1], c[0]))
+    assert best.summary["best_step"] == step
+    assert best.metrics["val"]["avg_loss"] == value
+
+
+def test_a_malformed_best_metric_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"best_metric=.mse. must be empty .* min:NAME"):
+        _run(tmp_path / "run", "keep_best=true", "best_metric=mse")

@@ -181,6 +181,9 @@ class Method(ABC):
     Class attributes:
         Config: the dataclass of this method's options.
         requirements: what the method needs from a task; a tuple means "any one of these".
+        run_defaults: run-level settings this method suggests, as ``{dotted.key: value}`` (e.g.
+            ``{"steps": 30}`` for a method whose step is a whole outer iteration); they replace
+            the run's defaults, and a config file or ``key=value`` still overrides them.
 
     Subclasses keep everything they learn (weights, networks, their optimisers) in
     :meth:`state_dict` so that a resumed run continues exactly; values must be tensors, numbers,
@@ -189,6 +192,7 @@ class Method(ABC):
 
     Config: ClassVar[type] = NoConfig
     requirements: ClassVar[Requirements | tuple[Requirements, ...]] = Requirements()
+    run_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Any, ctx: MethodContext) -> None:
         self.config = config

@@ -33,6 +33,9 @@ class Model(nn.Module):
     """
 
     Config: ClassVar[type] = NoConfig
+    run_defaults: ClassVar[dict[str, Any]] = {}
+    """Run-level settings this plugin suggests, ``{dotted.key: value}`` (see
+    :attr:`twcore.method.Method.run_defaults`)."""
 
     trunk: nn.Module
     heads: nn.ModuleDict

@@ -55,6 +55,9 @@ class Task(ABC):
     """
 
     Config: ClassVar[type] = NoConfig
+    run_defaults: ClassVar[dict[str, Any]] = {}
+    """Run-level settings this plugin suggests, ``{dotted.key: value}`` (see
+    :attr:`twcore.method.Method.run_defaults`)."""
     decision: DecisionLayer | None = None
 
     def __init__(self, config: Any) -> None:

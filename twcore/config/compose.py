@@ -85,6 +85,12 @@ def compose(
     plugins = {section: registry.get(section, name) for section, name in names.items()}
 
     tree = _schema(plugins)
+    for section, registration in plugins.items():
+        # A plugin's suggested run settings (e.g. fewer, costlier steps) sit above the run's
+        # defaults and below everything the user gives.
+        for key, value in getattr(registration.cls, "run_defaults", {}).items():
+            origin = f"run_defaults of {section} '{registration.name}'"
+            tree = _merge(tree, _nest(key, value), origin)
     for origin, values in sources:
         tree = _merge(tree, _without_names(values), origin)
     for override in parsed:

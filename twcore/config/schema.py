@@ -59,6 +59,14 @@ class RunConfig:
     batch_size: int = option(64, help="training batch size")
     eval_every: int = option(250, help="evaluate on the validation split every N steps (0: never)")
     eval_batch_size: int = option(1024, help="batch size of evaluation")
+    keep_best: bool = option(
+        False,
+        help="end with the parameters of the best validation evaluation (every eval_every steps "
+        "and at the end), judged by best_metric",
+    )
+    best_metric: str = option(
+        "", help="what keep_best judges by: empty (the task's primary metric) or min:NAME/max:NAME"
+    )
     log_every: int = option(1, help="log training values every N steps")
     checkpoint_every: int = option(500, help="save a checkpoint every N steps (0: only at the end)")
     deterministic: bool = option(False, help="use torch deterministic algorithms (slower on GPU)")

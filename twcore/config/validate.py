@@ -10,6 +10,7 @@ from twcore.optim import validate_optim_config
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _WANDB_MODES = ("online", "offline", "disabled", "shared")
+_BEST_METRIC = re.compile(r"^((min|max):\S+)?$")
 
 
 def validate_run_config(run: RunConfig) -> None:
@@ -33,5 +34,10 @@ def validate_run_config(run: RunConfig) -> None:
     if run.wandb.mode is not None and run.wandb.mode not in _WANDB_MODES:
         raise ConfigError(
             f"wandb.mode='{run.wandb.mode}' is not a W&B mode; valid: {', '.join(_WANDB_MODES)}"
+        )
+    if not _BEST_METRIC.match(run.best_metric):
+        raise ConfigError(
+            f"best_metric='{run.best_metric}' must be empty (the task's primary metric) or "
+            "min:NAME / max:NAME, e.g. min:mse"
         )
     validate_optim_config(run.optim)

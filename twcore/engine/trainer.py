@@ -12,6 +12,7 @@ import torch
 
 from twcore.config.compose import ComposedConfig
 from twcore.console import warn
+from twcore.engine.best import BestSnapshot
 from twcore.engine.checkpoint import save_checkpoint
 from twcore.engine.components import Components
 from twcore.engine.progress import Progress
@@ -66,6 +67,7 @@ class Trainer:
         self.steps_this_process = 0
         self.last_metrics: dict[str, dict[str, float]] = {}
         self.last_checkpoint_step: int | None = None
+        self.best = BestSnapshot.for_run(self.run, components.task.spec)
         self.stream = components.task.stream(
             "train",
             self.run.batch_size,
@@ -114,6 +116,7 @@ class Trainer:
             # parameters), so a resume that trains longer continues the training trajectory.
             self._save_checkpoint()
             self.c.method.on_train_end()
+            self._restore_best()
             final = self._final_evaluation(progress)
             status = "completed"
             return self._finish(status, final, None)
@@ -185,6 +188,8 @@ class Trainer:
             ):
                 metrics = self._evaluate("val")
                 progress.evaluation(self.step, "val", metrics, self.c.task.spec.summary_metrics)
+                if self.best is not None:
+                    self.best.consider(self.step, metrics, self.c.model)
             if run.checkpoint_every and self.step % run.checkpoint_every == 0:
                 self._save_checkpoint()
 
@@ -232,6 +237,16 @@ class Trainer:
         self.tracker.log({split: metrics}, step=self.step)
         return metrics
 
+    def _restore_best(self) -> None:
+        """With ``keep_best``: score the final parameters on val too, then load the best."""
+        if self.best is None or "val" not in self.c.task.eval_splits:
+            return
+        metrics = self.c.task.evaluate(
+            self.c.model, "val", device=self.c.device, batch_size=self.run.eval_batch_size
+        )
+        self.best.consider(self.step, metrics, self.c.model)
+        self.best.restore(self.c.model)
+
     def _final_evaluation(self, progress: Progress) -> dict[str, dict[str, float]]:
         final = {}
         for split in self.c.task.eval_splits:
@@ -266,6 +281,7 @@ class Trainer:
                 "context": self.c.context.state_dict(),
                 "tracker": self.tracker.state_dict(),
                 "last_metrics": self.last_metrics,
+                "best": self.best.state_dict() if self.best is not None else None,
             },
         )
         self.last_checkpoint_step = self.step
@@ -289,6 +305,8 @@ class Trainer:
         self.c.context.load_state_dict(state["context"])
         self.c.context.step = self.tracker.step = self.step
         self.last_metrics = state.get("last_metrics", {})
+        if self.best is not None and state.get("best") is not None:
+            self.best.load_state_dict(state["best"])
         self.last_checkpoint_step = self.step
 
     def _elapsed(self) -> float:
@@ -298,6 +316,8 @@ class Trainer:
         self, status: str, metrics: dict[str, dict[str, float]], error: str | None
     ) -> RunResult:
         extra: dict[str, Any] = {"wandb": self._wandb_info()}
+        if self.best is not None:
+            extra["best_step"] = self.best.step
         if error is not None:
             extra["error"] = error
         summary = self._write_summary(status, metrics, extra)
