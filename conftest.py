@@ -1,9 +1,17 @@
-"""Test-wide settings: W&B offline and quiet, and every test in its own working directory so
-runs never land in the repository."""
+"""Test-wide settings: W&B offline and quiet, every test in its own working directory so runs
+never land in the repository, and prepared task data cached in a directory private to the test
+session (never the user's cache)."""
 
 from __future__ import annotations
 
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_cache(tmp_path_factory: pytest.TempPathFactory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TWCORE_CACHE_DIR", str(tmp_path_factory.mktemp("data-cache")))
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -14,13 +14,6 @@ from twcore.testing.harness import resolve
 CUBIC = {"train_size": 64, "val_size": 32, "test_size": 64}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _private_data_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TWCORE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
 class TestTwoStageConformance(MethodConformance):
     method = "two-stage"
     task = "cubic-topk"

@@ -32,36 +32,27 @@ from twcore import api
 # error, DFL by the decision quality (the tasks' primary metric), TaskMet by the task loss.
 TWO_STAGE_SELECTION = {"eval_every": 50, "keep_best": True, "best_metric": "min:mse"}
 DFL_SELECTION = {"eval_every": 50, "keep_best": True}
+# 200 training instances: TaskMet's default 500/100 inner steps overfit them (see the README).
+MLP_SETTINGS = {
+    "two-stage": {"model": "mlp", "steps": 2000, **TWO_STAGE_SELECTION},
+    "dfl": {"model": "mlp", "steps": 2000, **DFL_SELECTION},
+    "taskmet": {
+        "model": "mlp",
+        "steps": 60,
+        "eval_every": 0,
+        "method.inner_steps_first": 200,
+        "method.inner_steps": 20,
+        "method.validate_every": 2,
+    },
+}
 SETTINGS: dict[str, dict[str, dict]] = {
     "cubic-topk": {
         "two-stage": {"model": "linear", "steps": 1000, "optim.lr": 0.01, **TWO_STAGE_SELECTION},
         "dfl": {"model": "linear", "steps": 1000, "optim.lr": 0.05, **DFL_SELECTION},
         "taskmet": {"model": "linear", "steps": 30, "eval_every": 0},
     },
-    "portfolio": {
-        "two-stage": {"model": "mlp", "steps": 2000, **TWO_STAGE_SELECTION},
-        "dfl": {"model": "mlp", "steps": 2000, **DFL_SELECTION},
-        "taskmet": {
-            "model": "mlp",
-            "steps": 60,
-            "eval_every": 0,
-            "method.inner_steps_first": 200,
-            "method.inner_steps": 20,
-            "method.validate_every": 2,
-        },
-    },
-    "budget-allocation": {
-        "two-stage": {"model": "mlp", "steps": 2000, **TWO_STAGE_SELECTION},
-        "dfl": {"model": "mlp", "steps": 2000, **DFL_SELECTION},
-        "taskmet": {
-            "model": "mlp",
-            "steps": 60,
-            "eval_every": 0,
-            "method.inner_steps_first": 200,
-            "method.inner_steps": 20,
-            "method.validate_every": 2,
-        },
-    },
+    "portfolio": MLP_SETTINGS,
+    "budget-allocation": MLP_SETTINGS,
 }
 METHODS = ("two-stage", "dfl", "taskmet")
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -97,7 +97,7 @@ class TaskMet(Method):
 
     Config = TaskMetConfig
     # One step is a whole outer iteration (100 inner steps): far fewer steps than per-step methods.
-    run_defaults = {"steps": 30, "eval_every": 10}
+    run_defaults: ClassVar[dict[str, Any]] = {"steps": 30, "eval_every": 10}
     requirements = (
         Requirements(capabilities=frozenset({Capability.DECISION})),
         Requirements(main_auxiliary=True, capabilities=frozenset({Capability.VALIDATION})),

@@ -7,21 +7,18 @@ import pytest
 import torch
 from twcore_task_decision.baselines import random_ndq
 from twcore_task_decision.budget_allocation import BudgetAllocation, BudgetAllocationConfig
-from twcore_task_decision.testing import DecisionTaskConformance, as_double, directional_derivatives
+from twcore_task_decision.testing import (
+    DecisionTaskConformance,
+    as_double,
+    decision_harness,
+    directional_derivatives,
+)
 
 from twcore.batch import Batch
 from twcore.errors import ConfigError
-from twcore.testing import Harness, registry_with
-from twcore.testing.harness import resolve
+from twcore.testing import Harness
 
 SMALL = {"train_size": 64, "val_size": 32, "test_size": 200}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _private_data_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TWCORE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        yield
 
 
 class TestBudgetAllocationConformance(DecisionTaskConformance):
@@ -36,16 +33,7 @@ def _task(**options) -> BudgetAllocation:
 
 
 def _harness(**options) -> Harness:
-    registry = registry_with(
-        [
-            resolve("task", "budget-allocation", "budget-allocation"),
-            resolve("method", "ew", "ew"),
-            resolve("model", "mlp", "mlp"),
-        ]
-    )
-    base = {"method": "ew", "task": "budget-allocation", "model": "mlp", "wandb.enabled": False}
-    base.update({f"task.{k}": v for k, v in SMALL.items()})
-    return Harness(registry, {**base, "device": "cpu", "model.hidden": [16], **options})
+    return decision_harness("budget-allocation", SMALL, model_options={"hidden": [16]}, **options)
 
 
 def _numpy_objective(z: np.ndarray, reach: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -7,21 +7,18 @@ import pytest
 import torch
 from twcore_task_decision.baselines import least_squares_fit, least_squares_predictions, random_ndq
 from twcore_task_decision.cubic_topk import CubicTopK, CubicTopKConfig
-from twcore_task_decision.testing import DecisionTaskConformance, as_double, directional_derivatives
+from twcore_task_decision.testing import (
+    DecisionTaskConformance,
+    as_double,
+    decision_harness,
+    directional_derivatives,
+)
 
 from twcore.errors import ConfigError
 from twcore.registry import get_registry
 from twcore.spec import Capability
 from twcore.task import DecisionLayer
-from twcore.testing import Harness, registry_with
-from twcore.testing.harness import resolve
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _private_data_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TWCORE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        yield
+from twcore.testing import Harness
 
 
 class TestCubicTopKConformance(DecisionTaskConformance):
@@ -42,16 +39,7 @@ def _task(**options) -> CubicTopK:
 
 
 def _harness(model: str, model_options: dict, **options) -> Harness:
-    registry = registry_with(
-        [
-            resolve("task", "cubic-topk", "cubic-topk"),
-            resolve("method", "ew", "ew"),
-            resolve("model", model, model),
-        ]
-    )
-    base = {"method": "ew", "task": "cubic-topk", "model": model, "wandb.enabled": False}
-    base.update({f"model.{k}": v for k, v in model_options.items()})
-    return Harness(registry, {**base, "device": "cpu", **options})
+    return decision_harness("cubic-topk", model=model, model_options=model_options, **options)
 
 
 def test_spec_offers_a_decision_layer_on_the_per_item_head():

@@ -7,20 +7,17 @@ import pytest
 import torch
 from twcore_task_decision.baselines import random_ndq
 from twcore_task_decision.portfolio import Portfolio, PortfolioConfig
-from twcore_task_decision.testing import DecisionTaskConformance, as_double, directional_derivatives
+from twcore_task_decision.testing import (
+    DecisionTaskConformance,
+    as_double,
+    decision_harness,
+    directional_derivatives,
+)
 
 from twcore.errors import ConfigError
-from twcore.testing import Harness, registry_with
-from twcore.testing.harness import resolve
+from twcore.testing import Harness
 
 SMALL = {"num_assets": 12, "train_size": 64, "val_size": 32, "test_size": 96}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _private_data_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TWCORE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        yield
 
 
 class TestPortfolioConformance(DecisionTaskConformance):
@@ -35,16 +32,7 @@ def _task(**options) -> Portfolio:
 
 
 def _harness(**options) -> Harness:
-    registry = registry_with(
-        [
-            resolve("task", "portfolio", "portfolio"),
-            resolve("method", "ew", "ew"),
-            resolve("model", "mlp", "mlp"),
-        ]
-    )
-    base = {"method": "ew", "task": "portfolio", "model": "mlp", "wandb.enabled": False}
-    base.update({f"task.{k}": v for k, v in SMALL.items()})
-    return Harness(registry, {**base, "device": "cpu", "model.hidden": [16], **options})
+    return decision_harness("portfolio", SMALL, model_options={"hidden": [16]}, **options)
 
 
 def _all_days(task: Portfolio) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from twcore.batch import Batch
-from twcore.testing import TaskConformance
+from twcore.testing import Harness, TaskConformance, registry_with
+from twcore.testing.harness import resolve
 
 
 class DecisionTaskConformance(TaskConformance):
@@ -71,3 +72,22 @@ def as_double(batch: Batch) -> Batch:
         targets={k: convert(v) for k, v in batch.targets.items()},
         context={k: convert(v) for k, v in batch.context.items()},
     )
+
+
+def decision_harness(
+    task: str,
+    task_options: dict[str, Any] | None = None,
+    *,
+    model: str = "mlp",
+    model_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> Harness:
+    """An in-memory run of the installed decision task `task` with ``ew`` and `model` (on CPU,
+    W&B off); `task_options`/`model_options` fill their sections, `options` are dotted keys."""
+    registry = registry_with(
+        [resolve("task", task, task), resolve("method", "ew", "ew"), resolve("model", model, model)]
+    )
+    base: dict[str, Any] = {"method": "ew", "task": task, "model": model, "wandb.enabled": False}
+    base.update({f"task.{k}": v for k, v in (task_options or {}).items()})
+    base.update({f"model.{k}": v for k, v in (model_options or {}).items()})
+    return Harness(registry, {**base, "device": "cpu", **options})
