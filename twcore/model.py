@@ -91,3 +91,17 @@ def parameters_are_finite(module: nn.Module) -> bool:
     """Whether every parameter of `module` is finite (one device sync)."""
     flags = [torch.isfinite(p).all() for p in module.parameters()]
     return bool(torch.stack(flags).all()) if flags else True
+
+
+def parameters_shared_by_objectives(model: Model, spec: TaskSpec) -> list[nn.Parameter]:
+    """Parameters that two or more objectives depend on: the shared trunk, and every head that
+    serves several objectives (e.g. one θ head for all the tasks of ``ldro-points``). These are
+    where gradient-based weighting methods compare the objectives' gradients."""
+    objectives_per_head: dict[str, int] = {}
+    for objective in spec.objectives:
+        objectives_per_head[objective.head] = objectives_per_head.get(objective.head, 0) + 1
+    parameters = list(model.shared_parameters())
+    for head, count in objectives_per_head.items():
+        if count > 1:
+            parameters.extend(model.head_parameters(head))
+    return parameters

@@ -1,0 +1,130 @@
+"""αVIL: the epoch step against an independent hand computation, conformance, errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import twcore
+from twcore.errors import ConfigError, IncompatiblePairingError
+from twcore.testing import Harness, MethodConformance, registry_with
+from twcore.testing.harness import resolve
+
+TOY = {"train_size": 128, "val_size": 64, "test_size": 64}
+
+
+class TestAlphaVILConformance(MethodConformance):
+    method = "alphavil"
+    task = "toy-multitask"
+    task_options = TOY
+    run_options = {"batch_size": 32}
+    steps = 10  # four steps an epoch: two epoch-end αVIL steps, and a resume between them
+
+
+def _harness(**options) -> Harness:
+    registry = registry_with(
+        [
+            resolve("method", "alphavil", "alphavil"),
+            resolve("task", "toy-multitask", "toy-multitask"),
+            resolve("model", "mlp", "mlp"),
+        ]
+    )
+    base = {
+        "method": "alphavil",
+        "task": "toy-multitask",
+        "model": "mlp",
+        "model.hidden": [8],
+        "batch_size": 32,
+        "optim.name": "sgd",
+        "optim.lr": 0.1,
+        "optim.momentum": 0.0,
+        "method.alpha_steps": 3,
+        "method.alpha_lr": 0.5,
+        "wandb.enabled": False,
+        "device": "cpu",
+        **{f"task.{k}": v for k, v in TOY.items()},
+    }
+    return Harness(registry, {**base, **options})
+
+
+def test_epoch_step_matches_an_independent_computation():
+    under_test, reference = _harness(), _harness()
+    method = under_test.components.method
+    method.steps_this_epoch = 4  # ρ = 0.25 of a 4-step epoch: one step per task copy
+    method.weights = torch.tensor([1.0, 0.5, 2.0, 1.0])
+    logs = method.on_epoch_end(1)
+
+    # The reference: deep copies of the model trained by SGD, gradients by ordinary backward
+    # passes of deep-copied models, on the same batches (the same method streams).
+    ref_method = reference.components.method
+    model, task = reference.components.model, reference.components.task
+    weights = torch.tensor([1.0, 0.5, 2.0, 1.0])
+    shared = [n for n, _ in model.named_parameters() if n.startswith("trunk.")]
+    deltas = []
+    for k in range(4):
+        batch = next(ref_method.task_stream)
+        clone = copy.deepcopy(model)
+        name = task.spec.objective_names[k]
+        loss = weights[k] * task.objective_losses(clone(batch.inputs), batch)[name].mean()
+        loss.backward()
+        with torch.no_grad():
+            for parameter in clone.parameters():
+                if parameter.grad is not None:  # the other tasks' heads get no gradient
+                    parameter -= 0.1 * parameter.grad
+        after = dict(clone.named_parameters())
+        before = dict(model.named_parameters())
+        deltas.append({n: (after[n] - before[n]).detach() for n in shared})
+    validation = [next(ref_method.validation_stream) for _ in range(2)]
+
+    def moved_model(alpha):
+        clone = copy.deepcopy(model)
+        with torch.no_grad():
+            for name, parameter in clone.named_parameters():
+                if name in shared:
+                    parameter += sum(alpha[k] * deltas[k][name] for k in range(4))
+        return clone
+
+    def main_loss(clone):
+        return sum(task.objective_losses(clone(b.inputs), b)["cls0"].mean() for b in validation) / 2
+
+    alpha = torch.ones(4)
+    for _ in range(3):
+        clone = moved_model(alpha)
+        main_loss(clone).backward()
+        grads = dict(clone.named_parameters())
+        gradient = torch.tensor(
+            [sum(float((grads[n].grad * deltas[k][n]).sum()) for n in shared) for k in range(4)]
+        )
+        alpha = alpha - 0.5 * gradient
+    expected = moved_model(alpha)
+    for name, parameter in under_test.components.model.named_parameters():
+        reference_value = dict(expected.named_parameters())[name].detach()
+        torch.testing.assert_close(parameter.detach(), reference_value)
+    torch.testing.assert_close(method.weights, (weights + alpha - 1).clamp_min(0))
+    assert logs["alpha"]["cls0"] == pytest.approx(float(alpha[0]), rel=1e-5)
+    assert logs["target_val_loss_after"] == pytest.approx(float(main_loss(expected)), rel=1e-5)
+
+
+def test_steps_are_weighted_multitask_steps():
+    harness = _harness()
+    method, model = harness.components.method, harness.components.model
+    method.weights = torch.tensor([1.0, 0.0, 3.0, 0.5])
+    batch = next(harness.stream)
+    losses = harness.components.context.objective_losses(batch)
+    grads = torch.autograd.grad((method.weights * losses).sum(), list(model.parameters()))
+    before = [p.detach().clone() for p in model.parameters()]
+    method.train_step(batch)
+    for parameter, old, grad in zip(model.parameters(), before, grads, strict=True):
+        torch.testing.assert_close(parameter.detach(), old - 0.1 * grad)
+
+
+def test_tasks_without_a_main_auxiliary_split_are_refused(tmp_path):
+    with pytest.raises(IncompatiblePairingError, match="alphavil"):
+        twcore.run(["method=alphavil", "task=digits", f"run_dir={tmp_path / 'r'}"])
+
+
+def test_an_out_of_range_fraction_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"method.fraction=1.5 must be in \(0, 1\]"):
+        twcore.run(["method=alphavil", "method.fraction=1.5", f"run_dir={tmp_path / 'r'}"])

@@ -1,0 +1,153 @@
+"""αVIL: adjust task weights between epochs from task-specific parameter updates.
+
+Between epochs, ordinary weighted multitask steps θ ← θ − α ∇θ Σ_i w_i L_i (weights start at 1).
+After each epoch (paper, Alg. 1):
+
+1. for every task i, a copy of the current parameters θ is trained on a ρ-fraction of an epoch
+   of training batches with the loss w_i·L_i alone, and the change of the *shared* parameters
+   δ_i = θ_i − θ is kept (the copy is dropped at once: memory holds K shared-parameter deltas);
+2. mixing weights α (starting at 1) are fitted by gradient descent on the target task's
+   validation loss at θ + Σ_i α_i δ_i; ∂/∂α_i is the dot product of that loss's gradient on the
+   shared parameters with δ_i (autograd through one functional forward pass);
+3. θ ← θ + Σ_i α_i δ_i on the shared parameters, and w_i ← max(0, w_i + α_i − 1).
+
+There is no public code; the choices this implementation makes are listed in the README.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from twcore.autodiff import flatten_tensors, unflatten_like
+from twcore.batch import Batch
+from twcore.config import option
+from twcore.method import Method, MethodContext, StepResult
+from twcore.model import parameters_shared_by_objectives
+from twcore.spec import Capability, Requirements
+
+
+@dataclass
+class AlphaVILConfig:
+    fraction: float = option(0.25, help="ρ, the share of an epoch each task-specific copy trains")
+    alpha_steps: int = option(10, help="gradient steps fitting the mixing weights α")
+    alpha_lr: float = option(0.1, help="learning rate of the α fit (plain gradient descent)")
+    validation_batches: int = option(2, help="validation batches of the target task per α fit")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"method.fraction={self.fraction} must be in (0, 1]")
+        for key in ("alpha_steps", "validation_batches"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"method.{key}={getattr(self, key)} must be >= 1")
+        if not self.alpha_lr > 0:
+            raise ValueError(f"method.alpha_lr={self.alpha_lr} must be > 0")
+
+
+class AlphaVIL(Method):
+    """Weighted multitask steps, with weights moved between epochs (module docstring)."""
+
+    Config = AlphaVILConfig
+    requirements = Requirements(
+        main_auxiliary=True, capabilities=frozenset({Capability.VALIDATION})
+    )
+
+    def __init__(self, config: AlphaVILConfig, ctx: MethodContext) -> None:
+        super().__init__(config, ctx)
+        self.weights = torch.ones(ctx.spec.num_objectives, device=ctx.device)
+        shared = parameters_shared_by_objectives(ctx.model, ctx.spec)
+        if not shared:
+            raise ValueError("αVIL needs parameters shared by the main and auxiliary objectives")
+        shared_ids = {id(p) for p in shared}
+        self.shared_names = [n for n, p in ctx.model.named_parameters() if id(p) in shared_ids]
+        self.task_stream = ctx.stream("train")
+        self.validation_stream = ctx.stream("val")
+        self.steps_this_epoch = 0
+        self.main_index = ctx.spec.main_index
+
+    def train_step(self, batch: Batch) -> StepResult:
+        losses = self.ctx.objective_losses(batch)
+        self.ctx.optimizer.zero_grad(set_to_none=True)
+        (self.weights * losses).sum().backward()
+        self.ctx.optimizer_step()
+        self.steps_this_epoch += 1
+        return StepResult(losses=losses.detach(), weights=self.weights.clone())
+
+    def on_epoch_end(self, epoch: int) -> dict[str, Any]:
+        ctx = self.ctx
+        steps = max(1, math.ceil(self.config.fraction * self.steps_this_epoch))
+        self.steps_this_epoch = 0
+        base = {n: p.detach() for n, p in ctx.model.named_parameters()}
+        deltas = torch.stack([self._task_delta(k, base, steps) for k in range(len(self.weights))])
+        validation = [next(self.validation_stream) for _ in range(self.config.validation_batches)]
+        alpha, before, after = self._fit_alpha(base, deltas, validation)
+        shared = [dict(ctx.model.named_parameters())[n] for n in self.shared_names]
+        with torch.no_grad():
+            for parameter, change in zip(
+                shared, unflatten_like(alpha @ deltas, shared), strict=True
+            ):
+                parameter.add_(change)
+            self.weights = (self.weights + alpha - 1).clamp_min(0)
+        names = ctx.spec.objective_names
+        return {
+            "alpha": dict(zip(names, alpha.tolist(), strict=True)),
+            "task_weight": dict(zip(names, self.weights.tolist(), strict=True)),
+            "target_val_loss_before": before,
+            "target_val_loss_after": after,
+            "task_steps": steps,
+        }
+
+    def _task_delta(self, task: int, base: dict[str, Tensor], steps: int) -> Tensor:
+        """δ_task on the shared parameters after `steps` steps of w_task·L_task from θ."""
+        copy = {n: v.clone().requires_grad_() for n, v in base.items()}
+        optimizer = self.ctx.make_optimizer(list(copy.values()))
+        for _ in range(steps):
+            losses = self.ctx.objective_losses(next(self.task_stream), copy)
+            optimizer.zero_grad(set_to_none=True)
+            (self.weights[task] * losses[task]).backward()
+            optimizer.step()
+        return flatten_tensors([copy[n].detach() - base[n] for n in self.shared_names])
+
+    def _fit_alpha(
+        self, base: dict[str, Tensor], deltas: Tensor, validation: list[Batch]
+    ) -> tuple[Tensor, float, float]:
+        """α minimising the target task's validation loss at θ + Σ α_i δ_i; (α, loss at θ,
+        loss at θ + Σ α_i δ_i)."""
+        shared = [base[n] for n in self.shared_names]
+        flat = flatten_tensors(shared)
+
+        def target_loss(alpha: Tensor) -> Tensor:
+            moved = unflatten_like(flat + alpha @ deltas, shared)
+            params = {**base, **dict(zip(self.shared_names, moved, strict=True))}
+            total = sum(self.ctx.objective_losses(b, params)[self.main_index] for b in validation)
+            return total / len(validation)
+
+        with torch.no_grad():
+            before = float(target_loss(torch.zeros_like(self.weights)))
+        alpha = torch.ones_like(self.weights, requires_grad=True)
+        for _ in range(self.config.alpha_steps):
+            (gradient,) = torch.autograd.grad(target_loss(alpha), alpha)
+            with torch.no_grad():
+                alpha -= self.config.alpha_lr * gradient
+        alpha = alpha.detach()
+        with torch.no_grad():
+            after = float(target_loss(alpha))
+        return alpha, before, after
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "weights": self.weights.clone(),
+            "steps_this_epoch": self.steps_this_epoch,
+            "task_stream": self.task_stream.state_dict(),
+            "validation_stream": self.validation_stream.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.weights = state["weights"].to(self.ctx.device)
+        self.steps_this_epoch = int(state["steps_this_epoch"])
+        self.task_stream.load_state_dict(state["task_stream"])
+        self.validation_stream.load_state_dict(state["validation_stream"])

@@ -1,0 +1,9 @@
+"""Entry point of the alphaVIL method plugin."""
+
+from twcore.hookspecs import hookimpl
+from twcore_method_alphavil.method import AlphaVIL
+
+
+@hookimpl
+def twcore_register_methods(register):
+    register("alphavil", AlphaVIL)

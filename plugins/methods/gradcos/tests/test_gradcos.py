@@ -1,0 +1,150 @@
+"""GradCos: the hand-computed update, the paper's 2-D toy claim, conformance, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from twcore_method_gradcos.method import combine_shared_gradients
+
+import twcore
+from twcore.errors import ConfigError, IncompatiblePairingError
+from twcore.testing import Harness, MethodConformance, registry_with
+from twcore.testing.harness import resolve
+
+TOY = {"train_size": 200, "val_size": 100, "test_size": 100}
+
+
+class TestWeightedGradCosConformance(MethodConformance):
+    method = "gradcos"
+    task = "toy-multitask"
+    task_options = TOY
+
+
+class TestUnweightedGradCosConformance(MethodConformance):
+    method = "gradcos"
+    task = "toy-multitask"
+    task_options = TOY
+    method_options = {"variant": "unweighted"}
+
+
+def _harness(**options) -> Harness:
+    registry = registry_with(
+        [
+            resolve("method", "gradcos", "gradcos"),
+            resolve("task", "toy-multitask", "toy-multitask"),
+            resolve("model", "mlp", "mlp"),
+        ]
+    )
+    base = {
+        "method": "gradcos",
+        "task": "toy-multitask",
+        "model": "mlp",
+        "model.hidden": [8],
+        "optim.name": "sgd",
+        "optim.lr": 0.1,
+        "optim.momentum": 0.0,
+        "wandb.enabled": False,
+        "device": "cpu",
+        **{f"task.{k}": v for k, v in TOY.items()},
+    }
+    return Harness(registry, {**base, **options})
+
+
+@pytest.mark.parametrize("variant", ["weighted", "unweighted"])
+def test_one_step_matches_a_hand_computed_update(variant):
+    harness = _harness(**{"method.variant": variant})
+    model, context = harness.components.model, harness.components.context
+    spec = harness.components.task.spec
+    batch = next(harness.stream)
+    losses = context.objective_losses(batch)
+    trunk = list(model.shared_parameters())
+    # Each objective's gradient by its own backward pass (independent of the batched path).
+    per_objective = [
+        torch.autograd.grad(
+            losses[k], list(model.parameters()), retain_graph=True, allow_unused=True
+        )
+        for k in range(len(losses))
+    ]
+    names = [n for n, _ in model.named_parameters()]
+    main = spec.main_index
+
+    def flat(k):
+        pairs = zip(per_objective[k], names, strict=True)
+        return torch.cat([g.flatten() for g, n in pairs if n.startswith("trunk.")])
+
+    expected = {}
+    main_flat = flat(main)
+    combined = main_flat.clone()
+    for k in range(len(losses)):
+        if k == main:
+            continue
+        cosine = torch.dot(main_flat, flat(k)) / (main_flat.norm() * flat(k).norm())
+        weight = max(0.0, float(cosine)) if variant == "weighted" else float(cosine > 0)
+        combined += weight * flat(k)
+    offset = 0
+    for name, parameter in model.named_parameters():
+        if name.startswith("trunk."):
+            grad = combined[offset : offset + parameter.numel()].view_as(parameter)
+            offset += parameter.numel()
+        else:  # a head: only its own objective reaches it
+            grad = sum(
+                g[names.index(name)] for g in per_objective if g[names.index(name)] is not None
+            )
+        expected[name] = parameter.detach() - 0.1 * grad
+    assert offset == sum(p.numel() for p in trunk)
+    harness.components.method.train_step(batch)
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.detach(), expected[name], rtol=1e-4, atol=1e-6)
+
+
+def _train_toy(variant: str | None, start: torch.Tensor, steps: int = 3000) -> torch.Tensor:
+    """Gradient descent on θ ∈ R² with main loss ‖θ − a‖² and auxiliary ‖θ − b‖²·(1 + θ₂²):
+    their gradients conflict near the main minimum a. `variant=None` is the plain sum."""
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 0.5])
+    theta = start.clone().requires_grad_()
+    for _ in range(steps):
+        main = (theta - a).square().sum()
+        auxiliary = (theta - b).square().sum() * (1 + theta[1] ** 2)
+        rows = torch.stack([torch.autograd.grad(loss, theta)[0] for loss in (main, auxiliary)])
+        if variant is None:
+            direction = rows.sum(0)
+        else:
+            direction, _, _ = combine_shared_gradients(rows, 0, variant)
+        with torch.no_grad():
+            theta -= 0.01 * direction
+    return theta.detach()
+
+
+def test_gradcos_converges_to_the_main_minimum_where_the_plain_sum_does_not():
+    # Brute force: the main loss's minimiser on a fine grid.
+    grid = torch.stack(
+        torch.meshgrid(torch.linspace(-2, 2, 401), torch.linspace(-2, 2, 401), indexing="ij"), -1
+    ).reshape(-1, 2)
+    main_minimum = grid[(grid - torch.tensor([1.0, 0.0])).square().sum(-1).argmin()]
+    for start in ([0.0, 1.5], [-1.5, -1.0], [2.0, 2.0]):
+        start = torch.tensor(start)
+        for variant in ("weighted", "unweighted"):
+            end = _train_toy(variant, start)
+            assert torch.allclose(end, main_minimum, atol=0.02), (variant, start, end)
+        plain = _train_toy(None, start)
+        assert (plain - main_minimum).norm() > 0.5
+
+
+def test_cosines_and_weights_are_logged_per_auxiliary():
+    result = _harness().step()
+    auxiliaries = {"cls1", "cls2", "reg0"}
+    assert set(result.logs["cosine"]) == auxiliaries
+    weights = dict(zip(("cls0", "cls1", "cls2", "reg0"), result.weights.tolist(), strict=True))
+    assert weights["cls0"] == 1.0
+    for name in auxiliaries:
+        assert weights[name] == pytest.approx(max(0.0, float(result.logs["cosine"][name])))
+
+
+def test_tasks_without_a_main_auxiliary_split_are_refused(tmp_path):
+    with pytest.raises(IncompatiblePairingError, match="gradcos"):
+        twcore.run(["method=gradcos", "task=digits", f"run_dir={tmp_path / 'r'}"])
+
+
+def test_an_unknown_variant_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"method.variant='both' is not one of"):
+        twcore.run(["method=gradcos", "method.variant=both", f"run_dir={tmp_path / 'r'}"])

@@ -1,0 +1,62 @@
+"""Group DRO: the hand-computed exponentiated update, and weight flowing to the worst task."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from twcore.errors import ConfigError
+from twcore.testing import Harness, MethodConformance, registry_with
+from twcore.testing.harness import resolve
+
+
+class TestGroupDROConformance(MethodConformance):
+    method = "group-dro"
+
+
+def _harness(**options) -> Harness:
+    registry = registry_with([resolve("method", "group-dro", "group-dro")])
+    base = {
+        "method": "group-dro",
+        "task": "reference-task",
+        "model": "reference-model",
+        "optim.name": "sgd",
+        "optim.lr": 0.1,
+        "optim.momentum": 0.0,
+        "wandb.enabled": False,
+        "device": "cpu",
+    }
+    return Harness(registry, {**base, **options})
+
+
+def test_one_step_matches_a_hand_computed_update():
+    harness = _harness(**{"method.step_size": 0.5})
+    model, context = harness.components.model, harness.components.context
+    batch = next(harness.stream)
+    losses = context.objective_losses(batch)
+    values = [float(v) for v in losses]
+    # q = (1/3, 1/3, 1/3) ⊙ exp(0.5 ℓ), normalised — written out by hand.
+    expected = [math.exp(0.5 * v) for v in values]
+    expected = torch.tensor([e / sum(expected) for e in expected])
+    grads = torch.autograd.grad((expected * losses).sum(), list(model.parameters()))
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    result = harness.components.method.train_step(batch)
+    torch.testing.assert_close(result.weights, expected)
+    for (name, after), grad in zip(model.named_parameters(), grads, strict=True):
+        torch.testing.assert_close(after.detach(), before[name] - 0.1 * grad)
+
+
+def test_weight_flows_to_the_objective_with_the_largest_loss():
+    harness = _harness(**{"method.step_size": 0.5})
+    for _ in range(30):
+        result = harness.step()
+    worst = int(result.losses.argmax())
+    assert int(result.weights.argmax()) == worst
+    assert float(result.weights.sum()) == pytest.approx(1.0)
+
+
+def test_non_positive_step_size_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"method.step_size=0.0 must be > 0"):
+        _harness(**{"method.step_size": 0.0})
