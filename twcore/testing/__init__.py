@@ -4,7 +4,7 @@ See :mod:`twcore.testing.conformance` for how to use the suites in your own test
 """
 
 from twcore.testing.conformance import MethodConformance, ModelConformance, TaskConformance
-from twcore.testing.harness import Harness, PluginEntry, registry_with
+from twcore.testing.harness import Harness, PluginEntry, plugin_harness, registry_with
 from twcore.testing.reference import ReferenceMethod, ReferenceModel, ReferenceTask
 
 __all__ = [
@@ -16,5 +16,6 @@ __all__ = [
     "ReferenceModel",
     "ReferenceTask",
     "TaskConformance",
+    "plugin_harness",
     "registry_with",
 ]

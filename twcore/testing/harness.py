@@ -126,3 +126,28 @@ class Harness:
     def parameters(self) -> dict[str, torch.Tensor]:
         """A copy of the model's parameters."""
         return {k: v.detach().clone() for k, v in self.components.model.named_parameters()}
+
+
+def plugin_harness(
+    method: str,
+    *,
+    task: str = REFERENCE_TASK,
+    model: str = REFERENCE_MODEL,
+    options: Mapping[str, Any] | None = None,
+) -> Harness:
+    """A :class:`Harness` of plugins given by installed name (or the reference plugins), on the
+    CPU with W&B off, for unit tests of one method's update rule.
+
+    Args:
+        method, task, model: plugin names.
+        options: further ``{dotted.key: value}`` settings (they win over the defaults above).
+    """
+    registry = registry_with(
+        [
+            resolve("method", method, method),
+            resolve("task", task, task),
+            resolve("model", model, model),
+        ]
+    )
+    base = {"method": method, "task": task, "model": model, "device": "cpu", "wandb.enabled": False}
+    return Harness(registry, {**base, **(options or {})})

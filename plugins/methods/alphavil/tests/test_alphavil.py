@@ -9,8 +9,7 @@ import torch
 
 import twcore
 from twcore.errors import ConfigError, IncompatiblePairingError
-from twcore.testing import Harness, MethodConformance, registry_with
-from twcore.testing.harness import resolve
+from twcore.testing import Harness, MethodConformance, plugin_harness
 
 TOY = {"train_size": 128, "val_size": 64, "test_size": 64}
 
@@ -24,17 +23,7 @@ class TestAlphaVILConformance(MethodConformance):
 
 
 def _harness(**options) -> Harness:
-    registry = registry_with(
-        [
-            resolve("method", "alphavil", "alphavil"),
-            resolve("task", "toy-multitask", "toy-multitask"),
-            resolve("model", "mlp", "mlp"),
-        ]
-    )
     base = {
-        "method": "alphavil",
-        "task": "toy-multitask",
-        "model": "mlp",
         "model.hidden": [8],
         "batch_size": 32,
         "optim.name": "sgd",
@@ -42,11 +31,12 @@ def _harness(**options) -> Harness:
         "optim.momentum": 0.0,
         "method.alpha_steps": 3,
         "method.alpha_lr": 0.5,
-        "wandb.enabled": False,
-        "device": "cpu",
+        "method.task_lr": 0.1,
         **{f"task.{k}": v for k, v in TOY.items()},
     }
-    return Harness(registry, {**base, **options})
+    return plugin_harness(
+        "alphavil", task="toy-multitask", model="mlp", options={**base, **options}
+    )
 
 
 def test_epoch_step_matches_an_independent_computation():
@@ -56,8 +46,8 @@ def test_epoch_step_matches_an_independent_computation():
     method.weights = torch.tensor([1.0, 0.5, 2.0, 1.0])
     logs = method.on_epoch_end(1)
 
-    # The reference: deep copies of the model trained by SGD, gradients by ordinary backward
-    # passes of deep-copied models, on the same batches (the same method streams).
+    # The reference: deep copies of the model trained by SGD (task_lr 0.1), gradients by
+    # ordinary backward passes of deep-copied models, on the same batches (the same streams).
     ref_method = reference.components.method
     model, task = reference.components.model, reference.components.task
     weights = torch.tensor([1.0, 0.5, 2.0, 1.0])

@@ -37,6 +37,9 @@ class AlphaVILConfig:
     alpha_steps: int = option(10, help="gradient steps fitting the mixing weights α")
     alpha_lr: float = option(0.1, help="learning rate of the α fit (plain gradient descent)")
     validation_batches: int = option(2, help="validation batches of the target task per α fit")
+    task_lr: float = option(
+        0.2, help="learning rate of the task-specific copies (plain SGD, so w_i scales δ_i)"
+    )
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
@@ -44,8 +47,9 @@ class AlphaVILConfig:
         for key in ("alpha_steps", "validation_batches"):
             if getattr(self, key) < 1:
                 raise ValueError(f"method.{key}={getattr(self, key)} must be >= 1")
-        if not self.alpha_lr > 0:
-            raise ValueError(f"method.alpha_lr={self.alpha_lr} must be > 0")
+        for key in ("alpha_lr", "task_lr"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"method.{key}={getattr(self, key)} must be > 0")
 
 
 class AlphaVIL(Method):
@@ -104,7 +108,7 @@ class AlphaVIL(Method):
     def _task_delta(self, task: int, base: dict[str, Tensor], steps: int) -> Tensor:
         """δ_task on the shared parameters after `steps` steps of w_task·L_task from θ."""
         copy = {n: v.clone().requires_grad_() for n, v in base.items()}
-        optimizer = self.ctx.make_optimizer(list(copy.values()))
+        optimizer = torch.optim.SGD(list(copy.values()), lr=self.config.task_lr)
         for _ in range(steps):
             losses = self.ctx.objective_losses(next(self.task_stream), copy)
             optimizer.zero_grad(set_to_none=True)

@@ -8,8 +8,7 @@ from twcore_method_gradcos.method import combine_shared_gradients
 
 import twcore
 from twcore.errors import ConfigError, IncompatiblePairingError
-from twcore.testing import Harness, MethodConformance, registry_with
-from twcore.testing.harness import resolve
+from twcore.testing import Harness, MethodConformance, plugin_harness
 
 TOY = {"train_size": 200, "val_size": 100, "test_size": 100}
 
@@ -28,26 +27,14 @@ class TestUnweightedGradCosConformance(MethodConformance):
 
 
 def _harness(**options) -> Harness:
-    registry = registry_with(
-        [
-            resolve("method", "gradcos", "gradcos"),
-            resolve("task", "toy-multitask", "toy-multitask"),
-            resolve("model", "mlp", "mlp"),
-        ]
-    )
     base = {
-        "method": "gradcos",
-        "task": "toy-multitask",
-        "model": "mlp",
         "model.hidden": [8],
         "optim.name": "sgd",
         "optim.lr": 0.1,
         "optim.momentum": 0.0,
-        "wandb.enabled": False,
-        "device": "cpu",
         **{f"task.{k}": v for k, v in TOY.items()},
     }
-    return Harness(registry, {**base, **options})
+    return plugin_harness("gradcos", task="toy-multitask", model="mlp", options={**base, **options})
 
 
 @pytest.mark.parametrize("variant", ["weighted", "unweighted"])

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from twcore.errors import ConfigError
-from twcore.testing import Harness, MethodConformance, registry_with
-from twcore.testing.harness import resolve
+from twcore.testing import Harness, MethodConformance, plugin_harness
 
 
 class TestGroupDROConformance(MethodConformance):
@@ -17,18 +16,8 @@ class TestGroupDROConformance(MethodConformance):
 
 
 def _harness(**options) -> Harness:
-    registry = registry_with([resolve("method", "group-dro", "group-dro")])
-    base = {
-        "method": "group-dro",
-        "task": "reference-task",
-        "model": "reference-model",
-        "optim.name": "sgd",
-        "optim.lr": 0.1,
-        "optim.momentum": 0.0,
-        "wandb.enabled": False,
-        "device": "cpu",
-    }
-    return Harness(registry, {**base, **options})
+    sgd = {"optim.name": "sgd", "optim.lr": 0.1, "optim.momentum": 0.0}
+    return plugin_harness("group-dro", options={**sgd, **options})
 
 
 def test_one_step_matches_a_hand_computed_update():
