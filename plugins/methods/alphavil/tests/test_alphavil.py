@@ -53,8 +53,8 @@ def test_epoch_step_matches_an_independent_computation():
     weights = torch.tensor([1.0, 0.5, 2.0, 1.0])
     shared = [n for n, _ in model.named_parameters() if n.startswith("trunk.")]
     deltas = []
+    batch = next(ref_method.task_stream)  # one step per copy, all copies on the same batch
     for k in range(4):
-        batch = next(ref_method.task_stream)
         clone = copy.deepcopy(model)
         name = task.spec.objective_names[k]
         loss = weights[k] * task.objective_losses(clone(batch.inputs), batch)[name].mean()

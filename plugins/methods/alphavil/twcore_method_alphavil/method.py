@@ -4,8 +4,9 @@ Between epochs, ordinary weighted multitask steps θ ← θ − α ∇θ Σ_i w_
 After each epoch (paper, Alg. 1):
 
 1. for every task i, a copy of the current parameters θ is trained on a ρ-fraction of an epoch
-   of training batches with the loss w_i·L_i alone, and the change of the *shared* parameters
-   δ_i = θ_i − θ is kept (the copy is dropped at once: memory holds K shared-parameter deltas);
+   of training batches with the loss w_i·L_i alone (plain SGD; the K copies train at once with
+   ``torch.func.vmap``, on the same batches), and the change of the *shared* parameters
+   δ_i = θ_i − θ is kept (the copies are dropped at once: memory holds K deltas);
 2. mixing weights α (starting at 1) are fitted by gradient descent on the target task's
    validation loss at θ + Σ_i α_i δ_i; ∂/∂α_i is the dot product of that loss's gradient on the
    shared parameters with δ_i (autograd through one functional forward pass);
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.func import grad, vmap
 
 from twcore.autodiff import flatten_tensors, unflatten_like
 from twcore.batch import Batch
@@ -86,7 +88,7 @@ class AlphaVIL(Method):
         steps = max(1, math.ceil(self.config.fraction * self.steps_this_epoch))
         self.steps_this_epoch = 0
         base = {n: p.detach() for n, p in ctx.model.named_parameters()}
-        deltas = torch.stack([self._task_delta(k, base, steps) for k in range(len(self.weights))])
+        deltas = self._task_deltas(base, steps)
         validation = [next(self.validation_stream) for _ in range(self.config.validation_batches)]
         alpha, before, after = self._fit_alpha(base, deltas, validation)
         shared = [dict(ctx.model.named_parameters())[n] for n in self.shared_names]
@@ -105,16 +107,30 @@ class AlphaVIL(Method):
             "task_steps": steps,
         }
 
-    def _task_delta(self, task: int, base: dict[str, Tensor], steps: int) -> Tensor:
-        """δ_task on the shared parameters after `steps` steps of w_task·L_task from θ."""
-        copy = {n: v.clone().requires_grad_() for n, v in base.items()}
-        optimizer = torch.optim.SGD(list(copy.values()), lr=self.config.task_lr)
+    def _task_deltas(self, base: dict[str, Tensor], steps: int) -> Tensor:
+        """δ_i [K, P_shared] for every task i after `steps` SGD steps of w_i·L_i from θ.
+
+        The K copies train at once: their parameters are stacked on a leading axis and
+        ``torch.func.vmap`` takes all K gradients in one call (every copy sees the same batch at
+        each step). A task whose losses cannot be batched by vmap falls back to one copy at a
+        time, with identical results.
+        """
+        count = len(self.weights)
+        stacked = {n: v.unsqueeze(0).repeat(count, *([1] * v.dim())) for n, v in base.items()}
+        selectors = torch.eye(count, device=self.weights.device) * self.weights.unsqueeze(1)
         for _ in range(steps):
-            losses = self.ctx.objective_losses(next(self.task_stream), copy)
-            optimizer.zero_grad(set_to_none=True)
-            (self.weights[task] * losses[task]).backward()
-            optimizer.step()
-        return flatten_tensors([copy[n].detach() - base[n] for n in self.shared_names])
+            batch = next(self.task_stream)
+
+            def weighted_loss(params: dict[str, Tensor], selector: Tensor, batch=batch) -> Tensor:
+                return (selector * self.ctx.objective_losses(batch, params)).sum()
+
+            try:
+                grads = vmap(grad(weighted_loss))(stacked, selectors)
+            except RuntimeError:  # an op without a batching rule: one copy at a time
+                grads = _loop_gradients(weighted_loss, stacked, selectors)
+            stacked = {n: v - self.config.task_lr * grads[n] for n, v in stacked.items()}
+        changes = [(stacked[n] - base[n]).flatten(1) for n in self.shared_names]
+        return torch.cat(changes, dim=1).detach()
 
     def _fit_alpha(
         self, base: dict[str, Tensor], deltas: Tensor, validation: list[Batch]
@@ -155,3 +171,11 @@ class AlphaVIL(Method):
         self.steps_this_epoch = int(state["steps_this_epoch"])
         self.task_stream.load_state_dict(state["task_stream"])
         self.validation_stream.load_state_dict(state["validation_stream"])
+
+
+def _loop_gradients(loss, stacked: dict[str, Tensor], selectors: Tensor) -> dict[str, Tensor]:
+    rows = [
+        grad(loss)({n: v[k] for n, v in stacked.items()}, selectors[k])
+        for k in range(len(selectors))
+    ]
+    return {n: torch.stack([row[n] for row in rows]) for n in stacked}
