@@ -94,7 +94,9 @@ def test_epoch_step_matches_an_independent_computation():
         torch.testing.assert_close(parameter.detach(), reference_value)
     torch.testing.assert_close(method.weights, (weights + alpha - 1).clamp_min(0))
     assert logs["alpha"]["cls0"] == pytest.approx(float(alpha[0]), rel=1e-5)
-    assert logs["target_val_loss_after"] == pytest.approx(float(main_loss(expected).detach()), rel=1e-5)
+    assert logs["target_val_loss_after"] == pytest.approx(
+        float(main_loss(expected).detach()), rel=1e-5
+    )
 
 
 def test_steps_are_weighted_multitask_steps():
