@@ -32,6 +32,7 @@ def _harness(**options) -> Harness:
         "method.alpha_steps": 3,
         "method.alpha_lr": 0.5,
         "method.task_lr": 0.1,
+        "method.task_grad_clip": 1e9,
         **{f"task.{k}": v for k, v in TOY.items()},
     }
     return plugin_harness(
@@ -120,3 +121,26 @@ def test_tasks_without_a_main_auxiliary_split_are_refused(tmp_path):
 def test_an_out_of_range_fraction_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"method.fraction=1.5 must be in \(0, 1\]"):
         twcore.run(["method=alphavil", "method.fraction=1.5", f"run_dir={tmp_path / 'r'}"])
+
+
+def test_a_diverging_task_copy_leaves_the_run_finite(tmp_path):
+    # A huge copy learning rate without clipping makes the regression copy diverge; the epoch
+    # step must then leave θ and the weights alone instead of writing NaN into the model.
+    result = twcore.run(
+        [
+            "method=alphavil",
+            "method.task_lr=1000",
+            "method.task_grad_clip=1e30",
+            "steps=70",
+            "wandb.enabled=false",
+            f"run_dir={tmp_path / 'r'}",
+        ]
+    )
+    assert result.summary["status"] == "completed"
+
+
+def test_the_main_job_task_runs_with_the_defaults(tmp_path):
+    result = twcore.run(
+        ["method=alphavil", "steps=70", "wandb.enabled=false", f"run_dir={tmp_path}/r"]
+    )
+    assert result.summary["status"] == "completed"

@@ -42,6 +42,7 @@ class AlphaVILConfig:
     task_lr: float = option(
         0.2, help="learning rate of the task-specific copies (plain SGD, so w_i scales δ_i)"
     )
+    task_grad_clip: float = option(1.0, help="clip each copy's gradient norm to this")
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
@@ -49,7 +50,7 @@ class AlphaVILConfig:
         for key in ("alpha_steps", "validation_batches"):
             if getattr(self, key) < 1:
                 raise ValueError(f"method.{key}={getattr(self, key)} must be >= 1")
-        for key in ("alpha_lr", "task_lr"):
+        for key in ("alpha_lr", "task_lr", "task_grad_clip"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"method.{key}={getattr(self, key)} must be > 0")
 
@@ -91,6 +92,9 @@ class AlphaVIL(Method):
         deltas = self._task_deltas(base, steps)
         validation = [next(self.validation_stream) for _ in range(self.config.validation_batches)]
         alpha, before, after = self._fit_alpha(base, deltas, validation)
+        if not (torch.isfinite(alpha).all() and torch.isfinite(deltas).all()):
+            # A copy or the α fit diverged: leave θ and the weights as they are this epoch.
+            alpha, deltas, after = torch.ones_like(alpha), torch.zeros_like(deltas), before
         shared = [dict(ctx.model.named_parameters())[n] for n in self.shared_names]
         with torch.no_grad():
             for parameter, change in zip(
@@ -128,7 +132,12 @@ class AlphaVIL(Method):
                 grads = vmap(grad(weighted_loss))(stacked, selectors)
             except RuntimeError:  # an op without a batching rule: one copy at a time
                 grads = _loop_gradients(weighted_loss, stacked, selectors)
-            stacked = {n: v - self.config.task_lr * grads[n] for n, v in stacked.items()}
+            norms = torch.sqrt(sum(g.flatten(1).square().sum(1) for g in grads.values()))
+            scale = (self.config.task_grad_clip / norms.clamp_min(1e-12)).clamp(max=1.0)
+            step = self.config.task_lr * scale
+            stacked = {
+                n: v - step.view(-1, *([1] * (v.dim() - 1))) * grads[n] for n, v in stacked.items()
+            }
         changes = [(stacked[n] - base[n]).flatten(1) for n in self.shared_names]
         return torch.cat(changes, dim=1).detach()
 
