@@ -42,7 +42,7 @@ class AlphaVILConfig:
     task_lr: float = option(
         0.2, help="learning rate of the task-specific copies (plain SGD, so w_i scales δ_i)"
     )
-    task_grad_clip: float = option(1.0, help="clip each copy's gradient norm to this")
+    task_grad_clip: float = option(20.0, help="clip each copy's gradient norm to this")
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
