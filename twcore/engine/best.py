@@ -25,6 +25,7 @@ class BestSnapshot:
         self.value = -math.inf if mode == "max" else math.inf
         self.step: int | None = None
         self.parameters: dict[str, Any] = {}
+        self.metrics: dict[str, float] = {}
 
     @classmethod
     def for_run(cls, run: RunConfig, spec: TaskSpec) -> BestSnapshot | None:
@@ -43,7 +44,7 @@ class BestSnapshot:
             return False
         better = value > self.value if self.mode == "max" else value < self.value
         if better:
-            self.value, self.step = float(value), step
+            self.value, self.step, self.metrics = float(value), step, dict(metrics)
             self.parameters = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return better
 
@@ -53,8 +54,14 @@ class BestSnapshot:
             model.load_state_dict(self.parameters)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "step": self.step, "parameters": self.parameters}
+        return {
+            "value": self.value,
+            "step": self.step,
+            "parameters": self.parameters,
+            "metrics": self.metrics,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.value, self.step = float(state["value"]), state["step"]
         self.parameters = dict(state["parameters"])
+        self.metrics = dict(state["metrics"])

@@ -116,8 +116,7 @@ class Trainer:
             # parameters), so a resume that trains longer continues the training trajectory.
             self._save_checkpoint()
             self.c.method.on_train_end()
-            self._restore_best()
-            final = self._final_evaluation(progress)
+            final = self._final_evaluation(progress, known=self._restore_best())
             status = "completed"
             return self._finish(status, final, None)
         except DivergenceError as exc:
@@ -229,28 +228,36 @@ class Trainer:
 
     # -- evaluation ------------------------------------------------------------------------
 
-    def _evaluate(self, split: str) -> dict[str, float]:
-        metrics = self.c.task.evaluate(
+    def _evaluate(self, split: str, known: dict[str, float] | None = None) -> dict[str, float]:
+        """Evaluate the model on `split` (or take `known`, metrics of these very parameters),
+        record and log them."""
+        metrics = known or self.c.task.evaluate(
             self.c.model, split, device=self.c.device, batch_size=self.run.eval_batch_size
         )
         self.last_metrics[split] = metrics
         self.tracker.log({split: metrics}, step=self.step)
         return metrics
 
-    def _restore_best(self) -> None:
-        """With ``keep_best``: score the final parameters on val too, then load the best."""
+    def _restore_best(self) -> dict[str, dict[str, float]]:
+        """With ``keep_best``: score the final parameters on val too, load the best, and return
+        the val metrics of the loaded parameters (so the final evaluation need not repeat it)."""
         if self.best is None or "val" not in self.c.task.eval_splits:
-            return
+            return {}
         metrics = self.c.task.evaluate(
             self.c.model, "val", device=self.c.device, batch_size=self.run.eval_batch_size
         )
         self.best.consider(self.step, metrics, self.c.model)
         self.best.restore(self.c.model)
+        return {"val": self.best.metrics} if self.best.metrics else {}
 
-    def _final_evaluation(self, progress: Progress) -> dict[str, dict[str, float]]:
+    def _final_evaluation(
+        self, progress: Progress, known: dict[str, dict[str, float]]
+    ) -> dict[str, dict[str, float]]:
+        """Evaluate every split (reusing `known` metrics of the current parameters) and log the
+        run summary."""
         final = {}
         for split in self.c.task.eval_splits:
-            final[split] = self._evaluate(split)
+            final[split] = self._evaluate(split, known.get(split))
             progress.evaluation(self.step, split, final[split], self.c.task.spec.summary_metrics)
         self.tracker.log_summary({split: values for split, values in final.items()})
         return final

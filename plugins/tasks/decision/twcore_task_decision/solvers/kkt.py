@@ -15,6 +15,21 @@ import torch
 from torch import Tensor
 
 
+def bordered_system(matrix: Tensor, free: Tensor) -> Tensor:
+    """K = [[M_FF, 1_F], [1_Fᵀ, 0]] embedded in [B, n+1, n+1] for M [B, n, n] and a mask of the
+    free set F [B, n]: rows and columns off F are identity rows (those variables stay fixed), so
+    one batched ``torch.linalg.solve`` handles free sets of every size. A row with no free
+    variable gets a 1 in the corner (its system stays invertible and its step is 0)."""
+    batch, n = free.shape
+    mask = free.to(matrix.dtype)
+    system = matrix.new_zeros(batch, n + 1, n + 1)
+    system[:, :n, :n] = matrix * mask[:, :, None] * mask[:, None, :] + torch.diag_embed(1 - mask)
+    system[:, :n, n] = mask
+    system[:, n, :n] = mask
+    system[:, n, n] = (mask.sum(dim=-1) == 0).to(matrix.dtype)
+    return system
+
+
 def newton_kkt_step(
     solution: Tensor, free: Tensor, gradient: Tensor, hessian: Tensor, *, move: bool = False
 ) -> Tensor:
@@ -29,11 +44,7 @@ def newton_kkt_step(
     mask = free.to(solution.dtype)
     # A tiny negative ridge keeps H_FF invertible at flat directions without moving Δ.
     curvature = hessian - 1e-10 * torch.eye(n, dtype=hessian.dtype, device=hessian.device)
-    system = torch.zeros(batch, n + 1, n + 1, dtype=solution.dtype, device=solution.device)
-    system[:, :n, :n] = curvature * mask[:, :, None] * mask[:, None, :] + torch.diag_embed(1 - mask)
-    system[:, :n, n] = mask
-    system[:, n, :n] = mask
-    system[:, n, n] = (mask.sum(dim=-1) == 0).to(solution.dtype)  # no free variable: Δ = 0
+    system = bordered_system(curvature.to(solution.dtype), free)
     right = torch.cat([-gradient * mask, gradient.new_zeros(batch, 1)], dim=-1)
     step = torch.linalg.solve(system, right.unsqueeze(-1)).squeeze(-1)[:, :n]
     return solution + step if move else solution + (step - step.detach())

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from twcore_task_decision.solvers.kkt import bordered_system
 from twcore_task_decision.solvers.projection import project_capped_simplex
 
 ACTIVE_SET_ITERATIONS = 30
@@ -69,30 +70,13 @@ def check_portfolio_inputs(returns: Tensor, covariance: Tensor, alpha: float) ->
     return torch.where(singular, sigma + ridge, sigma)
 
 
-def support_system(quadratic: Tensor, support: Tensor) -> Tensor:
-    """K = [[Q_SS, 1_S], [1_Sᵀ, 0]] embedded in [B, n+1, n+1]: rows and columns off the support
-    S are identity rows, so one batched solve handles supports of every size.
-
-    Args:
-        quadratic: Q [B, n, n].
-        support: boolean mask of S [B, n] (at least one element per row).
-    """
-    batch, n = support.shape
-    mask = support.to(quadratic.dtype)
-    system = quadratic.new_zeros(batch, n + 1, n + 1)
-    system[:, :n, :n] = quadratic * mask[:, :, None] * mask[:, None, :] + torch.diag_embed(1 - mask)
-    system[:, :n, n] = mask
-    system[:, n, :n] = mask
-    return system
-
-
 def _solve_on_support(
     p: Tensor, quadratic: Tensor, support: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
     """x (zero off S), ν and λ = Qx − p − ν1 for the equality-constrained QP on support S."""
     mask = support.to(p.dtype)
     right = torch.cat([p * mask, p.new_ones(p.shape[0], 1)], dim=-1)
-    solution = torch.linalg.solve(support_system(quadratic, support), right)
+    solution = torch.linalg.solve(bordered_system(quadratic, support), right)
     x, nu = solution[:, :-1] * mask, -solution[:, -1:]
     multipliers = (quadratic @ x.unsqueeze(-1)).squeeze(-1) - p - nu
     return x, nu, multipliers
@@ -162,7 +146,7 @@ class _PortfolioLayer(torch.autograd.Function):
         quadratic, support = ctx.saved_tensors
         mask = support.to(grad.dtype)
         right = torch.cat([grad * mask, grad.new_zeros(grad.shape[0], 1)], dim=-1)
-        solution = torch.linalg.solve(support_system(quadratic, support), right)
+        solution = torch.linalg.solve(bordered_system(quadratic, support), right)
         return solution[:, :-1] * mask, None
 
 
