@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from twcore.autodiff import flatten_tensors, unflatten_like, write_flat_grad
+from twcore.autodiff import assign_flat_grad, flatten_tensors, unflatten_like, write_flat_grad
 
 SHAPES = [(2, 3), (4,), (), (1, 2, 2)]
 
@@ -113,3 +113,25 @@ def test_write_flat_grad_rejects_batched_input() -> None:
     params = [torch.nn.Parameter(t) for t in make_tensors()]
     with pytest.raises(ValueError, match=r"\[P\]"):
         write_flat_grad(params, torch.zeros(2, 15))
+
+
+def test_assign_flat_grad_gives_views_that_drive_an_optimizer_step() -> None:
+    model = torch.nn.Linear(3, 2)
+    params = list(model.parameters())
+    before = flatten_tensors(params).detach().clone()
+    flat = torch.randn(8)
+    assign_flat_grad(params, flat)
+    assert all(p.grad.shape == p.shape for p in params)
+    assert params[0].grad.data_ptr() == flat.data_ptr()  # a view: nothing copied
+    torch.optim.Adam(params, lr=0.5).step()
+    torch.optim.SGD(params, lr=0.5).step()
+    assert torch.equal(flatten_tensors([p.grad for p in params]), flat)
+    assert not torch.allclose(flatten_tensors(params).detach(), before)
+
+
+def test_assign_flat_grad_rejects_batched_input_and_a_wrong_dtype() -> None:
+    params = [torch.nn.Parameter(t) for t in make_tensors()]
+    with pytest.raises(ValueError, match=r"\[P\]"):
+        assign_flat_grad(params, torch.zeros(2, 15))
+    with pytest.raises(ValueError, match="dtype"):
+        assign_flat_grad(params, torch.zeros(15, dtype=torch.float64))

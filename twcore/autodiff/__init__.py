@@ -4,10 +4,16 @@
 - :mod:`~twcore.autodiff.per_objective`: the [K, P] Jacobian of K objective losses.
 - :mod:`~twcore.autodiff.gram`: Gram and cosine matrices of gradient rows.
 - :mod:`~twcore.autodiff.lookahead`: differentiable one-step SGD lookahead, functional calls.
+- :mod:`~twcore.autodiff.optimizer_lookahead`: the run optimiser's next step, differentiable.
 - :mod:`~twcore.autodiff.implicit`: CG, Hessian-vector products, implicit hypergradients.
 """
 
-from twcore.autodiff.flat import flatten_tensors, unflatten_like, write_flat_grad
+from twcore.autodiff.flat import (
+    assign_flat_grad,
+    flatten_tensors,
+    unflatten_like,
+    write_flat_grad,
+)
 from twcore.autodiff.gram import cosine_matrix, cosine_to, gram_matrix, normalize_rows
 from twcore.autodiff.implicit import (
     conjugate_gradient,
@@ -15,9 +21,11 @@ from twcore.autodiff.implicit import (
     implicit_hypergradient,
 )
 from twcore.autodiff.lookahead import commit_lookahead, functional_forward, sgd_lookahead
+from twcore.autodiff.optimizer_lookahead import optimizer_lookahead
 from twcore.autodiff.per_objective import per_objective_grads
 
 __all__ = [
+    "assign_flat_grad",
     "commit_lookahead",
     "conjugate_gradient",
     "cosine_matrix",
@@ -28,6 +36,7 @@ __all__ = [
     "hessian_vector_product",
     "implicit_hypergradient",
     "normalize_rows",
+    "optimizer_lookahead",
     "per_objective_grads",
     "sgd_lookahead",
     "unflatten_like",

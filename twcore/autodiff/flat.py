@@ -72,3 +72,20 @@ def write_flat_grad(
                 param.grad.add_(piece.to(param.grad.dtype))
             else:
                 param.grad.copy_(piece)
+
+
+def assign_flat_grad(params: Sequence[Tensor], flat_grad: Tensor) -> None:
+    """Set ``p.grad`` of each parameter of `params` to a view of the flat gradient [P].
+
+    The cheap sibling of :func:`write_flat_grad`: nothing is copied or allocated, so the
+    gradients share memory with `flat_grad`. Use it only with a fresh vector that nothing else
+    will modify (an optimizer that updates ``.grad`` in place would write into `flat_grad`).
+    `flat_grad` must be contiguous and match the parameters' dtype; it is detached.
+    """
+    if flat_grad.dim() != 1:
+        raise ValueError(f"flat_grad must have shape [P], got {tuple(flat_grad.shape)}")
+    flat_grad = flat_grad.detach().contiguous()
+    for param, piece in zip(params, unflatten_like(flat_grad, params), strict=True):
+        if piece.dtype != param.dtype:
+            raise ValueError(f"flat_grad has dtype {piece.dtype}, the parameters {param.dtype}")
+        param.grad = piece

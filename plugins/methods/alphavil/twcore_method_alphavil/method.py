@@ -38,7 +38,9 @@ class AlphaVILConfig:
     fraction: float = option(0.25, help="ρ, the share of an epoch each task-specific copy trains")
     alpha_steps: int = option(10, help="gradient steps fitting the mixing weights α")
     alpha_lr: float = option(0.1, help="learning rate of the α fit (plain gradient descent)")
-    validation_batches: int = option(2, help="validation batches of the target task per α fit")
+    validation_batches: int = option(
+        2, help="validation examples per α fit, in training batches (drawn as one batch)"
+    )
     task_lr: float = option(
         0.2, help="learning rate of the task-specific copies (plain SGD, so w_i scales δ_i)"
     )
@@ -72,7 +74,8 @@ class AlphaVIL(Method):
         shared_ids = {id(p) for p in shared}
         self.shared_names = [n for n, p in ctx.model.named_parameters() if id(p) in shared_ids]
         self.task_stream = ctx.stream("train")
-        self.validation_stream = ctx.stream("val")
+        # One forward pass over all the α fit's validation examples per α step.
+        self.validation_stream = ctx.stream("val", ctx.batch_size * config.validation_batches)
         self.steps_this_epoch = 0
         self.main_index = ctx.spec.main_index
 
@@ -90,8 +93,7 @@ class AlphaVIL(Method):
         self.steps_this_epoch = 0
         base = {n: p.detach() for n, p in ctx.model.named_parameters()}
         deltas = self._task_deltas(base, steps)
-        validation = [next(self.validation_stream) for _ in range(self.config.validation_batches)]
-        alpha, before, after = self._fit_alpha(base, deltas, validation)
+        alpha, before, after = self._fit_alpha(base, deltas, next(self.validation_stream))
         if not (torch.isfinite(alpha).all() and torch.isfinite(deltas).all()):
             # A copy or the α fit diverged: leave θ and the weights as they are this epoch.
             alpha, deltas, after = torch.ones_like(alpha), torch.zeros_like(deltas), before
@@ -120,10 +122,14 @@ class AlphaVIL(Method):
         time, with identical results.
         """
         count = len(self.weights)
-        stacked = {n: v.unsqueeze(0).repeat(count, *([1] * v.dim())) for n, v in base.items()}
+        names = list(base)
+        like = [base[n] for n in names]
+        # All K copies live in one [K, P] matrix; the per-parameter dict holds views of it.
+        copies = flatten_tensors(like).unsqueeze(0).repeat(count, 1)
         selectors = torch.eye(count, device=self.weights.device) * self.weights.unsqueeze(1)
         for _ in range(steps):
             batch = next(self.task_stream)
+            stacked = dict(zip(names, unflatten_like(copies, like), strict=True))
 
             def weighted_loss(params: dict[str, Tensor], selector: Tensor, batch=batch) -> Tensor:
                 return (selector * self.ctx.objective_losses(batch, params)).sum()
@@ -132,17 +138,16 @@ class AlphaVIL(Method):
                 grads = vmap(grad(weighted_loss))(stacked, selectors)
             except RuntimeError:  # an op without a batching rule: one copy at a time
                 grads = _loop_gradients(weighted_loss, stacked, selectors)
-            norms = torch.sqrt(sum(g.flatten(1).square().sum(1) for g in grads.values()))
+            gradients = torch.cat([grads[n].flatten(1) for n in names], dim=1)
+            norms = torch.linalg.vector_norm(gradients, dim=1)
             scale = (self.config.task_grad_clip / norms.clamp_min(1e-12)).clamp(max=1.0)
-            step = self.config.task_lr * scale
-            stacked = {
-                n: v - step.view(-1, *([1] * (v.dim() - 1))) * grads[n] for n, v in stacked.items()
-            }
-        changes = [(stacked[n] - base[n]).flatten(1) for n in self.shared_names]
+            copies = copies - (self.config.task_lr * scale).unsqueeze(1) * gradients
+        final = dict(zip(names, unflatten_like(copies, like), strict=True))
+        changes = [(final[n] - base[n]).flatten(1) for n in self.shared_names]
         return torch.cat(changes, dim=1).detach()
 
     def _fit_alpha(
-        self, base: dict[str, Tensor], deltas: Tensor, validation: list[Batch]
+        self, base: dict[str, Tensor], deltas: Tensor, validation: Batch
     ) -> tuple[Tensor, float, float]:
         """α minimising the target task's validation loss at θ + Σ α_i δ_i; (α, loss at θ,
         loss at θ + Σ α_i δ_i)."""
@@ -152,8 +157,7 @@ class AlphaVIL(Method):
         def target_loss(alpha: Tensor) -> Tensor:
             moved = unflatten_like(flat + alpha @ deltas, shared)
             params = {**base, **dict(zip(self.shared_names, moved, strict=True))}
-            total = sum(self.ctx.objective_losses(b, params)[self.main_index] for b in validation)
-            return total / len(validation)
+            return self.ctx.objective_losses(validation, params)[self.main_index]
 
         with torch.no_grad():
             before = float(target_loss(torch.zeros_like(self.weights)))

@@ -1,6 +1,7 @@
 """Time per step of GradCos and αVIL relative to equal weighting, in one process.
 
     python3 plugins/methods/gradcos/scripts/overhead.py [--steps 640] [--repeats 3] [--model mlp]
+        [--auxiliaries harmful ...] [--train-size 1000]
 
 On `mnist-aux` (main task + three auxiliaries; 1,000 training digits, 16 steps an epoch), W&B
 off, no evaluation, no checkpoints: the whole training wall time of each run divided by its
@@ -34,6 +35,9 @@ def main() -> None:
     parser.add_argument(
         "--auxiliaries", nargs="*", default=None, help="mnist-aux auxiliaries (default: all three)"
     )
+    parser.add_argument(
+        "--train-size", type=int, default=1000, help="mnist-aux training digits (epoch length)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -45,6 +49,8 @@ def main() -> None:
         "log_every": 100,
         "checkpoint_every": 0,
         "wandb.enabled": False,
+        "task.train_size": args.train_size,
+        "batch_size": 64,
     }
     if args.auxiliaries is not None:
         common["task.auxiliaries"] = args.auxiliaries
@@ -56,7 +62,11 @@ def main() -> None:
             result = api.run({**common, **options, "run_dir": str(run_dir)})
             best[label] = min(best[label], result.summary["wall_time_s"] / args.steps)
     auxiliaries = ", ".join(args.auxiliaries) if args.auxiliaries is not None else "all three"
-    print(f"mnist-aux ({auxiliaries}), {args.model}, {args.steps} steps, best of {args.repeats}\n")
+    epoch = -(-args.train_size // 64)
+    print(
+        f"mnist-aux ({auxiliaries}; {args.train_size} digits, {epoch} steps an epoch), "
+        f"{args.model}, {args.steps} steps, best of {args.repeats}\n"
+    )
     print("| method | ms per step | ÷ ew's |")
     print("|---|---|---|")
     for label, seconds in best.items():

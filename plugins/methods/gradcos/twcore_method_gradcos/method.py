@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from twcore.autodiff import cosine_to, per_objective_grads, write_flat_grad
+from twcore.autodiff import assign_flat_grad, cosine_to, per_objective_grads
 from twcore.batch import Batch
 from twcore.config import option
 from twcore.method import Method, MethodContext, StepResult
@@ -53,11 +53,9 @@ def combine_shared_gradients(
         (combined gradient [P], cosines [K] with the main row's, weights [K]; the main
         objective's cosine and weight are 1).
     """
-    main = gradients[main_index]
-    cosines = cosine_to(main, gradients)
-    weights = cosines.clamp_min(0) if variant == "weighted" else (cosines > 0).to(main.dtype)
-    weights = weights.index_fill(0, torch.tensor([main_index], device=main.device), 1.0)
-    cosines = cosines.index_fill(0, torch.tensor([main_index], device=main.device), 1.0)
+    cosines = cosine_to(gradients[main_index], gradients)
+    cosines[main_index] = 1.0
+    weights = cosines.clamp_min(0) if variant == "weighted" else (cosines > 0).to(cosines.dtype)
     return weights @ gradients, cosines, weights
 
 
@@ -85,12 +83,11 @@ class GradCos(Method):
         combined, cosines, weights = combine_shared_gradients(
             rows[:, :shared_size], self.main_index, self.config.variant
         )
-        ctx.optimizer.zero_grad(set_to_none=True)
-        write_flat_grad(self.shared, combined)
         # Own parameters (task heads) belong to one objective each: the sum of the rows is
-        # exactly each head's own gradient.
+        # exactly each head's own gradient. Both vectors are fresh, so .grad can view them.
+        assign_flat_grad(self.shared, combined)
         if self.own:
-            write_flat_grad(self.own, rows[:, shared_size:].sum(dim=0))
+            assign_flat_grad(self.own, rows[:, shared_size:].sum(dim=0))
         ctx.optimizer_step()
         names = ctx.spec.objective_names
         logs = {

@@ -1,0 +1,60 @@
+"""Time per step of AdaLFL relative to plain training (the base loss), in one process.
+
+    python3 plugins/methods/adalfl/scripts/overhead.py [--tasks digits mnist diabetes]
+        [--model mlp] [--steps 400] [--repeats 3] [--optimizer adam]
+
+W&B off, no evaluation, no checkpoints: the whole training wall time of each run divided by its
+steps. Each configuration runs --repeats times, alternating; the fastest run counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+from twcore import api
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="*", default=["digits", "mnist", "diabetes"])
+    parser.add_argument("--model", default="mlp")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--optimizer", default="adam")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    root = Path(tempfile.mkdtemp(prefix="adalfl-overhead-"))
+    print(f"{args.model}, {args.optimizer}, {args.steps} steps, batch 64, best of {args.repeats}\n")
+    print("| task | plain ms per step | AdaLFL ms per step | ratio |")
+    print("|---|---|---|---|")
+    for task in args.tasks:
+        best = {"ew": float("inf"), "adalfl": float("inf")}
+        for repeat in range(args.repeats):
+            for method in best:
+                result = api.run(
+                    {
+                        "method": method,
+                        "task": task,
+                        "model": args.model,
+                        "steps": args.steps,
+                        "batch_size": 64,
+                        "optim.name": args.optimizer,
+                        "eval_every": 0,
+                        "log_every": 100,
+                        "checkpoint_every": 0,
+                        "wandb.enabled": False,
+                        "run_dir": str(root / f"{task}-{method}-{repeat}"),
+                    }
+                )
+                best[method] = min(best[method], result.summary["wall_time_s"] / args.steps)
+        ratio = best["adalfl"] / best["ew"]
+        print(f"| {task} | {1000 * best['ew']:.2f} | {1000 * best['adalfl']:.2f} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

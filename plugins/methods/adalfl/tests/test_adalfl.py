@@ -1,0 +1,359 @@
+"""AdaLFL: the loss network, the meta-gradient against finite differences, the start at the base
+loss, the paper's claim on a small case, conformance and errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch.func import functional_call
+from twcore_method_adalfl import LearnedLoss, LossNetwork, SmoothLeakyReLU
+from twcore_method_adalfl.meta_gradient import double_vjp_tangents
+
+import twcore
+from twcore import api
+from twcore.autodiff import optimizer_lookahead
+from twcore.errors import ConfigError, IncompatiblePairingError
+from twcore.spec import ObjectiveKind, TaskSpec
+from twcore.task import stack_objective_losses
+from twcore.testing import Harness, MethodConformance, plugin_harness, registry_with
+from twcore.testing.harness import resolve
+from twcore.testing.reference import ReferenceTask
+
+TOY = {"train_size": 200, "val_size": 100, "test_size": 100}
+
+
+class TestAdaLFLOnClassificationConformance(MethodConformance):
+    method = "adalfl"
+    task = "digits"
+    method_options = {"plot_every": 2}
+
+
+class TestAdaLFLOnMixedObjectivesConformance(MethodConformance):
+    """toy-multitask has classification and regression objectives."""
+
+    method = "adalfl"
+    task = "toy-multitask"
+    task_options = TOY
+    method_options = {"meta_data": "val"}
+
+
+class TestAdaLFLOfflineInitConformance(MethodConformance):
+    method = "adalfl"
+    task = "diabetes"
+    method_options = {"init": "offline", "offline_steps": 3}
+    run_options = {"optim.name": "sgd", "optim.lr": 0.05}
+
+
+# -- the loss network ------------------------------------------------------------------------
+
+
+def test_smooth_leaky_relu_is_the_papers_formula() -> None:
+    x = torch.linspace(-6, 6, 25, dtype=torch.float64)
+    expected = 0.25 * x + 0.75 * torch.log1p(torch.exp(2 * x)) / 2
+    torch.testing.assert_close(SmoothLeakyReLU()(x), expected)
+    slopes = torch.func.vmap(torch.func.grad(SmoothLeakyReLU()))(x)
+    assert slopes[0] == pytest.approx(0.25, abs=1e-4) and slopes[-1] == pytest.approx(1, abs=1e-4)
+
+
+def test_loss_network_shape_and_zero_start() -> None:
+    network = LossNetwork([50, 50])
+    assert [tuple(p.shape) for p in network.parameters()] == [(50, 2), (50, 50), (1, 50)]
+    assert all("bias" not in name for name, _ in network.named_parameters())
+    zero = LossNetwork([50, 50], zero_output=True)
+    assert torch.equal(zero(torch.rand(7, 3, 2)), torch.zeros(7, 3))
+
+
+def test_classification_loss_sums_the_network_over_classes_without_a_loop() -> None:
+    torch.manual_seed(0)
+    network = LossNetwork([5])
+    loss = LearnedLoss(ObjectiveKind.CLASSIFICATION, network)
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 2, 1, 2])
+    probabilities = torch.softmax(logits, dim=1)
+    expected = torch.stack(
+        [
+            sum(
+                network(torch.stack([probabilities[b, c], torch.tensor(float(labels[b] == c))]))
+                for c in range(3)
+            )
+            for b in range(4)
+        ]
+    )
+    torch.testing.assert_close(loss(logits, labels), expected)
+
+
+def test_regression_loss_averages_the_network_over_outputs() -> None:
+    torch.manual_seed(0)
+    network = LossNetwork([5])
+    loss = LearnedLoss(ObjectiveKind.REGRESSION, network)
+    predictions, targets = torch.randn(4, 2), torch.randn(4, 2)
+    pairs = torch.stack([predictions, targets], dim=-1)
+    torch.testing.assert_close(loss(predictions, targets), network(pairs).mean(dim=1))
+    single = loss(predictions[:, :1], targets[:, 0])  # [B] targets for a [B, 1] head
+    torch.testing.assert_close(single, network(pairs[:, :1]).mean(dim=1))
+
+
+def test_a_custom_objective_has_no_learned_loss() -> None:
+    with pytest.raises(ValueError, match="classification or regression"):
+        LearnedLoss(ObjectiveKind.CUSTOM, LossNetwork())
+
+
+# -- the meta-gradient -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task", "init", "optimizer", "dropout"),
+    [
+        ("digits", "offline", "adam", 0.0),
+        ("diabetes", "base", "sgd", 0.0),
+        ("diabetes", "offline", "rmsprop", 0.0),
+        ("digits", "base", "adamw", 0.3),
+    ],
+)
+def test_meta_gradient_matches_finite_differences(
+    task: str, init: str, optimizer: str, dropout: float
+) -> None:
+    """d meta-loss / dφ through the differentiable lookahead, in float64 on a tiny model, after
+    two real steps (so the optimiser has state), against central differences along a random
+    direction of φ. With dropout every evaluation starts from the same RNG state, so the
+    forward-mode pass must replay the forward pass's dropout masks to agree."""
+    harness = plugin_harness(
+        "adalfl",
+        task=task,
+        model="mlp",
+        options={
+            "model.hidden": [4],
+            "model.dropout": dropout,
+            "batch_size": 8,
+            "method.init": init,
+            "method.offline_steps": 0,
+            "method.hidden": [6, 6],
+            "optim.name": optimizer,
+            "optim.lr": 0.05,
+            "optim.grad_clip": 5.0,
+        },
+    )
+    harness.steps(2)
+    method, model = harness.components.method, harness.components.model
+    model.double()
+    method.losses.double()
+    for state in harness.components.optimizer.state.values():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.is_floating_point() and key != "step":
+                state[key] = value.double()
+
+    def double(batch):
+        return dataclasses.replace(batch, inputs=batch.inputs.double())
+
+    batch, meta_batch = double(next(harness.stream)), double(next(method.meta_stream))
+    optimizer = harness.components.optimizer
+    phi = list(method.losses.parameters())
+    generator = torch.Generator().manual_seed(1)
+    direction = [torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in phi]
+
+    def meta_step():
+        torch.manual_seed(5)
+        return method.meta_step(model, optimizer, batch, meta_batch)
+
+    analytic = sum((g * d).sum() for g, d in zip(meta_step().meta_gradient, direction, strict=True))
+    textbook = sum(
+        (g * d).sum()
+        for g, d in zip(_textbook_meta_gradient(method, batch, meta_batch), direction, strict=True)
+    )  # (the textbook computation seeds itself the same way)
+    eps = 1e-5
+
+    def shifted(sign: float) -> float:
+        with torch.no_grad():
+            for p, d in zip(phi, direction, strict=True):
+                p.add_(sign * eps * d)
+        value = float(meta_step().meta_loss)
+        with torch.no_grad():
+            for p, d in zip(phi, direction, strict=True):
+                p.sub_(sign * eps * d)
+        return value
+
+    numeric = (shifted(1.0) - shifted(-1.0)) / (2 * eps)
+    assert abs(float(analytic)) > 1e-6  # the check is not vacuous
+    assert float(analytic) == pytest.approx(numeric, rel=1e-5, abs=1e-9)
+    assert float(textbook) == pytest.approx(float(analytic), rel=1e-9, abs=1e-12)
+
+
+def _textbook_meta_gradient(method, batch, meta_batch) -> tuple[torch.Tensor, ...]:
+    """The meta-gradient the usual way: differentiate through the model's create_graph
+    backward pass and the lookahead (twice the cost; an independent reference)."""
+    ctx = method.ctx
+    model, phi = ctx.model, list(method.losses.parameters())
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    torch.manual_seed(5)
+    learned, _ = method.learned_losses(model(batch.inputs), batch)
+    grads = torch.autograd.grad(learned.mean(), list(params.values()), create_graph=True)
+    ahead = optimizer_lookahead(
+        ctx.optimizer, params, dict(zip(params, grads, strict=True)), grad_clip=5.0
+    )
+    meta = stack_objective_losses(
+        ctx.task, functional_call(model, ahead, (meta_batch.inputs,)), meta_batch
+    )
+    return torch.autograd.grad(meta.mean(), phi)
+
+
+def test_forward_mode_and_double_reverse_mode_tangents_agree() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
+    inputs = torch.randn(4, 3)
+    primals = {n: p.detach() for n, p in model.named_parameters()}
+    tangents = {n: torch.randn_like(p) for n, p in primals.items()}
+
+    def function(values):
+        return (functional_call(model, dict(values), (inputs,)),)
+
+    _, forward = torch.func.jvp(function, (primals,), (tangents,))
+    (reverse,) = double_vjp_tangents(function, primals, tangents)
+    torch.testing.assert_close(reverse, forward[0])
+
+
+# -- the start at the base loss --------------------------------------------------------------
+
+
+def _run(tmp_path: Path, name: str, **options) -> api.RunResult:
+    base = {
+        "task": "digits",
+        "model": "mlp",
+        "steps": 40,
+        "eval_every": 20,
+        "log_every": 1,
+        "wandb.enabled": False,
+        "run_dir": str(tmp_path / name),
+    }
+    return api.run({**base, **options})
+
+
+def _train_losses(run_dir: Path) -> list[float]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    return [r["train/loss/digit"] for r in records if "train/loss/digit" in r]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_base_init_with_meta_lr_zero_is_plain_training(tmp_path: Path, optimizer: str) -> None:
+    plain = _run(tmp_path, "plain", method="ew", **{"optim.name": optimizer})
+    learned = _run(
+        tmp_path, "adalfl", method="adalfl", **{"optim.name": optimizer, "method.meta_lr": 0.0}
+    )
+    assert learned.metrics == plain.metrics
+    assert _train_losses(tmp_path / "adalfl") == _train_losses(tmp_path / "plain")
+
+
+def test_the_base_step_is_the_lookahead(tmp_path: Path) -> None:
+    """With plain SGD the parameters after a step are θ − lr·∇θ ℓφ(θ) with the φ of before
+    the meta-update (the lookahead itself; no second forward/backward pass)."""
+    harness = plugin_harness(
+        "adalfl",
+        task="digits",
+        options={
+            "optim.name": "sgd",
+            "optim.momentum": 0.0,
+            "optim.lr": 0.1,
+            "method.meta_lr": 0.1,
+        },
+    )
+    harness.steps(3)  # the network has moved away from zero
+    method, model = harness.components.method, harness.components.model
+    batch = next(harness.stream)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    learned, _ = method.learned_losses(model(batch.inputs), batch)
+    grads = torch.autograd.grad(learned.mean(), list(model.parameters()))
+    phi_before = [p.detach().clone() for p in method.losses.parameters()]
+    method.train_step(batch)
+    for (name, parameter), g in zip(model.named_parameters(), grads, strict=True):
+        torch.testing.assert_close(parameter.detach(), before[name] - 0.1 * g)
+    assert any(
+        not torch.equal(p, q) for p, q in zip(phi_before, method.losses.parameters(), strict=True)
+    )
+
+
+# -- the paper's claim on a small case -------------------------------------------------------
+
+
+def test_online_learned_loss_beats_cross_entropy_where_the_base_step_is_too_small(
+    tmp_path: Path,
+) -> None:
+    """Online adaptation tracks the meta-objective as training goes on; one way it helps is by
+    rescaling the loss (the paper's implicit learning-rate schedule). With plain SGD at a step
+    far too small for cross-entropy, AdaLFL ends with a clearly lower test loss and error."""
+    common = {"optim.name": "sgd", "optim.lr": 0.01, "optim.momentum": 0.0, "steps": 150}
+    plain = _run(tmp_path, "plain", method="ew", **common)
+    learned = _run(tmp_path, "adalfl", method="adalfl", **common, **{"method.meta_lr": 0.01})
+    assert learned.metrics["test"]["loss"] < 0.8 * plain.metrics["test"]["loss"]
+    assert learned.metrics["test"]["acc"] > plain.metrics["test"]["acc"] + 0.02
+
+
+# -- logging and errors ----------------------------------------------------------------------
+
+
+def test_loss_curves_are_logged_as_line_plots(tmp_path: Path) -> None:
+    _run(tmp_path, "curves", method="adalfl", **{"method.plot_every": 10, "steps": 20})
+    records = [json.loads(line) for line in (tmp_path / "curves" / "metrics.jsonl").open()]
+    curves = [
+        (r["step"], r["method/loss_curve/digit"]) for r in records if "method/loss_curve/digit" in r
+    ]
+    assert [step for step, _ in curves] == [0, 10, 20]
+    first = curves[0][1]
+    assert len(first["x"]) == len(first["y"]) == len(first["cross-entropy"])
+    # At the start (init=base) the learned loss is exactly the cross-entropy.
+    torch.testing.assert_close(torch.tensor(first["y"]), torch.tensor(first["cross-entropy"]))
+    assert curves[-1][1]["y"] != first["y"]
+    meta = [r["method/meta_loss"] for r in records if "method/meta_loss" in r]
+    assert len(meta) == 20 and all(v == v for v in meta)
+
+
+def test_decision_tasks_are_refused_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(IncompatiblePairingError, match="adalfl"):
+        twcore.run(["method=adalfl", "task=cubic-topk", f"run_dir={tmp_path / 'r'}"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("method.init=random", r"method.init='random' is not one of base, offline"),
+        ("method.meta_data=test", r"method.meta_data='test' is not one of train, val"),
+        ("method.meta_lr=-1", r"method.meta_lr=-1.0 must be >= 0"),
+        ("method.hidden=[]", r"method.hidden=\[\] must hold positive widths"),
+    ],
+)
+def test_bad_options_are_config_errors(tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        twcore.run(["method=adalfl", "task=digits", override, f"run_dir={tmp_path / 'r'}"])
+
+
+class _NoValidationTask(ReferenceTask):
+    def build_spec(self) -> TaskSpec:
+        return dataclasses.replace(super().build_spec(), capabilities=frozenset())
+
+    def build_splits(self):
+        splits = super().build_splits()
+        del splits["val"]
+        return splits
+
+
+def test_meta_data_val_needs_a_validation_split() -> None:
+    registry = registry_with(
+        [resolve("method", "adalfl", "adalfl"), resolve("task", _NoValidationTask, "no-val")]
+    )
+    options = {"method": "adalfl", "task": "no-val", "model": "reference-model"}
+    with pytest.raises(ConfigError, match=r"needs a task with a validation split"):
+        Harness(registry, {**options, "method.meta_data": "val", "wandb.enabled": False})
+    Harness(registry, {**options, "wandb.enabled": False}).steps(2)  # meta_data=train works
+
+
+def test_a_non_finite_meta_loss_leaves_the_loss_network_unchanged() -> None:
+    harness = plugin_harness("adalfl", task="digits")
+    method = harness.components.method
+    before = [p.detach().clone() for p in method.losses.parameters()]
+    gradient = [torch.zeros_like(p) for p in method.losses.parameters()]
+    assert not method._meta_update(torch.tensor(float("nan")), gradient)
+    gradient[0] = torch.full_like(gradient[0], float("inf"))
+    assert not method._meta_update(torch.tensor(1.0), gradient)
+    for p, q in zip(before, method.losses.parameters(), strict=True):
+        assert torch.equal(p, q)

@@ -1,0 +1,95 @@
+"""The learned loss: a small network ℓφ applied to (prediction, target) pairs.
+
+Paper, §3: ℓφ is a feed-forward network 2 → 50 → 50 → 1 without biases, with smooth leaky ReLU
+activations φ(x) = 0.25·x + 0.75·softplus(x; β = 2). For classification it is applied to every
+class's pair (softmax probability p_c, one-hot target y_c) and summed over classes; for regression
+to every output's pair (prediction, target) and averaged over outputs (as the squared error is).
+All pairs go through the network as one [B, C, 2] tensor: no loop over classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from twcore.losses import align_regression_target
+from twcore.spec import ObjectiveKind
+
+
+class SmoothLeakyReLU(nn.Module):
+    """0.25·x + 0.75·softplus(x) with β = 2: smooth everywhere, slope 0.25 → 1 (paper, Eq. 9)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return 0.25 * x + 0.75 * F.softplus(x, beta=2.0)
+
+
+class LossNetwork(nn.Module):
+    """ℓφ(a, b): pairs [..., 2] -> values [...]; bias-free linear layers, smooth leaky ReLU.
+
+    Args:
+        hidden: widths of the hidden layers (the paper's [50, 50]).
+        zero_output: start with an output layer of zeros, so that ℓφ ≡ 0 (the start at the base
+            loss); otherwise PyTorch's default (Kaiming-uniform) initialisation throughout.
+    """
+
+    def __init__(self, hidden: Sequence[int] = (50, 50), *, zero_output: bool = False) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = 2
+        for size in hidden:
+            layers += [nn.Linear(width, size, bias=False), SmoothLeakyReLU()]
+            width = size
+        self.body = nn.Sequential(*layers)
+        self.output = nn.Linear(width, 1, bias=False)
+        if zero_output:
+            nn.init.zeros_(self.output.weight)
+
+    def forward(self, pairs: Tensor) -> Tensor:
+        return self.output(self.body(pairs)).squeeze(-1)
+
+
+class LearnedLoss(nn.Module):
+    """The per-example learned loss of one objective: [B] from a head's output and targets.
+
+    Args:
+        kind: the objective's kind (classification or regression).
+        network: ℓφ.
+    """
+
+    def __init__(self, kind: ObjectiveKind, network: LossNetwork) -> None:
+        super().__init__()
+        if kind not in PAIRS:
+            raise ValueError(
+                f"a learned loss needs a classification or regression objective, not {kind}"
+            )
+        self.kind = ObjectiveKind(kind)
+        self.network = network
+
+    def forward(self, predictions: Tensor, targets: Tensor) -> Tensor:
+        pairs, reduce = PAIRS[self.kind](predictions, targets)
+        values = self.network(pairs)  # [B, C]
+        return values.sum(dim=1) if reduce == "sum" else values.mean(dim=1)
+
+
+def classification_pairs(logits: Tensor, labels: Tensor) -> tuple[Tensor, str]:
+    """(p_c, y_c) for every class: logits [B, C], labels [B] -> [B, C, 2], summed over c."""
+    probabilities = torch.softmax(logits, dim=1)
+    one_hot = F.one_hot(labels.long(), logits.shape[1]).to(probabilities.dtype)
+    return torch.stack([probabilities, one_hot], dim=-1), "sum"
+
+
+def regression_pairs(predictions: Tensor, targets: Tensor) -> tuple[Tensor, str]:
+    """(ŷ_d, y_d) for every output: predictions [B, D] or [B] -> [B, D, 2], averaged over d."""
+    targets = align_regression_target(predictions, targets)
+    flat_predictions = predictions.reshape(predictions.shape[0], -1)
+    flat_targets = targets.reshape(targets.shape[0], -1)
+    return torch.stack([flat_predictions, flat_targets], dim=-1), "mean"
+
+
+PAIRS = {
+    ObjectiveKind.CLASSIFICATION: classification_pairs,
+    ObjectiveKind.REGRESSION: regression_pairs,
+}
