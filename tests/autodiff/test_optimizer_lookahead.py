@@ -98,7 +98,7 @@ def test_unknown_optimizer_and_foreign_parameters_are_refused() -> None:
     model = _model()
     params = dict(model.named_parameters())
     grads = {n: torch.zeros_like(p) for n, p in params.items()}
-    with pytest.raises(TypeError, match="Adagrad.*supported: SGD, Adam, AdamW, RMSprop"):
+    with pytest.raises(TypeError, match=r"Adagrad.*supported: SGD, Adam, AdamW, RMSprop"):
         optimizer_lookahead(torch.optim.Adagrad(model.parameters()), params, grads)
     other = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(ValueError, match="not optimised"):
