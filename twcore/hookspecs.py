@@ -38,6 +38,7 @@ import pluggy
 if TYPE_CHECKING:
     from twcore.method import Method
     from twcore.model import Model
+    from twcore.reproduction import ReproductionGrid
     from twcore.task import Task
 
 PROJECT = "twcore"
@@ -78,4 +79,18 @@ def twcore_register_models(register: RegisterModel) -> None:
 
     Called once per process, when plugins are first needed. ``ModelClass`` subclasses
     :class:`twcore.model.Model` and is built as ``ModelClass(config, task_spec)``. Return nothing.
+    """
+
+
+RegisterGrid = Callable[["ReproductionGrid"], None]
+
+
+@hookspec
+def twcore_reproduction_grids(register: RegisterGrid) -> None:
+    """Contribute paper-reproduction grids: call ``register(grid)`` with a
+    :class:`twcore.reproduction.ReproductionGrid` per experiment.
+
+    Called by ``twcore reproduce``, which runs every installed plugin's grids as sweeps (its
+    ``quick`` sweeps with ``--quick``) and writes one report over all of them. A plugin that
+    raises here is reported and skipped. Return nothing.
     """

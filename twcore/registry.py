@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -24,6 +24,9 @@ from twcore.errors import DuplicatePluginError, UnknownPluginError, did_you_mean
 from twcore.method import Method
 from twcore.model import Model
 from twcore.task import Task
+
+if TYPE_CHECKING:
+    from twcore.reproduction import ReproductionGrid
 
 ENTRY_POINT_GROUP = "twcore"
 DISABLE_AUTOLOAD_ENV = "TWCORE_DISABLE_PLUGIN_AUTOLOAD"
@@ -170,7 +173,7 @@ class PluginRegistry:
             ) from exc
         except ValueError as exc:
             raise PluginLoadError(f"could not register: {exc}") from exc
-        known = sorted(kind.hook for kind in KINDS.values())
+        known = sorted([*(kind.hook for kind in KINDS.values()), "twcore_reproduction_grids"])
         for caller in self._manager.get_hookcallers(plugin) or []:
             if not caller.has_spec():
                 raise PluginLoadError(
@@ -193,6 +196,25 @@ class PluginRegistry:
                 except Exception as exc:
                     raise PluginLoadError(f"{kind.hook} raised {_describe(exc)}") from exc
         return registrations
+
+    # -- reproduction grids ----------------------------------------------------------------
+
+    def reproduction_grids(self) -> list[ReproductionGrid]:
+        """Every plugin's ``twcore_reproduction_grids``; a plugin that raises is skipped with
+        a warning naming it (the others still count)."""
+        from twcore.console import warn
+
+        grids: list[ReproductionGrid] = []
+        for implementation in self._manager.hook.twcore_reproduction_grids.get_hookimpls():
+            found: list[ReproductionGrid] = []
+            try:
+                implementation.function(register=found.append)
+            except Exception as exc:
+                name = implementation.plugin_name.removeprefix("None:")
+                warn(f"plugin {name}: its reproduction grids raised {_describe(exc)}; skipped")
+                continue
+            grids.extend(found)
+        return grids
 
     # -- lookup ----------------------------------------------------------------------------
 

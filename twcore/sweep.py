@@ -16,15 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twcore.api import run_composed
+from twcore.backends import SweepOptions, TrialJob, TrialOutcome, get_backend
+from twcore.backends.trial import is_complete, read_summary
 from twcore.config.compose import ComposedConfig, compose
 from twcore.config.overrides import Override, parse_override, split_sweep
 from twcore.console import info, warn
-from twcore.errors import DivergenceError, UsageError
+from twcore.errors import UsageError
 from twcore.registry import PluginRegistry
+from twcore.report.collect import config_value
+from twcore.report.tables import row_keys
 from twcore.results import Table, summary_metrics
 
-SEED_KEY = "seed"
+TRIAL_CONFIGS = ".trials"
+TRIAL_LOGS = ".logs"
+TRIAL_PIDS = ".workers"
 
 
 @dataclass
@@ -38,6 +43,7 @@ class Trial:
     summary: dict[str, Any] | None = None
     status: str = "pending"
     error: str | None = None
+    attempts: int = 0
 
 
 @dataclass
@@ -101,6 +107,14 @@ def plan(
     return swept_keys, trials
 
 
+@dataclass
+class SweepSpec:
+    """One sweep to run: its ``key=a,b`` arguments and the label of its default directory."""
+
+    arguments: Sequence[str]
+    label: str = "sweep"
+
+
 def run_sweep(
     arguments: Sequence[str],
     *,
@@ -108,49 +122,117 @@ def run_sweep(
     registry: PluginRegistry | None = None,
     label: str = "sweep",
     show_progress: bool = False,
+    options: SweepOptions | None = None,
 ) -> SweepResult:
-    """Run every combination and write ``results.md`` and ``results.json`` in the sweep dir."""
-    swept_keys, trials = plan(arguments, config_file=config_file, registry=registry)
-    first = trials[0].composed
-    assert first is not None
-    sweep_dir = _sweep_dir(first, label)
-    group = first.run.wandb.group or sweep_dir.name
-    info(f"{label}: {len(trials)} run(s) in {sweep_dir}")
-    for index, trial in enumerate(trials, start=1):
-        composed = trial.composed
-        assert composed is not None
-        composed.run.run_dir = str(sweep_dir / trial.name)
-        composed.tree.run_dir = composed.run.run_dir
-        composed.run.wandb.group = composed.tree.wandb.group = group
-        described = ", ".join(f"{k}={v}" for k, v in trial.swept.items()) or "single run"
-        info(f"[{index}/{len(trials)}] {described}")
-        try:
-            result = run_composed(composed, show_progress=show_progress)
-            trial.summary, trial.status = result.summary, result.summary["status"]
-            trial.error = result.summary.get("error")
-        except KeyboardInterrupt:
-            trial.status, trial.error = "interrupted", "interrupted by the user"
-        except DivergenceError as exc:
-            trial.status, trial.error = "diverged", str(exc)
-            warn(f"{described}: {exc}")
-        except UsageError as exc:
-            trial.status, trial.error = "failed", str(exc)
-            warn(f"{described}: {exc}")
-        except Exception as exc:  # one broken trial must not lose the others
-            trial.status, trial.error = "failed", f"{type(exc).__name__}: {exc}"
-            warn(f"{described}: run failed: {trial.error}")
-        if trial.status == "interrupted":
-            warn(f"sweep stopped at trial {index} of {len(trials)}; completed trials are kept")
-            break
-    result = SweepResult(sweep_dir, trials, tabulate(trials, swept_keys))
-    write_results(result)
+    """Run every combination and write ``results.md`` and ``results.json`` in the sweep dir.
+
+    Trials whose run directory already holds a completed run are not run again, so re-running a
+    sweep (same ``run_dir``) finishes only what is missing. Each trial is its own W&B run in the
+    sweep's group, tagged ``method:NAME``, ``task:NAME`` and ``seed:N``.
+    """
+    (result,) = run_sweeps(
+        [SweepSpec(arguments, label)], config_file=config_file, registry=registry, options=options
+    )
     return result
+
+
+def run_sweeps(
+    specs: Sequence[SweepSpec],
+    *,
+    config_file: str | Path | None = None,
+    registry: PluginRegistry | None = None,
+    options: SweepOptions | None = None,
+) -> list[SweepResult]:
+    """Several sweeps, every trial of all of them on one backend at once (so a local or Ray
+    backend keeps all its workers busy); each sweep keeps its own directory and results."""
+    options = options or SweepOptions()
+    backend = get_backend(options)
+    planned = [plan(spec.arguments, config_file=config_file, registry=registry) for spec in specs]
+    results: list[SweepResult] = []
+    jobs: list[TrialJob] = []
+    owners: dict[str, Trial] = {}
+    for spec, (_, trials) in zip(specs, planned, strict=True):
+        first = trials[0].composed
+        assert first is not None
+        sweep_dir = _sweep_dir(first, spec.label)
+        group = first.run.wandb.group or sweep_dir.name
+        fresh = 0
+        for trial in trials:
+            job = _prepare(trial, sweep_dir, group)
+            if is_complete(job.run_dir):
+                trial.summary, trial.status = read_summary(job.run_dir), "completed"
+                continue
+            owners[str(job.run_dir)] = trial
+            jobs.append(job)
+            fresh += 1
+        skipped = len(trials) - fresh
+        info(
+            f"{spec.label}: {len(trials)} run(s) in {sweep_dir} on the {options.backend} backend"
+            + (f" ({skipped} already complete)" if skipped else "")
+        )
+        results.append(SweepResult(sweep_dir, trials))
+    finished = 0
+
+    def on_outcome(job: TrialJob, outcome: TrialOutcome) -> None:
+        nonlocal finished
+        finished += 1
+        trial = owners[str(job.run_dir)]
+        trial.status, trial.error, trial.attempts = outcome.status, outcome.error, outcome.attempts
+        trial.summary = outcome.summary if outcome.status == "completed" else None
+        retried = f" after {outcome.attempts} attempts" if outcome.attempts > 1 else ""
+        info(f"[{finished}/{len(jobs)}] {job.description}: {outcome.status}{retried}")
+        if outcome.status not in ("completed", "interrupted", "pending"):
+            warn(f"{job.description}: {outcome.error}")
+
+    try:
+        backend.run(jobs, on_outcome)
+    except KeyboardInterrupt:
+        # Trials that never started stay "pending": running the sweep again finishes them.
+        warn(
+            f"sweep stopped at trial {max(finished, 1)} of {len(jobs)}; completed trials are "
+            "kept, and the same command runs the rest"
+        )
+    for result, (swept_keys, _) in zip(results, planned, strict=True):
+        result.tables = tabulate(result.trials, swept_keys)
+        write_results(result)
+    return results
+
+
+def _prepare(trial: Trial, sweep_dir: Path, group: str) -> TrialJob:
+    """Give the trial its run directory, W&B group and tags; write its configuration file."""
+    composed = trial.composed
+    assert composed is not None
+    run_dir = sweep_dir / trial.name
+    composed.run.run_dir = composed.tree.run_dir = str(run_dir)
+    composed.run.wandb.group = composed.tree.wandb.group = group
+    tags = [
+        f"method:{composed.plugins['method'].name}",
+        f"task:{composed.plugins['task'].name}",
+        f"seed:{composed.run.seed}",
+    ]
+    merged = [*composed.run.wandb.tags, *(t for t in tags if t not in composed.run.wandb.tags)]
+    composed.run.wandb.tags = merged
+    composed.tree.wandb.tags = list(merged)
+    config_path = sweep_dir / TRIAL_CONFIGS / f"{trial.name}.yaml"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(composed.to_yaml(), encoding="utf-8")
+    described = ", ".join(f"{k}={v}" for k, v in trial.swept.items()) or "single run"
+    return TrialJob(
+        name=trial.name,
+        run_dir=run_dir,
+        config_path=config_path,
+        log_path=sweep_dir / TRIAL_LOGS / f"{trial.name}.log",
+        pid_path=sweep_dir / TRIAL_PIDS / f"{trial.name}.pid",
+        description=described,
+        composed=composed,
+    )
 
 
 def tabulate(trials: Sequence[Trial], swept_keys: Sequence[str]) -> list[Table]:
     """One table per task: rows grouped by the swept keys other than the seed, test metrics
     (validation metrics if a task has no test split) as mean ± std over seeds."""
-    row_keys = [k for k in swept_keys if k != SEED_KEY and k != "task"] or ["method"]
+    labelled = any(t.composed is not None and t.composed.run.label for t in trials)
+    keys = row_keys(swept_keys, labelled=labelled)
     tables: dict[str, Table] = {}
     for trial in trials:
         if trial.summary is None or trial.composed is None:
@@ -162,9 +244,9 @@ def tabulate(trials: Sequence[Trial], swept_keys: Sequence[str]) -> list[Table]:
             names = list(trial.summary["task"]["summary_metrics"])
             seeds = len({t.composed.run.seed for t in trials if t.composed is not None})
             title = f"{task_name} — {split} metrics, mean ± std over {seeds} seed(s)"
-            tables[task_name] = Table(title, row_keys, [*names, "steps_per_s"])
+            tables[task_name] = Table(title, keys, [*names, "steps_per_s"])
         table = tables[task_name]
-        row = tuple(_row_value(trial, key) for key in row_keys)
+        row = tuple(_row_value(trial, key) for key in keys)
         table.add(row, summary_metrics(trial.summary, split, table.metrics))
     return list(tables.values())
 
@@ -173,7 +255,7 @@ def _row_value(trial: Trial, key: str) -> str:
     if key in trial.swept:
         return trial.swept[key]
     assert trial.composed is not None
-    return str(trial.composed.to_dict().get(key, {}).get("name", ""))
+    return config_value(trial.composed.to_dict(), key)
 
 
 def write_results(result: SweepResult) -> None:
@@ -194,6 +276,7 @@ def write_results(result: SweepResult) -> None:
                 "swept": t.swept,
                 "status": t.status,
                 "error": t.error,
+                "attempts": t.attempts,
                 "run_dir": (t.summary or {}).get("run_dir"),
             }
             for t in result.trials

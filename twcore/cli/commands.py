@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from twcore import api
+from twcore.backends import SweepOptions
+from twcore.bench import benchmark
 from twcore.compat import check_compatible
 from twcore.config.compose import compose
 from twcore.config.describe import describe_config, format_keys
@@ -17,6 +19,8 @@ from twcore.engine.components import build_task
 from twcore.engine.trainer import RunResult
 from twcore.errors import ConfigError, IncompatiblePairingError
 from twcore.registry import KINDS, PluginRegistry, get_registry
+from twcore.report import write_report
+from twcore.reproduction import installed_grids, run_reproduction
 from twcore.results import Table
 from twcore.sweep import SweepResult, run_sweep
 
@@ -27,15 +31,80 @@ def run(options: argparse.Namespace) -> int:
     """``twcore run [-m] [--config FILE] key=value ...``"""
     warn_failed_plugins(get_registry())
     if options.multirun:
-        result = run_sweep(
-            options.overrides,
-            config_file=options.config,
-            label="sweep",
-            show_progress=not options.quiet,
-        )
-        return report_sweep(result)
+        return sweep(options)
     result = api.run(options.overrides, config_file=options.config, show_progress=not options.quiet)
     return report_run(result)
+
+
+def sweep(options: argparse.Namespace) -> int:
+    """``twcore sweep [--backend B] [--workers N] ... key=a,b ...`` (also ``twcore run -m``)"""
+    warn_failed_plugins(get_registry())
+    result = run_sweep(
+        options.overrides,
+        config_file=options.config,
+        label="sweep",
+        show_progress=not options.quiet and options.backend == "serial",
+        options=sweep_options(options),
+    )
+    return report_sweep(result)
+
+
+def sweep_options(options: argparse.Namespace) -> SweepOptions:
+    """The backend flags of a command line."""
+    return SweepOptions(
+        backend=options.backend,
+        workers=options.workers,
+        retries=options.retries,
+        threads=options.threads,
+        ray_address=options.ray_address,
+    )
+
+
+def report(options: argparse.Namespace) -> int:
+    """``twcore report SWEEP_DIR ... [--out DIR] [--no-wandb]``"""
+    written = write_report(options.sweep_dirs, out_dir=options.out, wandb=not options.no_wandb)
+    for table in written.tables:
+        print(table.to_markdown())
+    print(f"report written to {written.path} ({len(written.images)} plot(s))")
+    return 0
+
+
+def reproduce(options: argparse.Namespace) -> int:
+    """``twcore reproduce [--quick] [--only GRID ...] [--list] [backend flags] [key=value ...]``"""
+    registry = get_registry()
+    warn_failed_plugins(registry)
+    if options.list:
+        for grid in installed_grids(registry):
+            print(f"{grid.name}: {grid.description}")
+        return 0
+    done = run_reproduction(
+        quick=options.quick,
+        only=options.only,
+        out_dir=options.out,
+        options=sweep_options(options),
+        registry=registry,
+        extra=options.overrides,
+    )
+    failed = sum(len(s.failed) for s in done.sweeps)
+    print(f"reproduction written to {done.report.path} in {done.seconds / 60:.1f} min")
+    if any(s.interrupted for s in done.sweeps):
+        return 130
+    return 1 if failed else 0
+
+
+def bench(options: argparse.Namespace) -> int:
+    """``twcore bench [--steps N] [--repeats R] task=NAME [model=NAME] [key=value ...]``"""
+    registry = get_registry()
+    warn_failed_plugins(registry)
+    overrides = [parse_override(a) for a in options.overrides]
+    methods = compatible_methods(registry, overrides, None)
+    result = benchmark(
+        options.overrides, methods, steps=options.steps, repeats=options.repeats, registry=registry
+    )
+    described = " ".join(options.overrides) or "default task and model"
+    title = f"time per step ÷ ew's ({described}; {options.steps} steps, best of {options.repeats})"
+    print(result.table(title).to_markdown(mark_best=False, show_count=False))
+    return 0
 
 
 def resume(options: argparse.Namespace) -> int:
@@ -58,7 +127,11 @@ def compare(options: argparse.Namespace) -> int:
     if "seed" not in keys:
         arguments.append(f"seed={COMPARE_SEEDS}")
     result = run_sweep(
-        arguments, config_file=options.config, label="compare", show_progress=not options.quiet
+        arguments,
+        config_file=options.config,
+        label="compare",
+        show_progress=not options.quiet and options.backend == "serial",
+        options=sweep_options(options),
     )
     return report_sweep(result)
 
@@ -211,4 +284,4 @@ def report_sweep(result: SweepResult) -> int:
     return 0
 
 
-__all__ = ["compare", "plugins", "resume", "run", "show"]
+__all__ = ["bench", "compare", "plugins", "report", "reproduce", "resume", "run", "show", "sweep"]

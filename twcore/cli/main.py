@@ -54,7 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the cartesian product of comma-separated values (key=a,b,c)",
     )
     _add_training_arguments(run, config_file=True)
+    _add_backend_arguments(run)
     run.set_defaults(handler=commands.run)
+
+    sweep = sub.add_parser(
+        "sweep",
+        parents=[common],
+        help="run a grid of runs (key=a,b,c), in parallel or on Ray",
+        description="Run the cartesian product of comma-separated values, e.g. `twcore sweep "
+        "method=ew,gradcos task=mnist-aux seed=0,1,2 --backend local --workers 4`. Re-running "
+        "with the same run_dir skips completed trials.",
+    )
+    _add_training_arguments(sweep, config_file=True)
+    _add_backend_arguments(sweep)
+    sweep.set_defaults(handler=commands.sweep)
 
     resume = sub.add_parser(
         "resume",
@@ -74,7 +87,48 @@ def build_parser() -> argparse.ArgumentParser:
         "Defaults: the default task and model, seed=0,1,2.",
     )
     _add_training_arguments(compare, config_file=True)
+    _add_backend_arguments(compare)
     compare.set_defaults(handler=commands.compare)
+
+    report = sub.add_parser(
+        "report",
+        parents=[common],
+        help="tables and plots over the runs of sweep directories",
+        description="Write report.md (mean ± std over seeds, best per column in bold), PNGs "
+        "(metric over steps with seed bands, average against worst case, learned weights) "
+        "and a W&B summary run.",
+    )
+    report.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR")
+    report.add_argument("--out", default=None, help="output directory (default: the first)")
+    report.add_argument("--no-wandb", action="store_true", help="do not log a W&B summary run")
+    report.set_defaults(handler=commands.report)
+
+    reproduce = sub.add_parser(
+        "reproduce",
+        parents=[common],
+        help="run every installed plugin's paper-reproduction grids, one report",
+        description="Each method plugin contributes its grids; --quick runs the small "
+        "versions (under 10 minutes on 2 cores). Extra key=value settings apply to every run.",
+    )
+    reproduce.add_argument("--quick", action="store_true", help="the small version of each grid")
+    reproduce.add_argument("--only", nargs="*", default=[], metavar="GRID", help="grids to run")
+    reproduce.add_argument("--list", action="store_true", help="list the installed grids")
+    reproduce.add_argument("--out", default=None, help="output directory")
+    reproduce.add_argument("overrides", nargs="*", metavar="key=value")
+    _add_backend_arguments(reproduce)
+    reproduce.set_defaults(handler=commands.reproduce)
+
+    bench = sub.add_parser(
+        "bench",
+        parents=[common],
+        help="time per step of every installed method ÷ ew's, on one task",
+        description="e.g. `twcore bench task=mnist-aux model=mlp --steps 300`; every method "
+        "that fits the task, in one process, fastest of --repeats runs.",
+    )
+    bench.add_argument("--steps", type=int, default=300, help="steps per run (default 300)")
+    bench.add_argument("--repeats", type=int, default=3, help="runs per method (default 3)")
+    bench.add_argument("overrides", nargs="*", metavar="key=value")
+    bench.set_defaults(handler=commands.bench)
 
     plugins = sub.add_parser("plugins", parents=[common], help="list installed plugins")
     plugins.add_argument("--json", action="store_true", help="print JSON")
@@ -101,12 +155,49 @@ def _add_training_arguments(parser: argparse.ArgumentParser, *, config_file: boo
     parser.add_argument("overrides", nargs="*", metavar="key=value")
 
 
+def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        default="serial",
+        help="serial (this process, the default), local (worker processes) or ray",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="trials at once (default 2)")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="further attempts for a crashed trial, resumed from its checkpoint (default 1)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per trial (default: cores ÷ workers)",
+    )
+    parser.add_argument(
+        "--ray-address", default=None, help="Ray cluster to join (auto, host:port); default: local"
+    )
+
+
+def _parse(parser: argparse.ArgumentParser, arguments: list[str]) -> argparse.Namespace:
+    """Parse, allowing ``key=value`` overrides anywhere among the flags (argparse alone takes
+    only the first run of positionals, so `sweep a=1 --retries 2 b=2` would lose b=2)."""
+    options, extra = parser.parse_known_args(arguments)
+    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    unknown = [a for a in extra if a not in overrides]
+    if unknown or (overrides and not hasattr(options, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    if overrides:
+        options.overrides = [*options.overrides, *overrides]
+    return options
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``twcore`` command; returns the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in arguments or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
-        options = build_parser().parse_args(arguments)
+        options = _parse(build_parser(), arguments)
         return int(options.handler(options) or 0)
     except (UsageError, DivergenceError) as exc:
         if debug:

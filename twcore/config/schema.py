@@ -54,6 +54,11 @@ class RunConfig:
         shown_type="name", default="mlp", help="model plugin name; its options live under model.*"
     )
     seed: int = option(0, help="seed of python, numpy and torch RNGs (model init, data order)")
+    label: str = option(
+        "",
+        help="a name for this configuration in sweep tables and reports (e.g. main-only); "
+        "rows are grouped by it when set",
+    )
     device: str = option("auto", help="auto, cpu, cuda or cuda:N (auto: cuda if available)")
     steps: int = option(1000, help="number of training steps (method steps)")
     batch_size: int = option(64, help="training batch size")

@@ -20,25 +20,16 @@ import tempfile
 from pathlib import Path
 
 import torch
+from twcore_method_ldro import grids
 
 from twcore import api
 
-POINTS = {
-    "task": "ldro-points",
-    "model": "linear",
-    "optim.lr": 0.02,
-    "steps": 600,
-    "eval_every": 1,
-}
+# The points experiment's settings are the plugin's reproduction grid's (`twcore reproduce`).
+POINTS = {**grids.POINTS, "eval_every": 1}
 POINTS_METHODS = {
-    "ERM (ew)": {"method": "ew"},
-    "group DRO": {"method": "group-dro", "method.step_size": 0.1},
-    "L-DRO": {
-        "method": "ldro",
-        "method.interaction_every": 1,
-        "method.step_size": 0.5,
-        "method.lookahead": 1.0,
-    },
+    "ERM (ew)": grids.VARIANTS["erm"],
+    "group DRO": grids.VARIANTS["group-dro"],
+    "L-DRO": grids.VARIANTS["ldro"],
 }
 MNIST = {"task": "mnist-multitask", "model": "cnn", "steps": 1500, "eval_every": 0}
 MNIST_METHODS = {

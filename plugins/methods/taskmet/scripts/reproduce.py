@@ -25,32 +25,18 @@ import tempfile
 from pathlib import Path
 
 import torch
+from twcore_method_taskmet import grids
 
 from twcore import api
 
-# Each method selects on validation by its own training objective: two-stage by the prediction
-# error, DFL by the decision quality (the tasks' primary metric), TaskMet by the task loss.
-TWO_STAGE_SELECTION = {"eval_every": 50, "keep_best": True, "best_metric": "min:mse"}
-DFL_SELECTION = {"eval_every": 50, "keep_best": True}
-# 200 training instances: TaskMet's default 500/100 inner steps overfit them (see the README).
-MLP_SETTINGS = {
-    "two-stage": {"model": "mlp", "steps": 2000, **TWO_STAGE_SELECTION},
-    "dfl": {"model": "mlp", "steps": 2000, **DFL_SELECTION},
-    "taskmet": {
-        "model": "mlp",
-        "steps": 60,
-        "eval_every": 0,
-        "method.inner_steps_first": 200,
-        "method.inner_steps": 20,
-        "method.validate_every": 2,
-    },
-}
+# The settings are the plugin's reproduction grid's (`twcore reproduce`). Each method selects
+# on validation by its own training objective: two-stage by the prediction error, DFL by the
+# decision quality (the tasks' primary metric), TaskMet by the task loss. On portfolio and
+# budget (200 training instances) TaskMet's default 500/100 inner steps overfit them (see the
+# README), hence fewer.
+MLP_SETTINGS = {method: {"model": "mlp", **values} for method, values in grids.MLP.items()}
 SETTINGS: dict[str, dict[str, dict]] = {
-    "cubic-topk": {
-        "two-stage": {"model": "linear", "steps": 1000, "optim.lr": 0.01, **TWO_STAGE_SELECTION},
-        "dfl": {"model": "linear", "steps": 1000, "optim.lr": 0.05, **DFL_SELECTION},
-        "taskmet": {"model": "linear", "steps": 30, "eval_every": 0},
-    },
+    "cubic-topk": {method: {"model": "linear", **v} for method, v in grids.CUBIC.items()},
     "portfolio": MLP_SETTINGS,
     "budget-allocation": MLP_SETTINGS,
 }

@@ -1,0 +1,209 @@
+"""``twcore report``, ``twcore reproduce`` and ``twcore bench``."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from twcore.bench import benchmark
+from twcore.cli.main import main
+from twcore.errors import ConfigError
+from twcore.hookspecs import hookimpl
+from twcore.registry import PluginRegistry, PluginSource, use_registry
+from twcore.report import write_report
+from twcore.reproduction import ReproductionGrid, as_arguments, run_reproduction
+from twcore.testing.reference import ReferencePlugins
+from twcore.tracking.wandb_offline import read_offline_run
+
+# Hand-made runs: (method, seed) -> (avg_acc, worst_acc, avg_loss) on the test split.
+RUNS = {
+    ("ew", 0): (0.80, 0.70, 0.50),
+    ("ew", 1): (0.84, 0.60, 0.40),
+    ("gradcos", 0): (0.90, 0.75, 0.45),
+    ("gradcos", 1): (0.86, 0.77, 0.55),
+    ("gradcos", 2): (0.88, 0.79, 0.35),
+}
+
+
+def _write_run(root: Path, method: str, seed: int, values: tuple[float, ...]) -> None:
+    run_dir = root / f"method-{method}_seed-{seed}"
+    run_dir.mkdir(parents=True)
+    avg_acc, worst_acc, avg_loss = values
+    summary = {
+        "status": "completed",
+        "config": {"method": {"name": method}, "task": {"name": "toy"}, "seed": seed},
+        "task": {
+            "primary_metric": "avg_acc",
+            "summary_metrics": ["avg_acc", "worst_acc", "avg_loss"],
+            "objectives": [{"name": "main"}, {"name": "aux"}],
+        },
+        "metrics": {"test": {"avg_acc": avg_acc, "worst_acc": worst_acc, "avg_loss": avg_loss}},
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    lines = []
+    for step in (10, 20, 30):
+        record = {"step": step, "val/avg_acc": avg_acc * step / 30}
+        if method == "gradcos":
+            record |= {"train/weight/main": 1.0, "train/weight/aux": step / 100 + seed / 10}
+        lines.append(json.dumps(record))
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines))
+
+
+@pytest.fixture
+def sweep_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "sweep"
+    for (method, seed), values in RUNS.items():
+        _write_run(root, method, seed, values)
+    trials = [
+        {"name": f"method-{m}_seed-{s}", "swept": {"method": m, "seed": str(s)}} for m, s in RUNS
+    ]
+    (root / "results.json").write_text(json.dumps({"tables": [], "trials": trials}))
+    return root
+
+
+def test_report_tables_match_hand_computed_means_and_mark_the_best(sweep_dir: Path) -> None:
+    report = write_report([sweep_dir], wandb=False)
+    (table,) = report.tables
+    for method in ("ew", "gradcos"):
+        cells = table.rows[(method,)]
+        for index, metric in enumerate(("avg_acc", "worst_acc", "avg_loss")):
+            values = [v[index] for (m, _), v in RUNS.items() if m == method]
+            assert cells[metric].mean == pytest.approx(statistics.mean(values))
+            assert cells[metric].std == pytest.approx(statistics.stdev(values))
+    text = report.path.read_text()
+    assert "| gradcos | **0.88 ± 0.02** | **0.77 ± 0.02** | 0.45 ± 0.1 | 3 |" in text
+    assert "| ew | 0.82 ± 0.028 | 0.65 ± 0.071 | **0.45 ± 0.071** | 2 |" in text
+    names = sorted(p.name for p in report.images)
+    assert names == ["toy_average_vs_worst.png", "toy_curve.png", "toy_weights.png"]
+    for name in names:
+        assert (sweep_dir / name).read_bytes()[:4] == b"\x89PNG"
+        assert f"]({name})" in text
+    records = json.loads((sweep_dir / "report.json").read_text())
+    assert records[0]["rows"][1]["avg_acc"]["values"] == [0.90, 0.86, 0.88]
+
+
+def test_report_is_logged_to_an_offline_wandb_summary_run(sweep_dir: Path) -> None:
+    report = write_report([sweep_dir])
+    assert report.wandb_run is not None
+    (offline,) = (sweep_dir / "wandb").glob(f"offline-run-*-{report.wandb_run}")
+    run = read_offline_run(next(offline.glob("run-*.wandb")))
+    logged = {key for record in run.history for key in record}
+    assert {"table/toy", "plot/toy_curve", "plot/toy_weights"} <= logged
+
+
+def test_report_cli_and_errors(sweep_dir: Path, tmp_path: Path, capsys) -> None:
+    assert main(["report", str(sweep_dir), "--no-wandb", "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "report.md").exists()
+    assert "report written to" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "holds no completed run" in capsys.readouterr().err
+
+
+# -- reproduce ------------------------------------------------------------------------------
+
+
+class GridPlugin:
+    """A plugin contributing two reproduction grids on the reference plugins."""
+
+    @staticmethod
+    @hookimpl
+    def twcore_reproduction_grids(register) -> None:
+        common = {
+            "method": "reference-method",
+            "task": "reference-task",
+            "model": "reference-model",
+            "steps": 200,
+        }
+        register(
+            ReproductionGrid(
+                name="reference-grid",
+                description="the reference method over seeds",
+                sweeps=(as_arguments({**common, "seed": "0,1,2"}),),
+                quick=(as_arguments({**common, "seed": "0,1", "steps": 20}),),
+            )
+        )
+        register(
+            ReproductionGrid(
+                name="labelled-grid",
+                description="two labelled variants",
+                sweeps=(),
+                quick=(
+                    as_arguments({**common, "label": "short", "steps": 10}),
+                    as_arguments({**common, "label": "long", "steps": 30}),
+                ),
+            )
+        )
+
+
+class BrokenGridPlugin:
+    @staticmethod
+    @hookimpl
+    def twcore_reproduction_grids(register) -> None:
+        raise RuntimeError("grid plugin bug")
+
+
+def _registry() -> PluginRegistry:
+    registry = PluginRegistry(autoload=False)
+    registry.add_plugin(ReferencePlugins(), PluginSource("reference"))
+    registry.add_plugin(GridPlugin(), PluginSource("grids"))
+    registry.add_plugin(BrokenGridPlugin(), PluginSource("broken-grids"))
+    return registry
+
+
+def test_reproduce_runs_every_grid_and_writes_one_report(tmp_path: Path, capsys) -> None:
+    done = run_reproduction(
+        quick=True,
+        out_dir=tmp_path / "out",
+        registry=_registry(),
+        extra=["wandb.enabled=false"],
+    )
+    assert "grid plugin bug" in capsys.readouterr().err  # reported, the others still run
+    assert [len(s.trials) for s in done.sweeps] == [2, 1, 1]
+    assert all(t.status == "completed" for s in done.sweeps for t in s.trials)
+    text = done.report.path.read_text()
+    assert "4 completed run(s)" in text
+    (table,) = done.report.tables
+    # Rows by label, each run labelled with its grid.
+    assert set(table.rows) == {
+        ("reference-grid",),
+        ("labelled-grid/short",),
+        ("labelled-grid/long",),
+    }
+    assert table.counts[("reference-grid",)] == 2
+
+
+def test_reproduce_cli_lists_grids_and_refuses_an_unknown_one(tmp_path: Path, capsys) -> None:
+    with use_registry(_registry()):
+        assert main(["reproduce", "--list"]) == 0
+        out = capsys.readouterr().out
+        assert "reference-grid: the reference method over seeds" in out
+        code = main(["reproduce", "--only", "referense-grid", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "did you mean 'reference-grid'" in capsys.readouterr().err
+
+
+def test_as_arguments_formats_values_for_the_command_line() -> None:
+    arguments = as_arguments({"seed": "0,1", "method.objectives": ["main"], "keep_best": True})
+    assert arguments == ("seed=0,1", "method.objectives=[main]", "keep_best=true")
+
+
+# -- bench ----------------------------------------------------------------------------------
+
+
+def test_bench_times_every_method_against_ew() -> None:
+    result = benchmark(["task=toy-multitask"], ["gradcos", "taskmet"], steps=5, repeats=1)
+    assert result.ratio("ew") == 1.0
+    assert set(result.seconds) == {"ew", "gradcos", "taskmet"}
+    assert all(seconds > 0 for seconds in result.seconds.values())
+    assert result.outer_step == {"taskmet"}
+    text = result.table("t").to_markdown(mark_best=False, show_count=False)
+    assert "| taskmet (outer step) |" in text
+
+
+def test_bench_refuses_a_method_override() -> None:
+    with pytest.raises(ConfigError, match="leave out method="):
+        benchmark(["method=ew"], ["ew"], steps=1, repeats=1)

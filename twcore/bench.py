@@ -1,0 +1,78 @@
+"""``twcore bench``: each installed method's time per training step as a multiple of ``ew``'s.
+
+Every method that fits the task trains the same model for the same steps in this process (no
+evaluation, no checkpoints, no W&B), in turns, ``repeats`` times; the fastest run of each
+counts. The ratio is whole-run wall time per step ÷ ew's, so per-epoch work (αVIL) is amortised
+over the epoch. Methods whose step is a whole outer iteration (TaskMet) are marked.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from twcore import api
+from twcore.config.overrides import parse_override
+from twcore.errors import ConfigError
+from twcore.registry import PluginRegistry, get_registry
+from twcore.results import Table
+
+BASELINE = "ew"
+
+
+@dataclass
+class BenchResult:
+    """Seconds per step of each method (fastest run) and the ratio to the baseline's."""
+
+    seconds: dict[str, float]
+    outer_step: set[str]
+
+    def ratio(self, method: str) -> float:
+        return self.seconds[method] / self.seconds[BASELINE]
+
+    def table(self, title: str) -> Table:
+        table = Table(title, ["method"], ["ms_per_step", "ratio_to_ew"])
+        for method, seconds in self.seconds.items():
+            label = f"{method} (outer step)" if method in self.outer_step else method
+            table.add((label,), {"ms_per_step": 1000 * seconds, "ratio_to_ew": self.ratio(method)})
+        return table
+
+
+def benchmark(
+    overrides: Sequence[str],
+    methods: Sequence[str],
+    *,
+    steps: int = 300,
+    repeats: int = 3,
+    registry: PluginRegistry | None = None,
+) -> BenchResult:
+    """Time `methods` (plus ew) on the task and model the overrides choose."""
+    registry = registry or get_registry()
+    if BASELINE not in registry.names("method"):
+        raise ConfigError("twcore bench compares with 'ew'; install twcore-method-ew")
+    if any(parse_override(o).key == "method" for o in overrides):
+        raise ConfigError("twcore bench times every fitting method; leave out method=")
+    ordered = [BASELINE, *(m for m in methods if m != BASELINE)]
+    seconds = dict.fromkeys(ordered, float("inf"))
+    root = Path(tempfile.mkdtemp(prefix="twcore-bench-"))
+    quiet = [
+        f"steps={steps}",
+        "eval_every=0",
+        "checkpoint_every=0",
+        f"log_every={steps}",
+        "wandb.enabled=false",
+        "keep_best=false",
+    ]
+    for repeat in range(repeats):
+        for method in ordered:
+            run_dir = root / f"{method}-{repeat}"
+            result = api.run(
+                [*overrides, f"method={method}", *quiet, f"run_dir={run_dir}"], registry=registry
+            )
+            seconds[method] = min(seconds[method], result.summary["wall_time_s"] / steps)
+    outer = {
+        m for m in ordered if "steps" in getattr(registry.get("method", m).cls, "run_defaults", {})
+    }
+    return BenchResult(seconds, outer)
