@@ -1,0 +1,244 @@
+"""The RL plugin: environments, replay, Bellman targets, the gridworld-aux task."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from twcore_task_rl import (
+    DistractorObservation,
+    GridWorld,
+    ReplayBuffer,
+    cartpole_with_distractors,
+    q_learning_targets,
+    soft_q_targets,
+)
+from twcore_task_rl.gridworld_aux import EVAL_SEEDS
+
+import twcore
+from twcore.errors import ConfigError
+from twcore.testing import MethodConformance, TaskConformance, plugin_harness
+
+FAST = {"warmup": 64, "exploration_steps": 200, "target_update": 10}
+
+
+class TestGridworldAuxConformance(TaskConformance):
+    task = "gridworld-aux"
+    task_options = FAST
+
+    def test_splits_share_no_examples(self) -> None:
+        """An environment task has no stored splits: its validation and test episodes must
+        use disjoint seeds instead."""
+        task = self.harness().components.task
+        count = task.config.eval_episodes
+        seeds = {s: set(range(EVAL_SEEDS[s], EVAL_SEEDS[s] + count)) for s in EVAL_SEEDS}
+        assert not seeds["val"] & seeds["test"]
+        assert task.eval_splits == ("val", "test")
+
+
+class TestGradCosOnGridworldAux(MethodConformance):
+    """A main/auxiliary method on an environment task: exact resume includes the replay."""
+
+    method = "gradcos"
+    task = "gridworld-aux"
+    task_options = FAST
+
+
+# -- the gridworld ---------------------------------------------------------------------------
+
+
+def test_gridworld_moves_walls_lava_and_goal() -> None:
+    env = GridWorld(max_steps=50, step_cost=0.01)
+    env.reset(seed=0)
+    env.position = np.array([0, 0])
+    observation, reward, terminated, truncated, _ = env.step(1)  # down to (1, 0)
+    assert env.cell == 7 and observation[7] == 1.0 and observation.sum() == 1.0
+    assert reward == pytest.approx(-0.01) and not terminated and not truncated
+    env.step(3)  # right into the wall at (1, 1): stays
+    assert env.cell == 7
+    env.position = np.array([3, 0])
+    _, reward, terminated, _, _ = env.step(3)  # lava at (3, 1)
+    assert reward == -1.0 and terminated
+    env.position = np.array([6, 5])
+    _, reward, terminated, _, _ = env.step(3)  # the goal at (6, 6)
+    assert reward == 1.0 and terminated
+    with pytest.raises(ValueError, match="action 7"):
+        env.step(7)
+
+
+def test_gridworld_truncates_and_seeds_its_starts() -> None:
+    env = GridWorld(max_steps=3)
+    starts = {tuple(GridWorld().reset(seed=s)[0].nonzero()[0]) for s in range(30)}
+    assert len(starts) > 5  # starts vary with the seed
+    first, _ = env.reset(seed=4)
+    again, _ = GridWorld(max_steps=3).reset(seed=4)
+    assert np.array_equal(first, again)
+    env.position = np.array([0, 0])
+    outcomes = [env.step(2)[3] for _ in range(3)]  # left into the edge, three times
+    assert outcomes == [False, False, True]
+
+
+def test_gridworld_state_round_trips() -> None:
+    env = GridWorld()
+    env.reset(seed=1)
+    env.step(1)
+    state = env.get_state()
+    expected = [env.reset()[0] for _ in range(3)]
+    other = GridWorld()
+    other.reset(seed=99)
+    other.set_state(state)
+    assert all(np.array_equal(other.reset()[0], e) for e in expected)
+
+
+# -- CartPole with distractors ---------------------------------------------------------------
+
+
+def test_distractors_extend_the_observation_and_leave_the_state_alone() -> None:
+    plain = cartpole_with_distractors(0)
+    noisy = cartpole_with_distractors(32)
+    assert noisy.observation_space.shape == (36,)
+    first, _ = plain.reset(seed=3)
+    second, _ = noisy.reset(seed=3)
+    assert second.shape == (36,) and np.array_equal(first, second[:4])
+    for action in [0, 1, 1, 0, 1]:  # the true dimensions follow the same episode
+        a = plain.step(action)[0]
+        b = noisy.step(action)[0]
+        assert np.array_equal(a, b[:4])
+
+
+def test_distractors_are_seeded_standard_normal_and_independent_of_the_state() -> None:
+    env = cartpole_with_distractors(8)
+    rows = []
+    for episode in range(20):
+        observation, _ = env.reset(seed=episode)
+        rows.append(observation)
+        for _ in range(20):
+            observation, _, terminated, truncated, _ = env.step(episode % 2)
+            rows.append(observation)
+            if terminated or truncated:
+                break
+    data = np.array(rows)
+    noise, state = data[:, 4:], data[:, :4]
+    assert abs(noise.mean()) < 0.1 and abs(noise.std() - 1) < 0.1
+    correlation = np.corrcoef(np.concatenate([state, noise], axis=1).T)[:4, 4:]
+    assert np.abs(correlation).max() < 0.2
+    again = cartpole_with_distractors(8)
+    assert np.array_equal(again.reset(seed=0)[0], env.reset(seed=0)[0])
+    with pytest.raises(ValueError, match="distractors=-1"):
+        DistractorObservation(cartpole_with_distractors(0), -1)
+
+
+# -- replay and Bellman targets --------------------------------------------------------------
+
+
+def test_replay_buffer_overwrites_the_oldest_and_samples_what_it_holds() -> None:
+    replay = ReplayBuffer(capacity=3, observation_size=2)
+    for step in range(5):
+        replay.add(torch.full((2,), float(step)), step % 4, float(step), torch.zeros(2), step == 4)
+    assert len(replay) == 3
+    assert sorted(replay.data["reward"].tolist()) == [2.0, 3.0, 4.0]
+    sample = replay.sample(50, torch.Generator().manual_seed(0))
+    assert set(sample["reward"].tolist()) == {2.0, 3.0, 4.0}
+    assert torch.equal(sample["observation"][:, 0], sample["reward"])
+    assert torch.equal(sample["terminated"], (sample["reward"] == 4.0).float())
+    other = ReplayBuffer(capacity=3, observation_size=2)
+    other.load_state_dict(replay.state_dict())
+    expected = replay.sample(4, torch.Generator().manual_seed(1))
+    restored = other.sample(4, torch.Generator().manual_seed(1))
+    assert all(torch.equal(value, restored[key]) for key, value in expected.items())
+    with pytest.raises(ValueError, match="empty"):
+        ReplayBuffer(2, 1).sample(1, torch.Generator())
+
+
+def test_bellman_targets_match_hand_computed_values() -> None:
+    rewards = torch.tensor([1.0, -0.5, 0.0])
+    terminated = torch.tensor([0.0, 1.0, 0.0])
+    next_q = torch.tensor([[0.2, 0.8], [5.0, 3.0], [-1.0, -2.0]])
+    expected = torch.tensor([1.0 + 0.9 * 0.8, -0.5, 0.9 * -1.0])
+    torch.testing.assert_close(q_learning_targets(rewards, terminated, next_q, 0.9), expected)
+    soft = soft_q_targets(rewards, terminated, next_q, 0.9, temperature=0.5)
+    value = 0.5 * np.log(np.exp(0.2 / 0.5) + np.exp(0.8 / 0.5))
+    assert float(soft[0]) == pytest.approx(1.0 + 0.9 * value)
+    assert float(soft[1]) == pytest.approx(-0.5)
+    cold = soft_q_targets(rewards, terminated, next_q, 0.9, temperature=1e-4)
+    torch.testing.assert_close(cold, expected, atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="temperature"):
+        soft_q_targets(rewards, terminated, next_q, 0.9, temperature=0.0)
+
+
+# -- the task --------------------------------------------------------------------------------
+
+
+def _harness():
+    return plugin_harness(
+        "ew", task="gridworld-aux", options={f"task.{k}": v for k, v in FAST.items()}
+    )
+
+
+def test_batches_carry_q_learning_targets_from_the_target_network() -> None:
+    harness = _harness()
+    stream, model = harness.stream, harness.components.model
+    batch = next(stream)
+    assert len(stream.replay) == FAST["warmup"] + 1  # warm-up, then one step per batch
+    context = batch.context
+    # At first the target network equals the model: recompute the targets by hand.
+    with torch.no_grad():
+        next_values = model(context["next_observation"])["q"].max(dim=1).values
+    expected = context["reward"] + 0.95 * (1 - context["terminated"]) * next_values
+    torch.testing.assert_close(batch.targets["td"], expected)
+    assert torch.equal(batch.targets["reward"], context["reward"])
+    cells = batch.inputs.argmax(dim=1)  # the random target is a fixed function of the cell
+    torch.testing.assert_close(batch.targets["random"], harness.components.task.random_table[cells])
+    assert ((context["action"] >= 0) & (context["action"] < 4)).all()
+
+
+def test_the_target_network_copies_the_model_every_target_update_batches() -> None:
+    harness = _harness()
+    stream, model = harness.stream, harness.components.model
+    initial = [p.detach().clone() for p in model.parameters()]
+    harness.steps(9)
+    assert all(torch.equal(t, p) for t, p in zip(stream.target.parameters(), initial, strict=True))
+    after_nine = [p.detach().clone() for p in model.parameters()]
+    harness.steps(1)  # the 10th batch copies the model (as of 9 updates), then it updates
+    copied = list(stream.target.parameters())
+    assert all(torch.equal(t, p) for t, p in zip(copied, after_nine, strict=True))
+    assert not all(torch.equal(t, p) for t, p in zip(copied, model.parameters(), strict=True))
+
+
+def test_exploration_falls_linearly_to_its_final_rate() -> None:
+    stream = _harness().stream
+    stream.env_steps = 0
+    assert stream.epsilon() == 1.0
+    stream.env_steps = 100
+    assert stream.epsilon() == pytest.approx(1.0 - 0.5 * 0.95)
+    stream.env_steps = 10_000
+    assert stream.epsilon() == pytest.approx(0.05)
+
+
+def test_training_solves_the_gridworld_without_auxiliaries(tmp_path) -> None:
+    result = twcore.run(
+        [
+            "method=ew",
+            "task=gridworld-aux",
+            "task.auxiliaries=[]",
+            "steps=1500",
+            "eval_every=0",
+            "wandb.enabled=false",
+            f"run_dir={tmp_path / 'run'}",
+        ]
+    )
+    test = result.metrics["test"]
+    assert test["success"] >= 0.9 and test["return"] > 0.8
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("task.auxiliaries=[noise]", "must be distinct names from reward, random"),
+        ("task.gamma=1.5", "task.gamma=1.5 must be in"),
+        ("task.eval_episodes=3", "must be >= 10"),
+    ],
+)
+def test_bad_options_are_config_errors(tmp_path, override, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        twcore.run(["task=gridworld-aux", override, f"run_dir={tmp_path / 'r'}"])

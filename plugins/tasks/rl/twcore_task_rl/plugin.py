@@ -1,0 +1,15 @@
+"""Entry point of the reinforcement-learning task plugin."""
+
+from twcore.hookspecs import hookimpl
+from twcore_task_rl.grids import reproduction_grid
+from twcore_task_rl.gridworld_aux import GridworldAuxTask
+
+
+@hookimpl
+def twcore_register_tasks(register):
+    register("gridworld-aux", GridworldAuxTask)
+
+
+@hookimpl
+def twcore_reproduction_grids(register):
+    register(reproduction_grid())
