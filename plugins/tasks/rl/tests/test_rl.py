@@ -242,3 +242,151 @@ def test_training_solves_the_gridworld_without_auxiliaries(tmp_path) -> None:
 def test_bad_options_are_config_errors(tmp_path, override, message) -> None:
     with pytest.raises(ConfigError, match=message):
         twcore.run(["task=gridworld-aux", override, f"run_dir={tmp_path / 'r'}"])
+
+
+# -- CartPole with distractors, model-based ---------------------------------------------------
+
+CARTPOLE = {"distractors": 3, "warmup": 100, "capacity": 2000}
+
+
+class TestCartpoleDistractorsConformance(TaskConformance):
+    task = "cartpole-distractors"
+    task_options = CARTPOLE
+
+    def test_stream_resumes_where_it_stopped(self) -> None:
+        """The data state (environment, replay, agent) lives in the task, as the engine's
+        checkpoints keep it: restore the task's state and the stream's."""
+        harness = self.harness()
+        for _ in range(3):
+            next(harness.stream)
+        task_state = harness.components.task.state_dict()
+        stream_state = harness.stream.state_dict()
+        expected = [next(harness.stream) for _ in range(2)]
+        other = self.harness()
+        other.components.task.load_state_dict(task_state)
+        other.stream.load_state_dict(stream_state)
+        for batch in expected:
+            torch.testing.assert_close(next(other.stream).inputs, batch.inputs, rtol=0, atol=0)
+
+    def test_splits_share_no_examples(self) -> None:
+        from twcore_task_rl.cartpole_model import EVAL_SEEDS as SEEDS
+
+        count = self.harness().components.task.config.eval_episodes
+        assert not set(range(SEEDS["val"], SEEDS["val"] + count)) & set(
+            range(SEEDS["test"], SEEDS["test"] + count)
+        )
+
+
+class TestTaskMetOnCartpoleDistractors(MethodConformance):
+    method = "taskmet"
+    task = "cartpole-distractors"
+    task_options = CARTPOLE
+    method_options = {"inner_steps_first": 5, "inner_steps": 3, "validate_every": 2}
+
+
+class TestDflOnCartpoleDistractors(MethodConformance):
+    """DFL trains the model on the task loss directly: the OMD-style baseline."""
+
+    method = "dfl"
+    task = "cartpole-distractors"
+    task_options = CARTPOLE
+
+
+def _cartpole_harness(**options):
+    return plugin_harness(
+        "ew",
+        task="cartpole-distractors",
+        options={**{f"task.{k}": v for k, v in CARTPOLE.items()}, **options},
+    )
+
+
+def test_task_loss_gradient_matches_finite_differences() -> None:
+    """d L_task / d ŝ' through the one-step Q lookahead, in float64, along a random direction."""
+    harness = _cartpole_harness()
+    harness.steps(3)
+    task = harness.components.task
+    batch = next(harness.stream)
+    task.agent.double()
+    batch.context = {
+        k: (v.double() if v.is_floating_point() else v) for k, v in batch.context.items()
+    }
+    generator = torch.Generator().manual_seed(0)
+    base = batch.targets["next_obs"].double() + 0.05 * torch.randn(
+        batch.targets["next_obs"].shape, generator=generator, dtype=torch.float64
+    )
+    direction = torch.randn(base.shape, generator=generator, dtype=torch.float64)
+
+    def loss(predictions: torch.Tensor) -> torch.Tensor:
+        decisions = task.decision.decide(predictions, batch)
+        return -task.decision.objective(decisions, batch).mean()
+
+    predictions = base.clone().requires_grad_()
+    (gradient,) = torch.autograd.grad(loss(predictions), predictions)
+    analytic = float((gradient * direction).sum())
+    eps = 1e-6
+    difference = loss(base + eps * direction) - loss(base - eps * direction)
+    numeric = float(difference.detach()) / (2 * eps)
+    assert abs(analytic) > 1e-8
+    assert analytic == pytest.approx(numeric, rel=1e-5)
+    task.config.lookahead_lr = 0.0  # no Q step: the task loss no longer depends on the model
+    predictions = base.clone().requires_grad_()
+    (flat,) = torch.autograd.grad(loss(predictions), predictions, allow_unused=True)
+    assert flat is None or float(flat.abs().max()) == 0.0
+
+
+def test_known_termination_rule_matches_the_environment() -> None:
+    from twcore_task_rl.soft_q import cartpole_done
+
+    env = cartpole_with_distractors(0)
+    observation, _ = env.reset(seed=0)
+    checked = 0
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        observation, _, terminated, truncated, _ = env.step(int(rng.integers(2)))
+        predicted = cartpole_done(torch.as_tensor(observation).unsqueeze(0))
+        assert bool(predicted.item()) == terminated
+        checked += terminated
+        if terminated or truncated:
+            observation, _ = env.reset()
+    assert checked > 20
+
+
+def test_cartpole_environment_state_round_trips() -> None:
+    from twcore_task_rl.distractors import environment_state, set_environment_state
+
+    env = cartpole_with_distractors(3)
+    env.reset(seed=1)
+    env.step(0)
+    state = environment_state(env)
+    expected = [env.step(1)[0] for _ in range(4)]
+    other = cartpole_with_distractors(3)
+    other.reset(seed=5)
+    set_environment_state(other, state)
+    assert all(np.array_equal(other.step(1)[0], e) for e in expected)
+
+
+def test_mle_model_learning_lets_the_agent_improve_on_random(tmp_path) -> None:
+    result = twcore.run(
+        [
+            "method=ew",
+            "task=cartpole-distractors",
+            "task.distractors=0",
+            "steps=1500",
+            "eval_every=0",
+            "wandb.enabled=false",
+            f"run_dir={tmp_path / 'run'}",
+        ]
+    )
+    test = result.metrics["test"]
+    assert test["return"] > 60  # a random policy averages about 22
+    assert test["model_mse"] < 0.01
+
+
+@pytest.mark.parametrize("name", ["gridworld-aux", "cartpole-distractors"])
+def test_environment_tasks_stream_only_train_batches_and_need_the_model(name: str) -> None:
+    harness = plugin_harness("ew", task=name)
+    task, model = harness.components.task, harness.components.model
+    with pytest.raises(ValueError, match=f"{name} streams only its train split, not 'val'"):
+        task.stream("val", 8, seed=0, device=torch.device("cpu"), model=model)
+    with pytest.raises(ValueError, match="pass model="):
+        task.stream("train", 8, seed=0, device=torch.device("cpu"))

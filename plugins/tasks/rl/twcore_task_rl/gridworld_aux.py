@@ -27,6 +27,7 @@ from twcore.stream import BatchStream
 from twcore.task import Task
 from twcore_task_rl.agent_stream import AgentSettings, AgentStream
 from twcore_task_rl.gridworld import GridWorld
+from twcore_task_rl.requests import check_stream_request
 
 AUXILIARIES = ("reward", "random")
 EVAL_SEEDS = {"val": 10_000, "test": 20_000}
@@ -125,10 +126,7 @@ class GridworldAuxTask(Task):
         device: torch.device,
         model: torch.nn.Module | None = None,
     ) -> BatchStream:
-        if split != "train":
-            raise ValueError(f"gridworld-aux streams only its train split, not '{split}'")
-        if model is None:
-            raise ValueError("gridworld-aux's stream acts with the model: pass model=")
+        check_stream_request("gridworld-aux", split, model)
         config = self.config
         settings = AgentSettings(
             gamma=config.gamma,
