@@ -1,4 +1,4 @@
-"""CartPole with distractors: MLE against TaskMet (and DFL, the OMD-style baseline).
+"""CartPole with distractors: MLE, TaskMet (full and diagonal metric) and DFL (OMD-style).
 
     python3 plugins/tasks/rl/scripts/cartpole.py                    # 3 seeds, d = 0 and 32
     python3 plugins/tasks/rl/scripts/cartpole.py --env-steps 5000 --seeds 1 --workers 2
@@ -6,8 +6,9 @@
 Every run takes the same number of real environment steps (one per model batch, so TaskMet's
 outer steps are converted: 500 inner steps first, 100 after). The trials run as one sweep on the
 local backend (`--workers` processes, one torch thread each). Writes ``cartpole.md``,
-``cartpole.json`` and ``cartpole_metric.png`` (TaskMet's learned metric: mean diagonal weight
-on the true and on the distractor dimensions, d = 32) into the plugin's ``docs/``.
+``cartpole.json`` and ``cartpole_metric.png`` (TaskMet's learned metric, full and diagonal:
+mean diagonal weight on the true and on the distractor dimensions, d = 32) into the plugin's
+``docs/``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ def methods(env_steps: int) -> dict[str, list[str]]:
         "MLE": ["method=ew", f"steps={env_steps}", f"eval_every={env_steps // evaluations}"],
         "TaskMet": [
             "method=taskmet",
+            f"steps={outer}",
+            f"eval_every={max(1, outer // evaluations)}",
+            f"method.inner_steps_first={FIRST}",
+            f"method.inner_steps={LATER}",
+            "method.validate_every=10",
+        ],
+        "TaskMet diagonal": [
+            "method=taskmet",
+            "method.metric=diagonal",
             f"steps={outer}",
             f"eval_every={max(1, outer // evaluations)}",
             f"method.inner_steps_first={FIRST}",
@@ -68,7 +78,7 @@ def main() -> None:
                     "wandb.enabled=false",
                     "checkpoint_every=0",
                     *arguments,
-                    f"run_dir={root / label.split()[0]}",
+                    f"run_dir={root / label.split()[0]}-{len(specs)}",
                 ],
                 label.split()[0],
             )
@@ -131,37 +141,47 @@ def _mean_std(group: list[dict], key: str, digits: int) -> str:
 
 
 def plot_metric(rows: list[dict], path: Path) -> None:
-    """TaskMet's diagonal metric entries on true vs distractor dimensions over outer steps."""
+    """TaskMet's diagonal metric entries on true vs distractor dimensions over outer steps,
+    one panel per metric kind (full, diagonal), one pair of lines per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [r for r in rows if r["method"] == "TaskMet" and r["distractors"] > 0]
-    if not runs:
+    kinds = [m for m in ("TaskMet", "TaskMet diagonal") if any(r["method"] == m for r in rows)]
+    runs = {k: [r for r in rows if r["method"] == k and r["distractors"] > 0] for k in kinds}
+    if not any(runs.values()):
         return
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for run in runs:
-        text = Path(run["run_dir"], "metrics.jsonl").read_text()
-        steps, true, noise = [], [], []
-        for record in (json.loads(line) for line in text.splitlines()):
-            keys = [k for k in record if k.startswith("method/metric_diagonal/")]
-            if not keys:
-                continue
-            values = [record[f"method/metric_diagonal/{i}"] for i in range(len(keys))]
-            steps.append(record["step"])
-            true.append(statistics.mean(values[:4]))
-            noise.append(statistics.mean(values[4:]))
-        axis.plot(steps, true, color="tab:blue", alpha=0.8)
-        axis.plot(steps, noise, color="tab:red", alpha=0.8)
-    axis.plot([], [], color="tab:blue", label="true state dimensions")
-    axis.plot([], [], color="tab:red", label="distractor dimensions")
-    axis.set_xlabel("TaskMet outer step")
-    axis.set_ylabel("mean diagonal entry of Λ")
-    axis.set_title(f"TaskMet's metric, d = {runs[0]['distractors']} (one line per seed)")
-    axis.legend()
+    figure, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4), squeeze=False)
+    for axis, kind in zip(axes[0], kinds, strict=True):
+        for run in runs[kind]:
+            steps, true, noise = _diagonal_over_steps(Path(run["run_dir"]))
+            axis.plot(steps, true, color="tab:blue", alpha=0.8)
+            axis.plot(steps, noise, color="tab:red", alpha=0.8)
+        axis.plot([], [], color="tab:blue", label="true state dimensions (mean)")
+        axis.plot([], [], color="tab:red", label="distractor dimensions (mean)")
+        axis.set_xlabel("TaskMet outer step")
+        axis.set_ylabel("diagonal entry of Λ")
+        distractors = runs[kind][0]["distractors"] if runs[kind] else "?"
+        metric = "full" if kind == "TaskMet" else "diagonal"
+        axis.set_title(f"{metric} metric, d = {distractors} (one pair of lines per seed)")
+        axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
+
+
+def _diagonal_over_steps(run_dir: Path) -> tuple[list[int], list[float], list[float]]:
+    steps, true, noise = [], [], []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        keys = [k for k in record if k.startswith("method/metric_diagonal/")]
+        if not keys:
+            continue
+        values = [record[f"method/metric_diagonal/{i}"] for i in range(len(keys))]
+        steps.append(record["step"])
+        true.append(statistics.mean(values[:4]))
+        noise.append(statistics.mean(values[4:]))
+    return steps, true, noise
 
 
 if __name__ == "__main__":
