@@ -173,3 +173,11 @@ def test_bad_backend_options_are_one_line_errors(tmp_path, capsys, flags, messag
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_serial_sweep_shows_each_trials_progress_unless_quiet(tmp_path, capsys) -> None:
+    arguments = ["sweep", "seed=0,1", "steps=20", "wandb.enabled=false"]
+    assert main([*arguments, f"run_dir={tmp_path / 'loud'}"]) == 0
+    assert "[ew/toy-multitask s1] step 20 test:" in capsys.readouterr().err
+    assert main([*arguments, f"run_dir={tmp_path / 'quiet'}", "-q"]) == 0
+    assert "step 20 test:" not in capsys.readouterr().err

@@ -7,6 +7,7 @@ directory under the sweep directory and its own W&B run in the sweep's W&B group
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -130,6 +131,9 @@ def run_sweep(
     sweep (same ``run_dir``) finishes only what is missing. Each trial is its own W&B run in the
     sweep's group, tagged ``method:NAME``, ``task:NAME`` and ``seed:N``.
     """
+    options = options or SweepOptions()
+    if show_progress:
+        options = dataclasses.replace(options, show_progress=True)
     (result,) = run_sweeps(
         [SweepSpec(arguments, label)], config_file=config_file, registry=registry, options=options
     )

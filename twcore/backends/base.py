@@ -24,6 +24,7 @@ class SweepOptions:
             from the trial's last checkpoint.
         threads: torch threads per trial; default: the machine's cores ÷ workers (at least 1).
         ray_address: a Ray cluster to join (``auto``, or ``host:port``); None starts a local one.
+        show_progress: show each trial's progress bar (the serial backend; workers are quiet).
     """
 
     backend: str = "serial"
@@ -31,6 +32,7 @@ class SweepOptions:
     retries: int = 1
     threads: int | None = None
     ray_address: str | None = None
+    show_progress: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 1:

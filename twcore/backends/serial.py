@@ -36,9 +36,9 @@ class SerialBackend(Backend):
             outcome.attempts = attempt
             try:
                 if (job.run_dir / "config.yaml").exists():
-                    result = resume(job.run_dir)
+                    result = resume(job.run_dir, show_progress=self.options.show_progress)
                 else:
-                    result = run_composed(job.composed)
+                    result = run_composed(job.composed, show_progress=self.options.show_progress)
             except KeyboardInterrupt:
                 outcome.status, outcome.error = "interrupted", "interrupted by the user"
                 return outcome
