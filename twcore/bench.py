@@ -3,7 +3,8 @@
 Every method that fits the task trains the same model for the same steps in this process (no
 evaluation, no checkpoints, no W&B), in turns, ``repeats`` times; the fastest run of each
 counts. The ratio is whole-run wall time per step ÷ ew's, so per-epoch work (αVIL) is amortised
-over the epoch. Methods whose step is a whole outer iteration (TaskMet) are marked.
+over the epoch. Methods whose step is a whole outer iteration (TaskMet) run their own suggested
+number of steps (at most ``steps``) and are marked.
 """
 
 from __future__ import annotations
@@ -24,19 +25,28 @@ BASELINE = "ew"
 
 @dataclass
 class BenchResult:
-    """Seconds per step of each method (fastest run) and the ratio to the baseline's."""
+    """Seconds per step of each method (fastest run), the ratio to the baseline's, and the steps
+    each run took."""
 
     seconds: dict[str, float]
     outer_step: set[str]
+    steps: dict[str, int]
 
     def ratio(self, method: str) -> float:
         return self.seconds[method] / self.seconds[BASELINE]
 
     def table(self, title: str) -> Table:
-        table = Table(title, ["method"], ["ms_per_step", "ratio_to_ew"])
+        table = Table(title, ["method"], ["steps", "ms_per_step", "ratio_to_ew"])
         for method, seconds in self.seconds.items():
             label = f"{method} (outer step)" if method in self.outer_step else method
-            table.add((label,), {"ms_per_step": 1000 * seconds, "ratio_to_ew": self.ratio(method)})
+            table.add(
+                (label,),
+                {
+                    "steps": self.steps[method],
+                    "ms_per_step": 1000 * seconds,
+                    "ratio_to_ew": self.ratio(method),
+                },
+            )
         return table
 
 
@@ -55,24 +65,27 @@ def benchmark(
     if any(parse_override(o).key == "method" for o in overrides):
         raise ConfigError("twcore bench times every fitting method; leave out method=")
     ordered = [BASELINE, *(m for m in methods if m != BASELINE)]
+    # A method whose step is a whole outer iteration runs its own suggested number of steps
+    # (TaskMet: 30), not `steps` of them, which would take minutes.
+    suggested = {m: getattr(registry.get("method", m).cls, "run_defaults", {}) for m in ordered}
+    outer = {m for m in ordered if "steps" in suggested[m]}
+    counts = {m: min(steps, int(suggested[m]["steps"])) if m in outer else steps for m in ordered}
     seconds = dict.fromkeys(ordered, float("inf"))
     root = Path(tempfile.mkdtemp(prefix="twcore-bench-"))
-    quiet = [
-        f"steps={steps}",
-        "eval_every=0",
-        "checkpoint_every=0",
-        f"log_every={steps}",
-        "wandb.enabled=false",
-        "keep_best=false",
-    ]
     for repeat in range(repeats):
         for method in ordered:
+            count = counts[method]
+            quiet = [
+                f"steps={count}",
+                "eval_every=0",
+                "checkpoint_every=0",
+                f"log_every={count}",
+                "wandb.enabled=false",
+                "keep_best=false",
+            ]
             run_dir = root / f"{method}-{repeat}"
             result = api.run(
                 [*overrides, f"method={method}", *quiet, f"run_dir={run_dir}"], registry=registry
             )
-            seconds[method] = min(seconds[method], result.summary["wall_time_s"] / steps)
-    outer = {
-        m for m in ordered if "steps" in getattr(registry.get("method", m).cls, "run_defaults", {})
-    }
-    return BenchResult(seconds, outer)
+            seconds[method] = min(seconds[method], result.summary["wall_time_s"] / count)
+    return BenchResult(seconds, outer, counts)

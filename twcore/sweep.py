@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from twcore.backends import SweepOptions, TrialJob, TrialOutcome, get_backend
-from twcore.backends.trial import is_complete, read_summary
+from twcore.backends.trial import completed_summary
 from twcore.config.compose import ComposedConfig, compose
 from twcore.config.overrides import Override, parse_override, split_sweep
 from twcore.console import info, warn
 from twcore.errors import UsageError
 from twcore.registry import PluginRegistry
-from twcore.report.collect import config_value
-from twcore.report.tables import row_keys
-from twcore.results import Table, summary_metrics
+from twcore.report.collect import RunRecord
+from twcore.report.tables import report_tables
+from twcore.results import Table
 
 TRIAL_CONFIGS = ".trials"
 TRIAL_LOGS = ".logs"
@@ -163,8 +163,9 @@ def run_sweeps(
         fresh = 0
         for trial in trials:
             job = _prepare(trial, sweep_dir, group)
-            if is_complete(job.run_dir):
-                trial.summary, trial.status = read_summary(job.run_dir), "completed"
+            summary = completed_summary(job.run_dir)
+            if summary is not None:
+                trial.summary, trial.status = summary, "completed"
                 continue
             owners[str(job.run_dir)] = trial
             jobs.append(job)
@@ -233,33 +234,14 @@ def _prepare(trial: Trial, sweep_dir: Path, group: str) -> TrialJob:
 
 
 def tabulate(trials: Sequence[Trial], swept_keys: Sequence[str]) -> list[Table]:
-    """One table per task: rows grouped by the swept keys other than the seed, test metrics
-    (validation metrics if a task has no test split) as mean ± std over seeds."""
-    labelled = any(t.composed is not None and t.composed.run.label for t in trials)
-    keys = row_keys(swept_keys, labelled=labelled)
-    tables: dict[str, Table] = {}
-    for trial in trials:
-        if trial.summary is None or trial.composed is None:
-            continue
-        task_name = trial.composed.plugins["task"].name
-        metrics_by_split = trial.summary["metrics"]
-        split = "test" if "test" in metrics_by_split else next(iter(metrics_by_split), "test")
-        if task_name not in tables:
-            names = list(trial.summary["task"]["summary_metrics"])
-            seeds = len({t.composed.run.seed for t in trials if t.composed is not None})
-            title = f"{task_name} — {split} metrics, mean ± std over {seeds} seed(s)"
-            tables[task_name] = Table(title, keys, [*names, "steps_per_s"])
-        table = tables[task_name]
-        row = tuple(_row_value(trial, key) for key in keys)
-        table.add(row, summary_metrics(trial.summary, split, table.metrics))
-    return list(tables.values())
-
-
-def _row_value(trial: Trial, key: str) -> str:
-    if key in trial.swept:
-        return trial.swept[key]
-    assert trial.composed is not None
-    return config_value(trial.composed.to_dict(), key)
+    """One table per task (the report's tables, :func:`twcore.report.tables.report_tables`),
+    with each configuration's training speed as a further column."""
+    records = [
+        RunRecord(Path(t.summary["run_dir"]), t.summary, t.swept)
+        for t in trials
+        if t.summary is not None
+    ]
+    return report_tables(records, swept_keys, extra_metrics=("steps_per_s",))
 
 
 def write_results(result: SweepResult) -> None:

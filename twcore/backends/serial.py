@@ -8,6 +8,7 @@ import torch
 
 from twcore.api import resume, run_composed
 from twcore.backends.base import Backend, OnOutcome, TrialJob, TrialOutcome
+from twcore.backends.trial import has_started
 from twcore.console import warn
 from twcore.errors import DivergenceError, UsageError
 
@@ -35,7 +36,7 @@ class SerialBackend(Backend):
         for attempt in range(1, self.options.retries + 2):
             outcome.attempts = attempt
             try:
-                if (job.run_dir / "config.yaml").exists():
+                if has_started(job.run_dir):
                     result = resume(job.run_dir, show_progress=self.options.show_progress)
                 else:
                     result = run_composed(job.composed, show_progress=self.options.show_progress)

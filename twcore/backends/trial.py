@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from twcore.backends.base import TrialJob, TrialOutcome
+from twcore.engine.rundir import RunDirectory
 
 FINAL_STATUSES = ("completed", "diverged", "interrupted")
 
@@ -33,15 +34,20 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def is_complete(run_dir: Path) -> bool:
-    """Whether the trial already finished training (a re-run sweep skips it)."""
+def completed_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a trial that already finished training (a re-run sweep skips it)."""
     summary = read_summary(run_dir)
-    return summary is not None and summary.get("status") == "completed"
+    return summary if summary is not None and summary.get("status") == "completed" else None
+
+
+def has_started(run_dir: Path) -> bool:
+    """Whether an earlier attempt created the run, so the next one resumes it."""
+    return RunDirectory(run_dir).config_path.exists()
 
 
 def attempt_command(job: TrialJob) -> list[str]:
     """The command of the next attempt: a fresh run, or a resume once the run exists."""
-    if (job.run_dir / "config.yaml").exists():
+    if has_started(job.run_dir):
         return [sys.executable, "-m", "twcore", "resume", str(job.run_dir), "-q"]
     return [sys.executable, "-m", "twcore", "run", "--config", str(job.config_path), "-q"]
 

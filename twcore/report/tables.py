@@ -23,8 +23,11 @@ def is_labelled(records: Sequence[RunRecord]) -> bool:
     return any(r.summary["config"].get("label") for r in records)
 
 
-def report_tables(records: Sequence[RunRecord], swept: Sequence[str]) -> list[Table]:
-    """One table per task over its test metrics (validation if a run has no test split)."""
+def report_tables(
+    records: Sequence[RunRecord], swept: Sequence[str], *, extra_metrics: Sequence[str] = ()
+) -> list[Table]:
+    """One table per task over its summary metrics on test (validation if a run has no test
+    split), plus `extra_metrics` from the summary (e.g. ``steps_per_s``)."""
     keys = row_keys(swept, labelled=is_labelled(records))
     tables: dict[str, Table] = {}
     for record in records:
@@ -34,7 +37,7 @@ def report_tables(records: Sequence[RunRecord], swept: Sequence[str]) -> list[Ta
             seeds = len({r.seed for r in records if r.task == record.task})
             names = list(record.summary["task"]["summary_metrics"])
             title = f"{record.task} — {split} metrics, mean ± std over {seeds} seed(s)"
-            tables[record.task] = Table(title, keys, names)
+            tables[record.task] = Table(title, keys, [*names, *extra_metrics])
         table = tables[record.task]
         table.add(record.label(keys), summary_metrics(record.summary, split, table.metrics))
     return list(tables.values())
