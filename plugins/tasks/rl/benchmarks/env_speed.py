@@ -14,6 +14,7 @@ import time
 import gymnasium as gym
 import numpy as np
 from twcore_task_rl import GridWorld, cartpole_with_distractors
+from twcore_task_rl.speed import random_steps_per_second
 
 ENVIRONMENTS = {
     "gridworld": GridWorld,
@@ -24,15 +25,7 @@ ENVIRONMENTS = {
 
 
 def single(make, steps: int) -> float:
-    env = make()
-    env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    began = time.perf_counter()
-    for _ in range(steps):
-        _, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
-        if terminated or truncated:
-            env.reset()
-    return steps / (time.perf_counter() - began)
+    return random_steps_per_second(make(), steps)
 
 
 def vectorised(make, steps: int, copies: int = 8) -> float:

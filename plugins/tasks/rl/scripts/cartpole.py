@@ -2,13 +2,15 @@
 
     python3 plugins/tasks/rl/scripts/cartpole.py                    # 3 seeds, d = 0 and 32
     python3 plugins/tasks/rl/scripts/cartpole.py --env-steps 5000 --seeds 1 --workers 2
+    python3 plugins/tasks/rl/scripts/cartpole.py --env-steps 200000 --distractors 32 \
+        --methods MLE "TaskMet diagonal" --tag 200k          # the paper's budget
 
 Every run takes the same number of real environment steps (one per model batch, so TaskMet's
 outer steps are converted: 500 inner steps first, 100 after). The trials run as one sweep on the
 local backend (`--workers` processes, one torch thread each). Writes ``cartpole.md``,
 ``cartpole.json`` and ``cartpole_metric.png`` (TaskMet's learned metric, full and diagonal:
 mean diagonal weight on the true and on the distractor dimensions, d = 32) into the plugin's
-``docs/``.
+``docs/`` (``cartpole_<tag>.*`` with ``--tag``).
 """
 
 from __future__ import annotations
@@ -63,11 +65,21 @@ def main() -> None:
     parser.add_argument("--distractors", default="0,32")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--root", type=Path, default=None)
+    parser.add_argument(
+        "--methods", nargs="*", default=None, help="a subset of: " + ", ".join(methods(1000))
+    )
+    parser.add_argument("--tag", default="", help="suffix of the output files' names")
     args = parser.parse_args()
+    chosen = methods(args.env_steps)
+    unknown = sorted(set(args.methods or ()) - set(chosen))
+    if unknown:
+        parser.error(f"unknown --methods {unknown}; valid: {', '.join(chosen)}")
     root = args.root or Path(tempfile.mkdtemp(prefix="cartpole-"))
     seeds = ",".join(str(s) for s in range(args.seeds))
     specs = []
-    for label, arguments in methods(args.env_steps).items():
+    for label, arguments in chosen.items():
+        if args.methods is not None and label not in args.methods:
+            continue
         specs.append(
             SweepSpec(
                 [
@@ -106,11 +118,12 @@ def main() -> None:
                 }
             )
     DOCS.mkdir(exist_ok=True)
-    (DOCS / "cartpole.json").write_text(json.dumps(rows, indent=1))
+    stem = f"cartpole_{args.tag}" if args.tag else "cartpole"
+    (DOCS / f"{stem}.json").write_text(json.dumps(rows, indent=1))
     table = results_table(rows, args)
-    (DOCS / "cartpole.md").write_text(table)
+    (DOCS / f"{stem}.md").write_text(table)
     print(table)
-    plot_metric(rows, DOCS / "cartpole_metric.png")
+    plot_metric(rows, DOCS / f"{stem}_metric.png")
 
 
 def results_table(rows: list[dict], args: argparse.Namespace) -> str:

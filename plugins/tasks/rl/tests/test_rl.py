@@ -13,7 +13,7 @@ from twcore_task_rl import (
     q_learning_targets,
     soft_q_targets,
 )
-from twcore_task_rl.gridworld_aux import EVAL_SEEDS
+from twcore_task_rl.conformance import EnvironmentTaskConformance
 
 import twcore
 from twcore.errors import ConfigError
@@ -22,18 +22,9 @@ from twcore.testing import MethodConformance, TaskConformance, plugin_harness
 FAST = {"warmup": 64, "exploration_steps": 200, "target_update": 10}
 
 
-class TestGridworldAuxConformance(TaskConformance):
+class TestGridworldAuxConformance(EnvironmentTaskConformance):
     task = "gridworld-aux"
     task_options = FAST
-
-    def test_splits_share_no_examples(self) -> None:
-        """An environment task has no stored splits: its validation and test episodes must
-        use disjoint seeds instead."""
-        task = self.harness().components.task
-        count = task.config.eval_episodes
-        seeds = {s: set(range(EVAL_SEEDS[s], EVAL_SEEDS[s] + count)) for s in EVAL_SEEDS}
-        assert not seeds["val"] & seeds["test"]
-        assert task.eval_splits == ("val", "test")
 
 
 class TestGradCosOnGridworldAux(MethodConformance):
@@ -132,7 +123,7 @@ def test_distractors_are_seeded_standard_normal_and_independent_of_the_state() -
 
 
 def test_replay_buffer_overwrites_the_oldest_and_samples_what_it_holds() -> None:
-    replay = ReplayBuffer(capacity=3, observation_size=2)
+    replay = ReplayBuffer(capacity=3, observation_shape=2)
     for step in range(5):
         replay.add(torch.full((2,), float(step)), step % 4, float(step), torch.zeros(2), step == 4)
     assert len(replay) == 3
@@ -141,13 +132,23 @@ def test_replay_buffer_overwrites_the_oldest_and_samples_what_it_holds() -> None
     assert set(sample["reward"].tolist()) == {2.0, 3.0, 4.0}
     assert torch.equal(sample["observation"][:, 0], sample["reward"])
     assert torch.equal(sample["terminated"], (sample["reward"] == 4.0).float())
-    other = ReplayBuffer(capacity=3, observation_size=2)
+    other = ReplayBuffer(capacity=3, observation_shape=2)
     other.load_state_dict(replay.state_dict())
     expected = replay.sample(4, torch.Generator().manual_seed(1))
     restored = other.sample(4, torch.Generator().manual_seed(1))
     assert all(torch.equal(value, restored[key]) for key, value in expected.items())
     with pytest.raises(ValueError, match="empty"):
         ReplayBuffer(2, 1).sample(1, torch.Generator())
+
+
+def test_replay_buffer_stores_frames_as_bytes_exactly() -> None:
+    replay = ReplayBuffer(capacity=2, observation_shape=(2, 3, 3), observation_dtype=torch.uint8)
+    frame = torch.arange(18, dtype=torch.uint8).reshape(2, 3, 3) * 14
+    replay.add(frame, 1, 0.5, frame.flip(0), False)
+    sample = replay.sample(4, torch.Generator().manual_seed(0))
+    assert sample["observation"].dtype == torch.uint8
+    assert torch.equal(sample["observation"][0], frame)
+    assert torch.equal(sample["next_observation"][0], frame.flip(0))
 
 
 def test_bellman_targets_match_hand_computed_values() -> None:

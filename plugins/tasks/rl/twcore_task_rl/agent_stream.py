@@ -6,6 +6,9 @@ drawn uniformly from the replay buffer and carries its Q-learning targets, compu
 target network that copies the model every ``target_update`` batches. Everything (environment,
 replay, target network, RNG, counters) is in :meth:`state_dict`, so a resumed run sees exactly
 the batches it would have seen.
+
+Observations are stored as the environment gives them; ``uint8`` ones (image frames) are stored
+as bytes and reach the model as floats in [0, 1] (:func:`model_input`).
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from twcore.batch import Batch
 from twcore_task_rl.bellman import q_learning_targets
-from twcore_task_rl.gridworld import GridWorld
 from twcore_task_rl.replay import ReplayBuffer
 
 
@@ -41,18 +44,27 @@ class AgentSettings:
 ExtraTargets = Callable[[dict[str, Tensor]], dict[str, Tensor]]
 
 
+def model_input(observations: Tensor) -> Tensor:
+    """What the model sees of stored observations: bytes (image frames) scaled to [0, 1]
+    floats, anything else as float."""
+    if observations.dtype == torch.uint8:
+        return observations.float().div_(255.0)
+    return observations.float()
+
+
 class AgentStream:
     """An endless stream of replay batches for the model's Q head (see the module docstring).
 
     Args:
         env: the environment (it must offer ``get_state``/``set_state``, as :class:`GridWorld`).
         model: the model being trained; its ``q_head`` output gives the action values.
-        extra_targets: per-batch targets of auxiliary objectives from the sampled transitions.
+        extra_targets: per-batch targets of auxiliary objectives from the sampled transitions
+            (their observations already as model inputs).
     """
 
     def __init__(
         self,
-        env: GridWorld,
+        env: gym.Env,
         model: nn.Module,
         *,
         q_head: str,
@@ -71,7 +83,9 @@ class AgentStream:
         self.device = device
         self.extra_targets = extra_targets
         self.generator = torch.Generator().manual_seed(seed)
-        self.replay = ReplayBuffer(settings.capacity, int(np.prod(env.observation_space.shape)))
+        space = env.observation_space
+        stored = torch.uint8 if np.dtype(space.dtype) == np.uint8 else torch.float32
+        self.replay = ReplayBuffer(settings.capacity, tuple(space.shape), stored)
         observation, _ = env.reset(seed=seed)
         self.observation = torch.as_tensor(observation)
         self.env_steps = 0
@@ -94,6 +108,8 @@ class AgentStream:
             self._act()
         sample = self.replay.sample(self.batch_size, self.generator)
         sample = {name: value.to(self.device) for name, value in sample.items()}
+        for name in ("observation", "next_observation"):
+            sample[name] = model_input(sample[name])
         with torch.no_grad():
             next_q = self.target(sample["next_observation"])[self.q_head]
         targets = {
@@ -122,7 +138,8 @@ class AgentStream:
             action = int(torch.randint(self.env.action_space.n, (), generator=self.generator))
         else:
             with torch.no_grad():
-                values = self.model(self.observation.unsqueeze(0).to(self.device))[self.q_head]
+                observation = model_input(self.observation.unsqueeze(0).to(self.device))
+                values = self.model(observation)[self.q_head]
             action = int(values.argmax(dim=1).item())
         next_observation, reward, terminated, truncated, _ = self.env.step(action)
         next_tensor = torch.as_tensor(next_observation)

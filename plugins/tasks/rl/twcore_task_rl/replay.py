@@ -15,18 +15,26 @@ class ReplayBuffer:
 
     Args:
         capacity: transitions kept; the oldest are overwritten.
-        observation_size: length of an observation vector.
+        observation_shape: the shape of one observation (an int: a vector of that length).
+        observation_dtype: how observations are stored (``torch.uint8`` keeps image frames at a
+            quarter of the memory of floats).
     """
 
-    def __init__(self, capacity: int, observation_size: int) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        observation_shape: int | tuple[int, ...],
+        observation_dtype: torch.dtype = torch.float32,
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"replay capacity {capacity} must be at least 1")
         self.capacity = capacity
+        shape = (observation_shape,) if isinstance(observation_shape, int) else observation_shape
         self.data: dict[str, Tensor] = {
-            "observation": torch.zeros(capacity, observation_size),
+            "observation": torch.zeros(capacity, *shape, dtype=observation_dtype),
             "action": torch.zeros(capacity, dtype=torch.long),
             "reward": torch.zeros(capacity),
-            "next_observation": torch.zeros(capacity, observation_size),
+            "next_observation": torch.zeros(capacity, *shape, dtype=observation_dtype),
             "terminated": torch.zeros(capacity),
         }
         self.size = 0

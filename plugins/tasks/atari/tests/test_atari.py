@@ -1,0 +1,188 @@
+"""The Atari plugin: frames, seeding, exact state, clipped rewards, the atari-aux task."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from twcore_task_atari import AtariFrames, downsample
+from twcore_task_rl.conformance import EnvironmentTaskConformance
+
+import twcore
+from twcore.errors import ConfigError
+from twcore.testing import MethodConformance, plugin_harness
+
+SMALL = {
+    "frame_size": 21,
+    "frame_stack": 2,
+    "warmup": 64,
+    "capacity": 500,
+    "exploration_steps": 200,
+    "target_update": 10,
+    "max_steps": 60,
+    "eval_episodes": 2,
+}
+FIRE = 1  # Breakout's minimal action set: NOOP, FIRE, RIGHT, LEFT
+
+
+def _harness():
+    return plugin_harness(
+        "ew", task="atari-aux", options={f"task.{k}": v for k, v in SMALL.items()}
+    )
+
+
+def _play(env: AtariFrames, actions: list[int]) -> list[tuple]:
+    return [
+        (obs.copy(), reward, terminated, truncated)
+        for obs, reward, terminated, truncated, _ in (env.step(a) for a in actions)
+    ]
+
+
+def _actions(count: int, seed: int = 0) -> list[int]:
+    return np.random.default_rng(seed).integers(0, 4, count).tolist()
+
+
+def _same(first: list[tuple], second: list[tuple]) -> bool:
+    return all(
+        np.array_equal(a[0], b[0]) and a[1:] == b[1:] for a, b in zip(first, second, strict=True)
+    )
+
+
+class TestAtariAuxConformance(EnvironmentTaskConformance):
+    task = "atari-aux"
+    task_options = SMALL
+
+
+class TestGradCosOnAtariAux(MethodConformance):
+    """A main/auxiliary method on Atari: exact resume includes the emulator and the replay."""
+
+    method = "gradcos"
+    task = "atari-aux"
+    task_options = SMALL
+
+
+# -- the environment ---------------------------------------------------------------------------
+
+
+def test_downsample_is_the_block_mean_of_the_screen() -> None:
+    screen = np.random.default_rng(0).integers(0, 256, (210, 160), dtype=np.uint8)
+    # 210 × 160 → 10 × 10 is exact 21 × 16 blocks: compare with a reshape mean.
+    blocks = screen.reshape(10, 21, 10, 16).astype(np.float64).mean(axis=(1, 3))
+    np.testing.assert_array_equal(downsample(screen, 10), np.round(blocks).astype(np.uint8))
+
+
+def test_observations_stack_the_last_frames_oldest_first() -> None:
+    env = AtariFrames("breakout", frame_size=21, frame_stack=3)
+    first, _ = env.reset(seed=0)
+    assert first.shape == (3, 21, 21) and first.dtype == np.uint8
+    assert env.observation_space.contains(first)
+    assert all(np.array_equal(first[0], frame) for frame in first)  # the start frame, repeated
+    previous = first
+    for action in [FIRE, 2, 2, 3, 0]:
+        observation, *_ = env.step(action)
+        np.testing.assert_array_equal(observation[:-1], previous[1:])
+        previous = observation
+
+
+def test_the_same_seed_gives_the_same_episode() -> None:
+    actions = _actions(200)
+    runs = []
+    for _ in range(2):
+        env = AtariFrames("breakout", frame_size=21, frame_stack=2)
+        env.reset(seed=7)
+        runs.append(_play(env, actions))
+    assert _same(*runs)
+
+
+def test_a_restored_state_continues_exactly_even_after_a_checkpoint(tmp_path) -> None:
+    env = AtariFrames("breakout", frame_size=21, frame_stack=2)
+    env.reset(seed=3)
+    _play(env, _actions(50, seed=1))
+    path = tmp_path / "state.pt"
+    torch.save(env.get_state(), path)
+    expected = _play(env, _actions(150, seed=2))  # sticky actions draw from the emulator's RNG
+    fresh = AtariFrames("breakout", frame_size=21, frame_stack=2)
+    fresh.reset(seed=99)
+    fresh.set_state(torch.load(path, weights_only=True))
+    assert _same(_play(fresh, _actions(150, seed=2)), expected)
+
+
+def test_training_rewards_are_the_sign_of_the_game_score() -> None:
+    actions = [FIRE if i % 10 == 0 else a for i, a in enumerate(_actions(600))]
+    rewards = {}
+    for clip in (False, True):
+        env = AtariFrames("breakout", frame_size=21, frame_stack=2, clip_rewards=clip)
+        env.reset(seed=0)
+        steps = []
+        for action in actions:
+            _, reward, terminated, truncated, _ = env.step(action)
+            steps.append(reward)
+            if terminated or truncated:
+                env.reset()
+        rewards[clip] = np.array(steps)
+    assert (rewards[False] > 0).sum() > 0, "random play scored no point: nothing was checked"
+    np.testing.assert_array_equal(rewards[True], np.sign(rewards[False]))
+
+
+def test_episodes_are_truncated_after_max_steps() -> None:
+    env = AtariFrames("breakout", frame_size=21, frame_stack=2, max_steps=5)
+    env.reset(seed=0)
+    flags = [env.step(0)[3] for _ in range(5)]
+    assert flags == [False] * 4 + [True]
+
+
+# -- the task ----------------------------------------------------------------------------------
+
+
+def test_batches_carry_clipped_rewards_and_the_random_code_of_their_frames() -> None:
+    harness = _harness()
+    task, batch = harness.components.task, next(harness.stream)
+    assert batch.inputs.dtype == torch.float32
+    assert batch.inputs.shape[1:] == (2, 21, 21)
+    assert batch.inputs.min() >= 0 and batch.inputs.max() <= 1
+    assert set(batch.targets["reward"].unique().tolist()) <= {-1.0, 0.0, 1.0}
+    codes = (batch.inputs.flatten(1) - 0.5) @ task.projection
+    torch.testing.assert_close(batch.targets["random"], torch.sign(codes))
+    # A fixed function of the state: the same frames give the same targets.
+    torch.testing.assert_close(task.random_targets(batch.inputs), batch.targets["random"])
+
+
+def test_a_short_gradcos_run_with_the_cnn_finishes_with_finite_metrics(tmp_path) -> None:
+    result = twcore.run(
+        [
+            "method=gradcos",
+            "task=atari-aux",
+            "model=cnn",
+            "model.channels=[4,8]",
+            *(f"task.{key}={value}" for key, value in SMALL.items()),
+            "steps=40",
+            "eval_every=20",
+            "wandb.enabled=false",
+            f"run_dir={tmp_path / 'run'}",
+        ]
+    )
+    test = result.metrics["test"]
+    assert np.isfinite(test["return"]) and test["length"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("task.game=tetris2", r"task.game='tetris2' is not an ALE game .* valid: .*breakout"),
+        ("task.frame_size=0", "task.frame_size=0 must be >= 1"),
+        ("task.sticky_actions=2", r"task.sticky_actions=2.0 must be in \[0, 1\]"),
+        ("task.auxiliaries=[noise]", "must be distinct names from reward, random"),
+    ],
+)
+def test_bad_options_are_config_errors(tmp_path, override, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        twcore.run(["task=atari-aux", override, f"run_dir={tmp_path / 'r'}"])
+
+
+def test_the_stream_serves_only_train_batches_and_needs_the_model() -> None:
+    harness = _harness()
+    task, model = harness.components.task, harness.components.model
+    with pytest.raises(ValueError, match="atari-aux streams only its train split, not 'val'"):
+        task.stream("val", 8, seed=0, device=torch.device("cpu"), model=model)
+    with pytest.raises(ValueError, match="pass model="):
+        task.stream("train", 8, seed=0, device=torch.device("cpu"))
