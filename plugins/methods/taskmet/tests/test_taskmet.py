@@ -64,6 +64,33 @@ def _harness(task: str = "cubic-topk", model: str = "linear", **options) -> Harn
     return Harness(registry, {**base, **options})
 
 
+# -- robustness --------------------------------------------------------------------------------
+
+
+def _poisoned(stream):
+    """The stream's batches with every target NaN (a corrupt record, a diverged simulator)."""
+    for batch in stream:
+        targets = {k: torch.full_like(v, float("nan")) for k, v in batch.targets.items()}
+        yield type(batch)(inputs=batch.inputs, targets=targets, context=batch.context)
+
+
+def test_non_finite_losses_leave_the_predictor_and_the_metric_as_they_were():
+    harness = _harness(**{f"method.{k}": v for k, v in FAST.items()})
+    method = harness.components.method
+    harness.steps(1)
+    model_before = harness.parameters()
+    metric_before = {k: v.clone() for k, v in method.metric.state_dict().items()}
+    method.inner_stream = _poisoned(method.inner_stream)
+    method.outer_stream = _poisoned(method.outer_stream)
+    result = method.train_step(next(harness.stream))
+    assert result.logs["skipped_inner_steps"] == FAST["inner_steps"]
+    assert result.logs["skipped_outer_steps"] == 1
+    after = harness.parameters()
+    assert all(torch.equal(model_before[k], after[k]) for k in after)
+    metric_after = method.metric.state_dict()
+    assert all(torch.equal(metric_before[k], metric_after[k]) for k in metric_after)
+
+
 # -- the metric ----------------------------------------------------------------------------------
 
 
@@ -92,7 +119,24 @@ def test_diagonal_metric_keeps_its_norm_and_starts_at_the_identity():
     assert (diagonal > 0).all()
 
 
+def test_diagonal_metric_floor_bounds_every_weight_and_mixes_linearly():
+    free = MetricNetwork(num_features=3, dim=6, kind="diagonal", hidden=5)
+    floored = MetricNetwork(num_features=3, dim=6, kind="diagonal", hidden=5, floor=0.2)
+    floored.load_state_dict(free.state_dict())
+    features = torch.randn(4, 3)
+    torch.testing.assert_close(floored(features).diagonal, torch.ones(4, 6))  # still Λ = I
+    with torch.no_grad():
+        for network in (free, floored):
+            network.head.bias.copy_(torch.tensor([30.0, 0, 0, 0, 0, -30.0]))
+    weights = floored(features).diagonal
+    torch.testing.assert_close(weights, 0.2 + 0.8 * free(features).diagonal)
+    assert weights.min() >= 0.2 - 1e-6 and free(features).diagonal.min() < 1e-6
+    with pytest.raises(ValueError, match=r"floor 1\.0 must be in"):
+        MetricNetwork(num_features=3, dim=6, kind="diagonal", floor=1.0)
+
+
 def test_full_metric_starts_near_the_identity():
+    torch.manual_seed(0)  # the bound below holds for typical draws, not for every one
     network = MetricNetwork(num_features=3, dim=5, kind="full", hidden=7)
     matrix = network(torch.randn(2, 3)).matrix()
     torch.testing.assert_close(matrix, torch.eye(5).expand(2, 5, 5), atol=1e-3, rtol=0)
@@ -285,6 +329,7 @@ def test_a_full_metric_over_objective_losses_is_refused_with_advice(tmp_path):
         ("method.metric=banana", "method.metric='banana' is not one of auto, full, diagonal"),
         ("method.hypergradient=lbfgs", "method.hypergradient='lbfgs' is not one of"),
         ("method.outer_lr=0", "method.outer_lr=0.0 must be > 0"),
+        ("method.metric_floor=1", r"method.metric_floor=1.0 must be in \[0, 1\)"),
     ],
 )
 def test_invalid_options_are_one_line_config_errors(option, message, tmp_path):

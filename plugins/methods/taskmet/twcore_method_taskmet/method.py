@@ -28,6 +28,7 @@ training. What the space, the residuals and the task loss are depends on the tas
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -55,6 +56,9 @@ class TaskMetConfig:
         "tasks, diagonal over objectives)",
     )
     hidden: int = option(200, help="hidden width of the metric network")
+    metric_floor: float = option(
+        0.0, help="diagonal metric: the least weight of any dimension, in [0, 1) (0: none)"
+    )
     init_scale: float = option(0.01, help="initial scale of the full metric's last layer")
     inner_steps_first: int = option(500, help="inner (predictor) steps at the first outer step")
     inner_steps: int = option(100, help="inner steps at every later outer step (warm start)")
@@ -78,6 +82,8 @@ class TaskMetConfig:
                 f"method.hypergradient='{self.hypergradient}' is not one of "
                 f"{', '.join(HYPERGRADIENT_SOLVERS)}"
             )
+        if not 0 <= self.metric_floor < 1:
+            raise ValueError(f"method.metric_floor={self.metric_floor} must be in [0, 1)")
         for key in ("hidden", "cg_iters"):
             if getattr(self, key) < 1:
                 raise ValueError(f"method.{key}={getattr(self, key)} must be >= 1")
@@ -122,13 +128,19 @@ class TaskMet(Method):
             )
         num_features = self.space.features(sample).shape[-1]
         self.metric = MetricNetwork(
-            num_features, self.space.dim, self.metric_kind, config.hidden, config.init_scale
+            num_features,
+            self.space.dim,
+            self.metric_kind,
+            config.hidden,
+            config.init_scale,
+            floor=config.metric_floor,
         ).to(ctx.device)
         self.metric_params = list(self.metric.parameters())
         self.outer_optimizer = (
             torch.optim.Adam(self.metric_params, lr=config.outer_lr) if self.metric_params else None
         )
         self.outer_steps = 0
+        self.skipped_inner = self.skipped_outer = 0
         self.best_loss = float("inf")
         self.best_state: dict[str, Any] = {}
         self._built_at = time.perf_counter()
@@ -147,6 +159,7 @@ class TaskMet(Method):
         if self.outer_optimizer is not None:
             task_loss, hypergradient = self._outer_step()
             logs.update(task_loss=task_loss, hypergradient_norm=hypergradient)
+        logs.update(skipped_inner_steps=self.skipped_inner, skipped_outer_steps=self.skipped_outer)
         self.outer_steps += 1
         logs.update(self._metric_logs(batch))
         if config.validate_every and self.outer_steps % config.validate_every == 0:
@@ -173,8 +186,11 @@ class TaskMet(Method):
             ctx.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.inner_grad_clip)
-            ctx.optimizer.step()
             loss_value, grad_norm, taken = float(loss.detach()), float(norm), taken + 1
+            if not math.isfinite(grad_norm):  # a non-finite loss or gradient: keep θ as it is
+                self.skipped_inner += 1
+                continue
+            ctx.optimizer.step()
             if grad_norm < self.config.inner_tol:
                 break
         return loss_value, taken, grad_norm
@@ -183,11 +199,16 @@ class TaskMet(Method):
         """One Adam step on φ along the implicit hypergradient; (task loss, ‖hypergradient‖)."""
         hyper_batch, outer_batch = next(self.hyper_stream), next(self.outer_stream)
         task_loss, grads = self.hypergradient(hyper_batch, outer_batch)
+        norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+        if not (math.isfinite(task_loss) and bool(torch.isfinite(norm))):
+            # A non-finite task loss or hypergradient (a diverged downstream learner, a failed
+            # solve) leaves φ as it is; the skip is counted in the logs.
+            self.skipped_outer += 1
+            return task_loss, float(norm)
         self.outer_optimizer.zero_grad(set_to_none=True)
         for parameter, grad in zip(self.metric_params, grads, strict=True):
             parameter.grad = grad
         self.outer_optimizer.step()
-        norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
         return task_loss, float(norm)
 
     def hypergradient(self, hyper_batch: Batch, outer_batch: Batch) -> tuple[float, list[Tensor]]:
@@ -259,6 +280,7 @@ class TaskMet(Method):
             "metric": _clone(self.metric.state_dict()),
             "outer_optimizer": self.outer_optimizer.state_dict() if self.outer_optimizer else {},
             "outer_steps": self.outer_steps,
+            "skipped": [self.skipped_inner, self.skipped_outer],
             "best_loss": self.best_loss,
             "best_state": copy.deepcopy(self.best_state),
             "streams": {
@@ -273,6 +295,7 @@ class TaskMet(Method):
         if self.outer_optimizer is not None:
             self.outer_optimizer.load_state_dict(state["outer_optimizer"])
         self.outer_steps = int(state["outer_steps"])
+        self.skipped_inner, self.skipped_outer = (int(n) for n in state.get("skipped", (0, 0)))
         self.best_loss = float(state["best_loss"])
         self.best_state = state["best_state"]
         self.inner_stream.load_state_dict(state["streams"]["inner"])

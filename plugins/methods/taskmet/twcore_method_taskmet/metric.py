@@ -8,6 +8,8 @@ Three kinds, all mapping an input's features x [B, F] to a positive-definite Λ 
 - ``diagonal`` (TaskMet's RL setting, and a learned weighting over objectives): an MLP F → hidden
   → d gives o(x), and diag Λ = √d · softplus(o) / ‖softplus(o)‖, so ‖diag Λ‖ = √d always (the
   metric can only re-weight, not rescale, the loss). The last layer starts at zero: Λ = I.
+  With a ``floor`` ε ∈ [0, 1), diag Λ = ε + (1 − ε) · (the above): no dimension's weight falls
+  below ε (the diagonal counterpart of the full metric's exp(s)·I term).
 - ``identity``: Λ = I, nothing learned (two-stage training through TaskMet's loop).
 """
 
@@ -76,15 +78,24 @@ class MetricNetwork(nn.Module):
         kind: ``full``, ``diagonal`` or ``identity``.
         hidden: width of the hidden layer (TaskMet: 200).
         init_scale: standard deviation of the full metric's last layer at initialisation.
+        floor: the diagonal metric's least weight per dimension, in [0, 1).
     """
 
     def __init__(
-        self, num_features: int, dim: int, kind: str, hidden: int = 200, init_scale: float = 0.01
+        self,
+        num_features: int,
+        dim: int,
+        kind: str,
+        hidden: int = 200,
+        init_scale: float = 0.01,
+        floor: float = 0.0,
     ) -> None:
         super().__init__()
         if kind not in METRIC_KINDS:
             raise ValueError(f"metric kind '{kind}' is not one of {', '.join(METRIC_KINDS)}")
-        self.dim, self.kind = dim, kind
+        if not 0 <= floor < 1:
+            raise ValueError(f"metric floor {floor} must be in [0, 1)")
+        self.dim, self.kind, self.floor = dim, kind, floor
         if kind == "identity":
             self.body = None
             return
@@ -109,4 +120,4 @@ class MetricNetwork(nn.Module):
             return Metric(self.dim, factor=factor, shift=self.log_shift.exp())
         positive = nn.functional.softplus(raw)
         diagonal = math.sqrt(self.dim) * positive / positive.norm(dim=-1, keepdim=True)
-        return Metric(self.dim, diagonal=diagonal)
+        return Metric(self.dim, diagonal=self.floor + (1.0 - self.floor) * diagonal)
