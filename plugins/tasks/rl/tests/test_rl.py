@@ -335,6 +335,23 @@ def test_task_loss_gradient_matches_finite_differences() -> None:
     assert flat is None or float(flat.abs().max()) == 0.0
 
 
+def test_a_diverged_soft_q_agent_neither_updates_on_non_finite_targets_nor_stops_acting() -> None:
+    from twcore_task_rl.soft_q import SoftQAgent
+
+    agent = SoftQAgent(4, 2, hidden=8, lr=1e-2, temperature=0.05, gamma=0.99, polyak=0.5, seed=0)
+    before = {k: v.clone() for k, v in agent.agent_state()["q"].items()}
+    observations, actions = torch.randn(6, 4), torch.tensor([0, 1, 0, 1, 0, 1])
+    targets = torch.tensor([1.0, float("nan"), 1.0, 1.0, float("inf"), 1.0])
+    assert not np.isfinite(agent.update(observations, actions, targets))
+    after = agent.agent_state()["q"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with torch.no_grad():
+        agent.q[-1].bias.fill_(float("nan"))
+    generator = torch.Generator().manual_seed(0)
+    picked = {agent.act(torch.zeros(4), generator) for _ in range(40)}
+    assert picked == {0, 1}  # uniformly random instead of a crash in multinomial
+
+
 def test_known_termination_rule_matches_the_environment() -> None:
     from twcore_task_rl.soft_q import cartpole_done
 

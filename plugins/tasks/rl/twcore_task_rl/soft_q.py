@@ -68,9 +68,12 @@ class SoftQAgent(nn.Module):
         return self.temperature * torch.logsumexp(values / self.temperature, dim=1)
 
     def act(self, observation: Tensor, generator: torch.Generator, greedy: bool = False) -> int:
-        """An action from the Boltzmann policy (or the greedy one)."""
+        """An action from the Boltzmann policy (or the greedy one); uniformly random while the
+        Q values are not finite (a diverged agent still acts, and the run goes on)."""
         with torch.no_grad():
             values = self.q(observation.unsqueeze(0))[0]
+        if not torch.isfinite(values).all():
+            return int(torch.randint(values.numel(), (), generator=generator))
         if greedy:
             return int(values.argmax())
         probabilities = torch.softmax(values / self.temperature, dim=0)
@@ -86,9 +89,15 @@ class SoftQAgent(nn.Module):
         )
 
     def update(self, observations: Tensor, actions: Tensor, targets: Tensor) -> float:
-        """One Adam step on (Q(s, a) − y)², then the Polyak target update; the loss."""
+        """One Adam step on (Q(s, a) − y)², then the Polyak target update; the loss.
+
+        A non-finite loss (targets from a diverged model, say) skips the step: the agent is
+        left as it was, and the returned loss says why.
+        """
         values = self.q(observations).gather(1, actions.unsqueeze(1)).squeeze(1)
         loss = (values - targets).pow(2).mean()
+        if not torch.isfinite(loss):
+            return float(loss.detach())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
