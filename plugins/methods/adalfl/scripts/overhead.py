@@ -2,6 +2,7 @@
 
     python3 plugins/methods/adalfl/scripts/overhead.py [--tasks digits mnist diabetes]
         [--model mlp] [--steps 400] [--repeats 3] [--optimizer adam]
+        [--set model.hidden=[1024,1024] ...]
 
 W&B off, no evaluation, no checkpoints: the whole training wall time of each run divided by its
 steps. Each configuration runs --repeats times, alternating; the fastest run counts.
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 from twcore import api
+from twcore.config.overrides import parse_override
 
 
 def main() -> None:
@@ -26,10 +28,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--optimizer", default="adam")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="further run options"
+    )
     args = parser.parse_args()
+    extra = {}
+    for setting in args.set:
+        override = parse_override(setting)  # the command line's own parsing of values
+        extra[override.key] = override.value
     torch.set_num_threads(args.threads)
     root = Path(tempfile.mkdtemp(prefix="adalfl-overhead-"))
-    print(f"{args.model}, {args.optimizer}, {args.steps} steps, batch 64, best of {args.repeats}\n")
+    settings = f" ({' '.join(args.set)})" if args.set else ""
+    print(
+        f"{args.model}{settings}, {args.optimizer}, {args.steps} steps, batch 64, "
+        f"best of {args.repeats}\n"
+    )
     print("| task | plain ms per step | AdaLFL ms per step | ratio |")
     print("|---|---|---|---|")
     for task in args.tasks:
@@ -49,6 +62,7 @@ def main() -> None:
                         "checkpoint_every": 0,
                         "wandb.enabled": False,
                         "run_dir": str(root / f"{task}-{method}-{repeat}"),
+                        **extra,
                     }
                 )
                 best[method] = min(best[method], result.summary["wall_time_s"] / args.steps)

@@ -1,12 +1,14 @@
 """Time per step of GradCos and αVIL relative to equal weighting, in one process.
 
     python3 plugins/methods/gradcos/scripts/overhead.py [--steps 640] [--repeats 3] [--model mlp]
-        [--auxiliaries harmful ...] [--train-size 1000]
+        [--task mnist-aux|multimnist] [--auxiliaries harmful ...] [--train-size N]
+        [--set task.pairs_per_digit=4 ...]
 
-On `mnist-aux` (main task + three auxiliaries; 1,000 training digits, 16 steps an epoch), W&B
-off, no evaluation, no checkpoints: the whole training wall time of each run divided by its
-steps, so αVIL's work between epochs (ρ = 0.25 by default) is amortised over the epoch's steps.
-Each configuration runs --repeats times, alternating; the fastest run counts.
+On `mnist-aux` (main task + three auxiliaries by default; 1,000 training digits, 16 steps an
+epoch) or `multimnist` (main: left digit, auxiliary: right digit; 3,000 training pairs, 47 steps
+an epoch), W&B off, no evaluation, no checkpoints: the whole training wall time of each run
+divided by its steps, so αVIL's work between epochs (ρ = 0.25 by default) is amortised over the
+epoch's steps. Each configuration runs --repeats times, alternating; the fastest run counts.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from pathlib import Path
 import torch
 
 from twcore import api
+from twcore.config.overrides import parse_override
 
+TASKS = {
+    "mnist-aux": {"task": "mnist-aux"},
+    "multimnist": {"task": "multimnist", "task.main": "left"},
+}
 CONFIGURATIONS = {
     "ew (plain sum)": {"method": "ew"},
     "GradCos weighted": {"method": "gradcos"},
@@ -27,32 +34,51 @@ CONFIGURATIONS = {
 }
 
 
+def epoch_steps(options: dict) -> int:
+    """Training batches in one epoch of the task these options build."""
+    from twcore.testing import plugin_harness
+
+    task_options = {k: v for k, v in options.items() if k.startswith("task.")}
+    task = plugin_harness("ew", task=options["task"], options=task_options).components.task
+    return -(-len(task.split("train").inputs) // options["batch_size"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=640)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="mlp")
+    parser.add_argument("--task", choices=sorted(TASKS), default="mnist-aux")
     parser.add_argument(
         "--auxiliaries", nargs="*", default=None, help="mnist-aux auxiliaries (default: all three)"
     )
     parser.add_argument(
-        "--train-size", type=int, default=1000, help="mnist-aux training digits (epoch length)"
+        "--train-size", type=int, default=None, help="training examples (the epoch length)"
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="further run options"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     common = {
-        "task": "mnist-aux",
+        **TASKS[args.task],
         "model": args.model,
         "steps": args.steps,
         "eval_every": 0,
         "log_every": 100,
         "checkpoint_every": 0,
         "wandb.enabled": False,
-        "task.train_size": args.train_size,
         "batch_size": 64,
     }
+    if args.train_size is not None:
+        common["task.train_size"] = args.train_size
+    for setting in args.set:
+        override = parse_override(setting)  # the command line's own parsing of values
+        common[override.key] = override.value
     if args.auxiliaries is not None:
+        if args.task != "mnist-aux":
+            parser.error("--auxiliaries applies to --task mnist-aux only")
         common["task.auxiliaries"] = args.auxiliaries
     best = dict.fromkeys(CONFIGURATIONS, float("inf"))
     root = Path(tempfile.mkdtemp(prefix="aux-overhead-"))
@@ -61,11 +87,14 @@ def main() -> None:
             run_dir = root / f"{index}-{repeat}"
             result = api.run({**common, **options, "run_dir": str(run_dir)})
             best[label] = min(best[label], result.summary["wall_time_s"] / args.steps)
-    auxiliaries = ", ".join(args.auxiliaries) if args.auxiliaries is not None else "all three"
-    epoch = -(-args.train_size // 64)
+    if args.task == "mnist-aux":
+        auxiliaries = ", ".join(args.auxiliaries) if args.auxiliaries is not None else "all three"
+    else:
+        auxiliaries = "main left, auxiliary right"
     print(
-        f"mnist-aux ({auxiliaries}; {args.train_size} digits, {epoch} steps an epoch), "
-        f"{args.model}, {args.steps} steps, best of {args.repeats}\n"
+        f"{args.task} ({auxiliaries}; {' '.join(args.set) or 'default data'}; "
+        f"{epoch_steps(common)} steps an epoch), {args.model}, {args.steps} steps, "
+        f"best of {args.repeats}\n"
     )
     print("| method | ms per step | ÷ ew's |")
     print("|---|---|---|")
