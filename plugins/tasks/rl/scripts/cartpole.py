@@ -1,16 +1,17 @@
-"""CartPole with distractors: MLE, TaskMet (full and diagonal metric) and DFL (OMD-style).
+"""CartPole with distractors: MLE, TaskMet (full, diagonal, floored diagonal) and DFL (OMD-style).
 
     python3 plugins/tasks/rl/scripts/cartpole.py                    # 3 seeds, d = 0 and 32
     python3 plugins/tasks/rl/scripts/cartpole.py --env-steps 5000 --seeds 1 --workers 2
-    python3 plugins/tasks/rl/scripts/cartpole.py --env-steps 200000 --distractors 32 \
-        --methods MLE "TaskMet diagonal" --tag 200k          # the paper's budget
+    python3 plugins/tasks/rl/scripts/cartpole.py --env-steps 200000 --distractors 0,32,128 \
+        --methods MLE "TaskMet diagonal" "TaskMet diagonal floor 0.1" --tag 200k  # the paper's
 
 Every run takes the same number of real environment steps (one per model batch, so TaskMet's
 outer steps are converted: 500 inner steps first, 100 after). The trials run as one sweep on the
 local backend (`--workers` processes, one torch thread each). Writes ``cartpole.md``,
-``cartpole.json`` and ``cartpole_metric.png`` (TaskMet's learned metric, full and diagonal:
-mean diagonal weight on the true and on the distractor dimensions, d = 32) into the plugin's
-``docs/`` (``cartpole_<tag>.*`` with ``--tag``).
+``cartpole.json`` and ``cartpole_metric.png`` (each TaskMet variant's learned metric at each
+d > 0: the weight of every true state dimension and the distractors' mean, averaged over seeds)
+into the plugin's ``docs/`` (``cartpole_<tag>.*`` with ``--tag``; ``--append`` adds a run's
+trials to that tag's earlier results).
 """
 
 from __future__ import annotations
@@ -50,6 +51,16 @@ def methods(env_steps: int) -> dict[str, list[str]]:
             f"method.inner_steps={LATER}",
             "method.validate_every=10",
         ],
+        "TaskMet diagonal floor 0.1": [
+            "method=taskmet",
+            "method.metric=diagonal",
+            "method.metric_floor=0.1",
+            f"steps={outer}",
+            f"eval_every={max(1, outer // evaluations)}",
+            f"method.inner_steps_first={FIRST}",
+            f"method.inner_steps={LATER}",
+            "method.validate_every=10",
+        ],
         "DFL (OMD-style)": [
             "method=dfl",
             f"steps={env_steps}",
@@ -69,6 +80,11 @@ def main() -> None:
         "--methods", nargs="*", default=None, help="a subset of: " + ", ".join(methods(1000))
     )
     parser.add_argument("--tag", default="", help="suffix of the output files' names")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="add these runs to the tag's existing results (same method, d and seed: replaced)",
+    )
     args = parser.parse_args()
     chosen = methods(args.env_steps)
     unknown = sorted(set(args.methods or ()) - set(chosen))
@@ -119,6 +135,10 @@ def main() -> None:
             )
     DOCS.mkdir(exist_ok=True)
     stem = f"cartpole_{args.tag}" if args.tag else "cartpole"
+    if args.append and (DOCS / f"{stem}.json").exists():
+        new = {(r["method"], r["distractors"], r["seed"]) for r in rows}
+        kept = json.loads((DOCS / f"{stem}.json").read_text())
+        rows = [r for r in kept if (r["method"], r["distractors"], r["seed"]) not in new] + rows
     (DOCS / f"{stem}.json").write_text(json.dumps(rows, indent=1))
     table = results_table(rows, args)
     (DOCS / f"{stem}.md").write_text(table)
@@ -153,48 +173,62 @@ def _mean_std(group: list[dict], key: str, digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
 
 
+STATE_NAMES = ("cart position", "cart velocity", "pole angle", "pole angular velocity")
+
+
 def plot_metric(rows: list[dict], path: Path) -> None:
-    """TaskMet's diagonal metric entries on true vs distractor dimensions over outer steps,
-    one panel per metric kind (full, diagonal), one pair of lines per seed."""
+    """TaskMet's diagonal metric over outer steps: one panel per (TaskMet variant, d > 0), the
+    weight of each true state dimension and the mean weight of the distractors, averaged over
+    seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = [m for m in ("TaskMet", "TaskMet diagonal") if any(r["method"] == m for r in rows)]
-    runs = {k: [r for r in rows if r["method"] == k and r["distractors"] > 0] for k in kinds}
-    if not any(runs.values()):
+    present = {(r["method"], r["distractors"]) for r in rows if r["distractors"] > 0}
+    panels = [
+        (kind, d)
+        for kind in methods(1000)
+        if kind.startswith("TaskMet")
+        for d in sorted({d for m, d in present if m == kind})
+    ]
+    if not panels:
         return
-    figure, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4), squeeze=False)
-    for axis, kind in zip(axes[0], kinds, strict=True):
-        for run in runs[kind]:
-            steps, true, noise = _diagonal_over_steps(Path(run["run_dir"]))
-            axis.plot(steps, true, color="tab:blue", alpha=0.8)
-            axis.plot(steps, noise, color="tab:red", alpha=0.8)
-        axis.plot([], [], color="tab:blue", label="true state dimensions (mean)")
-        axis.plot([], [], color="tab:red", label="distractor dimensions (mean)")
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for axis, (kind, distractors) in zip(axes[0], panels, strict=True):
+        runs = [r for r in rows if r["method"] == kind and r["distractors"] == distractors]
+        curves = [_diagonal_over_steps(Path(run["run_dir"])) for run in runs]
+        length = min(len(steps) for steps, _ in curves)
+        steps = curves[0][0][:length]
+        mean = [
+            [statistics.mean(values[k][i] for _, values in curves) for i in range(length)]
+            for k in range(5)
+        ]
+        for name, values in zip(STATE_NAMES, mean, strict=False):
+            axis.plot(steps, values, label=name)
+        axis.plot(steps, mean[4], color="black", linestyle="--", label="distractors (mean)")
         axis.set_xlabel("TaskMet outer step")
         axis.set_ylabel("diagonal entry of Λ")
-        distractors = runs[kind][0]["distractors"] if runs[kind] else "?"
-        metric = "full" if kind == "TaskMet" else "diagonal"
-        axis.set_title(f"{metric} metric, d = {distractors} (one pair of lines per seed)")
-        axis.legend()
+        axis.set_title(f"{kind}, d = {distractors} (mean of {len(runs)} seeds)")
+        axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
 
-def _diagonal_over_steps(run_dir: Path) -> tuple[list[int], list[float], list[float]]:
-    steps, true, noise = [], [], []
+def _diagonal_over_steps(run_dir: Path) -> tuple[list[int], list[list[float]]]:
+    """Outer steps, and per step: the 4 true dimensions' weights and the distractors' mean."""
+    steps, values = [], [[] for _ in range(5)]
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
         keys = [k for k in record if k.startswith("method/metric_diagonal/")]
         if not keys:
             continue
-        values = [record[f"method/metric_diagonal/{i}"] for i in range(len(keys))]
+        weights = [record[f"method/metric_diagonal/{i}"] for i in range(len(keys))]
         steps.append(record["step"])
-        true.append(statistics.mean(values[:4]))
-        noise.append(statistics.mean(values[4:]))
-    return steps, true, noise
+        for k in range(4):
+            values[k].append(weights[k])
+        values[4].append(statistics.mean(weights[4:]))
+    return steps, values
 
 
 if __name__ == "__main__":
