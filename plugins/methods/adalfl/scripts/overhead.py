@@ -2,7 +2,11 @@
 
     python3 plugins/methods/adalfl/scripts/overhead.py [--tasks digits mnist diabetes]
         [--model mlp] [--steps 400] [--repeats 3] [--optimizer adam]
-        [--set model.hidden=[1024,1024] ...]
+        [--set model.hidden=[1024,1024] ...] [--profile]
+
+With --profile, one more AdaLFL run per task under ``torch.profiler`` prints where the time of a
+step goes: the ops with the most self CPU time, per step (averaged over --steps steps, set-up
+included, so use enough steps).
 
 W&B off, no evaluation, no checkpoints: the whole training wall time of each run divided by its
 steps. Each configuration runs --repeats times, alternating; the fastest run counts.
@@ -31,6 +35,7 @@ def main() -> None:
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="further run options"
     )
+    parser.add_argument("--profile", action="store_true", help="print AdaLFL's op profile")
     args = parser.parse_args()
     extra = {}
     for setting in args.set:
@@ -45,29 +50,51 @@ def main() -> None:
     )
     print("| task | plain ms per step | AdaLFL ms per step | ratio |")
     print("|---|---|---|---|")
+
+    def options(task: str, method: str, run: str) -> dict:
+        return {
+            "method": method,
+            "task": task,
+            "model": args.model,
+            "steps": args.steps,
+            "batch_size": 64,
+            "optim.name": args.optimizer,
+            "eval_every": 0,
+            "log_every": 100,
+            "checkpoint_every": 0,
+            "wandb.enabled": False,
+            "run_dir": str(root / f"{task}-{method}-{run}"),
+            **extra,
+        }
+
     for task in args.tasks:
         best = {"ew": float("inf"), "adalfl": float("inf")}
         for repeat in range(args.repeats):
             for method in best:
-                result = api.run(
-                    {
-                        "method": method,
-                        "task": task,
-                        "model": args.model,
-                        "steps": args.steps,
-                        "batch_size": 64,
-                        "optim.name": args.optimizer,
-                        "eval_every": 0,
-                        "log_every": 100,
-                        "checkpoint_every": 0,
-                        "wandb.enabled": False,
-                        "run_dir": str(root / f"{task}-{method}-{repeat}"),
-                        **extra,
-                    }
-                )
+                result = api.run(options(task, method, str(repeat)))
                 best[method] = min(best[method], result.summary["wall_time_s"] / args.steps)
         ratio = best["adalfl"] / best["ew"]
         print(f"| {task} | {1000 * best['ew']:.2f} | {1000 * best['adalfl']:.2f} | {ratio:.2f} |")
+    if args.profile:
+        for task in args.tasks:
+            profile(task, options(task, "adalfl", "profile"), args.steps)
+
+
+def profile(task: str, options: dict, steps: int, rows: int = 12) -> None:
+    """The ops with the most self CPU time in one AdaLFL run, in ms per step."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as profiler:
+        api.run(options)
+    events = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) / 1000 / steps
+    print(f"\nAdaLFL on {task}: {total:.2f} ms of op time per step; the largest:\n")
+    print("| op | calls per step | self ms per step |")
+    print("|---|---|---|")
+    for event in events[:rows]:
+        per_step = event.self_cpu_time_total / 1000 / steps
+        print(f"| {event.key} | {event.count / steps:.1f} | {per_step:.2f} |")
 
 
 if __name__ == "__main__":
