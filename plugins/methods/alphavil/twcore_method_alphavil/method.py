@@ -116,9 +116,9 @@ class AlphaVIL(Method):
         """δ_i [K, P_shared] for every task i after `steps` SGD steps of w_i·L_i from θ.
 
         All K copies live in one [K, P] matrix and see the same batch at each step. Each copy's
-        gradient is one functional forward/backward pass: on CPU this is 1.6× faster than one
-        ``vmap(grad(...))`` over the K copies (README, "Overhead"), so the copies are visited in
-        turn; the step is one tensor update of the whole matrix.
+        gradient is one functional forward/backward pass: on CPU this was faster than one
+        ``vmap(grad(...))`` over the K copies (README), so the copies are visited in turn; the
+        step is one tensor update of the whole matrix.
         """
         names = list(base)
         like = [base[n] for n in names]

@@ -73,17 +73,18 @@ class AtariAuxTask(AuxiliaryQTask):
         generator = torch.Generator().manual_seed(0)
         self.projection = torch.randn(features, config.random_size, generator=generator)
 
-    @cached_property
-    def _probe(self) -> AtariFrames:
-        return self.make_environment(training=False)
-
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self._probe.observation_space.shape)
+        return (self.config.frame_stack, self.config.frame_size, self.config.frame_size)
 
-    @property
-    def actions(self) -> int:
-        return int(self._probe.action_space.n)
+    @cached_property
+    def actions(self) -> int:  # type: ignore[override]
+        """The game's minimal action set, read once from a throwaway emulator."""
+        env = self.make_environment(training=False)
+        try:
+            return int(env.action_space.n)
+        finally:
+            env.close()
 
     def make_environment(self, *, training: bool) -> AtariFrames:
         config = self.config
