@@ -5,6 +5,7 @@
 - :mod:`~twcore.autodiff.gram`: Gram and cosine matrices of gradient rows.
 - :mod:`~twcore.autodiff.lookahead`: differentiable one-step SGD lookahead, functional calls.
 - :mod:`~twcore.autodiff.optimizer_lookahead`: the run optimiser's next step, differentiable.
+- :mod:`~twcore.autodiff.optimizer_step_vjp`: that step's VJP in closed form (no graph).
 - :mod:`~twcore.autodiff.implicit`: CG, Hessian-vector products, implicit hypergradients.
 """
 
@@ -22,9 +23,11 @@ from twcore.autodiff.implicit import (
 )
 from twcore.autodiff.lookahead import commit_lookahead, functional_forward, sgd_lookahead
 from twcore.autodiff.optimizer_lookahead import optimizer_lookahead
+from twcore.autodiff.optimizer_step_vjp import OptimizerStepVJP, step_with_vjp
 from twcore.autodiff.per_objective import per_objective_grads
 
 __all__ = [
+    "OptimizerStepVJP",
     "assign_flat_grad",
     "commit_lookahead",
     "conjugate_gradient",
@@ -39,6 +42,7 @@ __all__ = [
     "optimizer_lookahead",
     "per_objective_grads",
     "sgd_lookahead",
+    "step_with_vjp",
     "unflatten_like",
     "write_flat_grad",
 ]

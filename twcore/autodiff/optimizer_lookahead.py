@@ -12,7 +12,7 @@ detached lookahead (the tests check this for every optimiser and setting).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -44,18 +44,8 @@ def optimizer_lookahead(
     Returns:
         name -> θ' for every name in `grads`; no state of `optimizer` changes.
     """
+    groups = parameter_groups(optimizer, params, grads, "differentiable lookahead")
     kind = type(optimizer).__name__
-    if kind not in _STEPS:
-        raise TypeError(
-            f"no differentiable lookahead for optimiser {kind}; supported: {', '.join(SUPPORTED)}"
-        )
-    groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
-    missing = [name for name in grads if id(params[name]) not in groups]
-    if missing:
-        raise ValueError(f"parameters {missing} are not optimised by this optimiser")
-    for group in optimizer.param_groups:
-        if group.get("maximize", False):
-            raise ValueError("an optimiser group maximises; the lookahead descends")
     # Parameters that share a group and the same kind of state step together as one flat
     # vector: a dozen elementwise ops per bucket instead of per parameter.
     buckets: dict[tuple, list[str]] = defaultdict(list)
@@ -84,6 +74,24 @@ def optimizer_lookahead(
         stepped = step(theta, flat_grads[key], groups[id(like[0])], state)
         ahead.update(zip(names, unflatten_like(stepped, like), strict=True))
     return ahead
+
+
+def parameter_groups(
+    optimizer: torch.optim.Optimizer, params: Mapping[str, Tensor], names: Iterable[str], what: str
+) -> dict[int, dict[str, Any]]:
+    """id(parameter) -> its group, after checking that `optimizer` is one of :data:`SUPPORTED`,
+    optimises every parameter in `names` and descends (`what` names the caller's computation in
+    the errors)."""
+    kind = type(optimizer).__name__
+    if kind not in SUPPORTED:
+        raise TypeError(f"no {what} for optimiser {kind}; supported: {', '.join(SUPPORTED)}")
+    groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    missing = [name for name in names if id(params[name]) not in groups]
+    if missing:
+        raise ValueError(f"parameters {missing} are not optimised by this optimiser")
+    if any(group.get("maximize", False) for group in optimizer.param_groups):
+        raise ValueError(f"an optimiser group maximises; the {what} assumes descent")
+    return groups
 
 
 def _sgd(theta: Tensor, gradient: Tensor, group: dict[str, Any], state: dict) -> Tensor:

