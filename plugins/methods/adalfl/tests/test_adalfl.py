@@ -125,6 +125,39 @@ def test_regression_loss_averages_the_network_over_outputs() -> None:
     torch.testing.assert_close(single, network(pairs[:, :1]).mean(dim=1))
 
 
+@pytest.mark.parametrize(
+    ("kind", "shape"),
+    [
+        (ObjectiveKind.CLASSIFICATION, (6, 4)),
+        (ObjectiveKind.REGRESSION, (6, 3)),
+        (ObjectiveKind.REGRESSION, (6,)),
+    ],
+)
+def test_the_written_out_gradient_is_autograds(kind: ObjectiveKind, shape: tuple) -> None:
+    """value_and_gradient's derivative in the predictions, and its own derivative in φ along a
+    direction, equal autograd's create_graph computation (float64, to rounding)."""
+    torch.manual_seed(0)
+    loss = LearnedLoss(kind, LossNetwork([7, 5])).double()
+    predictions = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    if kind == ObjectiveKind.CLASSIFICATION:
+        targets = torch.randint(0, shape[1], (shape[0],))
+    else:
+        targets = torch.randn(shape, dtype=torch.float64)
+    expected = loss(predictions, targets)
+    (gradient,) = torch.autograd.grad(expected.sum(), predictions, create_graph=True)
+    value, written = loss.value_and_gradient(predictions, targets)
+    torch.testing.assert_close(value, expected.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(written.detach(), gradient.detach(), rtol=1e-12, atol=1e-14)
+    direction = torch.randn_like(gradient)
+    phi = list(loss.parameters())
+    for ours, reference in zip(
+        torch.autograd.grad(written, phi, grad_outputs=direction),
+        torch.autograd.grad(gradient, phi, grad_outputs=direction),
+        strict=True,
+    ):
+        torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-14)
+
+
 def test_a_custom_objective_has_no_learned_loss() -> None:
     with pytest.raises(ValueError, match="classification or regression"):
         LearnedLoss(ObjectiveKind.CUSTOM, LossNetwork())
@@ -200,7 +233,7 @@ def test_meta_gradient_matches_finite_differences(
     )
     textbook_loss = _textbook_meta_loss(method, batch, meta_batch)
     assert float(textbook_loss.detach()) == pytest.approx(
-        float(meta.detach()), rel=1e-12
+        float(meta.detach()), rel=1e-9
     )  # the same lookahead
     textbook = sum(
         (g * d).sum()
@@ -221,7 +254,9 @@ def test_meta_gradient_matches_finite_differences(
     numeric = (shifted(1.0) - shifted(-1.0)) / (2 * eps)
     assert abs(float(analytic)) > 1e-6  # the check is not vacuous
     assert float(analytic) == pytest.approx(numeric, rel=1e-5, abs=1e-9)
-    assert float(textbook) == pytest.approx(float(analytic), rel=1e-9, abs=1e-12)
+    # The two compute g with different ops (the loss network's chain rule written out, against
+    # autograd's): last-bit differences, which RMSprop's 1/√v can amplify to about 1e-8.
+    assert float(textbook) == pytest.approx(float(analytic), rel=1e-6, abs=1e-12)
 
 
 def _textbook_meta_loss(method, batch, meta_batch) -> torch.Tensor:

@@ -123,24 +123,19 @@ def forward_at_copy(
 def learned_gradient(
     outputs: Mapping[str, Tensor],
     leaves: Mapping[str, Tensor],
-    learned_loss: Callable[[Mapping[str, Tensor]], Tensor],
+    output_gradients: Callable[[Mapping[str, Tensor]], tuple[Tensor, dict[str, Tensor]]],
 ) -> LearnedGradient:
-    """g = J_θᵀ ∇_f ℓφ for `outputs` computed at `leaves`, with its graphs kept.
+    """g = J_θᵀ a for `outputs` computed at `leaves`, with its graphs kept.
 
     Args:
         outputs: head -> the model's outputs, a graph in `leaves`.
         leaves: name -> the parameters `outputs` were computed at (requires-grad copies).
-        learned_loss: detached outputs -> the learned loss, a scalar with a graph in φ.
+        output_gradients: detached outputs -> (the learned loss, detached; head -> a = ∇_f ℓφ,
+            a graph in φ) for the heads the learned loss reads.
     """
-    detached = {head: value.detach().requires_grad_() for head, value in outputs.items()}
-    learned = learned_loss(detached)
-    heads = list(detached)
-    output_grads = torch.autograd.grad(
-        learned, [detached[h] for h in heads], create_graph=True, allow_unused=True
+    learned, loss_gradients = output_gradients(
+        {head: value.detach() for head, value in outputs.items()}
     )
-    loss_gradients = {
-        h: grad for h, grad in zip(heads, output_grads, strict=True) if grad is not None
-    }
     cotangents = {h: grad.detach().requires_grad_() for h, grad in loss_gradients.items()}
     names = list(leaves)
     graph = torch.autograd.grad(
@@ -153,7 +148,7 @@ def learned_gradient(
     gradient_graph = {n: g for n, g in zip(names, graph, strict=True) if g is not None}
     return LearnedGradient(
         gradients={n: g.detach() for n, g in gradient_graph.items()},
-        learned_loss=learned.detach(),
+        learned_loss=learned,
         gradient_graph=gradient_graph,
         output_cotangents=cotangents,
         loss_gradients=loss_gradients,

@@ -170,7 +170,7 @@ class AdaLFL(Method):
         if slot.pending is not None:
             logs = self._meta_update_at(model, slot.pending, outputs, leaves, base)
             slot.pending = None
-        step = learned_gradient(outputs, leaves, lambda out: self._learned_loss(out, batch))
+        step = learned_gradient(outputs, leaves, lambda out: self._output_gradients(out, batch))
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         vjp = step_with_vjp(
             optimizer, params, step.gradients, grad_clip=self.ctx.optim_config.grad_clip
@@ -185,9 +185,36 @@ class AdaLFL(Method):
         logs["learned_loss"] = step.learned_loss
         return base.detach(), logs
 
-    def _learned_loss(self, outputs: Mapping[str, Tensor], batch: Batch) -> Tensor:
-        learned, _ = self.learned_losses(dict(outputs), batch)
-        return self.objective_weight * learned.sum()
+    def _output_gradients(
+        self, outputs: Mapping[str, Tensor], batch: Batch
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """(the learned loss, detached; head -> its derivative in that head's outputs, a graph
+        in φ). The loss network's part is its chain rule written out
+        (:meth:`LearnedLoss.value_and_gradient`); the base loss's part (``init=base``) is an
+        ordinary backward pass, as it does not depend on φ."""
+        weight = self.objective_weight
+        gradients: dict[str, Tensor] = {}
+        values = []
+        for objective, loss in zip(self.ctx.spec.objectives, self.losses, strict=True):
+            predictions = outputs[objective.head]
+            value, gradient = loss.value_and_gradient(predictions, batch.targets[objective.target])
+            values.append(value.mean())
+            gradient = gradient * (weight / predictions.shape[0])  # of the batch mean
+            previous = gradients.get(objective.head)
+            gradients[objective.head] = gradient if previous is None else previous + gradient
+        learned = weight * torch.stack(values).sum()
+        if self.with_base:
+            heads = list(gradients)
+            detached = {h: v.detach().requires_grad_() for h, v in outputs.items()}
+            base = weight * stack_objective_losses(self.ctx.task, detached, batch).sum()
+            base_gradients = torch.autograd.grad(
+                base, [detached[h] for h in heads], allow_unused=True
+            )
+            for head, gradient in zip(heads, base_gradients, strict=True):
+                if gradient is not None:
+                    gradients[head] = gradients[head] + gradient
+            learned = learned + base
+        return learned.detach(), gradients
 
     def _meta_update_at(
         self,
@@ -231,7 +258,7 @@ class AdaLFL(Method):
         leaves = {n: theta.clone().requires_grad_() for n, theta in record["theta"].items()}
         with replayed_rng(batch.inputs.device, tuple(record["rng"])):
             outputs = dict(functional_call(model, {**leaves, **scratch}, (batch.inputs,)))
-        step = learned_gradient(outputs, leaves, lambda out: self._learned_loss(out, batch))
+        step = learned_gradient(outputs, leaves, lambda out: self._output_gradients(out, batch))
         return step.pending(OptimizerStepVJP.from_state_dict(record["step_vjp"]), dict(record))
 
     def _meta_update(self, meta_loss: Tensor, gradient: list[Tensor | None]) -> bool:
