@@ -262,11 +262,12 @@ class AdaLFL(Method):
         return step.pending(OptimizerStepVJP.from_state_dict(record["step_vjp"]), dict(record))
 
     def _meta_update(self, meta_loss: Tensor, gradient: list[Tensor | None]) -> bool:
-        """One Adam step on φ; skipped (φ kept) if the meta-loss or its gradient is not finite."""
-        finite = bool(torch.isfinite(meta_loss)) and all(
-            bool(torch.isfinite(g).all()) for g in gradient if g is not None
-        )
-        if not finite:
+        """One Adam step on φ; skipped (φ kept) if the meta-loss or its gradient is not finite
+        (or so large that its norm overflows)."""
+        present = [g for g in gradient if g is not None]
+        # One check: a NaN or an infinity anywhere makes the sum of the norms non-finite.
+        norms = torch.stack([meta_loss.detach(), *torch._foreach_norm(present)])
+        if not bool(torch.isfinite(norms.sum())):
             return False
         for parameter, value in zip(self.losses.parameters(), gradient, strict=True):
             parameter.grad = value
