@@ -12,11 +12,12 @@ import pytest
 import torch
 from torch.func import functional_call
 from twcore_method_adalfl import LearnedLoss, LossNetwork, SmoothLeakyReLU
+from twcore_method_adalfl.meta_gradient import learned_gradient
 from twcore_method_adalfl.method import MetaSlot
 
 import twcore
 from twcore import api
-from twcore.autodiff import optimizer_lookahead
+from twcore.autodiff import OptimizerStepVJP, optimizer_lookahead
 from twcore.engine.checkpoint import load_checkpoint
 from twcore.errors import ConfigError, IncompatiblePairingError
 from twcore.spec import ObjectiveKind, TaskSpec
@@ -75,6 +76,42 @@ def test_resume_rebuilds_the_pending_meta_update_with_its_dropout_masks(
     ]
     for name, value in phi[0].items():
         torch.testing.assert_close(phi[1][name], value, rtol=0, atol=0)
+
+
+class _OnceDifferentiableSquare(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 2 * x * grad
+
+
+def test_a_model_without_double_backward_is_an_incompatible_pairing() -> None:
+    """The meta-gradient differentiates the model's backward pass once more; a model that
+    cannot be is named in a one-line usage error, not a bare autograd traceback."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2)
+    leaves = {n: p.detach().clone().requires_grad_() for n, p in layer.named_parameters()}
+    inputs = torch.randn(4, 3)
+    outputs = {"y": _OnceDifferentiableSquare.apply(functional_call(layer, leaves, (inputs,)))}
+    network = LossNetwork([4])
+
+    def output_gradients(detached):
+        value, slope = network.value_and_slope(torch.stack([detached["y"], detached["y"]], -1))
+        return value.sum().detach(), {"y": slope}
+
+    step = learned_gradient(outputs, leaves, output_gradients)
+    vjp = OptimizerStepVJP(diagonal={n: torch.full_like(p, -0.1) for n, p in leaves.items()})
+    pending = step.pending(vjp, record={})
+    with pytest.raises(IncompatiblePairingError, match=r"adalfl.*double backward"):
+        pending.meta_gradient(
+            {n: torch.ones_like(p) for n, p in leaves.items()}, list(network.parameters())
+        )
 
 
 # -- the loss network ------------------------------------------------------------------------

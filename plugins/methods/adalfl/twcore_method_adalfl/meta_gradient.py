@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from twcore.autodiff import OptimizerStepVJP
+from twcore.errors import IncompatiblePairingError
 
 
 @dataclass
@@ -65,13 +66,19 @@ class PendingMetaGradient:
         pulled = self.step_vjp(lookahead_gradients)
         names = [n for n in pulled if n in self.gradient_graph]
         heads = list(self.output_cotangents)
-        tangents = torch.autograd.grad(
-            [self.gradient_graph[n] for n in names],
-            [self.output_cotangents[h] for h in heads],
-            grad_outputs=[pulled[n] for n in names],
-            allow_unused=True,
-            materialize_grads=True,
-        )
+        try:
+            tangents = torch.autograd.grad(
+                [self.gradient_graph[n] for n in names],
+                [self.output_cotangents[h] for h in heads],
+                grad_outputs=[pulled[n] for n in names],
+                allow_unused=True,
+            )
+        except RuntimeError as error:
+            raise _not_twice_differentiable(str(error).strip().splitlines()[0]) from error
+        if any(tangent is None for tangent in tangents):
+            # g = J_θᵀa is linear in a, so it always depends on it unless an op's backward
+            # pass was cut from the graph (e.g. an autograd.Function marked once_differentiable).
+            raise _not_twice_differentiable("its gradient does not depend on the output's")
         return list(
             torch.autograd.grad(
                 [self.loss_gradients[h] for h in heads],
@@ -80,6 +87,13 @@ class PendingMetaGradient:
                 allow_unused=True,
             )
         )
+
+
+def _not_twice_differentiable(reason: str) -> IncompatiblePairingError:
+    return IncompatiblePairingError(
+        "method 'adalfl' needs a model whose backward pass can be differentiated again "
+        f"(double backward), and this model's cannot: {reason}"
+    )
 
 
 @dataclass
