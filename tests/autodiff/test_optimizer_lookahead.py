@@ -155,14 +155,23 @@ def test_vjp_equals_autograd_through_the_lookahead(optimizer_class, options, gra
             torch.testing.assert_close(parameter, plain, rtol=0, atol=0)
 
 
-def test_missing_cotangents_are_zero_and_state_round_trips() -> None:
+@pytest.mark.parametrize("grad_clip", [None, 0.1])
+def test_missing_cotangents_are_zero_and_state_round_trips(grad_clip) -> None:
+    """A missing (or None) cotangent counts as zero; with a clip that bites, its parameter still
+    gets the rank-one term, as autograd through the lookahead says."""
     model = _model()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
     params = dict(model.named_parameters())
-    grads = {n: torch.ones_like(p) for n, p in params.items()}
-    vjp = step_with_vjp(optimizer, params, grads, grad_clip=0.1)
+    grads = {n: torch.full_like(p, 0.5) for n, p in params.items()}
     cotangents = {"0.weight": torch.ones_like(params["0.weight"]), "2.bias": None}
+    leaves = {n: g.clone().requires_grad_() for n, g in grads.items()}
+    ahead = optimizer_lookahead(optimizer, params, leaves, grad_clip=grad_clip)
+    expected = torch.autograd.grad((ahead["0.weight"]).sum(), list(leaves.values()))
+    vjp = step_with_vjp(optimizer, params, grads, grad_clip=grad_clip)
+    pulled = vjp(cotangents)
+    for name, value in zip(leaves, expected, strict=True):
+        torch.testing.assert_close(pulled.get(name, torch.zeros_like(value)), value)
+    assert (set(pulled) == {"0.weight"}) == (grad_clip is None)
     restored = OptimizerStepVJP.from_state_dict(vjp.state_dict())
-    for name, value in vjp(cotangents).items():
+    for name, value in pulled.items():
         torch.testing.assert_close(restored(cotangents)[name], value, rtol=0, atol=0)
-    assert set(vjp(cotangents)) == {"0.weight"}

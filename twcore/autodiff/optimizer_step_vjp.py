@@ -46,7 +46,11 @@ class OptimizerStepVJP:
     gradients: dict[str, Tensor] | None = None
 
     def __call__(self, cotangents: Mapping[str, Tensor | None]) -> dict[str, Tensor]:
-        """(∂θ'/∂g)ᵀ z for z = `cotangents` (name -> tensor; missing or None means zero)."""
+        """(∂θ'/∂g)ᵀ z for z = `cotangents` (name -> tensor; missing or None means zero).
+
+        Without a clip that bit, names whose cotangent is zero are left out (their result is
+        zero); with one, every parameter of the step has a result.
+        """
         names = [n for n in self.diagonal if cotangents.get(n) is not None]
         pulled = dict(
             zip(
@@ -60,12 +64,13 @@ class OptimizerStepVJP:
         if self.clip_scale is None or self.gradients is None or self.clip_slope is None:
             return pulled
         # clip(g) = s(g)·g with s = c/(‖g‖+ε): Jacobian s·I + g ∇sᵀ, and ∇s ∥ g (symmetric).
+        # The rank-one term reaches every parameter, those without a cotangent too.
         inner = sum((pulled[n] * self.gradients[n]).sum() for n in names)
-        for name in names:
-            pulled[name] = pulled[name] * self.clip_scale + self.gradients[name] * (
-                self.clip_slope * inner
-            )
-        return pulled
+        return {
+            name: gradient * (self.clip_slope * inner)
+            + (pulled[name] * self.clip_scale if name in pulled else 0.0)
+            for name, gradient in self.gradients.items()
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors only (a checkpoint loads with ``weights_only=True``)."""
