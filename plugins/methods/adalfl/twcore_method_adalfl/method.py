@@ -166,11 +166,22 @@ class AdaLFL(Method):
         rng = rng_state(batch.inputs.device)
         outputs, leaves = forward_at_copy(model, batch.inputs)
         base = stack_objective_losses(self.ctx.task, outputs, batch)
+        # With meta_data=next the previous step's meta-objective is this batch's base loss: one
+        # backward pass gives its gradient on θ (= θ′) and on the outputs (the learned loss's
+        # base part), where the latter is needed.
+        reuse = slot.pending is not None and self.meta_stream is None
+        base_part, lookahead = self._base_gradients(outputs, leaves, base, with_leaves=reuse)
         logs: dict[str, Any] = {}
         if slot.pending is not None:
-            logs = self._meta_update_at(model, slot.pending, outputs, leaves, base)
+            if lookahead is None:
+                meta_value, lookahead = self._meta_objective(model, leaves)
+            else:
+                meta_value = base_part[0]
+            logs = self._meta_update_at(slot.pending, meta_value, lookahead)
             slot.pending = None
-        step = learned_gradient(outputs, leaves, lambda out: self._output_gradients(out, batch))
+        step = learned_gradient(
+            outputs, leaves, lambda out: self._output_gradients(out, batch, base_part)
+        )
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         vjp = step_with_vjp(
             optimizer, params, step.gradients, grad_clip=self.ctx.optim_config.grad_clip
@@ -185,13 +196,42 @@ class AdaLFL(Method):
         logs["learned_loss"] = step.learned_loss
         return base.detach(), logs
 
+    def _base_gradients(
+        self,
+        outputs: Mapping[str, Tensor],
+        leaves: Mapping[str, Tensor],
+        base: Tensor,
+        *,
+        with_leaves: bool,
+    ) -> tuple[tuple[Tensor, dict[str, Tensor | None]], dict[str, Tensor | None] | None]:
+        """((the weighted base loss, its gradient on each head's outputs), its gradient on
+        `leaves` if `with_leaves`): one backward pass that keeps the outputs' graph. The head
+        gradients are skipped (empty) when neither the learned loss (``init=base``) nor the
+        caller needs the pass."""
+        value = self.objective_weight * base.sum()
+        if not (self.with_base or with_leaves):
+            return (value.detach(), {}), None
+        heads, names = list(outputs), list(leaves) if with_leaves else []
+        gradients = torch.autograd.grad(
+            value,
+            [outputs[h] for h in heads] + [leaves[n] for n in names],
+            allow_unused=True,
+            retain_graph=True,
+        )
+        on_heads = dict(zip(heads, gradients[: len(heads)], strict=True))
+        on_leaves = dict(zip(names, gradients[len(heads) :], strict=True))
+        return (value.detach(), on_heads), on_leaves if with_leaves else None
+
     def _output_gradients(
-        self, outputs: Mapping[str, Tensor], batch: Batch
+        self,
+        outputs: Mapping[str, Tensor],
+        batch: Batch,
+        base_part: tuple[Tensor, Mapping[str, Tensor | None]],
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """(the learned loss, detached; head -> its derivative in that head's outputs, a graph
         in φ). The loss network's part is its chain rule written out
-        (:meth:`LearnedLoss.value_and_gradient`); the base loss's part (``init=base``) is an
-        ordinary backward pass, as it does not depend on φ."""
+        (:meth:`LearnedLoss.value_and_gradient`); the base loss's part (``init=base``), which
+        does not depend on φ, is `base_part` (from :meth:`_base_gradients`)."""
         weight = self.objective_weight
         gradients: dict[str, Tensor] = {}
         values = []
@@ -204,49 +244,39 @@ class AdaLFL(Method):
             gradients[objective.head] = gradient if previous is None else previous + gradient
         learned = weight * torch.stack(values).sum()
         if self.with_base:
-            heads = list(gradients)
-            detached = {h: v.detach().requires_grad_() for h, v in outputs.items()}
-            base = weight * stack_objective_losses(self.ctx.task, detached, batch).sum()
-            base_gradients = torch.autograd.grad(
-                base, [detached[h] for h in heads], allow_unused=True
-            )
-            for head, gradient in zip(heads, base_gradients, strict=True):
-                if gradient is not None:
-                    gradients[head] = gradients[head] + gradient
-            learned = learned + base
+            base_value, base_gradients = base_part
+            for head in gradients:
+                if base_gradients.get(head) is not None:
+                    gradients[head] = gradients[head] + base_gradients[head]
+            learned = learned + base_value
         return learned.detach(), gradients
+
+    def _meta_objective(
+        self, model: nn.Module, leaves: Mapping[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor | None]]:
+        """(the meta-objective on a separate meta batch at θ, its gradient on θ)."""
+        meta_batch = next(self.meta_stream)  # type: ignore[arg-type]
+        # The extra forward pass runs on copies of the buffers (BatchNorm statistics move once
+        # a step, as in plain training).
+        scratch = {n: b.clone() for n, b in model.named_buffers()}
+        meta_outputs = functional_call(model, {**leaves, **scratch}, (meta_batch.inputs,))
+        value = (
+            self.objective_weight
+            * stack_objective_losses(self.ctx.task, meta_outputs, meta_batch).sum()
+        )
+        names = list(leaves)
+        gradients = torch.autograd.grad(value, [leaves[n] for n in names], allow_unused=True)
+        return value.detach(), dict(zip(names, gradients, strict=True))
 
     def _meta_update_at(
         self,
-        model: nn.Module,
         pending: PendingMetaGradient,
-        outputs: Mapping[str, Tensor],
-        leaves: Mapping[str, Tensor],
-        base: Tensor,
+        meta_value: Tensor,
+        lookahead_gradients: Mapping[str, Tensor | None],
     ) -> dict[str, Any]:
-        """The previous step's meta-update: the meta-objective at θ (its lookahead), here."""
-        if self.meta_stream is None:  # the step's own batch: this forward pass serves both
-            meta_value = self.objective_weight * base.sum()
-        else:
-            meta_batch = next(self.meta_stream)
-            # The extra forward pass runs on copies of the buffers (BatchNorm statistics move
-            # once a step, as in plain training).
-            scratch = {n: b.clone() for n, b in model.named_buffers()}
-            meta_outputs = functional_call(model, {**leaves, **scratch}, (meta_batch.inputs,))
-            meta_value = (
-                self.objective_weight
-                * stack_objective_losses(self.ctx.task, meta_outputs, meta_batch).sum()
-            )
-        names = list(leaves)
-        lookahead_gradients = torch.autograd.grad(
-            meta_value,
-            [leaves[n] for n in names],
-            allow_unused=True,
-            retain_graph=self.meta_stream is None,
-        )
-        meta_gradient = pending.meta_gradient(
-            dict(zip(names, lookahead_gradients, strict=True)), list(self.losses.parameters())
-        )
+        """The previous step's meta-update, from the meta-objective at θ (its lookahead) and
+        that objective's gradient on θ."""
+        meta_gradient = pending.meta_gradient(lookahead_gradients, list(self.losses.parameters()))
         updated = self._meta_update(meta_value.detach(), meta_gradient)
         return {"meta_loss": meta_value.detach(), "meta_skipped": float(not updated)}
 
@@ -258,7 +288,11 @@ class AdaLFL(Method):
         leaves = {n: theta.clone().requires_grad_() for n, theta in record["theta"].items()}
         with replayed_rng(batch.inputs.device, tuple(record["rng"])):
             outputs = dict(functional_call(model, {**leaves, **scratch}, (batch.inputs,)))
-        step = learned_gradient(outputs, leaves, lambda out: self._output_gradients(out, batch))
+        base = stack_objective_losses(self.ctx.task, outputs, batch)
+        base_part, _ = self._base_gradients(outputs, leaves, base, with_leaves=False)
+        step = learned_gradient(
+            outputs, leaves, lambda out: self._output_gradients(out, batch, base_part)
+        )
         return step.pending(OptimizerStepVJP.from_state_dict(record["step_vjp"]), dict(record))
 
     def _meta_update(self, meta_loss: Tensor, gradient: list[Tensor | None]) -> bool:
