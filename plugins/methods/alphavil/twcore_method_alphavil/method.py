@@ -123,14 +123,14 @@ class AlphaVIL(Method):
         names = list(base)
         like = [base[n] for n in names]
         copies = flatten_tensors(like).unsqueeze(0).repeat(len(self.weights), 1)
+        # Each copy's gradient is written straight into its row; parameters a task's loss does
+        # not reach (the other tasks' heads) keep their zeros.
+        gradients = torch.zeros_like(copies)
+        rows = [unflatten_like(row, like) for row in gradients]
         for _ in range(steps):
             batch = next(self.task_stream)
-            gradients = torch.stack(
-                [
-                    self._copy_gradient(names, unflatten_like(copy, like), batch, task)
-                    for task, copy in enumerate(copies)
-                ]
-            )
+            for task, copy in enumerate(copies):
+                self._copy_gradient(names, unflatten_like(copy, like), batch, task, rows[task])
             norms = torch.linalg.vector_norm(gradients, dim=1)
             scale = (self.config.task_grad_clip / norms.clamp_min(1e-12)).clamp(max=1.0)
             copies = copies - (self.config.task_lr * scale).unsqueeze(1) * gradients
@@ -139,16 +139,25 @@ class AlphaVIL(Method):
         return torch.cat(changes, dim=1).detach()
 
     def _copy_gradient(
-        self, names: list[str], values: list[Tensor], batch: Batch, task: int
-    ) -> Tensor:
-        """∇ of w_task·L_task at one copy's parameters, flattened over every parameter."""
+        self, names: list[str], values: list[Tensor], batch: Batch, task: int, row: list[Tensor]
+    ) -> None:
+        """∇ of w_task·L_task at one copy's parameters, written into `row` (views of the
+        copy's gradient row, one per parameter)."""
         leaves = [v.detach().requires_grad_() for v in values]
-        loss = (
-            self.weights[task]
-            * self.ctx.objective_losses(batch, dict(zip(names, leaves, strict=True)))[task]
+        loss = self.weights[task] * self._objective_loss(
+            batch, dict(zip(names, leaves, strict=True)), task
         )
-        # Other tasks' heads get zero gradients (materialised, so every row has P entries).
-        return flatten_tensors(list(torch.autograd.grad(loss, leaves, materialize_grads=True)))
+        gradients = torch.autograd.grad(loss, leaves, allow_unused=True)
+        used = [i for i, gradient in enumerate(gradients) if gradient is not None]
+        torch._foreach_copy_([row[i] for i in used], [gradients[i] for i in used])
+
+    def _objective_loss(self, batch: Batch, params: dict[str, Tensor], task: int) -> Tensor:
+        """Objective `task`'s mean loss at `params`, alone: the backward pass then reaches
+        only its own head (stacking every objective's loss would send zeros through the
+        others)."""
+        outputs = self.ctx.outputs(batch, params)
+        name = self.ctx.spec.objective_names[task]
+        return self.ctx.task.objective_losses(outputs, batch)[name].mean()
 
     def _fit_alpha(
         self, base: dict[str, Tensor], deltas: Tensor, validation: Batch
@@ -165,7 +174,7 @@ class AlphaVIL(Method):
         def target_loss(alpha: Tensor) -> tuple[Tensor, list[Tensor]]:
             moved = [v.requires_grad_() for v in unflatten_like(flat + alpha @ deltas, shared)]
             params = {**base, **dict(zip(self.shared_names, moved, strict=True))}
-            return self.ctx.objective_losses(validation, params)[self.main_index], moved
+            return self._objective_loss(validation, params, self.main_index), moved
 
         with torch.no_grad():
             before = float(target_loss(torch.zeros_like(self.weights))[0])
