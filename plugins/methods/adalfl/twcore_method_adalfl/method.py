@@ -123,7 +123,10 @@ class AdaLFL(Method):
                 LearnedLoss(o.kind, LossNetwork(config.hidden, zero_output=self.with_base))
                 for o in ctx.spec.objectives
             ).to(ctx.device)
-        self.meta_optimizer = torch.optim.Adam(self.losses.parameters(), lr=config.meta_lr)
+        # foreach: one op per update for all of φ (the same numbers as the per-tensor loop).
+        self.meta_optimizer = torch.optim.Adam(
+            self.losses.parameters(), lr=config.meta_lr, foreach=True
+        )
         self.meta_stream = None if config.meta_data == "next" else ctx.stream(config.meta_data)
         self.slot = MetaSlot()
         # The mean over objectives, as in plain (equal-weighting) training.
