@@ -118,11 +118,19 @@ def step_with_vjp(
     names = list(grads)
     scale = slope = unclipped = None
     if grad_clip is not None:
-        unclipped = {n: grads[n].detach().clone() for n in names}
         norm = torch.nn.utils.clip_grad_norm_(list(params.values()), grad_clip)
         factor = grad_clip / (norm + CLIP_EPS)
         if bool(factor < 1.0):  # the clip bit: clip(g) = s(g)·g, s = c/(‖g‖ + ε)
             scale, slope = factor, -grad_clip / ((norm + CLIP_EPS) ** 2 * norm)
+            # g back from the clipped .grad (to rounding): no copy of g on steps the clip
+            # leaves alone.
+            unclipped = dict(
+                zip(
+                    names,
+                    torch._foreach_div([grads[n].detach() for n in names], factor),
+                    strict=True,
+                )
+            )
     rule = _DIAGONALS[kind]
     by_group: dict[int, list[str]] = {}
     for name in names:
