@@ -4,9 +4,9 @@
         [--model mlp] [--steps 400] [--repeats 3] [--optimizer adam]
         [--set model.hidden=[1024,1024] ...] [--profile]
 
-With --profile, one more AdaLFL run per task under ``torch.profiler`` prints where the time of a
-step goes: the ops with the most self CPU time, per step (averaged over --steps steps, set-up
-included, so use enough steps).
+With --profile, one more AdaLFL run and one plain run per task under ``torch.profiler`` print
+where the time of a step goes: the ops with the most self CPU time, per step, and the aten calls
+a step of each makes (averaged over --steps steps, set-up included, so use enough steps).
 
 W&B off, no evaluation, no checkpoints: the whole training wall time of each run divided by its
 steps. Each configuration runs --repeats times, alternating; the fastest run counts.
@@ -77,17 +77,20 @@ def main() -> None:
         print(f"| {task} | {1000 * best['ew']:.2f} | {1000 * best['adalfl']:.2f} | {ratio:.2f} |")
     if args.profile:
         for task in args.tasks:
-            profile(task, options(task, "adalfl", "profile"), args.steps)
+            profile(
+                task,
+                options(task, "adalfl", "profile"),
+                options(task, "ew", "profile-plain"),
+                args.steps,
+            )
 
 
-def profile(task: str, options: dict, steps: int, rows: int = 12) -> None:
-    """The ops with the most self CPU time in one AdaLFL run, in ms per step."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
-    with torch_profile(activities=[ProfilerActivity.CPU]) as profiler:
-        api.run(options)
-    events = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+def profile(task: str, options: dict, plain_options: dict, steps: int, rows: int = 12) -> None:
+    """The ops with the most self CPU time in one AdaLFL run, in ms per step, and the aten
+    calls a step of AdaLFL and of plain training make (set-up included)."""
+    adalfl_events = _events(options)
+    plain_events = _events(plain_options)
+    events = sorted(adalfl_events, key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) / 1000 / steps
     print(f"\nAdaLFL on {task}: {total:.2f} ms of op time per step; the largest:\n")
     print("| op | calls per step | self ms per step |")
@@ -95,6 +98,24 @@ def profile(task: str, options: dict, steps: int, rows: int = 12) -> None:
     for event in events[:rows]:
         per_step = event.self_cpu_time_total / 1000 / steps
         print(f"| {event.key} | {event.count / steps:.1f} | {per_step:.2f} |")
+    calls = {
+        name: _aten_calls(found) / steps
+        for name, found in (("AdaLFL", adalfl_events), ("plain", plain_events))
+    }
+    print(f"\naten calls per step: AdaLFL {calls['AdaLFL']:.0f}, plain {calls['plain']:.0f}")
+
+
+def _events(options: dict) -> list:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as profiler:
+        api.run(options)
+    return list(profiler.key_averages())
+
+
+def _aten_calls(events: list) -> int:
+    return sum(e.count for e in events if e.key.startswith("aten::"))
 
 
 if __name__ == "__main__":
