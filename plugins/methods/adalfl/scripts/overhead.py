@@ -10,12 +10,18 @@ a step of each makes (averaged over --steps steps, set-up included, so use enoug
 
 W&B off, no evaluation, no checkpoints: the whole training wall time of each run divided by its
 steps. Each configuration runs --repeats times, alternating; the fastest run counts.
+
+The last column is the ratio of the matrix-product FLOPs (matmuls and convolutions, forward and
+every backward pass, counted by ``torch.utils.flop_counter``) of a step of each: the time ratio
+AdaLFL would have if nothing but those products cost time. A step's count is the difference
+between a 6-step and a 2-step run, so set-up and the final evaluation cancel.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -48,8 +54,8 @@ def main() -> None:
         f"{args.model}{settings}, {args.optimizer}, {args.steps} steps, batch 64, "
         f"best of {args.repeats}\n"
     )
-    print("| task | plain ms per step | AdaLFL ms per step | ratio |")
-    print("|---|---|---|---|")
+    print("| task | plain ms per step | AdaLFL ms per step | ratio | matmul FLOP ratio |")
+    print("|---|---|---|---|---|")
 
     def options(task: str, method: str, run: str) -> dict:
         return {
@@ -74,7 +80,18 @@ def main() -> None:
                 result = api.run(options(task, method, str(repeat)))
                 best[method] = min(best[method], result.summary["wall_time_s"] / args.steps)
         ratio = best["adalfl"] / best["ew"]
-        print(f"| {task} | {1000 * best['ew']:.2f} | {1000 * best['adalfl']:.2f} | {ratio:.2f} |")
+        flops = {
+            method: flops_per_step(
+                lambda steps, task=task, method=method: (
+                    options(task, method, f"flops{steps}") | {"steps": steps}
+                )
+            )
+            for method in best
+        }
+        print(
+            f"| {task} | {1000 * best['ew']:.2f} | {1000 * best['adalfl']:.2f} | {ratio:.2f} "
+            f"| {flops['adalfl'] / flops['ew']:.2f} |"
+        )
     if args.profile:
         for task in args.tasks:
             profile(
@@ -83,6 +100,18 @@ def main() -> None:
                 options(task, "ew", "profile-plain"),
                 args.steps,
             )
+
+
+def flops_per_step(options: Callable[[int], dict]) -> float:
+    """Matrix-product FLOPs of one training step: (a 6-step run's − a 2-step run's) / 4."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    totals = []
+    for steps in (2, 6):
+        with FlopCounterMode(display=False) as counter:
+            api.run(options(steps))
+        totals.append(counter.get_total_flops())
+    return (totals[1] - totals[0]) / 4
 
 
 def profile(task: str, options: dict, plain_options: dict, steps: int, rows: int = 12) -> None:

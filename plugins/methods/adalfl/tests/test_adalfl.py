@@ -99,19 +99,17 @@ def test_a_model_without_double_backward_is_an_incompatible_pairing() -> None:
     leaves = {n: p.detach().clone().requires_grad_() for n, p in layer.named_parameters()}
     inputs = torch.randn(4, 3)
     outputs = {"y": _OnceDifferentiableSquare.apply(functional_call(layer, leaves, (inputs,)))}
-    network = LossNetwork([4])
+    loss = LearnedLoss(ObjectiveKind.REGRESSION, LossNetwork([4]))
 
     def output_gradients(detached):
-        value, slope = network.value_and_slope(torch.stack([detached["y"], detached["y"]], -1))
-        return value.sum().detach(), {"y": slope}
+        found = loss.gradient_pass(detached["y"], torch.zeros_like(detached["y"]))
+        return found.value.sum(), {"y": found.gradient}, lambda u: found.phi_gradients(u["y"])
 
     step = learned_gradient(outputs, leaves, output_gradients)
     vjp = OptimizerStepVJP(diagonal={n: torch.full_like(p, -0.1) for n, p in leaves.items()})
     pending = step.pending(vjp, record={})
     with pytest.raises(IncompatiblePairingError, match=r"adalfl.*double backward"):
-        pending.meta_gradient(
-            {n: torch.ones_like(p) for n, p in leaves.items()}, list(network.parameters())
-        )
+        pending.meta_gradient({n: torch.ones_like(p) for n, p in leaves.items()})
 
 
 # -- the loss network ------------------------------------------------------------------------
@@ -170,11 +168,15 @@ def test_regression_loss_averages_the_network_over_outputs() -> None:
         (ObjectiveKind.REGRESSION, (6,)),
     ],
 )
-def test_the_written_out_gradient_is_autograds(kind: ObjectiveKind, shape: tuple) -> None:
-    """value_and_gradient's derivative in the predictions, and its own derivative in φ along a
-    direction, equal autograd's create_graph computation (float64, to rounding)."""
+@pytest.mark.parametrize("hidden", [[7, 5], [6], [4, 5, 3]])
+def test_the_written_out_gradient_is_autograds(
+    kind: ObjectiveKind, shape: tuple, hidden: list[int]
+) -> None:
+    """gradient_pass's value and derivative in the predictions, and that derivative's own
+    derivative in φ along a direction, equal autograd's: a create_graph backward pass and a
+    second backward pass through it (float64, to rounding)."""
     torch.manual_seed(0)
-    loss = LearnedLoss(kind, LossNetwork([7, 5])).double()
+    loss = LearnedLoss(kind, LossNetwork(hidden)).double()
     predictions = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     if kind == ObjectiveKind.CLASSIFICATION:
         targets = torch.randint(0, shape[1], (shape[0],))
@@ -182,13 +184,13 @@ def test_the_written_out_gradient_is_autograds(kind: ObjectiveKind, shape: tuple
         targets = torch.randn(shape, dtype=torch.float64)
     expected = loss(predictions, targets)
     (gradient,) = torch.autograd.grad(expected.sum(), predictions, create_graph=True)
-    value, written = loss.value_and_gradient(predictions, targets)
-    torch.testing.assert_close(value, expected.detach(), rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(written.detach(), gradient.detach(), rtol=1e-12, atol=1e-14)
+    found = loss.gradient_pass(predictions, targets)
+    torch.testing.assert_close(found.value, expected.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(found.gradient, gradient.detach(), rtol=1e-12, atol=1e-14)
     direction = torch.randn_like(gradient)
     phi = list(loss.parameters())
     for ours, reference in zip(
-        torch.autograd.grad(written, phi, grad_outputs=direction),
+        found.phi_gradients(direction),
         torch.autograd.grad(gradient, phi, grad_outputs=direction),
         strict=True,
     ):
@@ -266,7 +268,7 @@ def test_meta_gradient_matches_finite_differences(
     assert slot.pending is not None
     analytic = sum(
         (g * d).sum()
-        for g, d in zip(slot.pending.meta_gradient(at_lookahead, phi), direction, strict=True)
+        for g, d in zip(slot.pending.meta_gradient(at_lookahead), direction, strict=True)
     )
     textbook_loss = _textbook_meta_loss(method, batch, meta_batch)
     assert float(textbook_loss.detach()) == pytest.approx(

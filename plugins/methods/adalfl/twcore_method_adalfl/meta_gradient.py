@@ -6,8 +6,10 @@ a = ∇_f ℓφ(f), the real step θ' = step(θ, g) and L the meta-objective at 
     ∂L/∂φ = (∂a/∂φ)ᵀ · J_θ · (∂θ'/∂g)ᵀ ∇θ' L
 
 The step keeps three things (a :class:`PendingMetaGradient`): the graph of g as a function of
-the cotangent a (the model's backward pass, built with ``create_graph``), the graph of a as a
-function of φ (the small loss network), and the optimiser step's VJP in closed form
+the cotangent a (the model's backward pass, built with ``create_graph``), the small loss
+network's intermediates, from which the derivative of a in φ is written out
+(:meth:`~twcore_method_adalfl.loss_network.LearnedGradientPass.phi_gradients`), and the
+optimiser step's VJP in closed form
 (:func:`twcore.autodiff.step_with_vjp`). The optimiser then takes its real step: θ' is the
 model's next parameters. The next step's forward pass at θ' gives ∇θ' L (with the next
 training batch as the meta batch this is the same forward pass the next step needs anyway);
@@ -15,7 +17,7 @@ then
 
     w = (∂θ'/∂g)ᵀ ∇θ' L      elementwise
     u = J_θ w = ∂⟨g(a), w⟩/∂a   the kept backward graph, differentiated once more in a
-    ∂L/∂φ = (∂a/∂φ)ᵀ u        the loss network's graph
+    ∂L/∂φ = (∂a/∂φ)ᵀ u        the loss network's reverse pass, written out
 
 No forward pass is repeated and there is no second-order pass through the model in θ: a step
 costs one forward pass, two backward passes (base loss, learned loss) and the kept graph's
@@ -26,7 +28,7 @@ lookahead) and finite differences, in float64.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +40,9 @@ from torch.func import functional_call
 from twcore.autodiff import OptimizerStepVJP
 from twcore.errors import IncompatiblePairingError
 
+PhiGradient = Callable[[Mapping[str, Tensor]], list[Tensor]]
+"""head -> u (shaped like that head's outputs) ↦ ∂⟨u, a⟩/∂φ for the learned loss's slope a."""
+
 
 @dataclass
 class PendingMetaGradient:
@@ -47,7 +52,7 @@ class PendingMetaGradient:
         gradient_graph: name -> g (the learned loss's gradient on θ) as a graph in the output
             cotangents.
         output_cotangents: head -> a = ∇_f ℓφ, detached leaves that `gradient_graph` reads.
-        loss_gradients: head -> a as a graph in φ.
+        phi_gradient: head -> u (shaped like a) ↦ ∂⟨u, a⟩/∂φ, in the order of φ's parameters.
         step_vjp: the optimiser step's VJP, z ↦ (∂θ'/∂g)ᵀ z.
         record: the step's inputs (batch, θ, RNG state, the VJP's tensors), enough to rebuild
             everything above after a checkpoint.
@@ -55,14 +60,13 @@ class PendingMetaGradient:
 
     gradient_graph: dict[str, Tensor]
     output_cotangents: dict[str, Tensor]
-    loss_gradients: dict[str, Tensor]
+    phi_gradient: PhiGradient
     step_vjp: OptimizerStepVJP
     record: dict[str, Any]
 
-    def meta_gradient(
-        self, lookahead_gradients: Mapping[str, Tensor | None], phi: Sequence[Tensor]
-    ) -> list[Tensor | None]:
-        """∂L/∂φ from ∇θ' L (name -> tensor; None or missing where L does not depend on it)."""
+    def meta_gradient(self, lookahead_gradients: Mapping[str, Tensor | None]) -> list[Tensor]:
+        """∂L/∂φ from ∇θ' L (name -> tensor; None or missing where L does not depend on it),
+        in the order of φ's parameters."""
         pulled = self.step_vjp(lookahead_gradients)
         names = [n for n in pulled if n in self.gradient_graph]
         heads = list(self.output_cotangents)
@@ -79,14 +83,7 @@ class PendingMetaGradient:
             # g = J_θᵀa is linear in a, so it always depends on it unless an op's backward
             # pass was cut from the graph (e.g. an autograd.Function marked once_differentiable).
             raise _not_twice_differentiable("its gradient does not depend on the output's")
-        return list(
-            torch.autograd.grad(
-                [self.loss_gradients[h] for h in heads],
-                list(phi),
-                grad_outputs=list(tangents),
-                allow_unused=True,
-            )
-        )
+        return self.phi_gradient(dict(zip(heads, tangents, strict=True)))
 
 
 def _not_twice_differentiable(reason: str) -> IncompatiblePairingError:
@@ -105,19 +102,19 @@ class LearnedGradient:
         learned_loss: the learned loss, detached.
         gradient_graph: name -> g as a graph in `output_cotangents`.
         output_cotangents: head -> a = ∇_f ℓφ as detached leaves.
-        loss_gradients: head -> a as a graph in φ.
+        phi_gradient: head -> u ↦ ∂⟨u, a⟩/∂φ.
     """
 
     gradients: dict[str, Tensor]
     learned_loss: Tensor
     gradient_graph: dict[str, Tensor]
     output_cotangents: dict[str, Tensor]
-    loss_gradients: dict[str, Tensor]
+    phi_gradient: PhiGradient
 
     def pending(self, step_vjp: OptimizerStepVJP, record: dict[str, Any]) -> PendingMetaGradient:
         """What the next step needs, once the optimiser's step VJP is known."""
         return PendingMetaGradient(
-            self.gradient_graph, self.output_cotangents, self.loss_gradients, step_vjp, record
+            self.gradient_graph, self.output_cotangents, self.phi_gradient, step_vjp, record
         )
 
 
@@ -137,20 +134,22 @@ def forward_at_copy(
 def learned_gradient(
     outputs: Mapping[str, Tensor],
     leaves: Mapping[str, Tensor],
-    output_gradients: Callable[[Mapping[str, Tensor]], tuple[Tensor, dict[str, Tensor]]],
+    output_gradients: Callable[
+        [Mapping[str, Tensor]], tuple[Tensor, dict[str, Tensor], PhiGradient]
+    ],
 ) -> LearnedGradient:
     """g = J_θᵀ a for `outputs` computed at `leaves`, with its graphs kept.
 
     Args:
         outputs: head -> the model's outputs, a graph in `leaves`.
         leaves: name -> the parameters `outputs` were computed at (requires-grad copies).
-        output_gradients: detached outputs -> (the learned loss, detached; head -> a = ∇_f ℓφ,
-            a graph in φ) for the heads the learned loss reads.
+        output_gradients: detached outputs -> (the learned loss; head -> a = ∇_f ℓφ for the
+            heads the learned loss reads; head -> u ↦ ∂⟨u, a⟩/∂φ), all detached.
     """
-    learned, loss_gradients = output_gradients(
+    learned, slopes, phi_gradient = output_gradients(
         {head: value.detach() for head, value in outputs.items()}
     )
-    cotangents = {h: grad.detach().requires_grad_() for h, grad in loss_gradients.items()}
+    cotangents = {h: slope.detach().requires_grad_() for h, slope in slopes.items()}
     names = list(leaves)
     graph = torch.autograd.grad(
         [outputs[h] for h in cotangents],
@@ -165,7 +164,7 @@ def learned_gradient(
         learned_loss=learned,
         gradient_graph=gradient_graph,
         output_cotangents=cotangents,
-        loss_gradients=loss_gradients,
+        phi_gradient=phi_gradient,
     )
 
 

@@ -41,6 +41,7 @@ from twcore_method_adalfl.curves import loss_curves
 from twcore_method_adalfl.loss_network import LearnedLoss, LossNetwork
 from twcore_method_adalfl.meta_gradient import (
     PendingMetaGradient,
+    PhiGradient,
     forward_at_copy,
     learned_gradient,
     replayed_rng,
@@ -49,6 +50,7 @@ from twcore_method_adalfl.meta_gradient import (
 
 INITS = ("base", "offline")
 META_DATA = ("next", "train", "val")
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 
 @dataclass
@@ -123,9 +125,11 @@ class AdaLFL(Method):
                 LearnedLoss(o.kind, LossNetwork(config.hidden, zero_output=self.with_base))
                 for o in ctx.spec.objectives
             ).to(ctx.device)
-        # foreach: one op per update for all of φ (the same numbers as the per-tensor loop).
+        # fused where torch has the kernel (CPU, CUDA): one kernel per update for all of φ, half
+        # the time of foreach on CPU.
+        fused = ctx.device.type in FUSED_ADAM_DEVICES
         self.meta_optimizer = torch.optim.Adam(
-            self.losses.parameters(), lr=config.meta_lr, foreach=True
+            self.losses.parameters(), lr=config.meta_lr, fused=fused, foreach=not fused
         )
         self.meta_stream = None if config.meta_data == "next" else ctx.stream(config.meta_data)
         self.slot = MetaSlot()
@@ -230,20 +234,23 @@ class AdaLFL(Method):
         outputs: Mapping[str, Tensor],
         batch: Batch,
         base_part: tuple[Tensor, Mapping[str, Tensor | None]],
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """(the learned loss, detached; head -> its derivative in that head's outputs, a graph
-        in φ). The loss network's part is its chain rule written out
-        (:meth:`LearnedLoss.value_and_gradient`); the base loss's part (``init=base``), which
-        does not depend on φ, is `base_part` (from :meth:`_base_gradients`)."""
+    ) -> tuple[Tensor, dict[str, Tensor], PhiGradient]:
+        """(the learned loss; head -> its derivative a in that head's outputs; head -> u ↦
+        ∂⟨u, a⟩/∂φ), all detached. The loss network's part is written out
+        (:meth:`LearnedLoss.gradient_pass`); the base loss's part (``init=base``), which does
+        not depend on φ, is `base_part` (from :meth:`_base_gradients`)."""
         weight = self.objective_weight
         gradients: dict[str, Tensor] = {}
         values = []
+        passes = []
         for objective, loss in zip(self.ctx.spec.objectives, self.losses, strict=True):
             predictions = outputs[objective.head]
-            value, gradient = loss.value_and_gradient(predictions, batch.targets[objective.target])
-            values.append(value.mean())
-            gradient = gradient * (weight / predictions.shape[0])  # of the batch mean
+            found = loss.gradient_pass(predictions, batch.targets[objective.target])
+            values.append(found.value.mean())
+            scale = weight / predictions.shape[0]  # of the batch mean
+            passes.append((objective.head, found, scale))
             previous = gradients.get(objective.head)
+            gradient = found.gradient * scale
             gradients[objective.head] = gradient if previous is None else previous + gradient
         learned = weight * torch.stack(values).sum()
         if self.with_base:
@@ -252,7 +259,16 @@ class AdaLFL(Method):
                 if base_gradients.get(head) is not None:
                     gradients[head] = gradients[head] + base_gradients[head]
             learned = learned + base_value
-        return learned.detach(), gradients
+
+        def phi_gradient(tangents: Mapping[str, Tensor]) -> list[Tensor]:
+            # φ is every objective's loss network in turn (self.losses.parameters()).
+            return [
+                gradient
+                for head, found, scale in passes
+                for gradient in found.phi_gradients(tangents[head] * scale)
+            ]
+
+        return learned.detach(), gradients, phi_gradient
 
     def _meta_objective(
         self, model: nn.Module, leaves: Mapping[str, Tensor]
@@ -279,7 +295,7 @@ class AdaLFL(Method):
     ) -> dict[str, Any]:
         """The previous step's meta-update, from the meta-objective at θ (its lookahead) and
         that objective's gradient on θ."""
-        meta_gradient = pending.meta_gradient(lookahead_gradients, list(self.losses.parameters()))
+        meta_gradient = pending.meta_gradient(lookahead_gradients)
         updated = self._meta_update(meta_value.detach(), meta_gradient)
         return {"meta_loss": meta_value.detach(), "meta_skipped": float(not updated)}
 
@@ -298,12 +314,11 @@ class AdaLFL(Method):
         )
         return step.pending(OptimizerStepVJP.from_state_dict(record["step_vjp"]), dict(record))
 
-    def _meta_update(self, meta_loss: Tensor, gradient: list[Tensor | None]) -> bool:
+    def _meta_update(self, meta_loss: Tensor, gradient: list[Tensor]) -> bool:
         """One Adam step on φ; skipped (φ kept) if the meta-loss or its gradient is not finite
         (or so large that its norm overflows)."""
-        present = [g for g in gradient if g is not None]
         # One check: a NaN or an infinity anywhere makes the sum of the norms non-finite.
-        norms = torch.stack([meta_loss.detach(), *torch._foreach_norm(present)])
+        norms = torch.stack([meta_loss.detach(), *torch._foreach_norm(gradient)])
         if not bool(torch.isfinite(norms.sum())):
             return False
         for parameter, value in zip(self.losses.parameters(), gradient, strict=True):
