@@ -9,6 +9,12 @@ epoch) or `multimnist` (main: left digit, auxiliary: right digit; 3,000 training
 an epoch), W&B off, no evaluation, no checkpoints: the whole training wall time of each run
 divided by its steps, so αVIL's work between epochs (ρ = 0.25 by default) is amortised over the
 epoch's steps. Each configuration runs --repeats times, alternating; the fastest run counts.
+
+The last column is the ratio of matrix-product FLOPs (matmuls and convolutions, forward and
+backward, counted by ``torch.utils.flop_counter``) per step to ew's: the time ratio if nothing
+but those products cost time. A step's count is the difference between a two-epoch and a
+one-epoch run divided by an epoch's steps, so αVIL's work between epochs is included and set-up
+and the final evaluation cancel.
 """
 
 from __future__ import annotations
@@ -96,11 +102,30 @@ def main() -> None:
         f"{epoch_steps(common)} steps an epoch), {args.model}, {args.steps} steps, "
         f"best of {args.repeats}\n"
     )
-    print("| method | ms per step | ÷ ew's |")
-    print("|---|---|---|")
+    epoch = epoch_steps(common)
+    flops = {
+        label: flops_per_step({**common, **options}, epoch, root / f"flops-{index}")
+        for index, (label, options) in enumerate(CONFIGURATIONS.items())
+    }
+    print("| method | ms per step | ÷ ew's | matmul FLOPs ÷ ew's |")
+    print("|---|---|---|---|")
     for label, seconds in best.items():
         ratio = seconds / best["ew (plain sum)"]
-        print(f"| {label} | {1000 * seconds:.2f} | {ratio:.2f} |")
+        flop_ratio = flops[label] / flops["ew (plain sum)"]
+        print(f"| {label} | {1000 * seconds:.2f} | {ratio:.2f} | {flop_ratio:.2f} |")
+
+
+def flops_per_step(options: dict, epoch: int, root: Path) -> float:
+    """Matrix-product FLOPs per step, an epoch's work between epochs included: (a two-epoch
+    run's − a one-epoch run's) / the epoch's steps."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    totals = []
+    for epochs in (1, 2):
+        with FlopCounterMode(display=False) as counter:
+            api.run({**options, "steps": epochs * epoch, "run_dir": str(root / str(epochs))})
+        totals.append(counter.get_total_flops())
+    return (totals[1] - totals[0]) / epoch
 
 
 if __name__ == "__main__":
