@@ -1,4 +1,4 @@
-"""Which convolutions PyTorch runs when AdaLFL differentiates a CNN's backward pass once more.
+"""Which convolutions run when AdaLFL differentiates a CNN's backward pass once more.
 
     python3 plugins/methods/adalfl/scripts/conv_double_backward.py [--batch-size 64] [--repeats 5]
 
@@ -8,18 +8,22 @@ only needs the output tangent, conv(input, w_weight) (+ conv(input tangent, weig
 traces every convolution PyTorch dispatches during that pass on the `cnn` model and `mnist`
 batch, with its time, and names what each result is: an output tangent (needed), or a
 gradient with respect to the convolution's input or weight (asked for by nobody: the images do
-not require a gradient and the weights are not among the requested inputs).
+not require a gradient and the weights are not among the requested inputs). It does so twice:
+with PyTorch's own double backward of a convolution, and with the one AdaLFL records
+(``cotangent_only_convolutions``), which runs only the needed convolutions.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from typing import Any
 
 import torch
 from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
+from twcore_method_adalfl.cotangent_convolutions import cotangent_only_convolutions
 
 from twcore.testing import plugin_harness
 
@@ -63,9 +67,36 @@ def main() -> None:
     weights = {tuple(m.weight.shape) for m in convolutions}
     leaves = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
     tangents = {n: torch.randn_like(p) for n, p in leaves.items()}
+    for label, context in (
+        ("PyTorch's double backward", contextlib.nullcontext),
+        ("AdaLFL's (cotangent_only_convolutions)", lambda: cotangent_only_convolutions(model)),
+    ):
+        trace, total = _trace(model, batch.inputs, leaves, tangents, context, args.repeats)
+        print(f"\n{label}, cnn on mnist, batch {args.batch_size}: the pass took {total:.2f} ms\n")
+        print("| input | weight | transposed | result | what it is | ms |")
+        print("|---|---|---|---|---|---|")
+        wasted = 0.0
+        for input_shape, weight_shape, transposed, result, ms in trace.calls:
+            swapped = (result[1], result[0], *result[2:])  # computed with batch, channels swapped
+            if result in weights or swapped in weights:
+                kind = "weight gradient (not asked for)"
+            elif transposed:
+                kind = "input gradient (not asked for)"
+            else:
+                kind = "output tangent (needed)"
+            wasted += ms if "not asked" in kind else 0.0
+            row = (input_shape, weight_shape, transposed, result, kind, f"{ms:.2f}")
+            print("| " + " | ".join(str(cell) for cell in row) + " |")
+        print(f"\nconvolutions nobody asked for: {wasted:.2f} of {total:.2f} ms")
+
+
+def _trace(model, inputs, leaves, tangents, context, repeats: int):
+    """(the trace of the last of `repeats` passes u = J_θ w, its ms), with the forward pass and
+    the create_graph backward pass run inside `context`."""
     trace = ConvolutionTrace()
-    for _ in range(args.repeats):  # the last repeat is reported (warm caches)
-        outputs = functional_call(model, leaves, (batch.inputs,))
+    for _ in range(repeats):  # the last repeat is reported (warm caches)
+        with context():
+            outputs = functional_call(model, leaves, (inputs,))
         heads = list(outputs)
         cotangents = [torch.randn_like(outputs[h], requires_grad=True) for h in heads]
         gradients = torch.autograd.grad(
@@ -79,21 +110,7 @@ def main() -> None:
         with trace:
             torch.autograd.grad(gradients, cotangents, grad_outputs=list(tangents.values()))
         total = 1000 * (time.perf_counter() - start)
-    print(f"cnn on mnist, batch {args.batch_size}: the double backward pass took {total:.2f} ms\n")
-    print("| input | weight | transposed | result | what it is | ms |")
-    print("|---|---|---|---|---|---|")
-    wasted = 0.0
-    for input_shape, weight_shape, transposed, result, ms in trace.calls:
-        swapped = (result[1], result[0], *result[2:])  # computed with batch and channels swapped
-        if result in weights or swapped in weights:
-            kind = "weight gradient (not asked for)"
-        elif transposed:
-            kind = "input gradient (not asked for)"
-        else:
-            kind = "output tangent (needed)"
-        wasted += ms if "not asked" in kind else 0.0
-        print(f"| {input_shape} | {weight_shape} | {transposed} | {result} | {kind} | {ms:.2f} |")
-    print(f"\nconvolutions nobody asked for: {wasted:.2f} of {total:.2f} ms")
+    return trace, total
 
 
 if __name__ == "__main__":

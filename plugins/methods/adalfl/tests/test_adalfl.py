@@ -205,17 +205,23 @@ def test_a_custom_objective_has_no_learned_loss() -> None:
 # -- the meta-gradient -----------------------------------------------------------------------
 
 
+TINY_MLP = {"model.hidden": [4]}
+TINY_CNN = {"model.channels": [2, 3], "model.kernel_size": 3, "model.hidden": 4}
+
+
 @pytest.mark.parametrize(
-    ("task", "init", "optimizer", "dropout"),
+    ("task", "init", "optimizer", "dropout", "model", "model_options"),
     [
-        ("digits", "offline", "adam", 0.0),
-        ("diabetes", "base", "sgd", 0.0),
-        ("diabetes", "offline", "rmsprop", 0.0),
-        ("digits", "base", "adamw", 0.3),
+        ("digits", "offline", "adam", 0.0, "mlp", TINY_MLP),
+        ("diabetes", "base", "sgd", 0.0, "mlp", TINY_MLP),
+        ("diabetes", "offline", "rmsprop", 0.0, "mlp", TINY_MLP),
+        ("digits", "base", "adamw", 0.3, "mlp", TINY_MLP),
+        # Convolutions: their backward pass is differentiated by cotangent_convolutions.
+        ("digits", "base", "adam", 0.3, "cnn", TINY_CNN),
     ],
 )
 def test_meta_gradient_matches_finite_differences(
-    task: str, init: str, optimizer: str, dropout: float
+    task: str, init: str, optimizer: str, dropout: float, model: str, model_options: dict
 ) -> None:
     """d meta-loss / dφ through the differentiable lookahead, in float64 on a tiny model, after
     two real steps (so the optimiser has state), against central differences along a random
@@ -224,9 +230,9 @@ def test_meta_gradient_matches_finite_differences(
     harness = plugin_harness(
         "adalfl",
         task=task,
-        model="mlp",
+        model=model,
         options={
-            "model.hidden": [4],
+            **model_options,
             "model.dropout": dropout,
             "batch_size": 8,
             "method.init": init,

@@ -39,6 +39,7 @@ from torch.func import functional_call
 
 from twcore.autodiff import OptimizerStepVJP
 from twcore.errors import IncompatiblePairingError
+from twcore_method_adalfl.cotangent_convolutions import cotangent_only_convolutions
 
 PhiGradient = Callable[[Mapping[str, Tensor]], list[Tensor]]
 """head -> u (shaped like that head's outputs) ↦ ∂⟨u, a⟩/∂φ for the learned loss's slope a."""
@@ -122,13 +123,16 @@ def forward_at_copy(
     model: nn.Module, inputs: Tensor
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """(outputs, leaves): the model's forward pass at a requires-grad copy of its trainable
-    parameters (buffers such as BatchNorm statistics are the model's own and move as usual)."""
+    parameters (buffers such as BatchNorm statistics are the model's own and move as usual).
+    Its convolutions' backward passes are differentiable in their output gradients only, all
+    the meta-gradient asks of them (:mod:`~twcore_method_adalfl.cotangent_convolutions`)."""
     leaves = {
         name: parameter.detach().clone().requires_grad_()
         for name, parameter in model.named_parameters()
         if parameter.requires_grad
     }
-    return dict(functional_call(model, leaves, (inputs,))), leaves
+    with cotangent_only_convolutions(model):
+        return dict(functional_call(model, leaves, (inputs,))), leaves
 
 
 def learned_gradient(

@@ -37,6 +37,7 @@ from twcore.config import option
 from twcore.method import Method, MethodContext, StepResult
 from twcore.spec import Capability, ObjectiveKind, Requirements
 from twcore.task import stack_objective_losses
+from twcore_method_adalfl.cotangent_convolutions import cotangent_only_convolutions
 from twcore_method_adalfl.curves import loss_curves
 from twcore_method_adalfl.loss_network import LearnedLoss, LossNetwork
 from twcore_method_adalfl.meta_gradient import (
@@ -305,7 +306,8 @@ class AdaLFL(Method):
         batch = Batch(**record["batch"])
         scratch = {n: b.clone() for n, b in model.named_buffers()}
         leaves = {n: theta.clone().requires_grad_() for n, theta in record["theta"].items()}
-        with replayed_rng(batch.inputs.device, tuple(record["rng"])):
+        replay = replayed_rng(batch.inputs.device, tuple(record["rng"]))
+        with replay, cotangent_only_convolutions(model):
             outputs = dict(functional_call(model, {**leaves, **scratch}, (batch.inputs,)))
         base = stack_objective_losses(self.ctx.task, outputs, batch)
         base_part, _ = self._base_gradients(outputs, leaves, base, with_leaves=False)
