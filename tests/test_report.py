@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from twcore.bench import benchmark
+from twcore.bench import benchmark, matmul_flops_per_step
 from twcore.cli.main import main
 from twcore.errors import ConfigError
 from twcore.hookspecs import hookimpl
@@ -209,3 +209,26 @@ def test_bench_times_every_method_against_ew() -> None:
 def test_bench_refuses_a_method_override() -> None:
     with pytest.raises(ConfigError, match="leave out method="):
         benchmark(["method=ew"], ["ew"], steps=1, repeats=1)
+
+
+def test_matmul_flops_per_step_is_the_closed_form_of_a_plain_mlp_step(tmp_path: Path) -> None:
+    """ew on digits (64 inputs, 10 classes) with one hidden layer of 8, batch 4: the forward
+    pass is two matrix products, 2·B·(64·8 + 8·10) FLOPs; the backward pass computes both
+    weight gradients (as many again) and the input gradient of the head only (2·B·8·10), not
+    the images'. Set-up and the final evaluation cancel in the difference."""
+    options = {
+        "task": "digits",
+        "method": "ew",
+        "model": "mlp",
+        "model.hidden": [8],
+        "batch_size": 4,
+        "eval_every": 0,
+        "checkpoint_every": 0,
+        "wandb.enabled": False,
+    }
+    batch = 4
+    forward = 2 * batch * (64 * 8 + 8 * 10)
+    expected = 2 * forward + 2 * batch * 8 * 10
+    assert matmul_flops_per_step(options, short=2, long=5, root=tmp_path) == expected
+    with pytest.raises(ValueError, match="short < long"):
+        matmul_flops_per_step(options, short=3, long=3, root=tmp_path)

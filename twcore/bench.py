@@ -10,9 +10,11 @@ number of steps (at most ``steps``) and are marked.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from torch.utils.flop_counter import FlopCounterMode
 
 from twcore import api
 from twcore.config.overrides import parse_override
@@ -89,3 +91,22 @@ def benchmark(
             )
             seconds[method] = min(seconds[method], result.summary["wall_time_s"] / count)
     return BenchResult(seconds, outer, counts)
+
+
+def matmul_flops_per_step(
+    options: Mapping[str, object], *, short: int, long: int, root: Path
+) -> float:
+    """Matrix-product FLOPs (matmuls and convolutions, forward and every backward pass, as
+    ``torch.utils.flop_counter`` counts them) of one training step of the run `options`
+    describe: (a `long`-step run's − a `short`-step run's) / (long − short), so set-up and the
+    final evaluation cancel. With whole epochs for `short` and `long`, per-epoch work (αVIL's)
+    is included. The runs go into `root`/short and `root`/long.
+    """
+    if not 0 <= short < long:
+        raise ValueError(f"need 0 <= short < long, got short={short}, long={long}")
+    totals = []
+    for steps in (short, long):
+        with FlopCounterMode(display=False) as counter:
+            api.run({**options, "steps": steps, "run_dir": str(root / str(steps))})
+        totals.append(counter.get_total_flops())
+    return (totals[1] - totals[0]) / (long - short)

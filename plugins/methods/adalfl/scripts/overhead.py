@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from twcore import api
+from twcore.bench import matmul_flops_per_step
 from twcore.config.overrides import parse_override
 
 
@@ -81,10 +81,11 @@ def main() -> None:
                 best[method] = min(best[method], result.summary["wall_time_s"] / args.steps)
         ratio = best["adalfl"] / best["ew"]
         flops = {
-            method: flops_per_step(
-                lambda steps, task=task, method=method: (
-                    options(task, method, f"flops{steps}") | {"steps": steps}
-                )
+            method: matmul_flops_per_step(
+                options(task, method, "flops"),
+                short=2,
+                long=6,
+                root=root / f"{task}-{method}-flops",
             )
             for method in best
         }
@@ -100,18 +101,6 @@ def main() -> None:
                 options(task, "ew", "profile-plain"),
                 args.steps,
             )
-
-
-def flops_per_step(options: Callable[[int], dict]) -> float:
-    """Matrix-product FLOPs of one training step: (a 6-step run's − a 2-step run's) / 4."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    totals = []
-    for steps in (2, 6):
-        with FlopCounterMode(display=False) as counter:
-            api.run(options(steps))
-        totals.append(counter.get_total_flops())
-    return (totals[1] - totals[0]) / 4
 
 
 def profile(task: str, options: dict, plain_options: dict, steps: int, rows: int = 12) -> None:

@@ -180,7 +180,7 @@ class _CotangentOnlyConvolutions(TorchFunctionMode):
             rest = args[1:] if args else ()
             named = {k: v for k, v in kwargs.items() if k != "input"}
             call = normalise(x, *rest, **named)
-            # An unbatched input ([C, ...]) gets its batch dimension, as PyTorch's does.
+            # An unbatched input ([C, ...]) is left to PyTorch, which adds the batch dim itself.
             if call is not None and call[0].dim() == call[1].dim():
                 return _CotangentConvolution.apply(*call)
         return func(*args, **kwargs)

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from twcore import api
+from twcore.bench import matmul_flops_per_step
 from twcore.config.overrides import parse_override
 
 TASKS = {
@@ -104,7 +105,9 @@ def main() -> None:
     )
     epoch = epoch_steps(common)
     flops = {
-        label: flops_per_step({**common, **options}, epoch, root / f"flops-{index}")
+        label: matmul_flops_per_step(
+            {**common, **options}, short=epoch, long=2 * epoch, root=root / f"flops-{index}"
+        )
         for index, (label, options) in enumerate(CONFIGURATIONS.items())
     }
     print("| method | ms per step | ÷ ew's | matmul FLOPs ÷ ew's |")
@@ -113,19 +116,6 @@ def main() -> None:
         ratio = seconds / best["ew (plain sum)"]
         flop_ratio = flops[label] / flops["ew (plain sum)"]
         print(f"| {label} | {1000 * seconds:.2f} | {ratio:.2f} | {flop_ratio:.2f} |")
-
-
-def flops_per_step(options: dict, epoch: int, root: Path) -> float:
-    """Matrix-product FLOPs per step, an epoch's work between epochs included: (a two-epoch
-    run's − a one-epoch run's) / the epoch's steps."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    totals = []
-    for epochs in (1, 2):
-        with FlopCounterMode(display=False) as counter:
-            api.run({**options, "steps": epochs * epoch, "run_dir": str(root / str(epochs))})
-        totals.append(counter.get_total_flops())
-    return (totals[1] - totals[0]) / epoch
 
 
 if __name__ == "__main__":
