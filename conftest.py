@@ -1,6 +1,6 @@
 """Test-wide settings: W&B offline and quiet, every test in its own working directory so runs
 never land in the repository, and prepared task data cached in a directory private to the test
-session (never the user's cache)."""
+session, signed with a key in another such directory (never the user's cache or config)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 def _private_data_cache(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TWCORE_CACHE_DIR", str(tmp_path_factory.mktemp("data-cache")))
+        patch.setenv("TWCORE_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
         yield
 
 
@@ -25,3 +26,4 @@ def _isolated_environment(
     monkeypatch.setenv("WANDB_DIR", str(workdir))
     monkeypatch.delenv("TWCORE_PLUGINS", raising=False)
     monkeypatch.delenv("TWCORE_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.delenv("TWCORE_EXCLUDE_PLUGINS", raising=False)

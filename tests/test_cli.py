@@ -74,7 +74,7 @@ def test_multirun_runs_the_product_and_aggregates_mean_and_std_over_seeds(run_cl
         shown = f"{statistics.fmean(values):.4g} ± {statistics.stdev(values):.2g}"
         assert shown in result.stdout
     assert (
-        "| optim.lr | main_acc | avg_acc | worst_acc | avg_loss | steps_per_s | n |"
+        "| optim.lr | main_acc | avg_acc | worst_acc | avg_loss | steps_per_s | model_updates | n |"
         in result.stdout
     )
     assert (sweep_dir / "results.md").read_text().count("\n| 0.0") == 2

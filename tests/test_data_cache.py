@@ -1,11 +1,26 @@
-"""The data cache: built once per key, loaded after, corrupt files detected and rebuilt."""
+"""The data cache: built once per key, loaded after; corrupt, foreign and forged files detected
+and rebuilt; a key file others could read is not trusted."""
 
 from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import os
+import shutil
 
 import pytest
 import torch
 
-from twcore.data_cache import CACHE_ENV, cache_path, cache_root, cached_tensors
+from twcore.data_cache import (
+    _MAGIC,
+    CACHE_ENV,
+    CONFIG_ENV,
+    cache_key_path,
+    cache_path,
+    cache_root,
+    cached_tensors,
+)
 
 
 class CountingBuild:
@@ -23,6 +38,7 @@ class CountingBuild:
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "config"))  # a key of this test's own
     return tmp_path / "cache"
 
 
@@ -90,3 +106,108 @@ def test_an_unwritable_cache_only_warns(monkeypatch, tmp_path):
     with pytest.warns(UserWarning, match="could not write"):
         tensors = cached_tensors("demo", {}, CountingBuild())
     assert tensors["y"].tolist() == [0, 1, 2]
+
+
+# -- forged, foreign and outdated files; the key file --------------------------------------------
+
+
+def _torch_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "checksum",
+    [
+        lambda signed: hashlib.sha256(signed[-1]).digest(),  # what the v1 format accepted
+        lambda signed: hashlib.sha256(b"".join(signed)).digest(),
+        lambda signed: hmac.new(bytes(32), b"".join(signed), hashlib.sha256).digest(),
+    ],
+    ids=["sha256-of-payload", "sha256-of-everything", "hmac-with-a-guessed-key"],
+)
+def test_a_rewritten_payload_with_a_recomputed_checksum_is_rejected_and_rebuilt(
+    cache_dir, checksum
+):
+    build = CountingBuild(2.0)
+    cached_tensors("demo", {"k": 1}, build)
+    path = cache_path("demo", {"k": 1})
+    # What an attacker who can write the cache but not read the key file sees: magic line,
+    # 32-byte tag, identity length, identity, payload. They swap the payload and re-checksum.
+    data = path.read_bytes()
+    start = len(_MAGIC) + 32 + 4
+    length = int.from_bytes(data[start - 4 : start], "big")
+    forged = _torch_bytes({"x": torch.full((3, 2), 666.0), "y": torch.arange(3)})
+    signed = [_MAGIC, data[start - 4 : start], data[start : start + length], forged]
+    path.write_bytes(_MAGIC + checksum(signed) + b"".join(signed[1:]))
+    with pytest.warns(UserWarning, match="was tampered with, signed with another cache key"):
+        rebuilt = cached_tensors("demo", {"k": 1}, build)
+    assert build.calls == 2
+    assert torch.equal(rebuilt["x"], torch.full((3, 2), 2.0))
+
+
+def test_a_valid_file_copied_to_another_keys_path_is_rejected_and_rebuilt(cache_dir):
+    cached_tensors("demo", {"k": 1}, CountingBuild(1.0))
+    other = cache_path("demo", {"k": 2})
+    shutil.copyfile(cache_path("demo", {"k": 1}), other)
+    build = CountingBuild(2.0)
+    with pytest.warns(UserWarning, match=f"{other.name} holds another configuration's data"):
+        rebuilt = cached_tensors("demo", {"k": 2}, build)
+    assert build.calls == 1
+    assert torch.equal(rebuilt["x"], torch.full((3, 2), 2.0))
+    cached_tensors("demo", {"k": 2}, build)
+    assert build.calls == 1  # the rebuilt file is its own
+
+
+def test_a_file_from_the_previous_format_is_rebuilt(cache_dir):
+    build = CountingBuild(2.0)
+    cached_tensors("demo", {"k": 1}, build)
+    payload = _torch_bytes({"x": torch.zeros(3, 2), "y": torch.arange(3)})
+    old = b"twcore-tensor-cache-v1\n" + hashlib.sha256(payload).digest() + payload
+    cache_path("demo", {"k": 1}).write_bytes(old)
+    with pytest.warns(UserWarning, match="written by another twcore version; rebuilding"):
+        rebuilt = cached_tensors("demo", {"k": 1}, build)
+    assert build.calls == 2 and rebuilt["x"].sum() == 12.0
+
+
+def test_files_signed_with_a_replaced_key_are_rebuilt(cache_dir):
+    build = CountingBuild()
+    cached_tensors("demo", {"k": 1}, build)
+    cache_key_path().unlink()  # the next call makes a new key
+    with pytest.warns(UserWarning, match="signed with another cache key"):
+        cached_tensors("demo", {"k": 1}, build)
+    assert build.calls == 2
+
+
+def test_the_key_is_made_private_outside_the_cache_directory(cache_dir, tmp_path):
+    cached_tensors("demo", {}, CountingBuild())
+    key = tmp_path / "config" / "cache.key"
+    assert cache_key_path() == key
+    assert key.stat().st_size == 32
+    assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_default_key_location_follows_xdg_config_home(monkeypatch, tmp_path):
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert cache_key_path() == tmp_path / "twcore" / "cache.key"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and owners are POSIX")
+@pytest.mark.parametrize("untrusted", ["mode-0644", "another-owner"])
+def test_a_key_file_others_could_read_turns_the_cache_off(cache_dir, monkeypatch, untrusted):
+    build = CountingBuild()
+    cached_tensors("demo", {}, build)  # a valid file now exists, signed with the key
+    written = cache_path("demo", {}).stat().st_ino  # a rewrite would be a new file (os.replace)
+    if untrusted == "mode-0644":
+        cache_key_path().chmod(0o644)
+        message = r"cache is off: its key file .*cache.key is open to other users \(mode 0644"
+    else:
+        monkeypatch.setattr(os, "getuid", lambda: os.stat(cache_key_path()).st_uid + 1)
+        message = r"cache is off: its key file .*cache.key is owned by uid \d+, not by you"
+    for _ in range(2):
+        with pytest.warns(UserWarning, match=message):
+            tensors = cached_tensors("demo", {}, build)
+        assert tensors["y"].tolist() == [0, 1, 2]
+    assert build.calls == 3  # neither read nor written while the key is not trusted
+    assert cache_path("demo", {}).stat().st_ino == written

@@ -41,6 +41,7 @@ def test_broken_plugins_are_reported_and_the_others_still_load(fixture_entry_poi
         "bad-signature": "registry",
         "raising-hook": "twcore_register_tasks raised RuntimeError: dataset index is corrupt",
         "not-a-method": "is not a subclass of twcore.method.Method",
+        "exiting-hook": "twcore_register_models raised SystemExit: 3",
     }
     for name, fragment in expected.items():
         status, error = statuses[name]
@@ -120,6 +121,7 @@ def test_cli_lists_failed_plugins_and_still_runs_the_good_ones(run_cli, fixtures
     assert rows["broken-import"]["version"] == "0.1"
     assert rows["fixture-sum"]["status"] == "loaded"
     assert rows["ew"]["status"] == "loaded"
+    assert rows["exiting-hook"]["status"] == "failed"  # its sys.exit took nothing else down
     run = run_cli(
         "run",
         "method=fixture-sum",
@@ -142,6 +144,38 @@ def test_cli_reports_duplicate_names_with_exit_code_2(run_cli, fixtures_dir):
     assert "twcore-method-ew" in result.stderr and "twcore-fixture-dup-b" in result.stderr
     listing = run_cli("plugins", extra_path=fixtures_dir / "duplicate_plugins")
     assert "duplicate" in listing.stdout
+
+
+def test_the_duplicate_hint_works_as_given(run_cli, fixtures_dir, tmp_path):
+    folder = fixtures_dir / "duplicate_plugins"
+    failed = run_cli("run", "method=ew", "steps=1", extra_path=folder)
+    hint = failed.stderr.split("skip the others with ")[1].split()[0]
+    variable, value = hint.split("=")
+    run = run_cli(
+        "run",
+        "-q",
+        "method=ew",
+        "steps=2",
+        "wandb.enabled=false",
+        f"run_dir={tmp_path / 'run'}",
+        extra_path=folder,
+        env={variable: value},
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
+
+
+def test_a_reproduction_grid_hook_that_exits_is_skipped_with_a_warning(capsys):
+    class ExitingGrids:
+        @staticmethod
+        @hookimpl
+        def twcore_reproduction_grids(register):
+            raise SystemExit("no grids today")
+
+    registry = PluginRegistry(autoload=False)
+    assert registry.add_plugin(ExitingGrids(), "exiting-grids").status == "loaded"
+    assert registry.reproduction_grids() == []
+    assert "its reproduction grids raised SystemExit: no grids today" in capsys.readouterr().err
 
 
 def test_one_plugin_can_register_a_method_a_task_and_a_model_that_run_together(tmp_path):

@@ -16,7 +16,7 @@ from typing import Any
 from twcore.config.compose import ComposedConfig, compose, load_yaml_file
 from twcore.config.overrides import Override, parse_override
 from twcore.console import warn
-from twcore.engine.checkpoint import load_checkpoint
+from twcore.engine.checkpoint import check_run_checkpoint, load_checkpoint
 from twcore.engine.components import build_components
 from twcore.engine.device import resolve_device
 from twcore.engine.rundir import RunDirectory
@@ -55,11 +55,14 @@ def run_composed(composed: ComposedConfig, *, show_progress: bool = False) -> Ru
     run_dir = RunDirectory.create(
         composed.run.run_dir, runs_root=composed.run.runs_root, label=label
     )
-    composed.tree.run_dir = str(run_dir.path)
-    composed.run.run_dir = str(run_dir.path)
-    run_dir.write_config(composed.to_yaml())
-    trainer = Trainer(composed, components, run_dir, tracker, show_progress=show_progress)
-    return trainer.train()
+    try:
+        composed.tree.run_dir = str(run_dir.path)
+        composed.run.run_dir = str(run_dir.path)
+        run_dir.write_config(composed.to_yaml())
+        trainer = Trainer(composed, components, run_dir, tracker, show_progress=show_progress)
+        return trainer.train()
+    finally:
+        run_dir.release()
 
 
 def resume(
@@ -83,19 +86,33 @@ def resume(
                 f"{override}: a resumed run keeps its {override.plugin_section}; "
                 "start a new run to change it"
             )
-    base = load_yaml_file(directory.config_path)
-    base["run_dir"] = str(directory.path)
-    composed = compose(parsed, base=base, registry=registry)
-    state: dict[str, Any] | None = None
-    if directory.checkpoint_path.exists():
-        state = load_checkpoint(directory.checkpoint_path, resolve_device(composed.run.device))
-    else:
-        warn(f"{directory.path} has no checkpoint yet; training it again from step 0")
-    tracker = Tracker([])
-    components = build_components(composed, tracker)
-    directory.write_config(composed.to_yaml())
-    trainer = Trainer(composed, components, directory, tracker, show_progress=show_progress)
-    return trainer.train(resume_state=state, reuse_directory=True)
+    try:
+        base = load_yaml_file(directory.config_path)
+        base["run_dir"] = str(directory.path)
+        composed = compose(parsed, base=base, registry=registry)
+        state: dict[str, Any] | None = None
+        if directory.checkpoint_path.exists():
+            state = load_checkpoint(directory.checkpoint_path, resolve_device(composed.run.device))
+            check_run_checkpoint(state, directory.checkpoint_path)
+            _refuse_fewer_steps(composed.run.steps, int(state["step"]), directory.path)
+        else:
+            warn(f"{directory.path} has no checkpoint yet; training it again from step 0")
+        tracker = Tracker([])
+        components = build_components(composed, tracker)
+        directory.write_config(composed.to_yaml())
+        trainer = Trainer(composed, components, directory, tracker, show_progress=show_progress)
+        return trainer.train(resume_state=state, reuse_directory=True)
+    finally:
+        directory.release()
+
+
+def _refuse_fewer_steps(steps: int, trained: int, path: Path) -> None:
+    """A resume cannot train a run to fewer steps than it already has."""
+    if steps < trained:
+        raise ConfigError(
+            f"steps={steps} is below the {trained} steps {path} has already trained; give "
+            f"steps={trained} or more (or start a new run)"
+        )
 
 
 def _as_overrides(overrides: Sequence[str | Override] | Mapping[str, Any]) -> list[str | Override]:

@@ -44,12 +44,21 @@ def check_compatible(
 ) -> None:
     """Raise IncompatiblePairingError saying what is missing unless the task meets one of the
     method's requirement sets."""
+    needs = unmet_needs(requirements, spec)
+    if needs is not None:
+        raise IncompatiblePairingError(
+            f"method '{method_name}' cannot run on task '{task_name}': it needs {needs}"
+        )
+
+
+def unmet_needs(
+    requirements: Requirements | tuple[Requirements, ...], spec: TaskSpec
+) -> str | None:
+    """What the task lacks, in words (``a validation split and ...``, or ``one of: ...; or
+    ...`` for alternatives), or None if it meets one of the requirement sets."""
     options = requirements if isinstance(requirements, tuple) else (requirements,)
     gaps = [missing(option, spec) for option in options]
     if any(not gap for gap in gaps):
-        return
+        return None
     described = [" and ".join(gap) for gap in gaps]
-    needs = described[0] if len(described) == 1 else "one of: " + "; or ".join(described)
-    raise IncompatiblePairingError(
-        f"method '{method_name}' cannot run on task '{task_name}': it needs {needs}"
-    )
+    return described[0] if len(described) == 1 else "one of: " + "; or ".join(described)

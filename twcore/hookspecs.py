@@ -20,7 +20,8 @@ by ``twcore plugins`` (with its distribution and version) and the other plugins 
 Two distributions registering one name make that name an error that names both.
 
 Environment variables: ``TWCORE_DISABLE_PLUGIN_AUTOLOAD=1`` loads no entry points at all;
-``TWCORE_PLUGINS=a,b`` loads only the entry points (or distributions) named ``a`` and ``b``.
+``TWCORE_PLUGINS=a,b`` loads only the entry points (or distributions) named ``a`` and ``b``;
+``TWCORE_EXCLUDE_PLUGINS=a,b`` loads all but those (e.g. one of two plugins claiming one name).
 
 Names are lowercase words joined by ``-`` (``group-dro``, ``mnist-multitask``). The registered
 classes subclass :class:`twcore.method.Method`, :class:`twcore.task.Task` and

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from twcore.spec import TaskSpec
+from twcore.spec import ObjectiveKind, TaskSpec
 
 
 def supervised_metrics(
@@ -47,3 +47,18 @@ def supervised_metrics(
             if only in values:
                 metrics[metric] = values[only]
     return metrics
+
+
+def supervised_metric_names(spec: TaskSpec) -> tuple[str, ...]:
+    """The names :func:`supervised_metrics` returns for `spec`'s objectives, in its order."""
+
+    def of_kind(kind: ObjectiveKind) -> dict[str, float]:
+        return {o.name: 0.0 for o in spec.objectives if o.kind is kind}
+
+    names = supervised_metrics(
+        spec,
+        dict.fromkeys(spec.objective_names, 0.0),
+        of_kind(ObjectiveKind.CLASSIFICATION),
+        of_kind(ObjectiveKind.REGRESSION),
+    )
+    return tuple(names)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "twcore"
 DISABLE_AUTOLOAD_ENV = "TWCORE_DISABLE_PLUGIN_AUTOLOAD"
 ONLY_PLUGINS_ENV = "TWCORE_PLUGINS"
+EXCLUDE_PLUGINS_ENV = "TWCORE_EXCLUDE_PLUGINS"
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -125,10 +126,12 @@ class PluginRegistry:
         """Load the given (default: installed) ``twcore`` entry points, each on its own."""
         if entry_points is None:
             entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-        only = _only_plugins()
+        only = _names_in(ONLY_PLUGINS_ENV)
+        excluded = _names_in(EXCLUDE_PLUGINS_ENV) or set()
         for entry_point in sorted(entry_points, key=lambda ep: ep.name):
             source = _source_of(entry_point)
-            if only is not None and not ({source.name, source.distribution} & only):
+            names = {source.name, source.distribution}
+            if (only is not None and not names & only) or names & excluded:
                 continue
             try:
                 plugin = entry_point.load()
@@ -193,7 +196,9 @@ class PluginRegistry:
                     implementation.function(**{arg: register for arg in implementation.argnames})
                 except PluginLoadError:
                     raise
-                except Exception as exc:
+                except BaseException as exc:  # sys.exit() in a hook is a failing plugin too
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise
                     raise PluginLoadError(f"{kind.hook} raised {_describe(exc)}") from exc
         return registrations
 
@@ -209,7 +214,9 @@ class PluginRegistry:
             found: list[ReproductionGrid] = []
             try:
                 implementation.function(register=found.append)
-            except Exception as exc:
+            except BaseException as exc:  # sys.exit() in a hook is a failing plugin too
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
                 name = implementation.plugin_name.removeprefix("None:")
                 warn(f"plugin {name}: its reproduction grids raised {_describe(exc)}; skipped")
                 continue
@@ -234,12 +241,19 @@ class PluginRegistry:
                 f"{format_choices(names)}{hint}"
             )
         if len(candidates) > 1:
-            origins = " and ".join(c.source.describe() for c in candidates)
-            raise DuplicatePluginError(
-                f"{kind} '{name}' is registered by more than one plugin: {origins}; uninstall "
-                f"one, or load only one with {ONLY_PLUGINS_ENV}=<plugin>"
-            )
+            raise DuplicatePluginError(self.ambiguity(kind, name))
         return candidates[0]
+
+    def ambiguity(self, kind: str, name: str) -> str:
+        """Why `name` is ambiguous and how to resolve it (a hint that works: skip all but one
+        of the plugins registering it)."""
+        candidates = self._by_name[kind][name]
+        origins = " and ".join(c.source.describe() for c in candidates)
+        skipped = ",".join(c.source.distribution or c.source.name for c in candidates[1:])
+        return (
+            f"{kind} '{name}' is registered by more than one plugin: {origins}; uninstall one, "
+            f"or skip the others with {EXCLUDE_PLUGINS_ENV}={skipped}"
+        )
 
     def names(self, kind: str) -> list[str]:
         """Sorted names of the plugins of `kind`."""
@@ -254,7 +268,11 @@ class PluginRegistry:
 
     def is_duplicate(self, registration: Registration) -> bool:
         """Whether another plugin registers the same kind and name."""
-        return len(self._by_name[registration.kind][registration.name]) > 1
+        return self.is_ambiguous(registration.kind, registration.name)
+
+    def is_ambiguous(self, kind: str, name: str) -> bool:
+        """Whether more than one plugin registers `name` as a `kind`."""
+        return len(self._by_name[kind].get(name, ())) > 1
 
     @property
     def statuses(self) -> list[PluginStatus]:
@@ -313,8 +331,9 @@ def _autoload_enabled() -> bool:
     return os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip().lower() in ("", "0", "false", "no")
 
 
-def _only_plugins() -> set[str] | None:
-    value = os.environ.get(ONLY_PLUGINS_ENV)
+def _names_in(variable: str) -> set[str] | None:
+    """The comma-separated entry-point or distribution names of an environment variable."""
+    value = os.environ.get(variable)
     if value is None:
         return None
     return {name.strip() for name in value.split(",") if name.strip()}

@@ -10,6 +10,9 @@ from typing import Any
 
 LOWER_IS_BETTER_WORDS = ("loss", "mse", "error", "regret", "time")
 
+RUN_COLUMNS = ("steps_per_s", "model_updates")
+"""Numbers of ``summary.json`` that describe how a run trained (speed, budget), not how well."""
+
 
 def lower_is_better(metric: str) -> bool:
     """Whether smaller values of `metric` are better (losses, errors, times)."""
@@ -49,6 +52,10 @@ class Table:
     metrics: list[str]
     rows: dict[tuple[str, ...], dict[str, Cell]] = field(default_factory=dict)
     counts: dict[tuple[str, ...], int] = field(default_factory=dict)
+    unranked: tuple[str, ...] = ()
+    """Columns that describe a run rather than score it (speed, budget): never marked best."""
+    notes: list[str] = field(default_factory=list)
+    """Sentences printed under the table (e.g. that the rows trained with different budgets)."""
 
     def add(self, row: tuple[str, ...], metrics: dict[str, float | None]) -> None:
         cells = self.rows.setdefault(row, {m: Cell() for m in self.metrics})
@@ -62,6 +69,9 @@ class Table:
         """For each metric, the row with the best mean (None if no row has a value)."""
         best: dict[str, tuple[str, ...] | None] = {}
         for metric in self.metrics:
+            if metric in self.unranked:
+                best[metric] = None
+                continue
             scored = [
                 (cells[metric].mean, row)
                 for row, cells in self.rows.items()
@@ -91,6 +101,8 @@ class Table:
                 formatted.append(f"**{text}**" if best.get(metric) == row else text)
             count = [str(self.counts[row])] if show_count else []
             lines.append("| " + " | ".join([*row, *formatted, *count]) + " |")
+        if self.notes:
+            lines.extend(["", *self.notes])
         return "\n".join(lines) + "\n"
 
     def to_records(self) -> list[dict[str, Any]]:
@@ -113,7 +125,9 @@ class Table:
 def summary_metrics(
     summary: dict[str, Any], split: str, metrics: Sequence[str]
 ) -> dict[str, float | None]:
-    """The named metrics of one split of a ``summary.json`` (plus ``steps_per_s``)."""
+    """The named metrics of one split of a ``summary.json`` (plus the run-level
+    :data:`RUN_COLUMNS`)."""
     values = dict(summary.get("metrics", {}).get(split, {}))
-    values["steps_per_s"] = summary.get("steps_per_s")
+    for column in RUN_COLUMNS:
+        values[column] = summary.get(column)
     return {metric: values.get(metric) for metric in metrics}

@@ -8,6 +8,7 @@ directory under the sweep directory and its own W&B run in the sweep's W&B group
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import re
@@ -26,7 +27,7 @@ from twcore.errors import UsageError
 from twcore.registry import PluginRegistry
 from twcore.report.collect import RunRecord
 from twcore.report.tables import report_tables
-from twcore.results import Table
+from twcore.results import RUN_COLUMNS, Table
 
 TRIAL_CONFIGS = ".trials"
 TRIAL_LOGS = ".logs"
@@ -80,11 +81,39 @@ def expand(arguments: Sequence[str]) -> tuple[list[str], list[list[Override]]]:
 
 
 def trial_name(swept: dict[str, str]) -> str:
-    """A directory-safe name such as ``method-ew_seed-0``."""
+    """A directory name for a trial, unique among a sweep's trials by construction.
+
+    Readable when it can be, ``method-ew_seed-0``: the last part of each swept key and its value,
+    in the sweep's key order. That spelling is used bare only when it is unambiguous and portable
+    — every value of lowercase letters, digits and ``.+-`` (so ``_`` only joins pairs, and names
+    differing in case never meet on a case-insensitive filesystem), distinct key names, at most
+    :data:`MAX_TRIAL_NAME` characters. Otherwise a readable prefix is followed by a hash of the
+    full override set, so two different trials can never share a directory.
+    """
     if not swept:
         return "trial"
-    parts = [f"{key.split('.')[-1]}-{value}" for key, value in swept.items()]
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "", "_".join(parts))[:120]
+    leaves = [key.split(".")[-1] for key in swept]
+    readable = "_".join(
+        f"{leaf}-{value}" for leaf, value in zip(leaves, swept.values(), strict=True)
+    )
+    plain = (
+        all(_PLAIN_VALUE.fullmatch(value) for value in swept.values())
+        and len(set(leaves)) == len(leaves)
+        and len(readable) <= MAX_TRIAL_NAME
+    )
+    if plain:
+        return readable
+    canonical = json.dumps(sorted(swept.items()), ensure_ascii=False)
+    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:TRIAL_HASH_LENGTH]
+    prefix = re.sub(r"[^a-z0-9_.+-]+", "", readable.lower())[
+        : MAX_TRIAL_NAME - TRIAL_HASH_LENGTH - 1
+    ]
+    return f"{prefix}-{digest}" if prefix else digest
+
+
+MAX_TRIAL_NAME = 120
+TRIAL_HASH_LENGTH = 12
+_PLAIN_VALUE = re.compile(r"[a-z0-9.+-]+")
 
 
 def plan(
@@ -235,13 +264,44 @@ def _prepare(trial: Trial, sweep_dir: Path, group: str) -> TrialJob:
 
 def tabulate(trials: Sequence[Trial], swept_keys: Sequence[str]) -> list[Table]:
     """One table per task (the report's tables, :func:`twcore.report.tables.report_tables`),
-    with each configuration's training speed as a further column."""
+    with each configuration's training speed and budget (model updates) as further columns,
+    and a note under a table whose rows trained with different budgets."""
     records = [
         RunRecord(Path(t.summary["run_dir"]), t.summary, t.swept)
         for t in trials
         if t.summary is not None
     ]
-    return report_tables(records, swept_keys, extra_metrics=("steps_per_s",))
+    tables = report_tables(records, swept_keys, extra_metrics=RUN_COLUMNS)
+    for table in tables:
+        table.unranked = RUN_COLUMNS
+        note = budget_note(table)
+        if note:
+            table.notes.append(note)
+    return tables
+
+
+def budget_note(table: Table) -> str | None:
+    """A sentence saying which rows made more model updates than others, or None if all rows
+    had the same budget (methods whose step is a whole inner training, such as TaskMet, make
+    many updates per step: a table at equal ``steps`` is then not at equal budgets)."""
+    updates = {
+        row: cells["model_updates"].mean
+        for row, cells in table.rows.items()
+        if cells["model_updates"].values
+    }
+    if len(set(updates.values())) < 2:
+        return None
+    listed = ", ".join(
+        f"{' '.join(row)}: {value:,.0f}" for row, value in sorted(updates.items(), key=_by_value)
+    )
+    return (
+        f"Budgets differ: mean model updates (optimiser steps on the model) per run are {listed}; "
+        "compare rows at equal updates or equal wall time, not equal steps."
+    )
+
+
+def _by_value(item: tuple[tuple[str, ...], float]) -> float:
+    return item[1]
 
 
 def write_results(result: SweepResult) -> None:

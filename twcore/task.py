@@ -18,7 +18,7 @@ from torch import Tensor
 from twcore.batch import Batch
 from twcore.config import NoConfig
 from twcore.losses import base_loss
-from twcore.metrics import supervised_metrics
+from twcore.metrics import supervised_metric_names, supervised_metrics
 from twcore.spec import Capability, ObjectiveKind, ObjectiveSpec, TaskSpec
 from twcore.stream import BatchStream, TensorBatchStream
 
@@ -92,6 +92,15 @@ class Task(ABC):
         self, model: torch.nn.Module, split: str, *, device: torch.device, batch_size: int
     ) -> dict[str, float]:
         """Metrics of `model` on `split` (``val`` or ``test``), see :mod:`twcore.metrics`."""
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric name :meth:`evaluate` returns. A run's ``best_metric`` is checked against
+        it before training, and the conformance suite checks it against what ``evaluate``
+        returns. The default is the supervised metrics of the spec
+        (:func:`twcore.metrics.supervised_metrics`, what :class:`TensorTask` evaluates); a task
+        whose ``evaluate`` returns other metrics overrides it."""
+        return supervised_metric_names(self.spec)
 
     @property
     def eval_splits(self) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from twcore.api import resume, run_composed
 from twcore.backends.base import Backend, OnOutcome, TrialJob, TrialOutcome
 from twcore.backends.trial import has_started
 from twcore.console import warn
-from twcore.errors import DivergenceError, UsageError
+from twcore.errors import DivergenceError, TwcoreError, UsageError
 
 
 class SerialBackend(Backend):
@@ -50,7 +50,10 @@ class SerialBackend(Backend):
                 outcome.status, outcome.error = "failed", str(exc)
                 return outcome
             except Exception as exc:  # a crashing plugin: retry from the checkpoint
-                outcome.status, outcome.error = "failed", f"{type(exc).__name__}: {exc}"
+                described = (
+                    str(exc) if isinstance(exc, TwcoreError) else f"{type(exc).__name__}: {exc}"
+                )
+                outcome.status, outcome.error = "failed", described
                 warn(f"{job.description}: attempt {attempt} failed: {outcome.error}")
                 continue
             outcome.summary = result.summary

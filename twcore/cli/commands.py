@@ -9,7 +9,7 @@ from pathlib import Path
 from twcore import api
 from twcore.backends import SweepOptions
 from twcore.bench import benchmark
-from twcore.compat import check_compatible
+from twcore.compat import unmet_needs
 from twcore.config.compose import compose
 from twcore.config.describe import describe_config, format_keys
 from twcore.config.overrides import Override, parse_override, split_sweep
@@ -97,7 +97,7 @@ def bench(options: argparse.Namespace) -> int:
     registry = get_registry()
     warn_failed_plugins(registry)
     overrides = [parse_override(a) for a in options.overrides]
-    methods = compatible_methods(registry, overrides, None)
+    methods = compatible_methods(registry, overrides, None, command="bench")
     result = benchmark(
         options.overrides, methods, steps=options.steps, repeats=options.repeats, registry=registry
     )
@@ -122,7 +122,7 @@ def compare(options: argparse.Namespace) -> int:
     keys = {o.key for o in overrides}
     arguments = list(options.overrides)
     if "method" not in keys:
-        methods = compatible_methods(registry, overrides, options.config)
+        methods = compatible_methods(registry, overrides, options.config, command="compare")
         arguments.append(f"method={','.join(methods)}")
     if "seed" not in keys:
         arguments.append(f"seed={COMPARE_SEEDS}")
@@ -137,25 +137,42 @@ def compare(options: argparse.Namespace) -> int:
 
 
 def compatible_methods(
-    registry: PluginRegistry, overrides: list[Override], config_file: str | None
+    registry: PluginRegistry,
+    overrides: list[Override],
+    config_file: str | None,
+    *,
+    command: str,
 ) -> list[str]:
-    """Installed methods whose requirements the configured task meets (others are reported)."""
+    """Installed methods that can run on the configured task. Each one left out is reported on
+    a line of its own, prefixed by `command`: a method the task cannot serve, and a name that two
+    plugins register (ambiguous, with the hint that resolves it)."""
     names = registry.names("method")
     if not names:
         raise ConfigError("no method plugins are installed; see `twcore plugins`")
+    unambiguous = []
+    for name in names:
+        if registry.is_ambiguous("method", name):
+            info(f"{command}: skipping method '{name}': {registry.ambiguity('method', name)}")
+        else:
+            unambiguous.append(name)
+    if not unambiguous:
+        raise ConfigError("every installed method name is ambiguous; see `twcore plugins`")
     first_values = [Override(o.key, split_sweep(o.text)[0]) for o in overrides]
     composed = compose(
-        [*first_values, Override("method", names[0])], config_file=config_file, registry=registry
+        [*first_values, Override("method", unambiguous[0])],
+        config_file=config_file,
+        registry=registry,
     )
     task_name = composed.plugins["task"].name
     spec = build_task(composed).spec
     fitting = []
-    for name in names:
-        try:
-            registration = registry.get("method", name)
-            check_compatible(name, registration.cls.requirements, task_name, spec)
-        except IncompatiblePairingError as exc:
-            info(f"compare: skipping {exc}")
+    for name in unambiguous:
+        needs = unmet_needs(registry.get("method", name).cls.requirements, spec)
+        if needs is not None:
+            info(
+                f"{command}: skipping method '{name}': it cannot run on task '{task_name}': "
+                f"it needs {needs}"
+            )
             continue
         fitting.append(name)
     if not fitting:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import twcore
 from twcore.cli import commands
 from twcore.console import error
-from twcore.errors import DivergenceError, UsageError
+from twcore.errors import TwcoreError
 
 DEBUG_ENV = "TWCORE_DEBUG"
 
@@ -197,19 +197,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in arguments or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
-        options = _parse(build_parser(), arguments)
+        try:
+            options = _parse(build_parser(), arguments)
+        except SystemExit as exc:  # --help, --version, or a parse error (already printed)
+            return exc.code if isinstance(exc.code, int) else 0
         return int(options.handler(options) or 0)
-    except (UsageError, DivergenceError) as exc:
+    except TwcoreError as exc:
         if debug:
             traceback.print_exc()
-        error(str(exc))
-        return exc.exit_code
+        error(one_line(str(exc), debug=debug))
+        return int(getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
         error("interrupted")
         return 130
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        error(f"{type(exc).__name__}: {text} (rerun with --debug for the traceback)")
+        text = one_line(str(exc), debug=debug) if str(exc).strip() else ""
+        hint = "" if debug else " (rerun with --debug for the traceback)"
+        error(f"{type(exc).__name__}: {text}{hint}")
         return 1
+
+
+def one_line(message: str, *, debug: bool) -> str:
+    """`message` as one line: a library's multi-line text (a checkpoint torch cannot read, a
+    solver's report) keeps its first line here; the rest is shown with ``--debug``."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else message
+    if debug:
+        return " ".join(lines)
+    return f"{lines[0]} (more with --debug)"

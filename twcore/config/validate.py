@@ -11,6 +11,9 @@ from twcore.optim import validate_optim_config
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _WANDB_MODES = ("online", "offline", "disabled", "shared")
 _BEST_METRIC = re.compile(r"^((min|max):\S+)?$")
+MAX_SEED = 2**32
+"""Seeds are below 2**32: numpy's legacy seeding takes 32 bits, and plugins derive further
+seeds from the run's (``seed * k + i``) that must stay within torch's 64 bits."""
 
 
 def validate_run_config(run: RunConfig) -> None:
@@ -40,4 +43,13 @@ def validate_run_config(run: RunConfig) -> None:
             f"best_metric='{run.best_metric}' must be empty (the task's primary metric) or "
             "min:NAME / max:NAME, e.g. min:mse"
         )
+    if not 0 <= run.seed < MAX_SEED:
+        raise ConfigError(f"seed={run.seed} must be in [0, 2**32), e.g. seed=0")
+    if run.run_dir is not None and not str(run.run_dir).strip():
+        raise ConfigError(
+            "run_dir is empty; give a directory (run_dir=runs/my-run) or leave it out for a new "
+            "one under runs_root"
+        )
+    if not str(run.runs_root).strip():
+        raise ConfigError("runs_root is empty; give a directory, e.g. runs_root=runs")
     validate_optim_config(run.optim)

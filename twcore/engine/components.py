@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from twcore.compat import check_compatible
 from twcore.config.compose import ComposedConfig
 from twcore.engine.device import resolve_device
+from twcore.engine.plugin_failure import Phase, first_line, plugin_failure
 from twcore.engine.rng import seed_everything
-from twcore.errors import ConfigError, UsageError
+from twcore.errors import ConfigError, TwcoreError, did_you_mean
 from twcore.method import Method, MethodContext
 from twcore.model import Model
 from twcore.optim import build_optimizer
 from twcore.task import Task
 from twcore.tracking import Tracker
+
+T = TypeVar("T")
 
 METHOD_GENERATOR_OFFSET = 104_729
 """Keeps the method's RNG stream distinct from the global one seeded with the same seed."""
@@ -36,14 +41,43 @@ class Components:
 def build_task(composed: ComposedConfig) -> Task:
     """The task of a configuration, with its spec built (bad task options are usage errors)."""
     registration = composed.plugins["task"]
-    try:
+
+    def build() -> Task:
         task = registration.cls(composed.sections["task"])
         _ = task.spec
-    except UsageError:
+        return task
+
+    return construct(composed, "task", build)
+
+
+def construct(composed: ComposedConfig, section: str, build: Callable[[], T]) -> T:
+    """``build()`` a plugin's object: a ValueError is a bad option of that plugin (ConfigError,
+    exit 2); any other exception is a :class:`PluginFailure` naming the plugin."""
+    registration = composed.plugins[section]
+    try:
+        return build()
+    except TwcoreError:
         raise
     except ValueError as exc:
-        raise ConfigError(f"task '{registration.name}': {exc}") from exc
-    return task
+        raise ConfigError(f"{section} '{registration.name}': {first_line(exc)}") from exc
+    except Exception as exc:
+        phase = Phase(f"building the {section}", owner=section)
+        raise plugin_failure(exc, phase=phase, step=None, plugins=composed.plugins) from exc
+
+
+def check_best_metric(best_metric: str, task: Task, task_name: str) -> None:
+    """ConfigError unless ``best_metric`` (``min:NAME``/``max:NAME``) names a metric the task
+    reports: a typo would otherwise turn model selection off without a word."""
+    if not best_metric:
+        return
+    _, metric = best_metric.split(":", 1)
+    names = task.metric_names
+    if metric not in names:
+        raise ConfigError(
+            f"best_metric='{best_metric}': task '{task_name}' reports no metric '{metric}'"
+            f"{did_you_mean(metric, names, prefix=best_metric.split(':')[0] + ':')}; "
+            f"its metrics: {', '.join(names)}"
+        )
 
 
 def build_components(composed: ComposedConfig, tracker: Tracker) -> Components:
@@ -60,11 +94,11 @@ def build_components(composed: ComposedConfig, tracker: Tracker) -> Components:
         composed.plugins["task"].name,
         task.spec,
     )
-    model_registration = composed.plugins["model"]
-    try:
-        model = model_registration.cls(composed.sections["model"], task.spec).to(device)
-    except ValueError as exc:
-        raise ConfigError(f"model '{model_registration.name}': {exc}") from exc
+    check_best_metric(run.best_metric, task, composed.plugins["task"].name)
+    model_class = composed.plugins["model"].cls
+    model = construct(
+        composed, "model", lambda: model_class(composed.sections["model"], task.spec).to(device)
+    )
     optimizer = build_optimizer(model.parameters(), run.optim)
     context = MethodContext(
         model=model,
@@ -77,8 +111,7 @@ def build_components(composed: ComposedConfig, tracker: Tracker) -> Components:
         batch_size=run.batch_size,
         optim_config=run.optim,
     )
-    try:
-        method = method_registration.cls(composed.sections["method"], context)
-    except ValueError as exc:
-        raise ConfigError(f"method '{method_registration.name}': {exc}") from exc
+    method = construct(
+        composed, "method", lambda: method_registration.cls(composed.sections["method"], context)
+    )
     return Components(device, task, model, optimizer, method, context)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from twcore.atomic_files import atomic_write_text
+from twcore.engine.lock import RunLock
 from twcore.errors import RunDirectoryError
 
 CONFIG_FILE = "config.yaml"
@@ -21,6 +22,7 @@ class RunDirectory:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.lock: RunLock | None = None
 
     @property
     def config_path(self) -> Path:
@@ -40,53 +42,81 @@ class RunDirectory:
 
     @classmethod
     def create(cls, path: str | Path | None, *, runs_root: str | Path, label: str) -> RunDirectory:
-        """A new, empty run directory: `path`, or ``runs_root/<time>-<label>``.
+        """A new, empty run directory, locked for this process: `path`, or
+        ``runs_root/<time>-<label>`` (a fresh name, claimed atomically).
 
-        Refuses a directory that already holds a run, so nothing written before is lost.
+        Refuses a directory that already holds a run, so nothing written before is lost, and one
+        that another process is using. Call :meth:`release` when the run ends.
         """
         if path is None:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            candidate = Path(runs_root) / f"{stamp}-{label}"
-            suffix = 1
-            while candidate.exists():
-                suffix += 1
-                candidate = Path(runs_root) / f"{stamp}-{label}-{suffix}"
-            path = candidate
+            return cls._claim_new(Path(runs_root), label)
         path = Path(path).absolute()
         if (path / CONFIG_FILE).exists():
-            raise RunDirectoryError(
-                f"run_dir={path} already holds a run; resume it with `twcore resume {path}` or "
-                "choose another run_dir"
-            )
+            raise _holds_a_run(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RunDirectoryError(f"cannot create run_dir={path}: {exc.strerror}") from exc
-        return cls(path)
+        directory = cls(path)
+        directory.lock = RunLock.acquire(path)
+        if directory.config_path.exists():  # another process claimed it since the check above
+            directory.release()
+            raise _holds_a_run(path)
+        return directory
+
+    @classmethod
+    def _claim_new(cls, runs_root: Path, label: str) -> RunDirectory:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        try:
+            runs_root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirectoryError(f"cannot create runs_root={runs_root}: {exc.strerror}") from exc
+        for suffix in range(1, 10_000):
+            name = f"{stamp}-{label}" if suffix == 1 else f"{stamp}-{label}-{suffix}"
+            candidate = (runs_root / name).absolute()
+            try:
+                candidate.mkdir()  # atomic: of two processes, one gets each name
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise RunDirectoryError(
+                    f"cannot create a run directory in runs_root={runs_root}: {exc.strerror}"
+                ) from exc
+            directory = cls(candidate)
+            directory.lock = RunLock.acquire(candidate)
+            return directory
+        raise RunDirectoryError(f"runs_root={runs_root} has no free name for {stamp}-{label}")
 
     @classmethod
     def existing(cls, path: str | Path) -> RunDirectory:
-        """An existing run directory (for resume); RunDirectoryError if it holds no run."""
+        """An existing run directory (for resume), locked for this process; RunDirectoryError
+        if it holds no run or another process is using it."""
         run_dir = cls(Path(path).absolute())
         if not run_dir.config_path.exists():
             raise RunDirectoryError(f"{path} is not a run directory (no {CONFIG_FILE} inside)")
+        run_dir.lock = RunLock.acquire(run_dir.path)
         return run_dir
+
+    def release(self) -> None:
+        """Free the directory's lock (idempotent)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def write_config(self, text: str) -> None:
         """Write the resolved ``config.yaml``."""
-        _atomic_write(self.config_path, text)
+        atomic_write_text(self.config_path, text)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Write ``summary.json`` atomically."""
-        _atomic_write(
-            self.summary_path, json.dumps(summary, indent=2, default=_json_default) + "\n"
-        )
+        text = json.dumps(summary, indent=2, default=_json_default) + "\n"
+        atomic_write_text(self.summary_path, text)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def _holds_a_run(path: Path) -> RunDirectoryError:
+    return RunDirectoryError(
+        f"run_dir={path} already holds a run; resume it with `twcore resume {path}` or choose "
+        "another run_dir"
+    )
 
 
 def _json_default(value: Any) -> Any:

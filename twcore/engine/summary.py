@@ -3,11 +3,14 @@
 Shape (keys beyond these may be added, never removed)::
 
     {"config": {...}, "metrics": {"val": {NAME: number}, "test": {NAME: number}},
-     "steps": int, "wall_time_s": float, "steps_per_s": float,
+     "steps": int, "wall_time_s": float, "steps_per_s": float, "model_updates": int,
      "plugins": {NAME: VERSION}, "status": "completed"}
 
-``status`` is ``running`` while training, then ``completed``, ``diverged`` (a non-finite
-objective; ``error`` says where), ``interrupted`` (Ctrl-C/SIGTERM; resumable) or ``failed``.
+``model_updates`` counts the steps of the model's optimiser, which differ from ``steps`` for
+methods whose step is a whole inner training (TaskMet: about 100 updates a step), so budgets can
+be compared. ``status`` is ``running`` while training, then ``completed``, ``diverged`` (a
+non-finite objective; ``error`` says where), ``interrupted`` (Ctrl-C/SIGTERM; resumable) or
+``failed`` (``error`` says what raised, and ``failure`` names the plugin, phase and step).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def build_summary(
     steps: int,
     wall_time_s: float,
     steps_per_s: float,
+    model_updates: int,
     run_dir: str,
     device: torch.device,
     spec: TaskSpec,
@@ -52,6 +56,7 @@ def build_summary(
         "steps": steps,
         "wall_time_s": round(wall_time_s, 4),
         "steps_per_s": round(steps_per_s, 4),
+        "model_updates": model_updates,
         "plugins": plugin_versions(composed),
         "status": status,
         "run_dir": run_dir,

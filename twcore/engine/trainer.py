@@ -13,21 +13,29 @@ import torch
 from twcore.config.compose import ComposedConfig
 from twcore.console import warn
 from twcore.engine.best import BestSnapshot
-from twcore.engine.checkpoint import save_checkpoint
+from twcore.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from twcore.engine.components import Components
+from twcore.engine.plugin_failure import Phase, plugin_failure
 from twcore.engine.progress import Progress
 from twcore.engine.rng import capture_rng_state, restore_rng_state
 from twcore.engine.rundir import RunDirectory
 from twcore.engine.stopping import StopRequest, graceful_stop
 from twcore.engine.summary import build_summary
-from twcore.errors import DivergenceError
+from twcore.errors import DivergenceError, TwcoreError
 from twcore.method import StepResult
 from twcore.model import parameters_are_finite
 from twcore.tracking import Tracker
 from twcore.tracking.jsonl import JsonlBackend
 from twcore.tracking.wandb_backend import WandbBackend, resolve_mode
 
-CHECKPOINT_FORMAT = 1
+PREPARING = Phase("preparing the run")
+DRAWING = Phase("drawing a training batch", owner="task")
+TRAIN_STEP = Phase("train_step", owner="method")
+EPOCH_END = Phase("on_epoch_end", owner="method")
+TRAIN_END = Phase("on_train_end", owner="method")
+EVALUATING = Phase("evaluate", owner="task")
+CHECKPOINTING = Phase("saving a checkpoint")
+RESTORING = Phase("restoring the checkpoint")
 
 
 @dataclass
@@ -68,6 +76,9 @@ class Trainer:
         self.last_metrics: dict[str, dict[str, float]] = {}
         self.last_checkpoint_step: int | None = None
         self.best = BestSnapshot.for_run(self.run, components.task.spec)
+        self.phase = PREPARING
+        self.model_updates = 0
+        components.optimizer.register_step_post_hook(self._count_update)
         self.stream = components.task.stream(
             "train",
             self.run.batch_size,
@@ -91,6 +102,7 @@ class Trainer:
         anything a plugin raised (after recording ``status: failed``).
         """
         if resume_state is not None:
+            self.phase = RESTORING
             self._restore(resume_state)
         self._attach_backends(resume_state, reuse_directory)
         self._write_summary("running", {})
@@ -115,22 +127,30 @@ class Trainer:
             # The checkpoint comes before on_train_end (which may, e.g., restore the best
             # parameters), so a resume that trains longer continues the training trajectory.
             self._save_checkpoint()
+            self.phase = TRAIN_END
             self.c.method.on_train_end()
             final = self._final_evaluation(progress, known=self._restore_best())
             status = "completed"
             return self._finish(status, final, None)
         except DivergenceError as exc:
             status, error = "diverged", str(exc)
-            self._finish(status, self.last_metrics, error)
+            self._finish_after_error(status, error)
             raise
         except KeyboardInterrupt:
             status, error = "interrupted", "interrupted by the user"
-            self._finish(status, self.last_metrics, error)
+            self._finish_after_error(status, error)
+            raise
+        except TwcoreError as exc:
+            status, error = "failed", str(exc)
+            self._finish_after_error(status, error)
             raise
         except Exception as exc:
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
-            self._finish(status, self.last_metrics, error)
-            raise
+            failure = plugin_failure(
+                exc, phase=self.phase, step=self.step, plugins=self.composed.plugins
+            )
+            status, error = "failed", str(failure)
+            self._finish_after_error(status, error, {"failure": failure.describe()})
+            raise failure from exc
         finally:
             progress.close()
             self.tracker.finish(status)
@@ -165,7 +185,9 @@ class Trainer:
         run = self.run
         while self.step < run.steps and not stop.requested:
             began = time.perf_counter()
+            self.phase = DRAWING
             batch = next(self.stream)
+            self.phase = TRAIN_STEP
             result = self.c.method.train_step(batch)
             losses = result.losses.detach()
             finite = bool(torch.isfinite(losses).all())
@@ -210,6 +232,7 @@ class Trainer:
     def _maybe_end_epoch(self) -> None:
         while self.stream.completed_epochs > self.epochs_seen:
             self.epochs_seen += 1
+            self.phase = EPOCH_END
             logs = self.c.method.on_epoch_end(self.epochs_seen)
             if logs:
                 self.tracker.log({"method": dict(logs)}, step=self.step)
@@ -231,6 +254,7 @@ class Trainer:
     def _evaluate(self, split: str, known: dict[str, float] | None = None) -> dict[str, float]:
         """Evaluate the model on `split` (or take `known`, metrics of these very parameters),
         record and log them."""
+        self.phase = EVALUATING
         metrics = known or self.c.task.evaluate(
             self.c.model, split, device=self.c.device, batch_size=self.run.eval_batch_size
         )
@@ -243,6 +267,7 @@ class Trainer:
         the val metrics of the loaded parameters (so the final evaluation need not repeat it)."""
         if self.best is None or "val" not in self.c.task.eval_splits:
             return {}
+        self.phase = EVALUATING
         metrics = self.c.task.evaluate(
             self.c.model, "val", device=self.c.device, batch_size=self.run.eval_batch_size
         )
@@ -265,6 +290,7 @@ class Trainer:
     # -- checkpoints and summary -----------------------------------------------------------
 
     def _save_checkpoint(self) -> None:
+        self.phase = CHECKPOINTING
         if not parameters_are_finite(self.c.model):
             raise DivergenceError(
                 f"training diverged at step {self.step}: model parameters are not finite; "
@@ -279,6 +305,7 @@ class Trainer:
                 "step": self.step,
                 "epochs_seen": self.epochs_seen,
                 "elapsed_s": self._elapsed(),
+                "model_updates": self.model_updates,
                 "model": self.c.model.state_dict(),
                 "optimizer": self.c.optimizer.state_dict(),
                 "method": self.c.method.state_dict(),
@@ -303,6 +330,7 @@ class Trainer:
         self.step = int(state["step"])
         self.epochs_seen = int(state["epochs_seen"])
         self.elapsed_before = float(state["elapsed_s"])
+        self.model_updates = int(state.get("model_updates", 0))
         self.c.model.load_state_dict(state["model"])
         self.c.optimizer.load_state_dict(state["optimizer"])
         self.c.method.load_state_dict(state["method"])
@@ -316,19 +344,37 @@ class Trainer:
             self.best.load_state_dict(state["best"])
         self.last_checkpoint_step = self.step
 
+    def _count_update(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """Every step of the model's optimiser, whoever takes it (inner loops included)."""
+        self.model_updates += 1
+
     def _elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
 
     def _finish(
-        self, status: str, metrics: dict[str, dict[str, float]], error: str | None
+        self,
+        status: str,
+        metrics: dict[str, dict[str, float]],
+        error: str | None,
+        extra: dict[str, Any] | None = None,
     ) -> RunResult:
-        extra: dict[str, Any] = {"wandb": self._wandb_info()}
+        ended: dict[str, Any] = {"wandb": self._wandb_info()}
         if self.best is not None:
-            extra["best_step"] = self.best.step
+            ended["best_step"] = self.best.step
         if error is not None:
-            extra["error"] = error
-        summary = self._write_summary(status, metrics, extra)
+            ended["error"] = error
+        summary = self._write_summary(status, metrics, {**ended, **(extra or {})})
         return RunResult(self.run_dir.path, summary)
+
+    def _finish_after_error(
+        self, status: str, error: str, extra: dict[str, Any] | None = None
+    ) -> None:
+        """Record how the run ended, if the summary can still be written (on a full disk it may
+        not: the original error matters more, so this one becomes a warning)."""
+        try:
+            self._finish(status, self.last_metrics, error, extra)
+        except OSError as exc:
+            warn(f"could not record status '{status}' in {self.run_dir.summary_path}: {exc}")
 
     def _write_summary(
         self, status: str, metrics: dict[str, dict[str, float]], extra: dict[str, Any] | None = None
@@ -341,6 +387,7 @@ class Trainer:
             steps=self.step,
             wall_time_s=self._elapsed(),
             steps_per_s=steps_per_s,
+            model_updates=self.model_updates,
             run_dir=str(self.run_dir.path),
             device=self.c.device,
             spec=self.c.task.spec,

@@ -29,6 +29,7 @@ from twcore import api
 from twcore.batch import Batch
 from twcore.config.compose import compose
 from twcore.engine.checkpoint import load_checkpoint
+from twcore.engine.components import build_task
 from twcore.method import StepResult
 from twcore.registry import PluginRegistry
 from twcore.task import TensorTask
@@ -103,10 +104,18 @@ class _Suite:
         summary = result.summary
         assert summary["status"] == "completed"
         assert summary["steps"] == self.steps
+        declared = set(
+            build_task(compose(as_overrides(self.options()), registry=self.registry())).metric_names
+        )
         for split, metrics in summary["metrics"].items():
             assert metrics, f"no {split} metrics"
             for name, value in metrics.items():
                 assert value is not None and math.isfinite(value), f"{split}/{name} is {value}"
+            assert set(metrics) == declared, (
+                f"the task's metric_names do not match what its evaluate returned on {split}: "
+                f"undeclared {sorted(set(metrics) - declared)}, "
+                f"never returned {sorted(declared - set(metrics))}"
+            )
         assert (tmp_path / "run" / "config.yaml").exists()
 
     def test_resume_from_checkpoint_matches_an_uninterrupted_run(self, tmp_path: Path) -> None:

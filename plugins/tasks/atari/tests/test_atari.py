@@ -107,6 +107,48 @@ def test_a_restored_state_continues_exactly_even_after_a_checkpoint(tmp_path) ->
     assert _same(_play(fresh, _actions(150, seed=2)), expected)
 
 
+def _code_running_pickle(marker) -> bytes:
+    """A pickle (protocol 0, written out so no pickle module is imported) that, when unpickled,
+    calls ``open(marker, "w")``: GLOBAL builtins.open, MARK, two strings, TUPLE, REDUCE, STOP."""
+    return f"cbuiltins\nopen\n(V{marker}\nVw\ntR.".encode()
+
+
+def _state_with_emulator(env: AtariFrames, emulator: bytes) -> dict:
+    state = env.get_state()
+    state["emulator"] = torch.frombuffer(bytearray(emulator), dtype=torch.uint8)
+    return state
+
+
+def test_an_emulator_state_holding_a_pickle_is_refused_without_running_it(tmp_path) -> None:
+    env = AtariFrames("breakout", frame_size=21, frame_stack=2)
+    env.reset(seed=0)
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "state.pt"
+    # The crafted state survives the weights_only load a resume does: only set_state could run it.
+    torch.save(_state_with_emulator(env, _code_running_pickle(marker)), path)
+    crafted = torch.load(path, weights_only=True)
+    with pytest.raises(ValueError, match="emulator state cannot be restored"):
+        env.set_state(crafted)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: b"not an emulator state",
+        lambda data: data[: len(data) // 2],
+        lambda data: bytes(len(data)),  # decodes, but the emulator refuses to load it
+    ],
+    ids=["garbage", "truncated", "zeros"],
+)
+def test_emulator_bytes_that_are_not_an_ale_state_are_a_clear_value_error(damage) -> None:
+    env = AtariFrames("breakout", frame_size=21, frame_stack=2)
+    env.reset(seed=0)
+    saved = env.get_state()["emulator"].numpy().tobytes()
+    with pytest.raises(ValueError, match="checkpoint's emulator state cannot be restored"):
+        env.set_state(_state_with_emulator(env, damage(saved)))
+
+
 def test_training_rewards_are_the_sign_of_the_game_score() -> None:
     actions = [FIRE if i % 10 == 0 else a for i, a in enumerate(_actions(600))]
     rewards = {}

@@ -9,11 +9,12 @@ DQN trains on; evaluation environments keep the game's score.
 
 ``get_state``/``set_state`` capture the emulator (with its RNG, so sticky actions replay
 identically), the frame stack and the step count: a restored environment continues exactly.
+The emulator is stored as ALE's own serialised bytes (a uint8 tensor), never as a pickle, so a
+checkpoint that loads with ``torch.load(weights_only=True)`` cannot run code when it is restored.
 """
 
 from __future__ import annotations
 
-import pickle
 from typing import Any
 
 import gymnasium as gym
@@ -91,8 +92,8 @@ class AtariFrames(gym.Env):
         return self.frames.copy(), reward, bool(terminated), truncated, dict(info)
 
     def get_state(self) -> dict[str, Any]:
-        """The emulator (RNG included), frame stack and step count."""
-        emulator = pickle.dumps(self.game.clone_state(include_rng=True))
+        """The emulator (RNG included, as ALE's serialised bytes [n] uint8), frames and steps."""
+        emulator = self.game.clone_state(include_rng=True).serialize()
         return {
             "emulator": torch.frombuffer(bytearray(emulator), dtype=torch.uint8),
             "frames": torch.from_numpy(self.frames.copy()),
@@ -100,7 +101,20 @@ class AtariFrames(gym.Env):
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.game.restore_state(pickle.loads(state["emulator"].numpy().tobytes()))
+        """Restore a :meth:`get_state` result; ValueError if its emulator bytes are not ALE's."""
+        import ale_py
+
+        serialised = state["emulator"].numpy().tobytes()
+        # ALE rejects bytes it cannot parse either when decoding or when loading them into the
+        # emulator, and its bindings report that as SystemError or ValueError.
+        try:
+            self.game.restore_state(ale_py.ALEState(serialised))
+        except (SystemError, ValueError, RuntimeError) as error:
+            raise ValueError(
+                f"the checkpoint's emulator state cannot be restored: its {len(serialised)} bytes"
+                " are not an ALE state saved by this plugin (checkpoints from before emulator"
+                " states were stored as ALE bytes, or a damaged or crafted file)"
+            ) from error
         self.frames[:] = state["frames"].numpy()
         self.steps = int(state["steps"])
 

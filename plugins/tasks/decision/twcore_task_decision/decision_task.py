@@ -244,6 +244,21 @@ class DecisionTask(TensorTask):
             model.train(was_training)
         return torch.cat(chunks)
 
+    DECISION_METRICS: ClassVar[tuple[str, ...]] = (
+        "mse",
+        "objective",
+        "ndq",
+        "dq_optimal",
+        "dq_random",
+    )
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """What :meth:`score` reports (the loss metrics of the spec's one objective, then the
+        decision metrics)."""
+        supervised = supervised_metrics(self.spec, {"mse": 0.0}, {}, {})
+        return tuple(dict.fromkeys([*supervised, *self.DECISION_METRICS]))
+
     def score(self, predictions: Tensor, split: str) -> dict[str, float]:
         """Metrics of per-item predictions [N, n] on `split` (see the module docstring)."""
         data = self.split(split)

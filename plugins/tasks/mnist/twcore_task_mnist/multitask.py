@@ -160,6 +160,12 @@ class MnistMultitask(TensorTask):
         fraction = self.train_fraction[task].to(loss.device)
         return torch.where(member, loss, torch.zeros_like(loss)) / fraction
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Loss and accuracy of every task (each a classification on its own members)."""
+        every = dict.fromkeys(self.spec.objective_names, 0.0)
+        return tuple(supervised_metrics(self.spec, every, every, {}))
+
     @torch.no_grad()
     def evaluate(
         self, model: torch.nn.Module, split: str, *, device: torch.device, batch_size: int

@@ -177,6 +177,11 @@ class AuxiliaryQTask(Task):
         )
 
     @property
+    def metric_names(self) -> tuple[str, ...]:
+        """What :meth:`episode_metrics` reports, averaged over the evaluation episodes."""
+        return tuple(self.episode_metrics(0.0, 0, 0.0, ended=False))
+
+    @property
     def eval_splits(self) -> tuple[str, ...]:
         """Evaluation episodes with validation seeds (every ``eval_every`` steps) and with test
         seeds. There is no validation *stream*: methods that meta-learn on validation batches

@@ -147,6 +147,10 @@ class CartpoleDistractorsTask(Task):
         )
 
     @property
+    def metric_names(self) -> tuple[str, ...]:
+        return ("return", "model_mse", "bellman_error", "objective")
+
+    @property
     def eval_splits(self) -> tuple[str, ...]:
         """Greedy episodes with validation seeds (TaskMet selects on them) and test seeds."""
         return ("val", "test")

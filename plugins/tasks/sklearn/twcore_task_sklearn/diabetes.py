@@ -67,6 +67,10 @@ class Diabetes(TensorTask):
             tensors[f"{name}_target"] = (raw["targets"][indices[name]] - y_mean) / y_std
         return tensors
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return (*super().metric_names, "mse_raw")
+
     def evaluate(
         self, model: torch.nn.Module, split: str, *, device: torch.device, batch_size: int
     ) -> dict[str, float]:

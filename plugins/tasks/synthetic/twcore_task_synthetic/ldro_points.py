@@ -142,6 +142,10 @@ class LdroPoints(TensorTask):
         losses = distances + penalty[:, None]
         return {name: losses[:, k] for k, name in enumerate(self.objective_names)}
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return (*super().metric_names, "theta_x", "theta_y", "constraint_violation")
+
     @torch.no_grad()
     def evaluate(
         self, model: torch.nn.Module, split: str, *, device: torch.device, batch_size: int
