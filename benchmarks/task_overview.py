@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 
-from twcore import api
-from twcore.config.compose import compose
-from twcore.data_cache import CACHE_ENV
-from twcore.engine.components import build_task
-from twcore.registry import get_registry
-from twcore.task import TensorTask
+from twcore.contract.data_cache import CACHE_ENV
+from twcore.contract.task import TensorTask
+from twcore.orchestration import api
+from twcore.orchestration.config.compose import compose
+from twcore.orchestration.engine.components import build_task
+from twcore.orchestration.registry import get_registry
 
 
 def prepare(task_name: str, options: list[str]) -> tuple[float, dict[str, int]]:

@@ -13,11 +13,12 @@ def test_plugins_lists_name_kind_distribution_version_status(run_cli):
     result = run_cli("plugins")
     assert result.returncode == 0
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["name", "kind", "distribution", "version", "status"]
+    assert lines[0].split() == ["name", "kind", "distribution", "version", "status", "default"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert rows["ew"] == ["ew", "method", "twcore-method-ew", "0.1.0", "loaded"]
-    assert rows["mlp"][1:] == ["model", "twcore-model-mlp", "0.1.0", "loaded"]
-    assert rows["toy-multitask"][1:] == ["task", "twcore-task-synthetic", "0.1.0", "loaded"]
+    assert rows["ew"] == ["ew", "method", "twcore-method-ew", "0.1.0", "loaded", "yes"]
+    assert rows["gradcos"] == ["gradcos", "method", "twcore-method-gradcos", "0.1.0", "loaded"]
+    assert rows["mlp"][1:] == ["model", "twcore-model-mlp", "0.1.0", "loaded", "yes"]
+    assert rows["toy-multitask"][1:] == ["task", "twcore-task-synthetic", "0.1.0", "loaded", "yes"]
 
 
 def test_plugins_json_is_machine_readable(run_cli):
@@ -202,8 +203,8 @@ def test_sigint_stops_a_sweep_keeping_the_completed_trials(tmp_path):
 
 
 def test_the_cli_runs_in_process_with_a_registry_made_for_the_test(tmp_path, capsys):
-    from twcore.cli.main import main
-    from twcore.registry import PluginRegistry, PluginSource, use_registry
+    from twcore.orchestration.cli.main import main
+    from twcore.orchestration.registry import PluginRegistry, PluginSource, use_registry
     from twcore.testing.reference import ReferencePlugins
 
     registry = PluginRegistry(autoload=False)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 
 import twcore
-from twcore.compat import check_compatible, missing
-from twcore.errors import IncompatiblePairingError
-from twcore.hookspecs import hookimpl
-from twcore.registry import PluginRegistry, PluginSource
-from twcore.spec import (
+from twcore.contract.errors import IncompatiblePairingError
+from twcore.contract.hookspecs import hookimpl
+from twcore.contract.pairing import check_compatible, missing
+from twcore.contract.spec import (
     Capability,
     HeadSpec,
     ObjectiveKind,
@@ -18,6 +17,7 @@ from twcore.spec import (
     Role,
     TaskSpec,
 )
+from twcore.orchestration.registry import PluginRegistry, PluginSource
 from twcore.testing.reference import ReferenceMethod
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from twcore.config.compose import compose
-from twcore.config.overrides import parse_override, parse_value, split_sweep
-from twcore.errors import ConfigError, UnknownPluginError
-from twcore.method import Method, StepResult
+from twcore.contract.errors import ConfigError, UnknownPluginError
+from twcore.contract.method import Method, StepResult
+from twcore.orchestration.config.compose import compose
+from twcore.orchestration.config.overrides import parse_override, parse_value, split_sweep
 from twcore.testing import registry_with
 from twcore.testing.harness import resolve
 from twcore.testing.reference import REFERENCE_MODEL, REFERENCE_TASK
@@ -102,9 +102,10 @@ def test_wrong_types_name_key_value_and_expected_type(override, message):
         ("steps=-1", "steps=-1 must be >= 0"),
         ("batch_size=0", "batch_size=0 must be >= 1"),
         ("device=tpu", "device='tpu' is not a device"),
-        ("optim.name=adagradd", "optim.name='adagradd' is not an optimiser"),
-        ("wandb.mode=sometimes", "wandb.mode='sometimes' is not a W&B mode"),
-        ("model.activation=swish", "model 'mlp' options are invalid"),
+        ("optim.name=adagradd", "optim.name=adagradd must be one of sgd, adam, adamw, rmsprop"),
+        ("wandb.mode=sometimes", "wandb.mode=sometimes must be one of online, offline"),
+        ("model.activation=swish", "model.activation=swish must be one of relu"),
+        ("seed=-3", "seed=-3 must be >= 0 and < 4294967296"),
     ],
 )
 def test_out_of_range_values_are_config_errors(override, message):

@@ -12,7 +12,7 @@ import shutil
 import pytest
 import torch
 
-from twcore.data_cache import (
+from twcore.contract.data_cache import (
     _MAGIC,
     CACHE_ENV,
     CONFIG_ENV,

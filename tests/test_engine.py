@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import twcore
-from twcore.engine.checkpoint import load_checkpoint
-from twcore.errors import ConfigError, DivergenceError, RunDirectoryError
+from twcore.contract.errors import ConfigError, DivergenceError, RunDirectoryError
+from twcore.orchestration.engine.checkpoint import load_checkpoint
 
 QUIET = ["wandb.enabled=false"]
 
@@ -201,7 +201,7 @@ def test_evaluation_runs_every_eval_every_steps_on_validation(tmp_path):
 def test_unavailable_cuda_is_a_config_error(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    with pytest.raises(twcore.errors.ConfigError, match="CUDA is not available"):
+    with pytest.raises(twcore.contract.errors.ConfigError, match="CUDA is not available"):
         _run(tmp_path / "run", "device=cuda", "steps=1")
     assert not (tmp_path / "run").exists()
 
@@ -225,7 +225,7 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_from_zero(tmp_path):
 def test_resume_refuses_to_change_the_plugins(tmp_path):
     _run(tmp_path / "run", "steps=2")
     for override in ("method=ew", "task.name=toy-multitask", "model=mlp"):
-        with pytest.raises(twcore.errors.ConfigError, match="a resumed run keeps its"):
+        with pytest.raises(twcore.contract.errors.ConfigError, match="a resumed run keeps its"):
             twcore.resume(tmp_path / "run", [override])
 
 

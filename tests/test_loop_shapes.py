@@ -12,19 +12,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from twcore.testing.lookahead import commit_lookahead, sgd_lookahead
 
-from twcore.autodiff import (
-    commit_lookahead,
-    cosine_to,
-    implicit_hypergradient,
-    per_objective_grads,
-    sgd_lookahead,
-    write_flat_grad,
-)
-from twcore.config import option
-from twcore.losses import base_loss
-from twcore.method import Method, StepResult
-from twcore.spec import Requirements
+from twcore.autodiff import cosine_to, implicit_hypergradient, per_objective_grads, write_flat_grad
+from twcore.contract.losses import base_loss
+from twcore.contract.method import Method, StepResult
+from twcore.contract.options import option
+from twcore.contract.spec import Requirements
 from twcore.testing import MethodConformance
 
 

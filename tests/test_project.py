@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from twcore import hookspecs
+from twcore.contract import hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIRS = sorted(p.parent for p in ROOT.glob("plugins/*/*/pyproject.toml"))

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from twcore.errors import DuplicatePluginError, UnknownPluginError
-from twcore.hookspecs import hookimpl
-from twcore.method import Method
-from twcore.registry import PluginRegistry, PluginSource
+from twcore.contract.errors import DuplicatePluginError, UnknownPluginError
+from twcore.contract.hookspecs import hookimpl
+from twcore.contract.method import Method
+from twcore.orchestration.registry import PluginRegistry, PluginSource
 
 
 def _method_plugin(name: str, cls: type) -> object:
@@ -40,7 +40,7 @@ def test_broken_plugins_are_reported_and_the_others_still_load(fixture_entry_poi
         "'twcore_register_methods'?)",
         "bad-signature": "registry",
         "raising-hook": "twcore_register_tasks raised RuntimeError: dataset index is corrupt",
-        "not-a-method": "is not a subclass of twcore.method.Method",
+        "not-a-method": "is not a subclass of twcore.contract.method.Method",
         "exiting-hook": "twcore_register_models raised SystemExit: 3",
     }
     for name, fragment in expected.items():

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from twcore.bench import benchmark, matmul_flops_per_step
-from twcore.cli.main import main
-from twcore.errors import ConfigError
-from twcore.hookspecs import hookimpl
-from twcore.registry import PluginRegistry, PluginSource, use_registry
-from twcore.report import write_report
-from twcore.reproduction import ReproductionGrid, as_arguments, run_reproduction
+from twcore.contract.errors import ConfigError
+from twcore.contract.grids import ReproductionGrid, as_arguments
+from twcore.contract.hookspecs import hookimpl
+from twcore.orchestration.bench import benchmark, matmul_flops_per_step
+from twcore.orchestration.cli.main import main
+from twcore.orchestration.registry import PluginRegistry, PluginSource, use_registry
+from twcore.orchestration.report import write_report
+from twcore.orchestration.reproduction import run_reproduction
+from twcore.orchestration.tracking.wandb_offline import read_offline_run
 from twcore.testing.reference import ReferencePlugins
-from twcore.tracking.wandb_offline import read_offline_run
 
 # Hand-made runs: (method, seed) -> (avg_acc, worst_acc, avg_loss) on the test split.
 RUNS = {

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from twcore.results import Cell, Table, lower_is_better
+from twcore.orchestration.report.table import Cell, Table, lower_is_better
 
 
 def test_cell_mean_and_sample_std_match_hand_computation():

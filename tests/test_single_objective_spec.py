@@ -1,6 +1,6 @@
 """single_objective_spec: the spec of a plain supervised task."""
 
-from twcore.spec import Capability, ObjectiveKind, Role, single_objective_spec
+from twcore.contract.spec import Capability, ObjectiveKind, Role, single_objective_spec
 
 
 def test_classification_spec_has_one_main_objective_and_accuracy_first():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from twcore.batch import Batch
-from twcore.stream import TensorBatchStream
+from twcore.contract.batch import Batch
+from twcore.contract.stream import TensorBatchStream
 
 
 def _data(n: int = 10) -> Batch:

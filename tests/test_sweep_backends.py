@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from twcore.backends import SweepOptions
-from twcore.cli.main import main
-from twcore.sweep import run_sweep
+from twcore.orchestration.backends import SweepOptions
+from twcore.orchestration.cli.main import main
+from twcore.orchestration.sweep import run_sweep
 
 GRID = [
     "method=ew,gradcos",

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from twcore.method import StepResult
+from twcore.contract.method import StepResult
 from twcore.testing import (
     MethodConformance,
     ModelConformance,

@@ -34,11 +34,11 @@ def environment_with_plugin(tmp_path, fixtures_dir):
         command.insert(5, "--no-build-isolation")  # build offline with the installed setuptools
     installed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr
-    return python
+    return python, source
 
 
 def test_pip_installed_plugin_is_listed_and_runs_by_name(environment_with_plugin, tmp_path):
-    python = environment_with_plugin
+    python, _ = environment_with_plugin
     listing = subprocess.run(
         [str(python), "-m", "twcore", "plugins", "--json"],
         capture_output=True,
@@ -73,6 +73,20 @@ def test_pip_installed_plugin_is_listed_and_runs_by_name(environment_with_plugin
     assert summary["status"] == "completed"
     assert summary["plugins"]["loss-weighted"] == "1.2.3"
     assert summary["config"]["method"] == {"name": "loss-weighted", "temperature": 2.0}
+
+
+def test_the_plugins_own_tests_pass_where_it_is_installed(environment_with_plugin):
+    """The plugin guide's layout: tests/ beside src/, run with the test kit of twcore."""
+    python, source = environment_with_plugin
+    tests = subprocess.run(
+        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(source / "tests")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=source,
+    )
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
+    assert " passed" in tests.stdout
 
 
 def test_the_plugin_is_not_visible_outside_its_environment(run_cli):

@@ -8,16 +8,16 @@ import json
 import numpy as np
 import pytest
 import torch
-from twcore_method_ew import EqualWeighting
+from twcore_method_ew import EqualWeightingMethod
 
 import twcore
-from twcore.hookspecs import hookimpl
-from twcore.method import StepResult
-from twcore.registry import PluginRegistry, PluginSource
-from twcore.tracking import Image, LinePlot
-from twcore.tracking.values import flatten_values
-from twcore.tracking.wandb_backend import WandbBackend
-from twcore.tracking.wandb_offline import find_offline_runs, read_offline_run
+from twcore.contract.hookspecs import hookimpl
+from twcore.contract.media import Image, LinePlot
+from twcore.contract.method import StepResult
+from twcore.orchestration.registry import PluginRegistry, PluginSource
+from twcore.orchestration.tracking.values import flatten_values
+from twcore.orchestration.tracking.wandb_backend import WandbBackend
+from twcore.orchestration.tracking.wandb_offline import find_offline_runs, read_offline_run
 
 
 def test_offline_wandb_run_holds_config_per_step_losses_weights_and_evaluations(tmp_path):
@@ -118,7 +118,7 @@ def test_wandb_failing_mid_run_warns_once_and_training_finishes(tmp_path, monkey
     assert sum('"train/loss/cls0"' in line for line in lines) == 20
 
 
-class _MediaMethod(EqualWeighting):
+class _MediaMethod(EqualWeightingMethod):
     """ew that also logs a heat map and a curve, as TaskMet and AdaLFL will."""
 
     def train_step(self, batch):

@@ -1,5 +1,5 @@
 """``python -m twcore`` is the ``twcore`` command."""
 
-from twcore.cli.main import main
+from twcore.orchestration.cli.main import main
 
 raise SystemExit(main())

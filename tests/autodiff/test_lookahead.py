@@ -9,8 +9,7 @@ from collections.abc import Callable
 import pytest
 import torch
 from torch import Tensor, nn
-
-from twcore.autodiff import commit_lookahead, functional_forward, sgd_lookahead
+from twcore.testing.lookahead import commit_lookahead, functional_forward, sgd_lookahead
 
 F64 = torch.float64
 

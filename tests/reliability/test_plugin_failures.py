@@ -9,14 +9,14 @@ import json
 import pytest
 import torch
 
-from twcore import api
-from twcore.cli.commands import compatible_methods
-from twcore.cli.main import one_line
-from twcore.engine.plugin_failure import PluginFailure
-from twcore.method import Method, StepResult
-from twcore.registry import PluginRegistry
-from twcore.sweep import run_sweep
-from twcore.testing import ReferenceModel, ReferenceTask
+from twcore.contract.method import Method, StepResult
+from twcore.orchestration import api
+from twcore.orchestration.cli.commands import compatible_methods
+from twcore.orchestration.cli.main import one_line
+from twcore.orchestration.engine.run_failure import RunFailure
+from twcore.orchestration.registry import PluginRegistry
+from twcore.orchestration.sweep import run_sweep
+from twcore.testing import ReferenceMethod, ReferenceModel, ReferenceTask
 from twcore.testing.harness import registry_with, resolve
 from twcore.testing.reference import REFERENCE_METHOD, REFERENCE_MODEL, REFERENCE_TASK
 
@@ -63,26 +63,52 @@ def _run(tmp_path, *, method=REFERENCE_METHOD, task=REFERENCE_TASK, model=REFERE
 
 
 @pytest.mark.parametrize(
-    ("plugins", "named", "phase"),
+    ("plugins", "named", "phase", "recorded"),
     [
-        ({"method": RaisesWhenBuilt}, "method 'method-under-test'", "building the method"),
-        ({"model": BrokenForward}, "model 'model-under-test'", "train_step at step 0"),
-        ({"task": BrokenEvaluation}, "task 'task-under-test'", "evaluate at step 4"),
+        ({"method": RaisesWhenBuilt}, "method 'method-under-test'", "building the method", False),
+        ({"model": BrokenForward}, "model 'model-under-test'", "train_step at step 0", True),
+        ({"task": BrokenEvaluation}, "task 'task-under-test'", "evaluate at step 4", True),
     ],
 )
 def test_an_exception_inside_a_plugin_names_the_plugin_phase_and_step(
-    plugins, named, phase, tmp_path
+    plugins, named, phase, recorded, tmp_path
 ):
-    with pytest.raises(PluginFailure) as raised:
+    with pytest.raises(RunFailure) as raised:
         _run(tmp_path, **plugins)
     message = str(raised.value)
     assert message.startswith(f"{named} (under-test 0) raised "), message
     assert f"({phase})" in message, message
     summary_path = tmp_path / "run" / "summary.json"
-    if summary_path.exists():  # a run that got as far as its directory records the failure
+    # A plugin that fails while the run is built fails before its directory exists.
+    assert summary_path.exists() == recorded
+    if recorded:
         summary = json.loads(summary_path.read_text())
         assert summary["status"] == "failed" and summary["error"] == message
         assert summary["failure"]["plugin"]["name"] == named.split("'")[1]
+
+
+class FailsToRestore(ReferenceMethod):
+    def load_state_dict(self, state):
+        raise KeyError("weights")
+
+
+def test_a_plugin_failing_to_restore_its_state_is_named_and_recorded(tmp_path):
+    registry = registry_with([resolve("method", FailsToRestore, "fails-to-restore")])
+    options = [
+        "method=fails-to-restore",
+        f"task={REFERENCE_TASK}",
+        f"model={REFERENCE_MODEL}",
+        f"run_dir={tmp_path / 'run'}",
+        *QUIET,
+    ]
+    api.run([*options, "steps=2"], registry=registry)
+    with pytest.raises(RunFailure) as raised:
+        api.resume(tmp_path / "run", ["steps=4"], registry=registry)
+    message = str(raised.value)
+    assert message.startswith("method 'fails-to-restore' (under-test 0) raised KeyError"), message
+    assert "(restoring the checkpoint at step 2)" in message
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == message
 
 
 def test_an_installed_plugins_failure_names_its_distribution_and_version(
@@ -140,12 +166,15 @@ def test_compare_skips_an_ambiguous_method_and_says_how_to_resolve_it(fixture_en
 
 
 def test_bench_names_itself_when_it_skips_a_method(capsys):
-    from twcore.registry import get_registry
+    from twcore.orchestration.registry import get_registry
 
     methods = compatible_methods(get_registry(), [], None, command="bench")
     assert "dfl" not in methods
     err = capsys.readouterr().err
-    assert "bench: skipping method 'dfl': it cannot run on task 'toy-multitask': it needs" in err
+    assert (
+        "bench: skipping method 'dfl': method 'dfl' cannot run on task 'toy-multitask': it needs"
+        in err
+    )
     assert "compare:" not in err
 
 
@@ -180,12 +209,11 @@ def test_a_table_of_methods_with_different_budgets_says_so(tmp_path):
     (table,) = result.tables
     markdown = table.to_markdown()
     assert "Budgets differ" in markdown and "three-updates: 12" in markdown
-    assert "**" not in markdown.split("|")[-3]  # the budget column is never marked "best"
+    assert table.best_rows()["model_updates"] is None  # a budget is never marked "best"
+    assert table.best_rows()["steps_per_s"] is None
 
 
 def test_a_resumed_run_keeps_counting_its_model_updates(tmp_path):
-    run_dir = tmp_path / "run"
-    api.run(["steps=6", "checkpoint_every=3", f"run_dir={run_dir}", *QUIET])
     api.run(["steps=3", f"run_dir={tmp_path / 'half'}", "checkpoint_every=3", *QUIET])
     resumed = api.resume(tmp_path / "half", ["steps=6"])
     assert resumed.summary["model_updates"] == 6

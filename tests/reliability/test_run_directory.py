@@ -14,12 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from twcore import api
-from twcore.cli.main import main
-from twcore.engine.checkpoint import load_checkpoint
-from twcore.engine.lock import LOCK_FILE
-from twcore.engine.rundir import RunDirectory
-from twcore.errors import ConfigError, RunDirectoryError
+from twcore.contract.atomic_files import atomic_write, atomic_write_text
+from twcore.contract.errors import ConfigError, RunDirectoryError
+from twcore.orchestration import api
+from twcore.orchestration.backends import SweepOptions
+from twcore.orchestration.cli.main import main
+from twcore.orchestration.engine.checkpoint import load_checkpoint
+from twcore.orchestration.engine.lock import LOCK_FILE, RunLock
+from twcore.orchestration.engine.rundir import RunDirectory
+from twcore.orchestration.sweep import run_sweep
 
 QUIET = ["wandb.enabled=false", "eval_every=0"]
 
@@ -109,7 +112,48 @@ def test_the_lock_is_released_when_a_run_ends_however_it_ends(tmp_path):
     api.run(["steps=2", f"run_dir={run_dir}", *QUIET])
     with pytest.raises(ConfigError):
         api.resume(run_dir, ["steps=1"])  # refused after taking the lock
+    with pytest.raises(ConfigError):
+        api.resume(run_dir, ["method=gradcos"])  # refused before taking it
     assert api.resume(run_dir, ["steps=3"]).summary["status"] == "completed"
+
+
+def test_a_killed_writers_temporary_files_are_removed_by_the_next_owner(tmp_path):
+    run_dir = tmp_path / "run"
+    api.run(["steps=2", f"run_dir={run_dir}", *QUIET])
+    leftovers = [
+        run_dir / ".summary.json.4242-0a1b2c3d.tmp",
+        run_dir / "checkpoints" / ".last.pt.4242-deadbeef.tmp",
+    ]
+    for leftover in leftovers:
+        leftover.write_bytes(b"half a file")
+    keep = run_dir / "checkpoints" / "notes.tmp"  # not one of twcore's temporary files
+    keep.write_text("mine")
+    api.resume(run_dir, ["steps=3"])
+    assert not any(p.exists() for p in leftovers) and keep.exists()
+
+
+def test_a_symlinked_lock_file_is_refused_and_its_target_untouched(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    api.run(["steps=2", f"run_dir={run_dir}", *QUIET])
+    precious = tmp_path / "precious.txt"
+    precious.write_text("do not truncate me")
+    lock = run_dir / LOCK_FILE
+    lock.unlink(missing_ok=True)
+    lock.symlink_to(precious)
+    assert main(["resume", str(run_dir), "steps=3"]) == 2
+    err = capsys.readouterr().err
+    assert "is a symbolic link" in err and err.count("\n") == 1, err
+    assert precious.read_text() == "do not truncate me"
+
+
+def test_a_fifo_as_lock_file_is_refused_without_hanging(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    api.run(["steps=2", f"run_dir={run_dir}", *QUIET])
+    lock = run_dir / LOCK_FILE
+    lock.unlink(missing_ok=True)
+    os.mkfifo(lock)
+    assert main(["resume", str(run_dir), "steps=3"]) == 2
+    assert "is not a regular file" in capsys.readouterr().err
 
 
 def test_resume_refuses_fewer_steps_than_already_trained_and_keeps_the_config(tmp_path, capsys):
@@ -157,7 +201,45 @@ def test_a_full_disk_fails_the_run_cleanly_keeping_the_last_good_checkpoint(tmp_
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed"
     assert "File too large" in summary["error"] and "step 40" in summary["error"]
+    assert summary["failure"]["plugin"] is None  # the disk, not a plugin
+    assert summary["error"].startswith("OSError: [Errno 27] File too large (saving a checkpoint")
     assert load_checkpoint(checkpoint)["step"] == 20  # the last good one, intact
-    assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")], "temp files leaked"
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["last.pt"]  # nothing leaked
     # Once there is room again the run continues from the good checkpoint.
     assert api.resume(run_dir, ["steps=60"]).summary["status"] == "completed"
+
+
+def test_an_atomic_write_that_fails_keeps_the_old_file_and_leaves_nothing_behind(tmp_path):
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+
+    def fails_halfway(handle) -> None:
+        handle.write(b"new and half")
+        raise RuntimeError("the writer broke")
+
+    with pytest.raises(RuntimeError, match="the writer broke"):
+        atomic_write(target, fails_halfway)
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+def test_a_worker_refused_as_bad_input_is_not_retried_and_says_why(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    trial = sweep_dir / "seed-0"
+    trial.mkdir(parents=True)
+    held = RunLock.acquire(trial)  # another process is using this trial's directory
+    try:
+        result = run_sweep(
+            ["seed=0,1", "steps=2", f"run_dir={sweep_dir}", *QUIET],
+            options=SweepOptions(backend="local", workers=1, retries=2, threads=1),
+        )
+    finally:
+        held.release()
+    by_name = {t.name: t for t in result.trials}
+    assert by_name["seed-1"].status == "completed"
+    refused = by_name["seed-0"]
+    assert refused.status == "failed" and refused.attempts == 1
+    assert f"is in use by process {os.getpid()}" in refused.error

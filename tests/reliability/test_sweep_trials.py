@@ -7,7 +7,7 @@ import json
 import random
 import re
 
-from twcore.sweep import MAX_TRIAL_NAME, run_sweep, trial_name
+from twcore.orchestration.sweep import MAX_TRIAL_NAME, run_sweep, trial_name
 
 QUIET = ["steps=3", "wandb.enabled=false", "eval_every=0", "checkpoint_every=0"]
 
@@ -46,8 +46,14 @@ def test_trial_names_are_unique_within_a_sweep_and_portable_for_arbitrary_values
             values = tuple("".join(rng.choices(alphabet, k=rng.randint(0, 6))) for _ in keys)
             name = trial_name(dict(zip(keys, values, strict=True)))
             assert seen.setdefault(name, values) == values, (keys, name, values, seen[name])
-            assert re.fullmatch(r"[a-z0-9_.+-]+", name), name
+            assert re.fullmatch(r"[a-z0-9_.+-]+(=[0-9a-f]{12})?", name), name
             assert len(name) <= MAX_TRIAL_NAME
+
+
+def test_a_plain_name_never_equals_a_hashed_one():
+    hashed = trial_name({"label": "a b"})
+    assert "=" in hashed
+    assert trial_name({"label": hashed.removeprefix("label-")}) != hashed
 
 
 def test_names_never_differ_only_in_case():

@@ -7,11 +7,11 @@ import json
 
 import torch
 
-from twcore import api
-from twcore.cli.main import main
-from twcore.engine.checkpoint import load_checkpoint
-from twcore.engine.lock import LOCK_FILE
-from twcore.sweep import run_sweep
+from twcore.orchestration import api
+from twcore.orchestration.cli.main import main
+from twcore.orchestration.engine.checkpoint import load_checkpoint
+from twcore.orchestration.engine.lock import LOCK_FILE
+from twcore.orchestration.sweep import run_sweep
 
 QUIET = ["wandb.enabled=false", "eval_every=0"]
 

@@ -89,3 +89,18 @@ def assign_flat_grad(params: Sequence[Tensor], flat_grad: Tensor) -> None:
         if piece.dtype != param.dtype:
             raise ValueError(f"flat_grad has dtype {piece.dtype}, the parameters {param.dtype}")
         param.grad = piece
+
+
+def accumulate_flat_grad(params: Sequence[Tensor], flat_grad: Tensor) -> None:
+    """Add the flat gradient flat_grad [P] to ``p.grad`` of each parameter, as ``backward``
+    does: a missing ``.grad`` becomes a view of `flat_grad` (no copy, as
+    :func:`assign_flat_grad`; so give a fresh vector), an existing one is added to in place."""
+    if flat_grad.dim() != 1:
+        raise ValueError(f"flat_grad must have shape [P], got {tuple(flat_grad.shape)}")
+    flat_grad = flat_grad.detach().contiguous()
+    with torch.no_grad():
+        for param, piece in zip(params, unflatten_like(flat_grad, params), strict=True):
+            if param.grad is None:
+                param.grad = piece.to(param.dtype)
+            else:
+                param.grad.add_(piece.to(param.grad.dtype))

@@ -1,4 +1,5 @@
-"""The plugin author's test kit: conformance suites, reference plugins and an in-memory harness.
+"""The plugin author's test kit: conformance suites, the weighting property suite, reference
+plugins and an in-memory harness.
 
 See :mod:`twcore.testing.conformance` for how to use the suites in your own tests.
 """
@@ -6,6 +7,7 @@ See :mod:`twcore.testing.conformance` for how to use the suites in your own test
 from twcore.testing.conformance import MethodConformance, ModelConformance, TaskConformance
 from twcore.testing.harness import Harness, PluginEntry, plugin_harness, registry_with
 from twcore.testing.reference import ReferenceMethod, ReferenceModel, ReferenceTask
+from twcore.testing.weighting import WeightingProperties
 
 __all__ = [
     "Harness",
@@ -16,6 +18,7 @@ __all__ = [
     "ReferenceModel",
     "ReferenceTask",
     "TaskConformance",
+    "WeightingProperties",
     "plugin_harness",
     "registry_with",
 ]

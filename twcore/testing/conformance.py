@@ -25,17 +25,17 @@ import pytest
 import torch
 import yaml
 
-from twcore import api
-from twcore.batch import Batch
-from twcore.config.compose import compose
-from twcore.engine.checkpoint import load_checkpoint
-from twcore.engine.components import build_task
-from twcore.method import StepResult
-from twcore.registry import PluginRegistry
-from twcore.task import TensorTask
+from twcore.contract.batch import Batch
+from twcore.contract.method import StepResult
+from twcore.contract.task import TensorTask
+from twcore.orchestration import api
+from twcore.orchestration.config.compose import compose
+from twcore.orchestration.engine.checkpoint import load_checkpoint
+from twcore.orchestration.engine.components import build_task
+from twcore.orchestration.registry import PluginRegistry
+from twcore.orchestration.tracking.values import flatten_values
 from twcore.testing.harness import Harness, PluginEntry, as_overrides, registry_with, resolve
 from twcore.testing.reference import REFERENCE_METHOD, REFERENCE_MODEL, REFERENCE_TASK
-from twcore.tracking.values import flatten_values
 
 QUIET_RUN = {"wandb.enabled": False, "eval_every": 0, "device": "cpu"}
 
@@ -104,9 +104,13 @@ class _Suite:
         summary = result.summary
         assert summary["status"] == "completed"
         assert summary["steps"] == self.steps
-        declared = set(
-            build_task(compose(as_overrides(self.options()), registry=self.registry())).metric_names
+        # A task built anew (its data comes from the cache) only to read what it declares.
+        task = build_task(compose(as_overrides(self.options()), registry=self.registry()))
+        assert task.metric_names is not None, (
+            "the task does not declare metric_names: declare them so that best_metric is "
+            "checked before training"
         )
+        declared = set(task.metric_names)
         for split, metrics in summary["metrics"].items():
             assert metrics, f"no {split} metrics"
             for name, value in metrics.items():

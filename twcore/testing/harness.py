@@ -8,12 +8,13 @@ from typing import Any
 
 import torch
 
-from twcore.config.compose import ComposedConfig, compose
-from twcore.config.overrides import Override
-from twcore.engine.components import Components, build_components
-from twcore.hookspecs import hookimpl
-from twcore.method import StepResult
-from twcore.registry import KINDS, PluginRegistry, PluginSource, get_registry
+from twcore.contract.hookspecs import hookimpl
+from twcore.contract.method import StepResult
+from twcore.orchestration.config.compose import ComposedConfig, compose
+from twcore.orchestration.config.overrides import Override
+from twcore.orchestration.engine.components import Components, build_components
+from twcore.orchestration.registry import KINDS, PluginRegistry, PluginSource, get_registry
+from twcore.orchestration.tracking import Tracker
 from twcore.testing.reference import (
     REFERENCE_METHOD,
     REFERENCE_MODEL,
@@ -24,7 +25,6 @@ from twcore.testing.reference import (
     ReferencePlugins,
     ReferenceTask,
 )
-from twcore.tracking import Tracker
 
 UNDER_TEST_SOURCE = PluginSource("under-test", "under-test", "0")
 

@@ -11,20 +11,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-import twcore
-from twcore.batch import Batch
-from twcore.config import option
-from twcore.hookspecs import hookimpl
-from twcore.method import Method, StepResult
-from twcore.model import Model, flat_input_size
-from twcore.registry import PluginSource
-from twcore.spec import Capability, HeadSpec, ObjectiveKind, ObjectiveSpec, Role, TaskSpec
-from twcore.task import TensorTask
+from twcore.contract.batch import Batch
+from twcore.contract.hookspecs import hookimpl
+from twcore.contract.method import Method, StepResult
+from twcore.contract.model import Model, flat_input_size
+from twcore.contract.options import option
+from twcore.contract.spec import Capability, HeadSpec, ObjectiveKind, ObjectiveSpec, Role, TaskSpec
+from twcore.contract.task import TensorTask
+from twcore.orchestration.registry import PluginSource
+from twcore.version import __version__
 
 REFERENCE_TASK = "reference-task"
 REFERENCE_MODEL = "reference-model"
 REFERENCE_METHOD = "reference-method"
-REFERENCE_SOURCE = PluginSource("twcore.testing", "twcore", twcore.__version__)
+REFERENCE_SOURCE = PluginSource("twcore.testing", "twcore", __version__)
 
 
 @dataclass

@@ -14,14 +14,15 @@ from torch.func import functional_call
 from twcore_method_adalfl import LearnedLoss, LossNetwork, SmoothLeakyReLU
 from twcore_method_adalfl.meta_gradient import learned_gradient
 from twcore_method_adalfl.method import MetaSlot
+from twcore_method_adalfl.optimizer_lookahead import optimizer_lookahead
+from twcore_method_adalfl.optimizer_step_vjp import OptimizerStepVJP
 
 import twcore
-from twcore import api
-from twcore.autodiff import OptimizerStepVJP, optimizer_lookahead
-from twcore.engine.checkpoint import load_checkpoint
-from twcore.errors import ConfigError, IncompatiblePairingError
-from twcore.spec import ObjectiveKind, TaskSpec
-from twcore.task import stack_objective_losses
+from twcore.contract.errors import ConfigError, IncompatiblePairingError
+from twcore.contract.spec import ObjectiveKind, TaskSpec
+from twcore.contract.task import stack_objective_losses
+from twcore.orchestration import api
+from twcore.orchestration.engine.checkpoint import load_checkpoint
 from twcore.testing import Harness, MethodConformance, plugin_harness, registry_with
 from twcore.testing.harness import resolve
 from twcore.testing.reference import ReferenceTask
@@ -427,10 +428,10 @@ def test_decision_tasks_are_refused_with_the_reason(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("method.init=random", r"method.init='random' is not one of base, offline"),
-        ("method.meta_data=test", r"method.meta_data='test' is not one of next, train, val"),
+        ("method.init=random", r"method.init=random must be one of base, offline"),
+        ("method.meta_data=test", r"method.meta_data=test must be one of next, train, val"),
         ("method.meta_lr=-1", r"method.meta_lr=-1.0 must be >= 0"),
-        ("method.hidden=[]", r"method.hidden=\[\] must hold positive widths"),
+        ("method.hidden=[]", r"method.hidden=\[\] must not be empty"),
     ],
 )
 def test_bad_options_are_config_errors(tmp_path: Path, override: str, message: str) -> None:

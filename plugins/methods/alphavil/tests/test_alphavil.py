@@ -6,10 +6,14 @@ import copy
 
 import pytest
 import torch
+from twcore_method_alphavil import AlphaVIL
 
 import twcore
-from twcore.errors import ConfigError, IncompatiblePairingError
+from twcore.contract.errors import ConfigError, IncompatiblePairingError
+from twcore.contract.method import method_stream_seed
+from twcore.contract.weighting import weighted_backward
 from twcore.testing import Harness, MethodConformance, plugin_harness
+from twcore.testing.own_loop import assert_same_parameters, engine_parameters, plain_setup
 
 TOY = {"train_size": 128, "val_size": 64, "test_size": 64}
 
@@ -44,7 +48,7 @@ def test_epoch_step_matches_an_independent_computation():
     under_test, reference = _harness(), _harness()
     method = under_test.components.method
     method.steps_this_epoch = 4  # ρ = 0.25 of a 4-step epoch: one step per task copy
-    method.weights = torch.tensor([1.0, 0.5, 2.0, 1.0])
+    method.rule.weights = torch.tensor([1.0, 0.5, 2.0, 1.0])
     logs = method.on_epoch_end(1)
 
     # The reference: deep copies of the model trained by SGD (task_lr 0.1), gradients by
@@ -94,7 +98,7 @@ def test_epoch_step_matches_an_independent_computation():
     for name, parameter in under_test.components.model.named_parameters():
         reference_value = dict(expected.named_parameters())[name].detach()
         torch.testing.assert_close(parameter.detach(), reference_value)
-    torch.testing.assert_close(method.weights, (weights + alpha - 1).clamp_min(0))
+    torch.testing.assert_close(method.rule.weights, (weights + alpha - 1).clamp_min(0))
     assert logs["alpha"]["cls0"] == pytest.approx(float(alpha[0]), rel=1e-5)
     assert logs["target_val_loss_after"] == pytest.approx(
         float(main_loss(expected).detach()), rel=1e-5
@@ -104,10 +108,10 @@ def test_epoch_step_matches_an_independent_computation():
 def test_steps_are_weighted_multitask_steps():
     harness = _harness()
     method, model = harness.components.method, harness.components.model
-    method.weights = torch.tensor([1.0, 0.0, 3.0, 0.5])
+    method.rule.weights = torch.tensor([1.0, 0.0, 3.0, 0.5])
     batch = next(harness.stream)
     losses = harness.components.context.objective_losses(batch)
-    grads = torch.autograd.grad((method.weights * losses).sum(), list(model.parameters()))
+    grads = torch.autograd.grad((method.rule.weights * losses).sum(), list(model.parameters()))
     before = [p.detach().clone() for p in model.parameters()]
     method.train_step(batch)
     for parameter, old, grad in zip(model.parameters(), before, grads, strict=True):
@@ -120,7 +124,7 @@ def test_tasks_without_a_main_auxiliary_split_are_refused(tmp_path):
 
 
 def test_an_out_of_range_fraction_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"method.fraction=1.5 must be in \(0, 1\]"):
+    with pytest.raises(ConfigError, match=r"method.fraction=1.5 must be > 0 and <= 1"):
         twcore.run(["method=alphavil", "method.fraction=1.5", f"run_dir={tmp_path / 'r'}"])
 
 
@@ -145,3 +149,51 @@ def test_the_main_job_task_runs_with_the_defaults(tmp_path):
         ["method=alphavil", "steps=70", "wandb.enabled=false", f"run_dir={tmp_path}/r"]
     )
     assert result.summary["status"] == "completed"
+
+
+def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path):
+    """Two epochs of a small split: weighted steps, then the rule's epoch update
+    driven by plain closures, against the engine's run."""
+    options = {
+        "method": "alphavil",
+        "task": "toy-multitask",
+        "task.train_size": 96,
+        "batch_size": 32,
+        "optim.name": "sgd",
+        "optim.lr": 0.1,
+        "seed": 2,
+    }
+    engine = engine_parameters(tmp_path / "engine", {**options, "steps": 6})
+    setup = plain_setup({k: v for k, v in options.items() if k != "method"})
+    model, task = setup.model, setup.task
+    rule = AlphaVIL(task.spec.num_objectives, main=task.spec.main_index)
+    # The engine's method draws its copies' batches and the α fit's validation batch from
+    # streams of its own: the method's first and second (MethodContext.stream).
+    batches = task.stream("train", 32, seed=method_stream_seed(2, 1), device="cpu")
+    dev = task.stream("val", 64, seed=method_stream_seed(2, 2), device="cpu")
+    shared = [n for n, _ in model.named_parameters() if n.startswith("trunk.")]
+    names = task.spec.objective_names
+
+    def loss_at(params, batch, index):
+        outputs = torch.func.functional_call(model, params, (batch.inputs,))
+        return task.objective_losses(outputs, batch)[names[index]].mean()
+
+    epoch_steps = 0
+    for _ in range(6):
+        batch = next(setup.stream)
+        losses = setup.losses(batch)
+        setup.optimizer.zero_grad(set_to_none=True)
+        weighted_backward(losses, rule.weights)
+        setup.optimizer.step()
+        epoch_steps += 1
+        if epoch_steps == 3:  # 96 examples in batches of 32: an epoch is 3 steps
+            rule.epoch_update(
+                model,
+                shared,
+                batches=batches,
+                task_loss=loss_at,
+                dev_batch=next(dev),
+                steps=rule.copy_steps(epoch_steps),
+            )
+            epoch_steps = 0
+    assert_same_parameters(model, engine)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import twcore
-from twcore.errors import ConfigError, IncompatiblePairingError
+from twcore.contract.errors import ConfigError, IncompatiblePairingError
 from twcore.testing import Harness, MethodConformance, registry_with
 from twcore.testing.harness import resolve
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
+from twcore_method_ew import EqualWeighting
 
-from twcore.errors import ConfigError
-from twcore.testing import Harness, MethodConformance, registry_with
+from twcore.contract.errors import ConfigError
+from twcore.testing import Harness, MethodConformance, WeightingProperties, registry_with
 from twcore.testing.harness import resolve
+from twcore.testing.own_loop import assert_same_parameters, engine_parameters, plain_setup
 
 
 class TestEqualWeightingConformance(MethodConformance):
@@ -68,3 +72,34 @@ def test_main_only_leaves_auxiliary_heads_untouched():
 def test_unknown_objective_is_a_config_error_listing_the_objectives():
     with pytest.raises(ConfigError, match=r"'nope'.*objectives: main, aux, value"):
         _harness(**{"method.objectives": ["nope"]})
+
+
+class TestEqualWeightingProperties(WeightingProperties):
+    simplex = True
+
+    def make(self, num_objectives, main):
+        return EqualWeighting(num_objectives)
+
+
+def test_main_only_as_a_rule_trains_the_selected_objective_alone():
+    model = torch.nn.Linear(3, 2)
+    inputs, targets = torch.randn(8, 3), torch.randn(8, 2)
+    losses = (model(inputs) - targets).square().mean(dim=0)  # [2]
+    expected = torch.autograd.grad(losses[0], list(model.parameters()), retain_graph=True)
+    step = EqualWeighting(2, selected=[0]).backward(losses)
+    torch.testing.assert_close(step.weights, torch.tensor([1.0, 0.0]))
+    for parameter, gradient in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(parameter.grad, gradient)
+
+
+def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path):
+    options = {"method": "ew", "method.objectives": ["main"], "steps": 15, "seed": 3}
+    engine = engine_parameters(tmp_path / "engine", options)
+    setup = plain_setup({"seed": 3})
+    rule = EqualWeighting(setup.spec.num_objectives, selected=[setup.spec.main_index])
+    for batch in itertools.islice(setup.stream, 15):
+        losses = setup.losses(batch)
+        setup.optimizer.zero_grad(set_to_none=True)
+        rule.backward(losses)
+        setup.optimizer.step()
+    assert_same_parameters(setup.model, engine)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
-from twcore_method_gradcos.method import combine_shared_gradients
+from twcore_method_gradcos.rule import GradCos, combine_shared_gradients
 
 import twcore
-from twcore.errors import ConfigError, IncompatiblePairingError
-from twcore.testing import Harness, MethodConformance, plugin_harness
+from twcore.contract.errors import ConfigError, IncompatiblePairingError
+from twcore.testing import Harness, MethodConformance, WeightingProperties, plugin_harness
+from twcore.testing.own_loop import assert_same_parameters, engine_parameters, plain_setup
 
 TOY = {"train_size": 200, "val_size": 100, "test_size": 100}
 
@@ -133,5 +136,42 @@ def test_tasks_without_a_main_auxiliary_split_are_refused(tmp_path):
 
 
 def test_an_unknown_variant_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"method.variant='both' is not one of"):
+    with pytest.raises(ConfigError, match=r"method.variant=both must be one of weighted"):
         twcore.run(["method=gradcos", "method.variant=both", f"run_dir={tmp_path / 'r'}"])
+
+
+class TestGradCosProperties(WeightingProperties):
+    def make(self, num_objectives, main):
+        return GradCos(num_objectives, main=main)
+
+
+class TestUnweightedGradCosProperties(WeightingProperties):
+    def make(self, num_objectives, main):
+        return GradCos(num_objectives, main=main, variant="unweighted")
+
+
+@pytest.mark.parametrize("variant", ["weighted", "unweighted"])
+def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path, variant):
+    options = {"method": "gradcos", "method.variant": variant, "steps": 15, "seed": 3}
+    engine = engine_parameters(tmp_path / "engine", options)
+    setup = plain_setup({"seed": 3})
+    rule = GradCos(setup.spec.num_objectives, main=setup.spec.main_index, variant=variant)
+    model = setup.model
+    for batch in itertools.islice(setup.stream, 15):
+        losses = setup.losses(batch)
+        setup.optimizer.zero_grad(set_to_none=True)
+        rule.backward(losses, list(model.trunk.parameters()), params=model.parameters())
+        setup.optimizer.step()
+    assert_same_parameters(model, engine)
+
+
+def test_without_params_the_rule_finds_every_parameter_from_the_graph(tmp_path):
+    setup = plain_setup({"seed": 5})
+    batch = next(setup.stream)
+    rule = GradCos(setup.spec.num_objectives, main=setup.spec.main_index)
+    rule.backward(setup.losses(batch), setup.shared, params=setup.model.parameters())
+    given = {n: p.grad.clone() for n, p in setup.model.named_parameters()}
+    setup.model.zero_grad(set_to_none=True)
+    rule.backward(setup.losses(batch), setup.shared)
+    for name, parameter in setup.model.named_parameters():
+        assert torch.equal(parameter.grad, given[name]), name

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import torch
+from twcore_method_group_dro import GroupDRO
 
-from twcore.errors import ConfigError
-from twcore.testing import Harness, MethodConformance, plugin_harness
+from twcore.contract.errors import ConfigError
+from twcore.testing import Harness, MethodConformance, WeightingProperties, plugin_harness
+from twcore.testing.own_loop import assert_same_parameters, engine_parameters, plain_setup
 
 
 class TestGroupDROConformance(MethodConformance):
@@ -49,3 +52,23 @@ def test_weight_flows_to_the_objective_with_the_largest_loss():
 def test_non_positive_step_size_is_a_config_error():
     with pytest.raises(ConfigError, match=r"method.step_size=0.0 must be > 0"):
         _harness(**{"method.step_size": 0.0})
+
+
+class TestGroupDROProperties(WeightingProperties):
+    simplex = True
+
+    def make(self, num_objectives, main):
+        return GroupDRO(num_objectives, step_size=0.1)
+
+
+def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path):
+    options = {"method": "group-dro", "method.step_size": 0.5, "steps": 15, "seed": 3}
+    engine = engine_parameters(tmp_path / "engine", options)
+    setup = plain_setup({"seed": 3})
+    rule = GroupDRO(setup.spec.num_objectives, step_size=0.5)
+    for batch in itertools.islice(setup.stream, 15):
+        losses = setup.losses(batch)
+        setup.optimizer.zero_grad(set_to_none=True)
+        rule.backward(losses)
+        setup.optimizer.step()
+    assert_same_parameters(setup.model, engine)

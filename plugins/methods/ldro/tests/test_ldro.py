@@ -8,12 +8,15 @@ import itertools
 import pytest
 import torch
 from twcore_method_ldro.game import lookahead_matrix, online_update, solve_game_exactly
-from twcore_method_ldro.method import LookaheadDRO
+from twcore_method_ldro.method import LookaheadDROMethod
+from twcore_method_ldro.rule import LookaheadDRO
 
 import twcore
-from twcore.errors import ConfigError
-from twcore.testing import Harness, MethodConformance, registry_with
+from twcore.contract.errors import ConfigError
+from twcore.contract.task import stack_objective_losses
+from twcore.testing import Harness, MethodConformance, WeightingProperties, registry_with
 from twcore.testing.harness import resolve
+from twcore.testing.own_loop import assert_same_parameters, engine_parameters, plain_setup
 
 LOSSES = torch.tensor([0.5, 2.0, 1.0, 0.8], dtype=torch.float64)
 INDEPENDENT = torch.eye(4, dtype=torch.float64)
@@ -128,7 +131,7 @@ def _points_harness(**options) -> Harness:
 
 def test_cosines_are_those_of_the_closed_form_gradients_on_the_points_task():
     harness = _points_harness(**{"method.interaction_every": 1})
-    method: LookaheadDRO = harness.components.method
+    method: LookaheadDROMethod = harness.components.method
     batch = next(harness.stream)
     task = harness.components.task
     with torch.no_grad():  # θ = task.start + the model's output, before the step
@@ -141,7 +144,7 @@ def test_cosines_are_those_of_the_closed_form_gradients_on_the_points_task():
     assert float((theta - torch.tensor(task.config.disc_center)).norm()) > task.config.disc_radius
     directions = theta - points
     unit = directions / directions.norm(dim=1, keepdim=True)
-    torch.testing.assert_close(method.cosines.double(), unit @ unit.T, atol=1e-5, rtol=0)
+    torch.testing.assert_close(method.rule.cosines.double(), unit @ unit.T, atol=1e-5, rtol=0)
 
 
 def test_lookahead_losses_and_best_response_are_logged():
@@ -175,7 +178,7 @@ def test_on_the_points_ldro_ends_nearer_the_minimax_point_than_group_dro_and_erm
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ("method.mode=fast", "method.mode='fast' is not one of online, exact"),
+        ("method.mode=fast", "method.mode=fast must be one of online, exact"),
         ("method.step_size=0", r"method.step_size=0.0 must be > 0"),
         ("method.interaction_every=0", r"method.interaction_every=0 must be >= 1"),
     ],
@@ -207,4 +210,41 @@ def test_feature_interactions_are_cosines_of_gradients_with_respect_to_the_trunk
         rows.append(gradient.flatten())
     unit = torch.nn.functional.normalize(torch.stack(rows), dim=1)
     harness.components.method.train_step(batch)
-    torch.testing.assert_close(harness.components.method.cosines, unit @ unit.T)
+    torch.testing.assert_close(harness.components.method.rule.cosines, unit @ unit.T)
+
+
+class TestLookaheadDROProperties(WeightingProperties):
+    simplex = True
+
+    def make(self, num_objectives, main):
+        return LookaheadDRO(num_objectives, step_size=0.1, lookahead=0.1, interaction_every=1)
+
+
+class TestExactLookaheadDROProperties(WeightingProperties):
+    simplex = True
+    weight_tolerance = 1e-4  # the game is solved numerically (Clarabel)
+
+    def make(self, num_objectives, main):
+        return LookaheadDRO(num_objectives, lookahead=0.1, interaction_every=1, mode="exact")
+
+
+@pytest.mark.parametrize("interaction", ["parameters", "features"])
+def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path, interaction):
+    settings = {"method.interaction_every": 4, "method.step_size": 0.5}
+    options = {"method": "ldro", "method.interaction": interaction, **settings}
+    engine = engine_parameters(tmp_path / "engine", {**options, "steps": 15, "seed": 3})
+    setup = plain_setup({"seed": 3})
+    rule = LookaheadDRO(setup.spec.num_objectives, step_size=0.5, interaction_every=4)
+    model = setup.model
+    for batch in itertools.islice(setup.stream, 15):
+        if interaction == "parameters":
+            losses, shared = setup.losses(batch), list(model.trunk.parameters())
+        else:  # gradients with respect to the trunk's output
+            features = model.trunk(batch.inputs)
+            outputs = {name: head(features) for name, head in model.heads.items()}
+            losses = stack_objective_losses(setup.task, outputs, batch)
+            shared = [features]
+        setup.optimizer.zero_grad(set_to_none=True)
+        rule.backward(losses, shared)
+        setup.optimizer.step()
+    assert_same_parameters(model, engine)

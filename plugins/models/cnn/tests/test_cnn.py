@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from twcore.batch import Batch
-from twcore.config import option
-from twcore.errors import ConfigError
-from twcore.spec import Capability, HeadSpec, ObjectiveKind, ObjectiveSpec, Role, TaskSpec
-from twcore.task import TensorTask
+from twcore.contract.batch import Batch
+from twcore.contract.errors import ConfigError
+from twcore.contract.options import option
+from twcore.contract.spec import Capability, HeadSpec, ObjectiveKind, ObjectiveSpec, Role, TaskSpec
+from twcore.contract.task import TensorTask
 from twcore.testing import Harness, ModelConformance, registry_with
 from twcore.testing.harness import resolve
 
@@ -131,10 +131,11 @@ def test_vector_inputs_are_rejected_with_a_hint():
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("activation", "sigmoidish", "not one of relu"),
-        ("channels", [4, 0], "positive"),
-        ("kernel_size", 4, "odd"),
-        ("dropout", 1.0, r"\[0, 1\)"),
+        ("activation", "sigmoidish", "model.activation=sigmoidish must be one of relu"),
+        ("channels", [4, 0], r"model.channels=\[4,0\] holds 0: each element must be >= 1"),
+        ("channels", [], r"model.channels=\[\] must not be empty"),
+        ("kernel_size", 4, "kernel_size=4 must be odd"),
+        ("dropout", 1.0, "model.dropout=1.0 must be >= 0 and < 1"),
     ],
 )
 def test_bad_options_are_config_errors(key, value, message):

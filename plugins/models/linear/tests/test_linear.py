@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from twcore.batch import Batch
-from twcore.config import option
-from twcore.spec import Capability, HeadSpec, ObjectiveKind, ObjectiveSpec, Role, TaskSpec
-from twcore.task import TensorTask
+from twcore.contract.batch import Batch
+from twcore.contract.options import option
+from twcore.contract.spec import Capability, HeadSpec, ObjectiveKind, ObjectiveSpec, Role, TaskSpec
+from twcore.contract.task import TensorTask
 from twcore.testing import Harness, ModelConformance, registry_with
 from twcore.testing.harness import resolve
 

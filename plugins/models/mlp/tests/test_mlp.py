@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from twcore.errors import ConfigError
+from twcore.contract.errors import ConfigError
 from twcore.testing import Harness, ModelConformance, registry_with
 from twcore.testing.harness import resolve
 
@@ -54,9 +54,9 @@ def test_layer_widths_follow_the_config():
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("model.activation", "sigmoidish", "not one of relu"),
-        ("model.hidden", [4, 0], "positive widths"),
-        ("model.dropout", 1.0, r"\[0, 1\)"),
+        ("model.activation", "sigmoidish", "model.activation=sigmoidish must be one of relu"),
+        ("model.hidden", [4, 0], r"model.hidden=\[4,0\] holds 0: each element must be >= 1"),
+        ("model.dropout", 1.0, "model.dropout=1.0 must be >= 0 and < 1"),
     ],
 )
 def test_bad_options_are_config_errors(key, value, message):

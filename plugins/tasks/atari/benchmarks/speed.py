@@ -19,7 +19,7 @@ import torch
 from twcore_task_atari import AtariFrames
 from twcore_task_rl.speed import random_steps_per_second
 
-from twcore import api
+from twcore.orchestration import api
 
 FRAME_SIZES = (42, 84)
 TRAINING = {

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from twcore_task_atari import AtariFrames, downsample
+from twcore_task_atari.atari_aux import AtariAuxConfig
+from twcore_task_rl.auxiliary_q import AuxiliaryQConfig
 from twcore_task_rl.conformance import EnvironmentTaskConformance
 
 import twcore
-from twcore.errors import ConfigError
+from twcore.contract.errors import ConfigError
+from twcore.contract.options import constraint_of
+from twcore.orchestration.config.compose import compose
 from twcore.testing import MethodConformance, plugin_harness
 
 SMALL = {
@@ -210,15 +216,50 @@ def test_a_short_gradcos_run_with_the_cnn_finishes_with_finite_metrics(tmp_path)
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("task.game=tetris2", r"task.game='tetris2' is not an ALE game .* valid: .*breakout"),
-        ("task.frame_size=0", "task.frame_size=0 must be >= 1"),
-        ("task.sticky_actions=2", r"task.sticky_actions=2.0 must be in \[0, 1\]"),
-        ("task.auxiliaries=[noise]", "must be distinct names from reward, random"),
+        ("task.game=tetris2", r"^task\.game=tetris2 must be one of adventure, .*breakout"),
+        ("task.frame_size=0", r"^task\.frame_size=0 must be >= 1$"),
+        ("task.sticky_actions=2", r"^task\.sticky_actions=2\.0 must be >= 0 and <= 1$"),
+        (
+            "task.auxiliaries=[noise]",
+            r"^task\.auxiliaries=\[noise\] holds 'noise': each element must be one of reward, ",
+        ),
     ],
 )
 def test_bad_options_are_config_errors(tmp_path, override, message) -> None:
     with pytest.raises(ConfigError, match=message):
         twcore.run(["task=atari-aux", override, f"run_dir={tmp_path / 'r'}"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("task.gamma=1", r"^task\.gamma=1\.0 must be > 0 and < 1$"),
+        ("task.warmup=0", r"^task\.warmup=0 must be >= 1$"),
+        ("task.capacity=0", r"^task\.capacity=0 must be >= 1$"),
+        ("task.target_update=0", r"^task\.target_update=0 must be >= 1$"),
+        ("task.random_size=0", r"^task\.random_size=0 must be >= 1$"),
+        ("task.eval_episodes=0", r"^task\.eval_episodes=0 must be >= 1$"),
+        ("task.eval_epsilon=nan", r"^task\.eval_epsilon=nan must be a finite number >= 0"),
+        (
+            "task.auxiliaries=[reward,reward]",
+            r"^task 'atari-aux' options are invalid: auxiliaries=\['reward', 'reward'\] repeats",
+        ),
+    ],
+)
+def test_options_redeclared_from_auxiliary_q_keep_its_constraints(override, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        compose(["task=atari-aux", override])
+
+
+def test_only_eval_episodes_relaxes_a_constraint_of_auxiliary_q() -> None:
+    base = {field.name: field for field in dataclasses.fields(AuxiliaryQConfig)}
+    relaxed = {
+        field.name
+        for field in dataclasses.fields(AtariAuxConfig)
+        if field.name in base and constraint_of(field) != constraint_of(base[field.name])
+    }
+    assert relaxed == {"eval_episodes"}
+    assert compose(["task=atari-aux", "task.eval_episodes=1"]).sections["task"].eval_episodes == 1
 
 
 def test_the_stream_serves_only_train_batches_and_needs_the_model() -> None:

@@ -14,8 +14,9 @@ from twcore_task_decision.testing import (
     directional_derivatives,
 )
 
-from twcore.batch import Batch
-from twcore.errors import ConfigError
+from twcore.contract.batch import Batch
+from twcore.contract.errors import ConfigError
+from twcore.orchestration.config.compose import compose
 from twcore.testing import Harness
 
 SMALL = {"train_size": 64, "val_size": 32, "test_size": 200}
@@ -169,14 +170,37 @@ def test_decision_gradients_reach_the_model():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"budget": 0.0}, r"task.budget=0.0 must be > 0 and <= task.num_channels=5"),
-        ({"budget": -1.0}, r"task.budget=-1.0 must be > 0 and <= task.num_channels=5"),
-        ({"budget": 6.0}, r"task.budget=6.0 must be > 0 and <= task.num_channels=5"),
-        ({"num_targets": 0}, r"task.num_targets=0 must be >= 1"),
-        ({"smoothing": -0.5}, r"task.smoothing=-0.5 must be >= 0"),
+        ({"budget": 0.0}, r"^task\.budget=0\.0 must be > 0$"),
+        ({"budget": -1.0}, r"^task\.budget=-1\.0 must be > 0$"),
+        (
+            {"budget": 6.0},
+            r"^task 'budget-allocation' options are invalid: budget=6\.0 must be <= "
+            r"num_channels=5 \(each channel takes at most 1\)$",
+        ),
+        ({"num_targets": 0}, r"^task\.num_targets=0 must be >= 1$"),
+        ({"smoothing": -0.5}, r"^task\.smoothing=-0\.5 must be >= 0$"),
     ],
 )
 def test_invalid_options_are_one_line_config_errors(options, message):
     with pytest.raises(ConfigError, match=message) as error:
         _harness(**{f"task.{k}": v for k, v in options.items()})
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("task.feature_noise=-0.1", r"^task\.feature_noise=-0\.1 must be >= 0$"),
+        ("task.latent_dim=0", r"^task\.latent_dim=0 must be >= 1$"),
+        ("task.num_channels=0", r"^task\.num_channels=0 must be >= 1$"),  # not budget > it
+        ("task.budget=nan", r"^task\.budget=nan must be a finite number > 0$"),
+    ],
+)
+def test_the_composer_refuses_a_bad_option_naming_its_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        compose(["task=budget-allocation", override])
+
+
+def test_a_budget_of_every_channel_and_exact_decisions_are_allowed():
+    options = compose(["task=budget-allocation", "task.budget=5", "task.smoothing=0"])
+    assert (options.sections["task"].budget, options.sections["task"].smoothing) == (5.0, 0.0)

@@ -14,10 +14,11 @@ from twcore_task_decision.testing import (
     directional_derivatives,
 )
 
-from twcore.errors import ConfigError
-from twcore.registry import get_registry
-from twcore.spec import Capability
-from twcore.task import DecisionLayer
+from twcore.contract.errors import ConfigError
+from twcore.contract.spec import Capability
+from twcore.contract.task import DecisionLayer
+from twcore.orchestration.config.compose import compose
+from twcore.orchestration.registry import get_registry
 from twcore.testing import Harness
 
 
@@ -198,14 +199,26 @@ def test_non_finite_predictions_are_refused():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"budget": 0}, r"task.budget=0 must be between 1 and task.num_items=50"),
-        ({"budget": 51}, r"task.budget=51 must be between 1 and task.num_items=50"),
-        ({"num_items": 0}, r"task.num_items=0 must be >= 1"),
-        ({"temperature": 0.0}, r"task.temperature=0.0 must be > 0"),
-        ({"test_size": 0}, r"task.test_size=0 must be >= 1"),
+        ({"budget": 0}, r"^task\.budget=0 must be >= 1$"),
+        (
+            {"budget": 51},
+            r"^task 'cubic-topk' options are invalid: budget=51 must be <= num_items=50 ",
+        ),
+        ({"num_items": 0}, r"^task\.num_items=0 must be >= 1$"),
+        ({"temperature": 0.0}, r"^task\.temperature=0\.0 must be > 0$"),
+        ({"test_size": 0}, r"^task\.test_size=0 must be >= 1$"),
     ],
 )
 def test_invalid_options_are_one_line_config_errors(options, message):
     with pytest.raises(ConfigError, match=message) as error:
         _harness("mlp", {}, **{f"task.{k}": v for k, v in options.items()})
     assert "\n" not in str(error.value)
+
+
+def test_the_composer_refuses_a_bad_option_naming_its_key():
+    with pytest.raises(ConfigError, match=r"^task\.temperature=-inf must be a finite number > 0$"):
+        compose(["task=cubic-topk", "task.temperature=-inf"])
+    with pytest.raises(ConfigError, match=r"^task\.val_size=0 must be >= 1$"):
+        compose(["task=cubic-topk", "task.val_size=0"])
+    options = compose(["task=cubic-topk", "task.num_items=3", "task.budget=3"])
+    assert options.sections["task"].budget == 3  # every item may be chosen

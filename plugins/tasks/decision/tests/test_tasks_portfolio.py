@@ -14,7 +14,8 @@ from twcore_task_decision.testing import (
     directional_derivatives,
 )
 
-from twcore.errors import ConfigError
+from twcore.contract.errors import ConfigError
+from twcore.orchestration.config.compose import compose
 from twcore.testing import Harness
 
 SMALL = {"num_assets": 12, "train_size": 64, "val_size": 32, "test_size": 96}
@@ -137,13 +138,26 @@ def test_decision_gradients_reach_the_model():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"solver": "gurobi"}, r"task.solver='gurobi' is not one of ours, cvxpylayers"),
-        ({"risk_aversion": -0.1}, r"task.risk_aversion=-0.1 must be > 0"),
-        ({"num_assets": 1}, r"task.num_assets=1 must be >= 2"),
-        ({"covariance_window": 1}, r"task.covariance_window=1 must be >= 2"),
+        ({"solver": "gurobi"}, r"^task\.solver=gurobi must be one of ours, cvxpylayers$"),
+        ({"risk_aversion": -0.1}, r"^task\.risk_aversion=-0\.1 must be > 0$"),
+        ({"num_assets": 1}, r"^task\.num_assets=1 must be >= 2$"),
+        ({"covariance_window": 1}, r"^task\.covariance_window=1 must be >= 2$"),
     ],
 )
 def test_invalid_options_are_one_line_config_errors(options, message):
     with pytest.raises(ConfigError, match=message) as error:
         _harness(**{f"task.{k}": v for k, v in options.items()})
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("task.solver=cvxpylayer", r"^task\.solver=cvxpylayer must be one of .*did you mean"),
+        ("task.covariance_ridge=-1", r"^task\.covariance_ridge=-1\.0 must be >= 0$"),
+        ("task.num_factors=0", r"^task\.num_factors=0 must be >= 1$"),
+    ],
+)
+def test_the_composer_refuses_a_bad_option_naming_its_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        compose(["task=portfolio", override])

@@ -11,7 +11,7 @@ from twcore_task_decision.quality import (
     quality_reference,
 )
 
-from twcore.batch import Batch
+from twcore.contract.batch import Batch
 
 
 @pytest.fixture(autouse=True)

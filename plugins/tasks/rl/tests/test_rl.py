@@ -16,7 +16,8 @@ from twcore_task_rl import (
 from twcore_task_rl.conformance import EnvironmentTaskConformance
 
 import twcore
-from twcore.errors import ConfigError
+from twcore.contract.errors import ConfigError
+from twcore.orchestration.config.compose import compose
 from twcore.testing import MethodConformance, TaskConformance, plugin_harness
 
 FAST = {"warmup": 64, "exploration_steps": 200, "target_update": 10}
@@ -235,14 +236,53 @@ def test_training_solves_the_gridworld_without_auxiliaries(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("task.auxiliaries=[noise]", "must be distinct names from reward, random"),
-        ("task.gamma=1.5", "task.gamma=1.5 must be in"),
-        ("task.eval_episodes=3", "must be >= 10"),
+        (
+            "task.auxiliaries=[noise]",
+            r"^task\.auxiliaries=\[noise\] holds 'noise': each element must be one of reward, ",
+        ),
+        ("task.gamma=1.5", r"^task\.gamma=1\.5 must be > 0 and < 1$"),
+        ("task.eval_episodes=3", r"^task\.eval_episodes=3 must be >= 10$"),
     ],
 )
 def test_bad_options_are_config_errors(tmp_path, override, message) -> None:
     with pytest.raises(ConfigError, match=message):
         twcore.run(["task=gridworld-aux", override, f"run_dir={tmp_path / 'r'}"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["task=gridworld-aux", "task.max_steps=0"], r"^task\.max_steps=0 must be >= 1$"),
+        (["task=gridworld-aux", "task.gamma=inf"], r"^task\.gamma=inf must be a finite number"),
+        (
+            ["task=gridworld-aux", "task.auxiliaries=[random,random]"],
+            r"^task 'gridworld-aux' options are invalid: auxiliaries=\['random', 'random'\] "
+            "repeats a name",
+        ),
+        (
+            ["task=cartpole-distractors", "task.distractors=-1"],
+            r"^task\.distractors=-1 must be >= 0$",
+        ),
+        (["task=cartpole-distractors", "task.gamma=0"], r"^task\.gamma=0\.0 must be > 0 and < 1$"),
+        (
+            ["task=cartpole-distractors", "task.eval_episodes=9"],
+            r"^task\.eval_episodes=9 must be >= 10$",
+        ),
+        (
+            ["task=cartpole-distractors", "task.agent_hidden=0"],
+            r"^task\.agent_hidden=0 must be >= 1$",
+        ),
+    ],
+)
+def test_the_composer_refuses_a_bad_option_naming_its_key(overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        compose(overrides)
+
+
+def test_the_boundary_values_of_the_constraints_are_accepted() -> None:
+    options = compose(["task=cartpole-distractors", "task.distractors=0", "task.eval_episodes=10"])
+    assert (options.sections["task"].distractors, options.sections["task"].eval_episodes) == (0, 10)
+    assert compose(["task=gridworld-aux", "task.auxiliaries=[]"]).sections["task"].auxiliaries == []
 
 
 # -- CartPole with distractors, model-based ---------------------------------------------------

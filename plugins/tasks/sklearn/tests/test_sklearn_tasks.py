@@ -7,8 +7,9 @@ import pytest
 import torch
 from sklearn.datasets import load_diabetes, load_digits
 
-from twcore.data_cache import CACHE_ENV
-from twcore.errors import ConfigError
+from twcore.contract.data_cache import CACHE_ENV
+from twcore.contract.errors import ConfigError
+from twcore.orchestration.config.compose import compose
 from twcore.testing import Harness, TaskConformance, registry_with
 from twcore.testing.harness import resolve
 
@@ -128,11 +129,33 @@ def test_equal_weighting_learns_digits_and_diabetes():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"task.train_fraction": 0.0}, r"task.train_fraction=0.0 must be in \(0, 1\)"),
-        ({"task.val_fraction": 1.5}, r"task.val_fraction=1.5 must be in \(0, 1\)"),
-        ({"task.train_fraction": 0.7, "task.val_fraction": 0.3}, "must be < 1"),
+        ({"task.train_fraction": 0.0}, r"^task\.train_fraction=0\.0 must be > 0 and < 1$"),
+        ({"task.val_fraction": 1.5}, r"^task\.val_fraction=1\.5 must be > 0 and < 1$"),
+        (
+            {"task.train_fraction": 0.7, "task.val_fraction": 0.3},
+            r"^task 'digits' options are invalid: train_fraction \+ val_fraction = 1 must be < 1",
+        ),
     ],
 )
 def test_bad_fractions_are_config_errors(options, message):
     with pytest.raises(ConfigError, match=message):
         _harness("digits", **options).components  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["task=diabetes", "task.train_fraction=1"],
+            r"^task\.train_fraction=1\.0 must be > 0 and < 1$",
+        ),
+        (["task=diabetes", "task.val_fraction=nan"], r"^task\.val_fraction=nan must be a finite"),
+        (
+            ["task=digits", "task.val_fraction=-0.2"],
+            r"^task\.val_fraction=-0\.2 must be > 0 and < 1$",
+        ),
+    ],
+)
+def test_the_composer_refuses_a_bad_fraction_naming_its_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        compose(overrides)

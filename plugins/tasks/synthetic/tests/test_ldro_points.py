@@ -11,8 +11,9 @@ from twcore_task_synthetic.ldro_points import (
     task_points,
 )
 
-from twcore import api
-from twcore.errors import ConfigError
+from twcore.contract.errors import ConfigError
+from twcore.orchestration import api
+from twcore.orchestration.config.compose import compose
 from twcore.testing import Harness, TaskConformance, registry_with
 from twcore.testing.harness import resolve
 
@@ -126,11 +127,34 @@ def test_read_trajectory_returns_theta_at_every_evaluation(tmp_path):
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("task.start", [0.0, 0.5], "lies inside the forbidden disc"),
-        ("task.outlier", [1.0], "must be a 2-D point"),
-        ("task.cluster_size", 0, "must be >= 1"),
+        ("task.start", [0.0, 0.5], r"invalid: start=\[0\.0, 0\.5\] lies inside the forbidden disc"),
+        (
+            "task.outlier",
+            [1.0],
+            r"^task 'ldro-points' options are invalid: outlier=\[1\.0\] must be a 2-D",
+        ),
+        ("task.cluster_size", 0, r"^task\.cluster_size=0 must be >= 1$"),
     ],
 )
 def test_bad_options_are_config_errors(key, value, message):
     with pytest.raises(ConfigError, match=message):
         _harness(**{key: value}).components  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("task.jitter=-0.1", r"^task\.jitter=-0\.1 must be >= 0$"),
+        ("task.disc_radius=-1", r"^task\.disc_radius=-1\.0 must be >= 0$"),
+        ("task.barrier=inf", r"^task\.barrier=inf must be a finite number >= 0$"),
+    ],
+)
+def test_the_composer_refuses_a_bad_option_naming_its_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        compose(["task=ldro-points", override])
+
+
+def test_zero_jitter_radius_and_barrier_are_allowed():
+    zeros = ["task.jitter=0", "task.disc_radius=0", "task.barrier=0"]
+    options = compose(["task=ldro-points", *zeros]).sections["task"]
+    assert (options.jitter, options.disc_radius, options.barrier) == (0.0, 0.0, 0.0)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from twcore.errors import ConfigError
-from twcore.spec import Role
+from twcore.contract.errors import ConfigError
+from twcore.contract.spec import Role
+from twcore.orchestration.config.compose import compose
 from twcore.testing import Harness, TaskConformance, registry_with
 from twcore.testing.harness import resolve
 
@@ -78,10 +79,38 @@ def test_equal_weighting_learns_every_task_well_above_chance():
 
 
 def test_unknown_main_objective_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"task.main='cls9' is not an objective; objectives: "):
+    with pytest.raises(
+        ConfigError, match=r"options are invalid: main='cls9' is not an objective; "
+    ):
         _harness(**{"task.main": "cls9"})
 
 
 def test_zero_objectives_is_a_config_error():
     with pytest.raises(ConfigError, match="at least one objective"):
         _harness(**{"task.num_classification": 0, "task.num_regression": 0})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["task.input_dim=0"], r"^task\.input_dim=0 must be >= 1$"),
+        (["task.test_size=0"], r"^task\.test_size=0 must be >= 1$"),
+        # A negative count is named by its bound, not by the checks that combine the counts.
+        (["task.num_classification=-1"], r"^task\.num_classification=-1 must be >= 0$"),
+        (["task.num_regression=-2", "task.main=''"], r"^task\.num_regression=-2 must be >= 0$"),
+        (
+            ["task.num_classes=1"],
+            r"^task 'toy-multitask' options are invalid: num_classes=1 must be >= 2 when "
+            "num_classification=3",
+        ),
+    ],
+)
+def test_the_composer_refuses_a_bad_option_naming_its_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        compose(["task=toy-multitask", *overrides])
+
+
+def test_num_classes_is_unchecked_without_classification_tasks():
+    overrides = ["task.num_classification=0", "task.num_classes=1", "task.main=reg0"]
+    options = compose(["task=toy-multitask", *overrides]).sections["task"]
+    assert (options.num_classification, options.num_classes) == (0, 1)

@@ -1,0 +1,15 @@
+"""Entry point of the AdaLFL method plugin."""
+
+from twcore.contract.hookspecs import hookimpl
+from twcore_method_adalfl.grids import reproduction_grid
+from twcore_method_adalfl.method import AdaLFL
+
+
+@hookimpl
+def twcore_register_methods(register):
+    register("adalfl", AdaLFL)
+
+
+@hookimpl
+def twcore_reproduction_grids(register):
+    register(reproduction_grid())

@@ -1,0 +1,15 @@
+"""Entry point of the alphaVIL method plugin."""
+
+from twcore.contract.hookspecs import hookimpl
+from twcore_method_alphavil.grids import reproduction_grid
+from twcore_method_alphavil.method import AlphaVILMethod
+
+
+@hookimpl
+def twcore_register_methods(register):
+    register("alphavil", AlphaVILMethod)
+
+
+@hookimpl
+def twcore_reproduction_grids(register):
+    register(reproduction_grid())

@@ -1,0 +1,10 @@
+"""Entry point of the predict-then-optimise baselines."""
+
+from twcore.contract.hookspecs import hookimpl
+from twcore_method_dfl.methods import DecisionFocused, TwoStage
+
+
+@hookimpl
+def twcore_register_methods(register):
+    register("two-stage", TwoStage)
+    register("dfl", DecisionFocused)

@@ -1,0 +1,34 @@
+"""The ``gradcos`` method: the engine's adapter for :class:`~twcore_method_gradcos.rule.GradCos`
+(main objective from the task's spec, shared parameters from the model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twcore.contract.method import MethodContext
+from twcore.contract.options import option
+from twcore.contract.spec import Requirements
+from twcore.contract.weighting import WeightingMethod, shared_parameters
+from twcore_method_gradcos.rule import VARIANTS, GradCos
+
+
+@dataclass
+class GradCosConfig:
+    variant: str = option(
+        "weighted",
+        choices=VARIANTS,
+        help="weighted (max(0, cos) · G_aux) or unweighted (cos > 0)",
+    )
+
+
+class GradCosMethod(WeightingMethod):
+    """Auxiliary gradients on the shared parameters kept only as far as they agree with the main
+    task's (see :mod:`twcore_method_gradcos.rule`)."""
+
+    Config = GradCosConfig
+    requirements = Requirements(main_auxiliary=True)
+
+    def build_rule(self, config: GradCosConfig, ctx: MethodContext) -> GradCos:
+        shared_parameters(ctx.model, ctx.spec, method="GradCos")  # a clear error if none
+        assert ctx.spec.main_index is not None  # the requirements ask for a main objective
+        return GradCos(ctx.spec.num_objectives, ctx.spec.main_index, config.variant)

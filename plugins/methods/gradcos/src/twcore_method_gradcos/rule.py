@@ -1,0 +1,103 @@
+"""GradCos as a rule for any training loop: use an auxiliary loss only as far as its gradient
+agrees with the main task's (Du et al., Alg. 1 and 2).
+
+On the parameters the objectives share, with G_main and G_aux,i the gradients of the main and
+auxiliary losses:
+
+    weighted:    θ ← θ − α (G_main + Σ_i max(0, cos(G_main, G_aux,i)) · G_aux,i)
+    unweighted:  θ ← θ − α (G_main + Σ_i 1[cos(G_main, G_aux,i) > 0] · G_aux,i)
+
+Every other parameter (a task's own head) gets its own objective's gradient, unchanged. All K
+gradients come from one vectorised backward pass (one row per objective); the cosines are dot
+products over norms of those rows, and the combined gradient goes straight into ``.grad`` — no
+further backward pass. Converges to critical points of the main loss: at a fixed point with a
+positive weight, G_main = −c·G_aux would have a negative cosine, a contradiction.
+
+    rule = GradCos(num_objectives=2, main=0)
+    optimizer.zero_grad()
+    step = rule.backward(torch.stack([main_loss, aux_loss]), shared=list(trunk.parameters()))
+    optimizer.step()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from twcore.autodiff import accumulate_flat_grad, cosine_to, per_objective_grads, reached_leaves
+from twcore.contract.weighting import WeightedStep, Weighting
+
+VARIANTS = ("weighted", "unweighted")
+
+
+def combine_shared_gradients(
+    gradients: Tensor, main_index: int, variant: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The GradCos update direction on the shared parameters.
+
+    Args:
+        gradients: [K, P], one row per objective, on the shared parameters.
+        main_index: the main objective's row.
+        variant: ``weighted`` or ``unweighted``.
+
+    Returns:
+        (combined gradient [P], cosines [K] with the main row's, weights [K]; the main
+        objective's cosine and weight are 1).
+    """
+    cosines = cosine_to(gradients[main_index], gradients)
+    cosines[main_index] = 1.0
+    weights = cosines.clamp_min(0) if variant == "weighted" else (cosines > 0).to(cosines.dtype)
+    return weights @ gradients, cosines, weights
+
+
+class GradCos(Weighting):
+    """Auxiliary gradients on the shared parameters kept only as far as they agree with the
+    main objective's (see the module docstring).
+
+    Args:
+        num_objectives: K.
+        main: the index of the main objective among the K losses.
+        variant: ``weighted`` (max(0, cos) · G_aux) or ``unweighted`` (G_aux when cos > 0).
+    """
+
+    def __init__(self, num_objectives: int, main: int, variant: str = "weighted") -> None:
+        super().__init__(num_objectives)
+        if not 0 <= main < num_objectives:
+            raise ValueError(f"main={main} is not an objective index in 0..{num_objectives - 1}")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant={variant!r} is not one of {', '.join(VARIANTS)}")
+        self.main, self.variant = main, variant
+
+    def backward(
+        self,
+        losses: Tensor,
+        shared: Sequence[Tensor] = (),
+        *,
+        params: Iterable[Tensor] | None = None,
+    ) -> WeightedStep:
+        """Write the GradCos gradient of the shared tensors and every other parameter's own
+        gradient (`params`, default: every leaf the losses reach)."""
+        self.check_losses(losses)
+        shared = list(shared)
+        if not shared:
+            raise ValueError("GradCos needs the parameters the objectives share (shared=...)")
+        shared_ids = {id(p) for p in shared}
+        everything = reached_leaves(losses) if params is None else params
+        own = [p for p in everything if id(p) not in shared_ids and p.requires_grad]
+        rows = per_objective_grads(losses, [*shared, *own], retain_graph=False)
+        size = sum(p.numel() for p in shared)
+        combined, cosines, weights = combine_shared_gradients(
+            rows[:, :size], self.main, self.variant
+        )
+        # Own parameters serve one objective each: the sum of the rows is each one's gradient.
+        # Both vectors are fresh, so a missing .grad can be a view of them.
+        accumulate_flat_grad(shared, combined)
+        if own:
+            accumulate_flat_grad(own, rows[:, size:].sum(dim=0))
+        logs = {
+            "cosine": {i: cosines[i] for i in range(self.num_objectives) if i != self.main},
+            "shared_grad_norm": torch.linalg.vector_norm(combined),
+        }
+        return WeightedStep(weights.detach(), logs)

@@ -1,0 +1,68 @@
+"""The ``ldro`` method: the engine's adapter for :class:`~twcore_method_ldro.rule.LookaheadDRO`,
+comparing gradients on the shared parameters or on the trunk's output."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from twcore.contract.batch import Batch
+from twcore.contract.method import MethodContext
+from twcore.contract.options import option
+from twcore.contract.spec import Requirements
+from twcore.contract.task import stack_objective_losses
+from twcore.contract.weighting import WeightingMethod, shared_parameters
+from twcore_method_ldro.rule import MODES, LookaheadDRO
+
+INTERACTIONS = ("auto", "parameters", "features")
+
+
+@dataclass
+class LookaheadDROConfig:
+    step_size: float = option(1e-2, gt=0, help="η, step size of the exponentiated update of w")
+    lookahead: float = option(1e-1, gt=0, help="λ, weight of the gradient interaction in L")
+    interaction_every: int = option(
+        100, ge=1, help="k, steps between recomputations of the cosines"
+    )
+    mode: str = option(
+        "online", choices=MODES, help="online (the paper's update) or exact (solve the game)"
+    )
+    interaction: str = option(
+        "auto",
+        choices=INTERACTIONS,
+        help="gradients the cosines use: parameters (shared by several objectives), features "
+        "(the trunk's output: heads-only backward passes, much cheaper), or auto (features if "
+        "the model's trunk has parameters)",
+    )
+
+
+class LookaheadDROMethod(WeightingMethod):
+    """Weights on the simplex from the lookahead game of the objectives' losses."""
+
+    Config = LookaheadDROConfig
+    requirements = Requirements(min_objectives=2)
+
+    def build_rule(self, config: LookaheadDROConfig, ctx: MethodContext) -> LookaheadDRO:
+        self.interaction = config.interaction
+        if self.interaction == "auto":
+            has_trunk = bool(ctx.model.shared_parameters())
+            self.interaction = "features" if has_trunk else "parameters"
+        if self.interaction == "parameters":
+            self.shared_params = shared_parameters(ctx.model, ctx.spec, method="L-DRO")
+        return LookaheadDRO(
+            ctx.spec.num_objectives,
+            step_size=config.step_size,
+            lookahead=config.lookahead,
+            interaction_every=config.interaction_every,
+            mode=config.mode,
+        )
+
+    def losses_and_shared(self, batch: Batch) -> tuple[Tensor, Sequence[Tensor]]:
+        if self.interaction == "parameters":
+            return self.ctx.objective_losses(batch), self.shared_params
+        model = self.ctx.model
+        features = model.features(batch.inputs)
+        outputs = model.predict_heads(features)
+        return stack_objective_losses(self.ctx.task, outputs, batch), [features]

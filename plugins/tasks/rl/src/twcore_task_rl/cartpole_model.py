@@ -1,0 +1,322 @@
+"""``cartpole-distractors``: model-based RL on CartPole with distracting observation dimensions.
+
+The *model* being trained is a dynamics model: input (observation, one-hot action), head
+``next_obs`` predicting the next observation (4 true dimensions + d distractors). A soft-Q
+agent (:mod:`~twcore_task_rl.soft_q`), owned by the task, acts in the real environment and
+learns only from transitions the current model generates. So the model's errors reach the
+agent, and a model that spends its capacity on the unpredictable distractors serves it badly.
+
+Objective ``next_obs``: the squared error of the prediction (plain MLE training is ``ew``).
+``decision`` capability, for TaskMet and DFL (the OMD-style baseline, trained directly on the
+task loss): the task loss of predictions ŝ' on a batch of real transitions is the agent's
+Bellman error on those real transitions *after one Q-learning step on the model's transitions*
+(ŝ' in place of s'), Q'(θ) = Q − η ∇_Q E[(Q(s, a) − y(ŝ'))²]:
+
+    L_task = E_real (Q'(s, a) − r − γ (1 − terminated) V(s'))²
+
+a one-step unrolled version of OMD's implicit gradient through the agent's learning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.func import functional_call
+
+from twcore.contract.batch import Batch
+from twcore.contract.losses import squared_error_per_example
+from twcore.contract.options import option
+from twcore.contract.spec import Capability, HeadSpec, ObjectiveKind, ObjectiveSpec, Role, TaskSpec
+from twcore.contract.task import Task
+from twcore_task_rl.bellman import soft_q_targets
+from twcore_task_rl.distractors import (
+    cartpole_with_distractors,
+    environment_state,
+    set_environment_state,
+)
+from twcore_task_rl.replay import ReplayBuffer
+from twcore_task_rl.requests import check_stream_request
+from twcore_task_rl.soft_q import SoftQAgent, cartpole_done
+
+ACTIONS = 2
+TRUE_DIMS = 4
+EVAL_SEEDS = {"val": 10_000, "test": 20_000}
+
+
+@dataclass
+class CartpoleDistractorsConfig:
+    distractors: int = option(32, ge=0, help="d, the i.i.d. N(0, 1) dimensions appended")
+    gamma: float = option(0.99, gt=0, lt=1, help="discount factor")
+    temperature: float = option(0.05, help="soft-Q temperature α (Boltzmann policy)")
+    agent_hidden: int = option(64, ge=1, help="hidden width of the Q network")
+    agent_lr: float = option(1e-3, help="Adam learning rate of the Q network")
+    polyak: float = option(0.01, help="target network update rate")
+    agent_updates: int = option(1, ge=1, help="agent updates on model transitions per batch")
+    env_steps: int = option(1, ge=1, help="real environment steps per batch")
+    warmup: int = option(500, ge=1, help="random-action transitions before the first batch")
+    capacity: int = option(50_000, ge=1, help="replay buffer size")
+    eval_episodes: int = option(10, ge=10, help="greedy episodes per evaluation (at least 10)")
+    lookahead_lr: float = option(0.01, help="η of the task loss's one-step Q lookahead")
+
+
+class BellmanDecision:
+    """The ``decision`` capability of :class:`CartpoleDistractorsTask` (module docstring)."""
+
+    head = "next_obs"
+
+    def __init__(self, task: CartpoleDistractorsTask) -> None:
+        self.task = task
+
+    def decide(self, predictions: Tensor, batch: Batch) -> Tensor:
+        """Q'(s, a) [B] after one Q-learning step on the model transitions (s, a, ŝ')."""
+        agent = self.task.agent
+        observations, actions = batch.context["observation"], batch.context["action"]
+        params = dict(agent.q.named_parameters())
+        rewards = torch.ones(len(batch), device=predictions.device)
+        done = cartpole_done(predictions.detach())
+        targets = rewards + agent.gamma * (1 - done) * agent.soft_value(predictions)
+        values = functional_call(agent.q, params, (observations,))
+        chosen = values.gather(1, actions.unsqueeze(1)).squeeze(1)
+        loss = (chosen - targets).pow(2).mean()
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        lr = self.task.config.lookahead_lr
+        ahead = {n: p - lr * g for (n, p), g in zip(params.items(), grads, strict=True)}
+        after = functional_call(agent.q, ahead, (observations,))
+        return after.gather(1, actions.unsqueeze(1)).squeeze(1)
+
+    def objective(self, decisions: Tensor, batch: Batch) -> Tensor:
+        """−(Q'(s, a) − y_real)² per real transition (higher is better)."""
+        agent, context = self.task.agent, batch.context
+        with torch.no_grad():
+            real = soft_q_targets(
+                context["reward"],
+                context["terminated"],
+                agent.target(context["next_observation"]),
+                agent.gamma,
+                agent.temperature,
+            )
+        return -(decisions - real).pow(2)
+
+
+class CartpoleDistractorsTask(Task):
+    """Dynamics-model learning for a Dyna soft-Q agent on CartPole + distractors."""
+
+    Config = CartpoleDistractorsConfig
+
+    def __init__(self, config: CartpoleDistractorsConfig) -> None:
+        super().__init__(config)
+        self.observation_size = TRUE_DIMS + config.distractors
+        self.env = cartpole_with_distractors(config.distractors)
+        self.replay = ReplayBuffer(config.capacity, self.observation_size)
+        self.agent: SoftQAgent | None = None
+        self.model: torch.nn.Module | None = None
+        self.generator = torch.Generator()
+        self.observation: Tensor | None = None
+        self.env_steps = 0
+        self.decision = BellmanDecision(self)
+
+    @cached_property
+    def spec(self) -> TaskSpec:  # type: ignore[override]
+        return TaskSpec(
+            input_shape=(self.observation_size + ACTIONS,),
+            heads=(HeadSpec("next_obs", self.observation_size),),
+            objectives=(
+                ObjectiveSpec("next_obs", "next_obs", ObjectiveKind.REGRESSION, Role.MAIN),
+            ),
+            capabilities=frozenset({Capability.ENVIRONMENT, Capability.DECISION}),
+            primary_metric="return",
+            primary_mode="max",
+            summary_metrics=("return", "model_mse", "bellman_error"),
+        )
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return ("return", "model_mse", "bellman_error", "objective")
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        """Greedy episodes with validation seeds (TaskMet selects on them) and test seeds."""
+        return ("val", "test")
+
+    # -- the agent and its data -------------------------------------------------------------
+
+    def _start(self, model: torch.nn.Module, seed: int, device: torch.device) -> None:
+        """Bind the dynamics model, seed the agent and the environment (once per task)."""
+        if self.agent is not None:
+            return
+        config = self.config
+        self.model = model
+        self.device = device
+        self.agent = SoftQAgent(
+            self.observation_size,
+            ACTIONS,
+            hidden=config.agent_hidden,
+            lr=config.agent_lr,
+            temperature=config.temperature,
+            gamma=config.gamma,
+            polyak=config.polyak,
+            seed=seed,
+        ).to(device)
+        self.generator.manual_seed(seed)
+        observation, _ = self.env.reset(seed=seed)
+        self.observation = torch.as_tensor(observation)
+
+    def tick(self) -> None:
+        """Real environment steps, then agent updates on model transitions."""
+        config = self.config
+        while len(self.replay) < config.warmup:
+            self._step(explore=True)
+        for _ in range(config.env_steps):
+            self._step(explore=False)
+        for _ in range(config.agent_updates):
+            sample = self.replay.sample(64, self.generator)
+            inputs = model_inputs(sample["observation"], sample["action"]).to(self.device)
+            with torch.no_grad():
+                predicted = self.model(inputs)["next_obs"]
+            targets = self.agent.model_targets(predicted)
+            self.agent.update(
+                sample["observation"].to(self.device), sample["action"].to(self.device), targets
+            )
+
+    def _step(self, *, explore: bool) -> None:
+        if explore:
+            action = int(torch.randint(ACTIONS, (), generator=self.generator))
+        else:
+            action = self.agent.act(self.observation.to(self.device), self.generator)
+        observation, reward, terminated, truncated, _ = self.env.step(action)
+        following = torch.as_tensor(observation)
+        self.replay.add(self.observation, action, reward, following, terminated)
+        self.env_steps += 1
+        if terminated or truncated:
+            observation, _ = self.env.reset()
+            following = torch.as_tensor(observation)
+        self.observation = following
+
+    def stream(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        seed: int,
+        device: torch.device,
+        model: torch.nn.Module | None = None,
+    ) -> ReplayStream:
+        check_stream_request("cartpole-distractors", split, model)
+        self._start(model, seed, device)
+        return ReplayStream(self, batch_size, seed=seed, device=device)
+
+    # -- losses and evaluation --------------------------------------------------------------
+
+    def objective_losses(self, outputs: Mapping[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        return {
+            "next_obs": squared_error_per_example(outputs["next_obs"], batch.targets["next_obs"])
+        }
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: torch.nn.Module, split: str, *, device: torch.device, batch_size: int
+    ) -> dict[str, float]:
+        """Greedy episodes of the agent: mean return; the model's squared error on the true
+        dimensions and the agent's real Bellman error, over the episodes' transitions."""
+        if split not in EVAL_SEEDS:
+            raise ValueError(f"cartpole-distractors evaluates 'val' or 'test', not '{split}'")
+        if self.agent is None:
+            self._start(model, 0, device)
+        env = cartpole_with_distractors(self.config.distractors)
+        returns, rows = [], []
+        for episode in range(self.config.eval_episodes):
+            observation, _ = env.reset(seed=EVAL_SEEDS[split] + episode)
+            total, done = 0.0, False
+            while not done:
+                state = torch.as_tensor(observation)
+                action = self.agent.act(state.to(device), self.generator, greedy=True)
+                observation, reward, terminated, truncated, _ = env.step(action)
+                rows.append((state, action, reward, torch.as_tensor(observation), terminated))
+                total += reward
+                done = terminated or truncated
+            returns.append(total)
+        states = torch.stack([r[0] for r in rows]).to(device)
+        actions = torch.tensor([r[1] for r in rows], device=device)
+        rewards = torch.tensor([r[2] for r in rows], dtype=torch.float32, device=device)
+        following = torch.stack([r[3] for r in rows]).to(device)
+        terminated = torch.tensor([float(r[4]) for r in rows], device=device)
+        was_training = model.training
+        model.eval()
+        predicted = model(model_inputs(states, actions))["next_obs"]
+        model.train(was_training)
+        model_error = (predicted[:, :TRUE_DIMS] - following[:, :TRUE_DIMS]).pow(2).mean()
+        bellman = self.agent.real_bellman_error(states, actions, rewards, following, terminated)
+        return {
+            "return": sum(returns) / len(returns),
+            "model_mse": float(model_error),
+            "bellman_error": float(bellman.mean()),
+            "objective": -float(bellman.mean()),
+        }
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.agent is None:
+            return {}
+        return {
+            "env": environment_state(self.env),
+            "observation": self.observation.clone(),
+            "replay": self.replay.state_dict(),
+            "agent": self.agent.agent_state(),
+            "generator": self.generator.get_state(),
+            "env_steps": self.env_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        set_environment_state(self.env, state["env"])
+        self.observation = state["observation"].clone()
+        self.replay.load_state_dict(state["replay"])
+        self.agent.load_agent_state(state["agent"])
+        self.generator.set_state(state["generator"])
+        self.env_steps = int(state["env_steps"])
+
+
+def model_inputs(observations: Tensor, actions: Tensor) -> Tensor:
+    """The dynamics model's input: observation ⊕ one-hot action, [B, D + 2]."""
+    return torch.cat([observations, F.one_hot(actions.long(), ACTIONS).float()], dim=1)
+
+
+class ReplayStream:
+    """Batches of real transitions for the dynamics model; each batch first advances the
+    task's agent (:meth:`CartpoleDistractorsTask.tick`)."""
+
+    def __init__(
+        self, task: CartpoleDistractorsTask, batch_size: int, *, seed: int, device: torch.device
+    ) -> None:
+        self.task = task
+        self.batch_size = batch_size
+        self.device = device
+        self.generator = torch.Generator().manual_seed(seed + 1)
+        self.completed_epochs = 0
+
+    def __iter__(self) -> ReplayStream:
+        return self
+
+    def __next__(self) -> Batch:
+        self.task.tick()
+        sample = self.task.replay.sample(self.batch_size, self.generator)
+        sample = {k: v.to(self.device) for k, v in sample.items()}
+        return Batch(
+            inputs=model_inputs(sample["observation"], sample["action"]),
+            targets={"next_obs": sample["next_observation"]},
+            context=sample,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,101 @@
+"""The plugin-author contract: everything a method, task or model plugin implements or uses.
+
+Import from here and nothing else of twcore is loaded (torch and pluggy are the only libraries
+it needs; a test checks this in a fresh interpreter)::
+
+    from twcore.contract import Batch, Method, StepResult, hookimpl, option
+
+- hooks: :mod:`~twcore.contract.hookspecs` (``hookimpl``, the ``twcore_*`` hook specs);
+- the three roles: :class:`Method` with :class:`MethodContext` and :class:`StepResult`,
+  :class:`Task` / :class:`TensorTask` (with :class:`DecisionLayer`), :class:`Model`;
+- what a task says about itself and what a method needs: :class:`TaskSpec`, :class:`HeadSpec`,
+  :class:`ObjectiveSpec`, :class:`Role`, :class:`ObjectiveKind`, :class:`Capability`,
+  :class:`Requirements`;
+- data: :class:`Batch`, :class:`BatchStream`, :class:`TensorBatchStream`, and
+  :func:`cached_tensors` for prepared data;
+- losses and metrics with stable names: :mod:`~twcore.contract.losses`,
+  :mod:`~twcore.contract.metrics`;
+- options: :func:`option`, :class:`NoConfig`, :class:`OptimConfig` and :func:`build_optimizer`;
+- logging values: :class:`Image`, :class:`LinePlot`;
+- reproduction grids: :class:`ReproductionGrid`, :func:`as_arguments`;
+- errors a plugin may raise for bad input: :class:`ConfigError` and the others in
+  :mod:`~twcore.contract.errors`.
+"""
+
+from twcore.contract.batch import Batch
+from twcore.contract.data_cache import cached_tensors
+from twcore.contract.errors import (
+    ConfigError,
+    IncompatiblePairingError,
+    TwcoreError,
+    UsageError,
+)
+from twcore.contract.grids import ReproductionGrid, as_arguments
+from twcore.contract.hookspecs import hookimpl
+from twcore.contract.losses import (
+    base_loss,
+    cross_entropy_per_example,
+    squared_error_per_example,
+)
+from twcore.contract.media import Image, LinePlot
+from twcore.contract.method import Logger, Method, MethodContext, StepResult
+from twcore.contract.metrics import supervised_metric_names, supervised_metrics
+from twcore.contract.model import Model, flat_input_size, parameters_shared_by_objectives
+from twcore.contract.optim import OptimConfig, build_optimizer
+from twcore.contract.options import NoConfig, option
+from twcore.contract.spec import (
+    Capability,
+    HeadSpec,
+    ObjectiveKind,
+    ObjectiveSpec,
+    Requirements,
+    Role,
+    TaskSpec,
+    single_objective_spec,
+)
+from twcore.contract.stream import BatchStream, TensorBatchStream
+from twcore.contract.task import DecisionLayer, Task, TensorTask, stack_objective_losses
+
+__all__ = [
+    "Batch",
+    "BatchStream",
+    "Capability",
+    "ConfigError",
+    "DecisionLayer",
+    "HeadSpec",
+    "Image",
+    "IncompatiblePairingError",
+    "LinePlot",
+    "Logger",
+    "Method",
+    "MethodContext",
+    "Model",
+    "NoConfig",
+    "ObjectiveKind",
+    "ObjectiveSpec",
+    "OptimConfig",
+    "ReproductionGrid",
+    "Requirements",
+    "Role",
+    "StepResult",
+    "Task",
+    "TaskSpec",
+    "TensorBatchStream",
+    "TensorTask",
+    "TwcoreError",
+    "UsageError",
+    "as_arguments",
+    "base_loss",
+    "build_optimizer",
+    "cached_tensors",
+    "cross_entropy_per_example",
+    "flat_input_size",
+    "hookimpl",
+    "option",
+    "parameters_shared_by_objectives",
+    "single_objective_spec",
+    "squared_error_per_example",
+    "stack_objective_losses",
+    "supervised_metric_names",
+    "supervised_metrics",
+]

@@ -1,0 +1,68 @@
+"""Optimisers the core offers, by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from twcore.contract.errors import ConfigError, format_choices
+from twcore.contract.options import check_options, option
+
+
+@dataclass
+class OptimConfig:
+    """The optimiser of the model's parameters (methods may build more from it)."""
+
+    name: str = option(
+        "adam",
+        choices=("sgd", "adam", "adamw", "rmsprop"),
+        help="optimiser: sgd, adam, adamw or rmsprop",
+    )
+    lr: float = option(1e-3, ge=0, help="learning rate")
+    weight_decay: float = option(0.0, ge=0, help="L2 weight decay (decoupled for adamw)")
+    momentum: float = option(0.9, ge=0, lt=1, help="momentum (sgd, rmsprop)")
+    betas: list[float] = option(
+        default_factory=lambda: [0.9, 0.999], ge=0, lt=1, help="Adam betas (β1, β2)"
+    )
+    grad_clip: float | None = option(
+        None, gt=0, help="clip the global gradient norm to this value (null: no clipping)"
+    )
+
+
+OptimizerBuilder = Callable[[Iterable[nn.Parameter], OptimConfig], torch.optim.Optimizer]
+
+OPTIMIZERS: dict[str, OptimizerBuilder] = {
+    "sgd": lambda params, c: torch.optim.SGD(
+        params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay
+    ),
+    "adam": lambda params, c: torch.optim.Adam(
+        params, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay
+    ),
+    "adamw": lambda params, c: torch.optim.AdamW(
+        params, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay
+    ),
+    "rmsprop": lambda params, c: torch.optim.RMSprop(
+        params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay
+    ),
+}
+
+
+def validate_optim_config(config: OptimConfig, key: str = "optim") -> None:
+    """ConfigError for an unknown optimiser or an out-of-range hyperparameter (the constraints
+    declared on :class:`OptimConfig`), naming ``key.field``."""
+    check_options(config, f"{key}.")
+    if len(config.betas) != 2:
+        raise ConfigError(f"{key}.betas={list(config.betas)} must be two numbers (β1, β2)")
+    if config.name not in OPTIMIZERS:  # a plugin may add optimisers to the table below
+        raise ConfigError(
+            f"{key}.name={config.name} is not an optimiser; valid: {format_choices(OPTIMIZERS)}"
+        )
+
+
+def build_optimizer(params: Iterable[nn.Parameter], config: OptimConfig) -> torch.optim.Optimizer:
+    """The optimiser named by ``config.name`` over `params`."""
+    validate_optim_config(config)
+    return OPTIMIZERS[config.name](params, config)

@@ -1,0 +1,121 @@
+"""Running and resuming training runs from Python (the CLI is a thin layer over this).
+
+Example::
+
+    import twcore
+    result = twcore.run(["method=ew", "task=toy-multitask", "steps=200", "seed=1"])
+    print(result.run_dir, result.metrics["test"]["avg_acc"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from twcore.contract.errors import ConfigError
+from twcore.orchestration.config.compose import ComposedConfig, compose, load_yaml_file
+from twcore.orchestration.config.overrides import Override, parse_override
+from twcore.orchestration.console import warn
+from twcore.orchestration.engine.checkpoint import check_run_checkpoint, load_checkpoint
+from twcore.orchestration.engine.components import build_components
+from twcore.orchestration.engine.device import resolve_device
+from twcore.orchestration.engine.rundir import RunDirectory
+from twcore.orchestration.engine.trainer import RunResult, Trainer
+from twcore.orchestration.registry import PluginRegistry
+from twcore.orchestration.tracking import Tracker
+
+
+def run(
+    overrides: Sequence[str | Override] | Mapping[str, Any] = (),
+    *,
+    config_file: str | Path | None = None,
+    registry: PluginRegistry | None = None,
+    show_progress: bool = False,
+) -> RunResult:
+    """Compose a configuration, train, and return the run directory and summary.
+
+    Args:
+        overrides: ``key=value`` strings, or a mapping ``{key: value}`` of dotted keys.
+        config_file: optional YAML file below the overrides.
+        registry: plugins to use (default: the installed ones).
+        show_progress: show a progress bar / evaluation lines on stderr.
+    """
+    composed = compose(_as_overrides(overrides), config_file=config_file, registry=registry)
+    return run_composed(composed, show_progress=show_progress)
+
+
+def run_composed(composed: ComposedConfig, *, show_progress: bool = False) -> RunResult:
+    """Train a configuration that is already composed (sweeps compose every trial first)."""
+    tracker = Tracker([])
+    components = build_components(composed, tracker)
+    label = "-".join(
+        [composed.plugins["method"].name, composed.plugins["task"].name, f"s{composed.run.seed}"]
+    )
+    run_dir = RunDirectory.create(
+        composed.run.run_dir, runs_root=composed.run.runs_root, label=label
+    )
+    try:
+        composed.tree.run_dir = str(run_dir.path)
+        composed.run.run_dir = str(run_dir.path)
+        run_dir.write_config(composed.to_yaml())
+        trainer = Trainer(composed, components, run_dir, tracker, show_progress=show_progress)
+        return trainer.train()
+    finally:
+        run_dir.release()
+
+
+def resume(
+    run_dir: str | Path,
+    overrides: Sequence[str | Override] | Mapping[str, Any] = (),
+    *,
+    registry: PluginRegistry | None = None,
+    show_progress: bool = False,
+) -> RunResult:
+    """Continue a run from its last checkpoint (after a kill, a stop, or to train longer with
+    ``steps=N``); the result is the same as if it had never stopped.
+
+    A run killed before its first checkpoint starts again from step 0 in the same directory.
+    Overrides may change anything but the plugins (``method``, ``task``, ``model``).
+    """
+    parsed = [o if isinstance(o, Override) else parse_override(o) for o in _as_overrides(overrides)]
+    for override in parsed:
+        if override.plugin_section is not None:
+            raise ConfigError(
+                f"{override}: a resumed run keeps its {override.plugin_section}; "
+                "start a new run to change it"
+            )
+    directory = RunDirectory.existing(run_dir)  # locked from here: released whatever happens
+    try:
+        base = load_yaml_file(directory.config_path)
+        base["run_dir"] = str(directory.path)
+        composed = compose(parsed, base=base, registry=registry)
+        state: dict[str, Any] | None = None
+        if directory.checkpoint_path.exists():
+            state = load_checkpoint(directory.checkpoint_path, resolve_device(composed.run.device))
+            check_run_checkpoint(state, directory.checkpoint_path)
+            _refuse_fewer_steps(composed.run.steps, int(state["step"]), directory.path)
+        else:
+            warn(f"{directory.path} has no checkpoint yet; training it again from step 0")
+        tracker = Tracker([])
+        components = build_components(composed, tracker)
+        directory.write_config(composed.to_yaml())
+        trainer = Trainer(composed, components, directory, tracker, show_progress=show_progress)
+        return trainer.train(resume_state=state, reuse_directory=True)
+    finally:
+        directory.release()
+
+
+def _refuse_fewer_steps(steps: int, trained: int, path: Path) -> None:
+    """A resume cannot train a run to fewer steps than it already has."""
+    if steps < trained:
+        raise ConfigError(
+            f"steps={steps} is below the {trained} steps {path} has already trained; give "
+            f"steps={trained} or more (or start a new run)"
+        )
+
+
+def _as_overrides(overrides: Sequence[str | Override] | Mapping[str, Any]) -> list[str | Override]:
+    if isinstance(overrides, Mapping):
+        return [Override.of(key, value) for key, value in overrides.items()]
+    return list(overrides)

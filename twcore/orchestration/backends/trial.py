@@ -1,0 +1,185 @@
+"""Running one trial in a worker process: start it, resume it after a crash, retry.
+
+A trial is a run directory plus the composed configuration written to a YAML file. An attempt
+runs ``python -m twcore run --config FILE`` the first time and ``python -m twcore resume
+RUN_DIR`` once the run directory exists, so an attempt after a crash or a killed worker
+continues from the last checkpoint (or from step 0 if there was none yet). A trial is retried
+only when its process died without a verdict: a completed, diverged or user-interrupted run is
+final. Everything here is picklable, so a Ray task can call :func:`execute_trial` as is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from twcore.orchestration.backends.base import TrialJob, TrialOutcome
+from twcore.orchestration.engine.rundir import RunDirectory
+
+FINAL_STATUSES = ("completed", "diverged", "interrupted")
+USAGE_ERROR = 2
+"""A worker's exit code for bad input: retrying cannot help, so the trial fails at once."""
+ERROR_PREFIX = "twcore: error: "
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The trial's ``summary.json``, or None if there is none (or it is unreadable)."""
+    try:
+        return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def completed_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a trial that already finished training (a re-run sweep skips it)."""
+    summary = read_summary(run_dir)
+    return summary if summary is not None and summary.get("status") == "completed" else None
+
+
+def last_error_line(log_path: Path) -> str | None:
+    """The message of the last ``twcore: error:`` line a worker wrote to its log, if any."""
+    try:
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line[len(ERROR_PREFIX) :] for line in lines if line.startswith(ERROR_PREFIX)]
+    return errors[-1] if errors else None
+
+
+def has_started(run_dir: Path) -> bool:
+    """Whether an earlier attempt created the run, so the next one resumes it."""
+    return RunDirectory(run_dir).config_path.exists()
+
+
+def attempt_command(job: TrialJob) -> list[str]:
+    """The command of the next attempt: a fresh run, or a resume once the run exists."""
+    if has_started(job.run_dir):
+        return [sys.executable, "-m", "twcore", "resume", str(job.run_dir), "-q"]
+    return [sys.executable, "-m", "twcore", "run", "--config", str(job.config_path), "-q"]
+
+
+def worker_environment(threads: int) -> dict[str, str]:
+    """The environment of a trial's process: this one's, with `threads` torch threads."""
+    environment = dict(os.environ)
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        environment[key] = str(threads)
+    return environment
+
+
+class LiveProcesses:
+    """The worker processes now running, so that Ctrl-C can stop them cleanly."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._processes: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def add(self, process: subprocess.Popen) -> None:
+        with self._lock:
+            self._processes.add(process)
+
+    def discard(self, process: subprocess.Popen) -> None:
+        with self._lock:
+            self._processes.discard(process)
+
+    def interrupt_all(self, grace_s: float = 30.0) -> None:
+        """SIGINT every worker (each checkpoints and stops), then kill any still running."""
+        self.stopping = True
+        with self._lock:
+            processes = list(self._processes)
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in processes:
+            try:
+                process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def execute_trial(
+    job: TrialJob,
+    *,
+    retries: int,
+    environment: Mapping[str, str],
+    live: LiveProcesses | None = None,
+) -> TrialOutcome:
+    """Run `job` to a final status, with up to `retries` further attempts after a crash."""
+    outcome = TrialOutcome(status="failed", error="not started")
+    for attempt in range(1, retries + 2):
+        outcome.attempts = attempt
+        if live is not None and live.stopping:
+            if attempt == 1:  # never started: it stays pending, a re-run sweep runs it
+                return TrialOutcome(status="pending")
+            outcome.status, outcome.error = "interrupted", "interrupted by the user"
+            return outcome
+        returncode = _attempt(job, environment, live, attempt)
+        summary = read_summary(job.run_dir)
+        status = summary.get("status") if summary else None
+        outcome.summary = summary
+        if status in FINAL_STATUSES and returncode in (0, 1, 130):
+            outcome.status = str(status)
+            outcome.error = summary.get("error") if summary else None
+            return outcome
+        if live is not None and live.stopping:
+            outcome.status, outcome.error = "interrupted", "interrupted by the user"
+            return outcome
+        if returncode == USAGE_ERROR:  # bad input (a lock in use, a refused resume): final
+            outcome.status = "failed"
+            outcome.error = last_error_line(job.log_path) or f"exit code 2 (log {job.log_path})"
+            return outcome
+        died = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+        outcome.status = "failed"
+        outcome.error = f"worker process ended with {died} (attempt {attempt}; log {job.log_path})"
+    return outcome
+
+
+def _attempt(
+    job: TrialJob,
+    environment: Mapping[str, str],
+    live: LiveProcesses | None,
+    attempt: int,
+) -> int:
+    job.log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = attempt_command(job)
+    with job.log_path.open("a", encoding="utf-8") as log:
+        log.write(f"--- attempt {attempt}: {' '.join(command)}\n")
+        log.flush()
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(environment),
+            # Its own session: a Ctrl-C in the terminal reaches the sweep, which forwards one
+            # SIGINT to each worker (a second one would abort it without a checkpoint).
+            start_new_session=True,
+        )
+        job.pid_path.parent.mkdir(parents=True, exist_ok=True)
+        job.pid_path.write_text(str(process.pid), encoding="utf-8")
+        if live is not None:
+            live.add(process)
+        try:
+            return process.wait()
+        except BaseException:  # cancelled (Ray) or interrupted: stop the worker cleanly first
+            _stop(process)
+            raise
+        finally:
+            if live is not None:
+                live.discard(process)
+            job.pid_path.unlink(missing_ok=True)
+
+
+def _stop(process: subprocess.Popen, grace_s: float = 30.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()

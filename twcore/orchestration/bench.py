@@ -1,0 +1,118 @@
+"""``twcore bench``: each installed method's time per training step as a multiple of a baseline
+method's (``--baseline``, by default the installed default method).
+
+Every method that fits the task trains the same model for the same steps in this process (no
+evaluation, no checkpoints, no W&B), in turns, ``repeats`` times; the fastest run of each
+counts. The ratio is whole-run wall time per step ÷ the baseline's, so per-epoch work (αVIL) is
+amortised over the epoch. Methods that declare an outer-loop step (``Method.outer_loop``:
+TaskMet's step is a whole inner training) run their own suggested number of steps (at most
+``steps``) and are marked.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.utils.flop_counter import FlopCounterMode
+
+from twcore.contract.errors import ConfigError
+from twcore.orchestration import api
+from twcore.orchestration.config.overrides import parse_override
+from twcore.orchestration.registry import PluginRegistry, get_registry
+from twcore.orchestration.report.table import Table
+
+
+@dataclass
+class BenchResult:
+    """Seconds per step of each method (fastest run), the ratio to the baseline's, and the steps
+    each run took."""
+
+    baseline: str
+    seconds: dict[str, float]
+    outer_step: set[str]
+    steps: dict[str, int]
+
+    def ratio(self, method: str) -> float:
+        return self.seconds[method] / self.seconds[self.baseline]
+
+    def table(self, title: str) -> Table:
+        table = Table(title, ["method"], ["steps", "ms_per_step", "ratio_to_baseline"])
+        for method, seconds in self.seconds.items():
+            label = f"{method} (outer step)" if method in self.outer_step else method
+            table.add(
+                (label,),
+                {
+                    "steps": self.steps[method],
+                    "ms_per_step": 1000 * seconds,
+                    "ratio_to_baseline": self.ratio(method),
+                },
+            )
+        return table
+
+
+def benchmark(
+    overrides: Sequence[str],
+    methods: Sequence[str],
+    *,
+    steps: int = 300,
+    repeats: int = 3,
+    baseline: str | None = None,
+    registry: PluginRegistry | None = None,
+) -> BenchResult:
+    """Time `methods` (plus the baseline, default: the installed default method) on the task
+    and model the overrides choose."""
+    registry = registry or get_registry()
+    baseline = baseline or registry.default_name("method")
+    registry.get("method", baseline)  # an unknown or ambiguous baseline fails here, clearly
+    if any(parse_override(o).key == "method" for o in overrides):
+        raise ConfigError("twcore bench times every fitting method; leave out method=")
+    ordered = [baseline, *(m for m in methods if m != baseline)]
+    # A method whose step is a whole outer iteration runs its own suggested number of steps
+    # (TaskMet: 30), not `steps` of them, which would take minutes.
+    classes = {m: registry.get("method", m).cls for m in ordered}
+    outer = {m for m in ordered if classes[m].outer_loop}
+    counts = {
+        m: min(steps, int(classes[m].run_defaults.get("steps", steps))) if m in outer else steps
+        for m in ordered
+    }
+    seconds = dict.fromkeys(ordered, float("inf"))
+    root = Path(tempfile.mkdtemp(prefix="twcore-bench-"))
+    for repeat in range(repeats):
+        for method in ordered:
+            count = counts[method]
+            quiet = [
+                f"steps={count}",
+                "eval_every=0",
+                "checkpoint_every=0",
+                f"log_every={count}",
+                "wandb.enabled=false",
+                "keep_best=false",
+            ]
+            run_dir = root / f"{method}-{repeat}"
+            result = api.run(
+                [*overrides, f"method={method}", *quiet, f"run_dir={run_dir}"], registry=registry
+            )
+            seconds[method] = min(seconds[method], result.summary["wall_time_s"] / count)
+    return BenchResult(baseline, seconds, outer, counts)
+
+
+def matmul_flops_per_step(
+    options: Mapping[str, object], *, short: int, long: int, root: Path
+) -> float:
+    """Matrix-product FLOPs (matmuls and convolutions, forward and every backward pass, as
+    ``torch.utils.flop_counter`` counts them) of one training step of the run `options`
+    describe: (a `long`-step run's − a `short`-step run's) / (long − short), so set-up and the
+    final evaluation cancel. With whole epochs for `short` and `long`, per-epoch work (αVIL's)
+    is included. The runs go into `root`/short and `root`/long.
+    """
+    if not 0 <= short < long:
+        raise ValueError(f"need 0 <= short < long, got short={short}, long={long}")
+    totals = []
+    for steps in (short, long):
+        with FlopCounterMode(display=False) as counter:
+            api.run({**options, "steps": steps, "run_dir": str(root / str(steps))})
+        totals.append(counter.get_total_flops())
+    return (totals[1] - totals[0]) / (long - short)

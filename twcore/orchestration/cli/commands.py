@@ -1,0 +1,332 @@
+"""The ``twcore`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from twcore.contract.errors import ConfigError, IncompatiblePairingError
+from twcore.contract.pairing import check_compatible
+from twcore.orchestration import api
+from twcore.orchestration.backends import SweepOptions
+from twcore.orchestration.bench import benchmark
+from twcore.orchestration.config.compose import compose
+from twcore.orchestration.config.describe import KeyDescription, describe_config, format_keys
+from twcore.orchestration.config.overrides import Override, parse_override, split_sweep
+from twcore.orchestration.config.schema import PLUGIN_SECTIONS, RunConfig
+from twcore.orchestration.console import info, warn
+from twcore.orchestration.engine.components import build_task
+from twcore.orchestration.engine.trainer import RunResult
+from twcore.orchestration.registry import KINDS, PluginRegistry, get_registry
+from twcore.orchestration.report import write_report
+from twcore.orchestration.report.table import Table
+from twcore.orchestration.reproduction import installed_grids, run_reproduction
+from twcore.orchestration.sweep import SweepResult, run_sweep
+
+COMPARE_SEEDS = "0,1,2"
+
+
+def run(options: argparse.Namespace) -> int:
+    """``twcore run [-m] [--config FILE] key=value ...``"""
+    warn_failed_plugins(get_registry())
+    if options.multirun:
+        return sweep(options)
+    result = api.run(options.overrides, config_file=options.config, show_progress=not options.quiet)
+    return report_run(result)
+
+
+def sweep(options: argparse.Namespace) -> int:
+    """``twcore sweep [--backend B] [--workers N] ... key=a,b ...`` (also ``twcore run -m``)"""
+    warn_failed_plugins(get_registry())
+    result = run_sweep(
+        options.overrides,
+        config_file=options.config,
+        label="sweep",
+        show_progress=not options.quiet and options.backend == "serial",
+        options=sweep_options(options),
+    )
+    return report_sweep(result)
+
+
+def sweep_options(options: argparse.Namespace) -> SweepOptions:
+    """The backend flags of a command line."""
+    return SweepOptions(
+        backend=options.backend,
+        workers=options.workers,
+        retries=options.retries,
+        threads=options.threads,
+        ray_address=options.ray_address,
+    )
+
+
+def report(options: argparse.Namespace) -> int:
+    """``twcore report SWEEP_DIR ... [--out DIR] [--no-wandb]``"""
+    written = write_report(options.sweep_dirs, out_dir=options.out, wandb=not options.no_wandb)
+    for table in written.tables:
+        print(table.to_markdown())
+    print(f"report written to {written.path} ({len(written.images)} plot(s))")
+    return 0
+
+
+def reproduce(options: argparse.Namespace) -> int:
+    """``twcore reproduce [--quick] [--only GRID ...] [--list] [backend flags] [key=value ...]``"""
+    registry = get_registry()
+    warn_failed_plugins(registry)
+    if options.list:
+        for grid in installed_grids(registry):
+            print(f"{grid.name}: {grid.description}")
+        return 0
+    done = run_reproduction(
+        quick=options.quick,
+        only=options.only,
+        out_dir=options.out,
+        options=sweep_options(options),
+        registry=registry,
+        extra=options.overrides,
+    )
+    failed = sum(len(s.failed) for s in done.sweeps)
+    print(f"reproduction written to {done.report.path} in {done.seconds / 60:.1f} min")
+    if any(s.interrupted for s in done.sweeps):
+        return 130
+    return 1 if failed else 0
+
+
+def bench(options: argparse.Namespace) -> int:
+    """``twcore bench [--steps N] [--repeats R] task=NAME [model=NAME] [key=value ...]``"""
+    registry = get_registry()
+    warn_failed_plugins(registry)
+    overrides = [parse_override(a) for a in options.overrides]
+    methods = compatible_methods(registry, overrides, None, command="bench")
+    result = benchmark(
+        options.overrides,
+        methods,
+        steps=options.steps,
+        repeats=options.repeats,
+        baseline=options.baseline,
+        registry=registry,
+    )
+    described = " ".join(options.overrides) or "default task and model"
+    title = (
+        f"time per step ÷ {result.baseline}'s ({described}; {options.steps} steps, best of "
+        f"{options.repeats})"
+    )
+    print(result.table(title).to_markdown(mark_best=False, show_count=False))
+    return 0
+
+
+def resume(options: argparse.Namespace) -> int:
+    """``twcore resume RUN_DIR [key=value ...]``"""
+    warn_failed_plugins(get_registry())
+    result = api.resume(options.run_dir, options.overrides, show_progress=not options.quiet)
+    return report_run(result)
+
+
+def compare(options: argparse.Namespace) -> int:
+    """``twcore compare [key=value ...]``: every compatible installed method × seeds."""
+    registry = get_registry()
+    warn_failed_plugins(registry)
+    overrides = [parse_override(a) for a in options.overrides]
+    keys = {o.key for o in overrides}
+    arguments = list(options.overrides)
+    if "method" not in keys:
+        methods = compatible_methods(registry, overrides, options.config, command="compare")
+        arguments.append(f"method={','.join(methods)}")
+    if "seed" not in keys:
+        arguments.append(f"seed={COMPARE_SEEDS}")
+    result = run_sweep(
+        arguments,
+        config_file=options.config,
+        label="compare",
+        show_progress=not options.quiet and options.backend == "serial",
+        options=sweep_options(options),
+    )
+    return report_sweep(result)
+
+
+def compatible_methods(
+    registry: PluginRegistry,
+    overrides: list[Override],
+    config_file: str | None,
+    *,
+    command: str,
+) -> list[str]:
+    """Installed methods that can run on the configured task. Each one left out is reported on
+    a line of its own, prefixed by `command`: a method the task cannot serve, and a name that two
+    plugins register (ambiguous, with the hint that resolves it)."""
+    names = registry.names("method")
+    if not names:
+        raise ConfigError("no method plugins are installed; see `twcore plugins`")
+    unambiguous = []
+    for name in names:
+        if registry.is_ambiguous("method", name):
+            info(f"{command}: skipping method '{name}': {registry.ambiguity('method', name)}")
+        else:
+            unambiguous.append(name)
+    if not unambiguous:
+        raise ConfigError("every installed method name is ambiguous; see `twcore plugins`")
+    first_values = [Override(o.key, split_sweep(o.text)[0]) for o in overrides]
+    composed = compose(
+        [*first_values, Override("method", unambiguous[0])],
+        config_file=config_file,
+        registry=registry,
+    )
+    task_name = composed.plugins["task"].name
+    spec = build_task(composed).spec
+    fitting = []
+    for name in unambiguous:
+        try:
+            check_compatible(name, registry.get("method", name).cls.requirements, task_name, spec)
+        except IncompatiblePairingError as exc:
+            info(f"{command}: skipping method '{name}': {exc}")
+            continue
+        fitting.append(name)
+    if not fitting:
+        raise IncompatiblePairingError(f"no installed method can run on task '{task_name}'")
+    return fitting
+
+
+def plugins(options: argparse.Namespace) -> int:
+    """``twcore plugins [--json]``"""
+    rows = plugin_rows(get_registry())
+    if options.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    columns = ("name", "kind", "distribution", "version", "status", "default")
+    shown = [{**row, "default": "yes" if row["default"] else ""} for row in rows]
+    table = [columns] + [
+        tuple(str(row[c] or ("" if c == "default" else "-")) for c in columns) for row in shown
+    ]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    for row_values, row in zip(table, [None, *rows], strict=True):
+        print("  ".join(v.ljust(widths[i]) for i, v in enumerate(row_values)).rstrip())
+        if row and row.get("error"):
+            print(f"    error: {row['error']}")
+    return 0
+
+
+def plugin_rows(registry: PluginRegistry) -> list[dict[str, Any]]:
+    """One row per registered name (duplicates marked; ``default`` says the plugin offers to be
+    its kind's default) and per plugin that failed to load."""
+    rows: list[dict[str, Any]] = []
+    for registration in registry.registrations():
+        ambiguous = registry.is_ambiguous(registration.kind, registration.name)
+        rows.append(
+            {
+                "name": registration.name,
+                "kind": registration.kind,
+                "distribution": registration.source.distribution,
+                "version": registration.source.version,
+                "status": "duplicate" if ambiguous else "loaded",
+                "default": registration.default,
+                "error": (
+                    registry.ambiguity(registration.kind, registration.name) if ambiguous else None
+                ),
+                "entry_point": registration.source.name,
+            }
+        )
+    for failure in registry.failures:
+        rows.append(
+            {
+                "name": failure.source.name,
+                "kind": "plugin",
+                "distribution": failure.source.distribution,
+                "version": failure.source.version,
+                "status": "failed",
+                "default": False,
+                "error": failure.error,
+                "entry_point": failure.source.name,
+            }
+        )
+    return rows
+
+
+def show(options: argparse.Namespace) -> int:
+    """``twcore show [method=NAME] [task=NAME] [model=NAME]``"""
+    registry = get_registry()
+    if not options.selection:
+        print("run options (set as key=value; plugin options under method.*, task.*, model.*):")
+        print(format_keys(_with_installed_defaults(describe_config(RunConfig), registry)))
+        return 0
+    for index, argument in enumerate(options.selection):
+        override = parse_override(argument)
+        if override.key not in PLUGIN_SECTIONS:
+            raise ConfigError(
+                f"cannot show '{override.key}'; write one of "
+                f"{', '.join(f'{k}=NAME' for k in KINDS)}"
+            )
+        registration = registry.get(override.key, override.text)
+        if index:
+            print()
+        doc = (registration.cls.__doc__ or "").strip().split("\n\n")[0].split()
+        source = registration.source
+        print(
+            f"{registration.kind} '{registration.name}' from {source.distribution or '-'} "
+            f"{source.version or ''}".rstrip()
+        )
+        if doc:
+            print(f"  {' '.join(doc)}")
+        keys = describe_config(registration.config_class, prefix=f"{registration.kind}.")
+        print(format_keys(keys) if keys else "  (no options)")
+    return 0
+
+
+def _with_installed_defaults(
+    keys: list[KeyDescription], registry: PluginRegistry
+) -> list[KeyDescription]:
+    """The run-level keys, with the plugin each section defaults to on this installation."""
+    shown = []
+    for key in keys:
+        if key.key in PLUGIN_SECTIONS:
+            try:
+                key = dataclasses.replace(key, default=registry.default_name(key.key))
+            except ConfigError:
+                key = dataclasses.replace(key, default="(none: name one)")
+        shown.append(key)
+    return shown
+
+
+def warn_failed_plugins(registry: PluginRegistry) -> None:
+    """One warning per plugin that failed to load (the others keep working)."""
+    for failure in registry.failures:
+        warn(f"plugin {failure.source.describe()} failed to load and is skipped: {failure.error}")
+
+
+def report_run(result: RunResult) -> int:
+    """Print the final metrics of a run and where it was written; the exit code (130 if the run
+    was stopped by a signal)."""
+    summary = result.summary
+    if summary["status"] == "interrupted":
+        print(f"{summary['error']}; continue with `twcore resume {result.run_dir}`")
+        return 130
+    shown = summary["task"]["summary_metrics"]
+    table = Table(
+        f"{summary['config']['method']['name']} on {summary['config']['task']['name']}",
+        ["split"],
+        list(shown),
+    )
+    for split, values in summary["metrics"].items():
+        table.add((split,), values)
+    print(table.to_markdown(mark_best=False, show_count=False))
+    print(f"run written to {result.run_dir}")
+    return 0
+
+
+def report_sweep(result: SweepResult) -> int:
+    """Print the sweep's tables and where the runs went; exit code 1 if any trial failed."""
+    for table in result.tables:
+        print(table.to_markdown())
+    for trial in result.failed:
+        print(f"{trial.name}: {trial.status}: {trial.error}")
+    print(f"runs written to {result.sweep_dir} (tables in {Path(result.sweep_dir) / 'results.md'})")
+    if result.interrupted:
+        return 130
+    if result.failed:
+        warn(f"{len(result.failed)} of {len(result.trials)} run(s) did not complete")
+        return 1
+    return 0
+
+
+__all__ = ["bench", "compare", "plugins", "report", "reproduce", "resume", "run", "show", "sweep"]

@@ -1,0 +1,99 @@
+"""The run-level configuration schema (plugin sections are added by the composer)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twcore.contract.optim import OptimConfig
+from twcore.contract.options import option
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases tracking. Offline by default; needs no account."""
+
+    enabled: bool = option(True, help="log the run to W&B (false: only the run directory)")
+    mode: str | None = option(
+        None,
+        choices=("online", "offline", "disabled", "shared"),
+        help="online, offline or disabled; default: $WANDB_MODE, else offline",
+    )
+    project: str = option("twcore", help="W&B project")
+    entity: str | None = option(None, help="W&B entity (team or user)")
+    group: str | None = option(None, help="W&B group (sweeps set one per sweep)")
+    tags: list[str] = option(default_factory=list, help="W&B tags")
+    job_type: str = option("train", help="W&B job type")
+    name: str | None = option(None, help="W&B run name; default: the run directory's name")
+    console: str = option(
+        "off",
+        choices=("off", "wrap", "auto", "redirect"),
+        help="W&B console capture: off, wrap or auto",
+    )
+    init_timeout: float = option(
+        60.0, gt=0, help="seconds to wait for W&B to start before giving up"
+    )
+
+
+@dataclass
+class RunConfig:
+    """Everything about one run except the plugin sections (method, task, model)."""
+
+    method: Any = option(
+        None,
+        shown_type="name",
+        help="method plugin name (default: the installed one that offers to be the default); "
+        "its options live under method.*",
+    )
+    task: Any = option(
+        None,
+        shown_type="name",
+        help="task plugin name (default: the installed one that offers to be the default); "
+        "its options live under task.*",
+    )
+    model: Any = option(
+        None,
+        shown_type="name",
+        help="model plugin name (default: the installed one that offers to be the default); "
+        "its options live under model.*",
+    )
+    seed: int = option(
+        0,
+        ge=0,
+        lt=2**32,
+        help="seed of python, numpy and torch RNGs (model init, data order), below 2**32 (plugins "
+        "derive further seeds from it, seed·k + i, which must fit torch's 64-bit seeds)",
+    )
+    label: str = option(
+        "",
+        help="a name for this configuration in sweep tables and reports (e.g. main-only); "
+        "rows are grouped by it when set",
+    )
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N (auto: cuda if available)")
+    steps: int = option(1000, ge=0, help="number of training steps (method steps)")
+    batch_size: int = option(64, ge=1, help="training batch size")
+    eval_every: int = option(
+        250, ge=0, help="evaluate on the validation split every N steps (0: never)"
+    )
+    eval_batch_size: int = option(1024, ge=1, help="batch size of evaluation")
+    keep_best: bool = option(
+        False,
+        help="end with the parameters of the best validation evaluation (every eval_every steps "
+        "and at the end), judged by best_metric",
+    )
+    best_metric: str = option(
+        "", help="what keep_best judges by: empty (the task's primary metric) or min:NAME/max:NAME"
+    )
+    log_every: int = option(1, ge=1, help="log training values every N steps")
+    checkpoint_every: int = option(
+        500, ge=0, help="save a checkpoint every N steps (0: only at the end)"
+    )
+    deterministic: bool = option(False, help="use torch deterministic algorithms (slower on GPU)")
+    run_dir: str | None = option(None, help="run directory; default: a new one under runs_root")
+    runs_root: str = option("runs", help="where default run directories are created")
+    optim: OptimConfig = option(default_factory=OptimConfig, help="model optimiser")
+    wandb: WandbConfig = option(default_factory=WandbConfig, help="W&B tracking")
+
+
+PLUGIN_SECTIONS = ("method", "task", "model")
+"""Top-level keys that name a plugin and hold that plugin's typed options."""

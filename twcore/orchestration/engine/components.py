@@ -1,0 +1,118 @@
+"""Building a run's task, model, optimiser and method from a composed configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+
+from twcore.contract.errors import ConfigError, TwcoreError, did_you_mean, first_line
+from twcore.contract.method import Method, MethodContext
+from twcore.contract.model import Model
+from twcore.contract.optim import build_optimizer
+from twcore.contract.pairing import check_compatible
+from twcore.contract.task import Task
+from twcore.orchestration.config.compose import ComposedConfig
+from twcore.orchestration.engine.device import resolve_device
+from twcore.orchestration.engine.rng import seed_everything
+from twcore.orchestration.engine.run_failure import Phase, run_failure
+from twcore.orchestration.tracking import Tracker
+
+T = TypeVar("T")
+
+METHOD_GENERATOR_OFFSET = 104_729
+"""Keeps the method's RNG stream distinct from the global one seeded with the same seed."""
+
+
+@dataclass
+class Components:
+    """The live objects of a run."""
+
+    device: torch.device
+    task: Task
+    model: Model
+    optimizer: torch.optim.Optimizer
+    method: Method
+    context: MethodContext
+
+
+def build_task(composed: ComposedConfig) -> Task:
+    """The task of a configuration, with its spec built (bad task options are usage errors)."""
+    registration = composed.plugins["task"]
+
+    def build() -> Task:
+        task = registration.cls(composed.sections["task"])
+        _ = task.spec
+        return task
+
+    return construct(composed, "task", build)
+
+
+def construct(composed: ComposedConfig, section: str, build: Callable[[], T]) -> T:
+    """``build()`` a plugin's object: a ValueError is a bad option of that plugin (ConfigError,
+    exit 2); any other exception is a :class:`PluginFailure` naming the plugin."""
+    registration = composed.plugins[section]
+    try:
+        return build()
+    except TwcoreError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"{section} '{registration.name}': {first_line(exc)}") from exc
+    except Exception as exc:
+        phase = Phase(f"building the {section}", owner=section)
+        raise run_failure(exc, phase=phase, step=None, plugins=composed.plugins) from exc
+
+
+def check_best_metric(best_metric: str, task: Task, task_name: str) -> None:
+    """ConfigError unless ``best_metric`` (``min:NAME``/``max:NAME``) names a metric the task
+    reports: a typo would otherwise turn model selection off without a word. (A task that does
+    not declare its metric names is checked at its first evaluation instead.)"""
+    names = task.metric_names
+    if not best_metric or names is None:
+        return
+    metric = best_metric.split(":", 1)[1]
+    if metric not in names:
+        raise ConfigError(
+            f"best_metric='{best_metric}': task '{task_name}' reports no metric '{metric}'"
+            f"{did_you_mean(metric, names, prefix=best_metric.split(':')[0] + ':')}; "
+            f"its metrics: {', '.join(names)}"
+        )
+
+
+def build_components(composed: ComposedConfig, tracker: Tracker) -> Components:
+    """Seed, then build task, model, optimiser and method in a fixed order (so a resumed run
+    builds the same objects before loading its checkpoint)."""
+    run = composed.run
+    device = resolve_device(run.device)
+    seed_everything(run.seed, deterministic=run.deterministic)
+    task = build_task(composed)
+    method_registration = composed.plugins["method"]
+    check_compatible(
+        method_registration.name,
+        method_registration.cls.requirements,
+        composed.plugins["task"].name,
+        task.spec,
+    )
+    check_best_metric(run.best_metric, task, composed.plugins["task"].name)
+    model_class = composed.plugins["model"].cls
+    model = construct(
+        composed, "model", lambda: model_class(composed.sections["model"], task.spec).to(device)
+    )
+    optimizer = build_optimizer(model.parameters(), run.optim)
+    context = MethodContext(
+        model=model,
+        task=task,
+        optimizer=optimizer,
+        device=device,
+        generator=torch.Generator().manual_seed(run.seed + METHOD_GENERATOR_OFFSET),
+        tracker=tracker,
+        seed=run.seed,
+        batch_size=run.batch_size,
+        optim_config=run.optim,
+    )
+    method = construct(
+        composed, "method", lambda: method_registration.cls(composed.sections["method"], context)
+    )
+    return Components(device, task, model, optimizer, method, context)

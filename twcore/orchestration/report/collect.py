@@ -1,0 +1,85 @@
+"""Finding the runs of a sweep directory and what each swept."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twcore.contract.errors import UsageError
+
+
+@dataclass
+class RunRecord:
+    """One completed run: its directory, summary and the values its sweep varied."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    swept: dict[str, str]
+
+    @property
+    def task(self) -> str:
+        return self.summary["config"]["task"]["name"]
+
+    @property
+    def method(self) -> str:
+        return self.summary["config"]["method"]["name"]
+
+    @property
+    def seed(self) -> int:
+        return int(self.summary["config"]["seed"])
+
+    def label(self, keys: list[str]) -> tuple[str, ...]:
+        """The row this run belongs to: its values of `keys` (plugin keys give the name)."""
+        values = []
+        for key in keys:
+            if key in self.swept:
+                values.append(self.swept[key])
+                continue
+            values.append(config_value(self.summary["config"], key))
+        return tuple(values)
+
+
+def collect_runs(sweep_dir: str | Path) -> tuple[list[RunRecord], list[str]]:
+    """The completed runs under `sweep_dir` and the keys its sweep varied.
+
+    Uses the sweep's ``results.json`` when there is one (it records what each trial swept), and
+    otherwise every ``*/summary.json`` below the directory.
+    """
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise UsageError(f"{sweep_dir} is not a directory; give a sweep directory")
+    swept_by_dir: dict[Path, dict[str, str]] = {}
+    results = root / "results.json"
+    if results.exists():
+        for trial in json.loads(results.read_text(encoding="utf-8")).get("trials", []):
+            swept_by_dir[(root / trial["name"]).resolve()] = dict(trial.get("swept", {}))
+    records = []
+    for summary_path in sorted(root.glob("*/summary.json")):
+        try:
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if summary.get("status") != "completed":
+            continue
+        run_dir = summary_path.parent.resolve()
+        records.append(RunRecord(run_dir, summary, swept_by_dir.get(run_dir, {})))
+    if not records:
+        raise UsageError(f"{sweep_dir} holds no completed run (no */summary.json)")
+    keys: list[str] = []
+    for record in records:
+        keys.extend(k for k in record.swept if k not in keys)
+    return records, keys
+
+
+def config_value(config: dict[str, Any], key: str) -> str:
+    """A dotted key's value in a resolved config, as text (a plugin section gives its name)."""
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part, "") if isinstance(node, dict) else ""
+    if isinstance(node, dict):
+        return str(node.get("name", ""))
+    if isinstance(node, list):
+        return "[" + ",".join(str(v) for v in node) + "]"
+    return str(node)

@@ -1,0 +1,43 @@
+"""Mean ± std tables over seeds, one per task, best value of each column marked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from twcore.orchestration.report.collect import RunRecord
+from twcore.orchestration.report.table import Table, summary_metrics
+
+NOT_ROWS = ("seed", "task")
+
+
+def row_keys(swept: Sequence[str], *, labelled: bool = False) -> list[str]:
+    """The keys that label rows: ``label`` when runs set one, then what the sweeps varied
+    except seed and task (``method`` if nothing else)."""
+    if labelled:
+        return ["label", *(k for k in swept if k not in (*NOT_ROWS, "label", "method"))]
+    return [k for k in swept if k not in NOT_ROWS] or ["method"]
+
+
+def is_labelled(records: Sequence[RunRecord]) -> bool:
+    """Whether any run carries a ``label``."""
+    return any(r.summary["config"].get("label") for r in records)
+
+
+def report_tables(
+    records: Sequence[RunRecord], swept: Sequence[str], *, extra_metrics: Sequence[str] = ()
+) -> list[Table]:
+    """One table per task over its summary metrics on test (validation if a run has no test
+    split), plus `extra_metrics` from the summary (e.g. ``steps_per_s``)."""
+    keys = row_keys(swept, labelled=is_labelled(records))
+    tables: dict[str, Table] = {}
+    for record in records:
+        metrics_by_split = record.summary["metrics"]
+        split = "test" if "test" in metrics_by_split else next(iter(metrics_by_split), "test")
+        if record.task not in tables:
+            seeds = len({r.seed for r in records if r.task == record.task})
+            names = list(record.summary["task"]["summary_metrics"])
+            title = f"{record.task} — {split} metrics, mean ± std over {seeds} seed(s)"
+            tables[record.task] = Table(title, keys, [*names, *extra_metrics])
+        table = tables[record.task]
+        table.add(record.label(keys), summary_metrics(record.summary, split, table.metrics))
+    return list(tables.values())
