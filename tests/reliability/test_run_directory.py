@@ -98,12 +98,15 @@ def test_a_lock_left_by_a_killed_process_is_no_obstacle(tmp_path):
     run_dir = tmp_path / "run"
     process = _cli("run", "-q", "steps=200000", "checkpoint_every=5", f"run_dir={run_dir}", *QUIET)
     _wait_for_lock_owner(run_dir, process)
-    while not (run_dir / "checkpoints" / "last.pt").exists():
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    while not checkpoint.exists():
+        assert process.poll() is None, process.communicate()
         time.sleep(0.05)
     process.kill()
     process.communicate(timeout=60)
     assert json.loads((run_dir / LOCK_FILE).read_text())["pid"] == process.pid  # left behind
-    result = api.resume(run_dir, ["steps=20"])
+    trained = load_checkpoint(checkpoint)["step"]
+    result = api.resume(run_dir, [f"steps={trained + 5}"])
     assert result.summary["status"] == "completed"
 
 

@@ -16,7 +16,7 @@ from twcore.autodiff.flat import (
     write_flat_grad,
 )
 from twcore.autodiff.gram import cosine_matrix, cosine_to, gram_matrix, normalize_rows
-from twcore.autodiff.graph import reached_leaves
+from twcore.autodiff.graph import reached_leaves, shared_leaves
 from twcore.autodiff.implicit import (
     conjugate_gradient,
     hessian_vector_product,
@@ -37,6 +37,7 @@ __all__ = [
     "normalize_rows",
     "per_objective_grads",
     "reached_leaves",
+    "shared_leaves",
     "unflatten_like",
     "write_flat_grad",
 ]

@@ -3,6 +3,7 @@ computed."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -11,16 +12,58 @@ def reached_leaves(output: Tensor) -> list[Tensor]:
     first met), e.g. the parameters a loss depends on; [] for a tensor without a graph."""
     if output.grad_fn is None:
         return [output] if output.requires_grad else []
+    return list(_walk(output.grad_fn).values())
+
+
+def shared_leaves(losses: Tensor) -> list[Tensor]:
+    """The leaves that two or more of the K losses [K] depend on (the parameters the objectives
+    share), in the order first met.
+
+    For losses built with ``torch.stack`` each loss's graph is walked on its own (no gradient
+    is computed). Otherwise each loss is differentiated once, and a leaf counts as reached by a
+    loss where that gradient is not zero (an op such as ``cat`` joins the graphs, so structure
+    alone cannot tell them apart; stack the losses to avoid the K backward passes).
+    """
+    node = losses.grad_fn
+    branches = node.next_functions if node is not None else ()
+    if (
+        node is not None
+        and type(node).__name__.startswith("StackBackward")
+        and len(branches) == losses.shape[0]
+    ):
+        reached = [_walk(branch) for branch, _ in branches]
+    else:
+        leaves = reached_leaves(losses)
+        reached = []
+        for loss in losses:
+            grads = torch.autograd.grad(loss, leaves, retain_graph=True, allow_unused=True)
+            reached.append(
+                {
+                    id(p): p
+                    for p, g in zip(leaves, grads, strict=True)
+                    if g is not None and bool(g.ne(0).any())
+                }
+            )
+    counts: dict[int, int] = {}
+    order: dict[int, Tensor] = {}
+    for found in reached:
+        for key, leaf in found.items():
+            counts[key] = counts.get(key, 0) + 1
+            order.setdefault(key, leaf)
+    return [leaf for key, leaf in order.items() if counts[key] > 1]
+
+
+def _walk(start: object) -> dict[int, Tensor]:
     found: dict[int, Tensor] = {}
     seen: set[int] = set()
-    pending = [output.grad_fn]
+    pending = [start]
     while pending:
         node = pending.pop()
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
-        variable = getattr(node, "variable", None)  # an AccumulateGrad node holds its leaf
+        variable = getattr(node, "variable", None)
         if isinstance(variable, Tensor):
             found.setdefault(id(variable), variable)
         pending.extend(next_node for next_node, _ in node.next_functions)
-    return list(found.values())
+    return found

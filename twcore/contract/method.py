@@ -181,6 +181,16 @@ class MethodContext:
         self._stream_count = int(state["streams_opened"])
 
 
+METHOD_GENERATOR_OFFSET = 104_729
+"""Keeps the method's RNG stream distinct from the global one seeded with the same seed."""
+
+
+def method_generator(run_seed: int) -> torch.Generator:
+    """The RNG a method gets as :attr:`MethodContext.generator` in a run seeded with
+    `run_seed` (so a user's own loop can draw what a method drew in the engine)."""
+    return torch.Generator().manual_seed(run_seed + METHOD_GENERATOR_OFFSET)
+
+
 def method_stream_seed(run_seed: int, index: int) -> int:
     """The seed of the `index`-th stream (1-based) a method opens with
     :meth:`MethodContext.stream` in a run seeded with `run_seed` (so a user's own loop can

@@ -73,7 +73,9 @@ class Weighting(ABC):
         Args:
             losses: [K] the objectives' losses of this step, with their graph.
             shared: the tensors the objectives share (parameters, or a shared representation
-                for rules that accept one); rules that do not compare gradients ignore it.
+                for rules that accept one; default for rules that compare gradients: the
+                parameters two or more losses reach); rules that do not compare gradients ignore
+                it.
             params: every parameter to receive a gradient, for rules that write gradients
                 themselves; default: the leaves the losses' graph reaches.
         """

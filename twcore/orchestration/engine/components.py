@@ -9,7 +9,7 @@ from typing import TypeVar
 import torch
 
 from twcore.contract.errors import ConfigError, TwcoreError, did_you_mean, first_line
-from twcore.contract.method import Method, MethodContext
+from twcore.contract.method import Method, MethodContext, method_generator
 from twcore.contract.model import Model
 from twcore.contract.optim import build_optimizer
 from twcore.contract.pairing import check_compatible
@@ -21,9 +21,6 @@ from twcore.orchestration.engine.run_failure import Phase, run_failure
 from twcore.orchestration.tracking import Tracker
 
 T = TypeVar("T")
-
-METHOD_GENERATOR_OFFSET = 104_729
-"""Keeps the method's RNG stream distinct from the global one seeded with the same seed."""
 
 
 @dataclass
@@ -106,7 +103,7 @@ def build_components(composed: ComposedConfig, tracker: Tracker) -> Components:
         task=task,
         optimizer=optimizer,
         device=device,
-        generator=torch.Generator().manual_seed(run.seed + METHOD_GENERATOR_OFFSET),
+        generator=method_generator(run.seed),
         tracker=tracker,
         seed=run.seed,
         batch_size=run.batch_size,

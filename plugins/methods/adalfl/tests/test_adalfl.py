@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -13,18 +14,21 @@ import torch
 from torch.func import functional_call
 from twcore_method_adalfl import LearnedLoss, LossNetwork, SmoothLeakyReLU
 from twcore_method_adalfl.meta_gradient import learned_gradient
-from twcore_method_adalfl.method import MetaSlot
 from twcore_method_adalfl.optimizer_lookahead import optimizer_lookahead
 from twcore_method_adalfl.optimizer_step_vjp import OptimizerStepVJP
+from twcore_method_adalfl.rule import AdaLFL, LearnedObjective, MetaSlot
 
 import twcore
+from twcore.contract.batch import Batch
 from twcore.contract.errors import ConfigError, IncompatiblePairingError
+from twcore.contract.method import method_generator, method_stream_seed
 from twcore.contract.spec import ObjectiveKind, TaskSpec
 from twcore.contract.task import stack_objective_losses
 from twcore.orchestration import api
 from twcore.orchestration.engine.checkpoint import load_checkpoint
 from twcore.testing import Harness, MethodConformance, plugin_harness, registry_with
 from twcore.testing.harness import resolve
+from twcore.testing.own_loop import assert_same_parameters, engine_parameters, plain_setup
 from twcore.testing.reference import ReferenceTask
 
 TOY = {"train_size": 200, "val_size": 100, "test_size": 100}
@@ -247,7 +251,7 @@ def test_meta_gradient_matches_finite_differences(
     harness.steps(2)
     method, model = harness.components.method, harness.components.model
     model.double()
-    method.losses.double()
+    method.rule.losses.double()
     for state in harness.components.optimizer.state.values():
         for key, value in state.items():
             if torch.is_tensor(value) and value.is_floating_point() and key != "step":
@@ -258,7 +262,7 @@ def test_meta_gradient_matches_finite_differences(
 
     batch, meta_batch = double(next(harness.stream)), double(next(harness.stream))
     optimizer = harness.components.optimizer
-    phi = list(method.losses.parameters())
+    phi = list(method.rule.losses.parameters())
     generator = torch.Generator().manual_seed(1)
     direction = [torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in phi]
 
@@ -267,7 +271,7 @@ def test_meta_gradient_matches_finite_differences(
     model_copy, optimizer_copy = copy.deepcopy((model, optimizer))
     slot = MetaSlot()
     torch.manual_seed(5)
-    method._online_step(model_copy, optimizer_copy, batch, slot)
+    method.rule.step(model_copy, optimizer_copy, batch, slot=slot)
     leaves = {n: p.detach().clone().requires_grad_() for n, p in model_copy.named_parameters()}
     outputs = functional_call(model_copy, leaves, (meta_batch.inputs,))
     meta = stack_objective_losses(harness.components.task, outputs, meta_batch).mean()
@@ -312,7 +316,7 @@ def _textbook_meta_loss(method, batch, meta_batch) -> torch.Tensor:
     model = ctx.model
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     torch.manual_seed(5)
-    learned, _ = method.learned_losses(model(batch.inputs), batch)
+    learned, _ = method.rule.learned_losses(model(batch.inputs), batch)
     grads = torch.autograd.grad(learned.mean(), list(params.values()), create_graph=True)
     ahead = optimizer_lookahead(
         ctx.optimizer, params, dict(zip(params, grads, strict=True)), grad_clip=5.0
@@ -372,13 +376,14 @@ def test_the_base_step_is_the_lookahead(tmp_path: Path) -> None:
     method, model = harness.components.method, harness.components.model
     batch = next(harness.stream)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    phi_before = [p.detach().clone() for p in method.losses.parameters()]
+    phi_before = [p.detach().clone() for p in method.rule.losses.parameters()]
     method.train_step(batch)
     assert any(
-        not torch.equal(p, q) for p, q in zip(phi_before, method.losses.parameters(), strict=True)
+        not torch.equal(p, q)
+        for p, q in zip(phi_before, method.rule.losses.parameters(), strict=True)
     )
     leaves = {n: value.clone().requires_grad_() for n, value in before.items()}
-    learned, _ = method.learned_losses(functional_call(model, leaves, (batch.inputs,)), batch)
+    learned, _ = method.rule.learned_losses(functional_call(model, leaves, (batch.inputs,)), batch)
     grads = torch.autograd.grad(learned.mean(), list(leaves.values()))
     for (name, parameter), g in zip(model.named_parameters(), grads, strict=True):
         torch.testing.assert_close(parameter.detach(), before[name] - 0.1 * g)
@@ -462,10 +467,97 @@ def test_meta_data_val_needs_a_validation_split() -> None:
 def test_a_non_finite_meta_loss_leaves_the_loss_network_unchanged() -> None:
     harness = plugin_harness("adalfl", task="digits")
     method = harness.components.method
-    before = [p.detach().clone() for p in method.losses.parameters()]
-    gradient = [torch.zeros_like(p) for p in method.losses.parameters()]
-    assert not method._meta_update(torch.tensor(float("nan")), gradient)
+    before = [p.detach().clone() for p in method.rule.losses.parameters()]
+    gradient = [torch.zeros_like(p) for p in method.rule.losses.parameters()]
+    assert not method.rule._meta_update(torch.tensor(float("nan")), gradient)
     gradient[0] = torch.full_like(gradient[0], float("inf"))
-    assert not method._meta_update(torch.tensor(1.0), gradient)
-    for p, q in zip(before, method.losses.parameters(), strict=True):
+    assert not method.rule._meta_update(torch.tensor(1.0), gradient)
+    for p, q in zip(before, method.rule.losses.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+# -- the rule in a plain loop -----------------------------------------------------------------
+
+
+def _rule_for(setup, **options) -> AdaLFL:
+    objectives = [LearnedObjective(o.kind, o.head, o.target) for o in setup.spec.objectives]
+    return AdaLFL(objectives, **options)
+
+
+@pytest.mark.parametrize("init", ["base", "offline"])
+def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path: Path, init: str):
+    """One-step-late meta-gradients with the next batch as the meta batch (the engine's
+    default), φ initialised from the method's generator, the offline phase included."""
+    run = {"task": "digits", "model": "mlp", "seed": 4, "batch_size": 32}
+    method = {"method.init": init, "method.offline_steps": 3, "method.plot_every": 0}
+    engine = engine_parameters(
+        tmp_path / "engine", {"method": "adalfl", **run, **method, "steps": 8}
+    )
+    setup = plain_setup(run)
+    rule = _rule_for(
+        setup,
+        init="base" if init == "base" else "network",
+        one_step_late=True,
+        generator=method_generator(4),
+    )
+    if init == "offline":  # meta-train φ on a scratch copy first, on the method's own stream
+        offline = setup.task.stream("train", 32, seed=method_stream_seed(4, 1), device="cpu")
+        rule.meta_train(setup.model, setup.optimizer, offline, 3)
+    for batch in itertools.islice(setup.stream, 8):
+        rule.step(setup.model, setup.optimizer, batch)
+    assert_same_parameters(setup.model, engine)
+
+
+def test_the_textbook_and_the_one_step_late_forms_train_alike():
+    """The same meta batches (a separate stream), float64: the θ trajectories agree to rounding,
+    with Adam and a gradient clip that bites."""
+    run = {"task": "diabetes", "model": "mlp", "model.hidden": [8], "seed": 1, "batch_size": 16}
+    trajectories = []
+    for late in (False, True):
+        setup = plain_setup({**run, "optim.grad_clip": 0.5, "optim.lr": 0.01})
+        setup.model.double()
+        rule = _rule_for(setup, one_step_late=late, meta_lr=0.05, hidden=[6], grad_clip=0.5)
+        rule.losses.double()
+        generator = torch.Generator().manual_seed(3)
+
+        def double(batch):
+            return dataclasses.replace(batch, inputs=batch.inputs.double())
+
+        meta = (double(b) for b in setup.task.stream("train", 16, seed=7, device="cpu"))
+        torch.manual_seed(int(torch.randint(100, (1,), generator=generator)))
+        for batch in itertools.islice(setup.stream, 12):
+            rule.step(setup.model, setup.optimizer, double(batch), meta_batches=meta)
+        trajectories.append(torch.nn.utils.parameters_to_vector(setup.model.parameters()))
+    textbook, late = trajectories
+    assert not torch.equal(textbook, late)  # two computations...
+    torch.testing.assert_close(late, textbook, rtol=1e-9, atol=1e-12)  # ...of the same thing
+
+
+def test_the_rule_trains_a_plain_module_returning_a_tensor():
+    """A user's model (nn.Sequential, one output tensor) and data (a Batch of tensors): both
+    forms run, and the learned loss moves away from its start."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(64, 5, generator=generator)
+    labels = (inputs[:, 0] > 0).long()
+    for late in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        rule = AdaLFL(
+            [LearnedObjective(ObjectiveKind.CLASSIFICATION)], one_step_late=late, meta_lr=0.05
+        )
+        batches = [
+            Batch(inputs=inputs[i : i + 16], targets={"y": labels[i : i + 16]})
+            for i in range(0, 64, 16)
+        ]
+        phi = [p.detach().clone() for p in rule.losses.parameters()]
+        for _ in range(3):  # epochs
+            for batch in batches:
+                base, logs = rule.step(model, optimizer, batch, meta_batches=iter(batches))
+                assert base.shape == (1,) and "learned_loss" in logs
+        moved = any(
+            not torch.equal(p, q) for p, q in zip(phi, rule.losses.parameters(), strict=True)
+        )
+        assert moved
+        accuracy = (model(inputs).argmax(dim=1) == labels).float().mean()
+        assert float(accuracy) > 0.8

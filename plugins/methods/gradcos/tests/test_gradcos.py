@@ -165,13 +165,18 @@ def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path, varia
     assert_same_parameters(model, engine)
 
 
-def test_without_params_the_rule_finds_every_parameter_from_the_graph(tmp_path):
+def test_without_params_or_shared_the_rule_finds_them_from_the_graph(tmp_path):
     setup = plain_setup({"seed": 5})
     batch = next(setup.stream)
     rule = GradCos(setup.spec.num_objectives, main=setup.spec.main_index)
     rule.backward(setup.losses(batch), setup.shared, params=setup.model.parameters())
     given = {n: p.grad.clone() for n, p in setup.model.named_parameters()}
     setup.model.zero_grad(set_to_none=True)
-    rule.backward(setup.losses(batch), setup.shared)
+    rule.backward(setup.losses(batch), setup.shared)  # every other parameter found in the graph
     for name, parameter in setup.model.named_parameters():
         assert torch.equal(parameter.grad, given[name]), name
+    setup.model.zero_grad(set_to_none=True)
+    rule.backward(setup.losses(batch))  # the shared ones too: what two or more losses reach
+    for name, parameter in setup.model.named_parameters():
+        # The same gradient; the parameters come in the graph's order, so sums run in another.
+        torch.testing.assert_close(parameter.grad, given[name], rtol=1e-5, atol=1e-7)

@@ -8,12 +8,15 @@ import json
 import pytest
 import torch
 from twcore_method_taskmet.metric import Metric, MetricNetwork
+from twcore_method_taskmet.rule import TaskMet
 
 import twcore
 from twcore.contract.errors import ConfigError, IncompatiblePairingError
+from twcore.contract.method import method_stream_seed
 from twcore.orchestration.tracking.wandb_offline import read_offline_run
 from twcore.testing import Harness, MethodConformance, registry_with
 from twcore.testing.harness import resolve
+from twcore.testing.own_loop import assert_same_parameters, engine_parameters, plain_setup
 
 FAST = {"inner_steps_first": 6, "inner_steps": 3, "validate_every": 2, "hidden": 8}
 CUBIC = {"train_size": 64, "val_size": 32, "test_size": 64}
@@ -192,18 +195,18 @@ def test_hypergradient_matches_finite_differences_through_the_exact_inner_soluti
     data = _double_batch(harness.components.task.split("train"))
     hyper, outer = data.index(slice(0, 32)), data.index(slice(32, 64))
     _exact_inner_solution(method, hyper)
-    _, grads = method.hypergradient(hyper, outer)
-    directions = [torch.randn_like(p) for p in method.metric_params]
+    grads = _hypergradient(method, hyper, outer)
+    directions = [torch.randn_like(p) for p in method.rule.parameters]
     analytic = sum(float((g * d).sum()) for g, d in zip(grads, directions, strict=True))
 
     def outer_loss_at(t: float) -> float:
         with torch.no_grad():
-            for parameter, direction in zip(method.metric_params, directions, strict=True):
+            for parameter, direction in zip(method.rule.parameters, directions, strict=True):
                 parameter.add_(t * direction)
         _exact_inner_solution(method, hyper)
         with torch.no_grad():
             value = float(method.space.task_loss(outer))
-            for parameter, direction in zip(method.metric_params, directions, strict=True):
+            for parameter, direction in zip(method.rule.parameters, directions, strict=True):
                 parameter.sub_(t * direction)
         return value
 
@@ -221,11 +224,20 @@ def test_cg_hypergradient_agrees_with_the_exact_mode_on_a_trained_predictor():
     hyper, outer = data.index(slice(0, 32)), data.index(slice(32, 64))
     results = {}
     for solver in ("exact", "cg"):
-        method.config.hypergradient, method.config.cg_iters = solver, 10
-        _, grads = method.hypergradient(hyper, outer)
+        method.rule.solver, method.rule.cg_iters = solver, 10
+        grads = _hypergradient(method, hyper, outer)
         results[solver] = torch.cat([g.flatten() for g in grads])
     error = (results["cg"] - results["exact"]).norm() / results["exact"].norm()
     assert float(error) < 1e-3
+
+
+def _hypergradient(method, hyper, outer):
+    metric = method.rule.metric_at(method.space.features(hyper), trainable=True)
+    return method.rule.hypergradient(
+        method.space.inner_loss(metric, hyper).mean(),
+        method.space.task_loss(outer),
+        list(method.ctx.model.parameters()),
+    )
 
 
 # -- identity metric = two-stage -----------------------------------------------------------------
@@ -319,7 +331,7 @@ def test_tasks_without_a_decision_layer_or_main_auxiliary_split_are_refused(tmp_
 
 
 def test_a_full_metric_over_objective_losses_is_refused_with_advice(tmp_path):
-    with pytest.raises(ConfigError, match=r"use method.metric=diagonal"):
+    with pytest.raises(ConfigError, match=r"use metric=diagonal"):
         _harness(task="toy-multitask", model="mlp", **{"method.metric": "full"})
 
 
@@ -336,3 +348,58 @@ def test_invalid_options_are_one_line_config_errors(option, message, tmp_path):
     with pytest.raises(ConfigError, match=message) as error:
         twcore.run(["method=taskmet", "task=cubic-topk", option, f"run_dir={tmp_path / 'r'}"])
     assert "\n" not in str(error.value)
+
+
+def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path):
+    """Three outer steps on cubic top-k: the user's inner loop (clipped, as the adapter's),
+    the rule's outer step with closures, against the engine's run."""
+    run = {"task": "cubic-topk", "model": "linear", "seed": 1, "batch_size": 32}
+    data = {f"task.{k}": v for k, v in CUBIC.items()}
+    method = {"method.inner_steps_first": 5, "method.inner_steps": 3, "method.hidden": 8}
+    quiet = {"method.validate_every": 0, "method.log_image_every": 0}
+    engine = engine_parameters(
+        tmp_path / "engine", {"method": "taskmet", **run, **data, **method, **quiet, "steps": 3}
+    )
+    setup = plain_setup({**run, **data})
+    task, model, optimizer = setup.task, setup.model, setup.optimizer
+    layer, head = task.decision, task.decision.head
+
+    def stream(index: int, batch_size: int = 32):
+        # The method's streams, in the order it opens them (MethodContext.stream).
+        return task.stream("train", batch_size, seed=method_stream_seed(1, index), device="cpu")
+
+    inner, hyper, outer = stream(1), stream(2), stream(4)
+    sample = next(stream(3, batch_size=1))
+    dim = sample.targets[head].shape[1]
+    rule = TaskMet(MetricNetwork(sample.inputs.flatten(1).shape[1], dim, "full", 8, 0.01))
+
+    def residuals(batch):
+        return model(batch.inputs)[head].reshape(len(batch), dim) - batch.targets[head]
+
+    def train_inner(steps: int) -> None:
+        for _ in range(steps):
+            batch = next(inner)
+            loss = rule.metric_at(batch.inputs.flatten(1)).quadratic(residuals(batch)).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(model.parameters()), 1.0)
+            optimizer.step()
+
+    def inner_loss():
+        batch = next(hyper)
+        metric = rule.metric_at(batch.inputs.flatten(1), trainable=True)
+        return metric.quadratic(residuals(batch)).mean()
+
+    def regret():
+        batch = next(outer)
+        predictions = model(batch.inputs)[head].reshape(len(batch), dim)
+        return -layer.objective(layer.decide(predictions, batch), batch).mean()
+
+    for steps in (5, 3, 3):
+        rule.outer_step(
+            train_inner=lambda steps=steps: train_inner(steps),
+            inner_loss=inner_loss,
+            task_loss=regret,
+            predictor=list(model.parameters()),
+        )
+    assert_same_parameters(model, engine)

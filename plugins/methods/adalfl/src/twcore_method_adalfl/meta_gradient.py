@@ -119,20 +119,19 @@ class LearnedGradient:
         )
 
 
-def forward_at_copy(
-    model: nn.Module, inputs: Tensor
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """(outputs, leaves): the model's forward pass at a requires-grad copy of its trainable
-    parameters (buffers such as BatchNorm statistics are the model's own and move as usual).
-    Its convolutions' backward passes are differentiable in their output gradients only, all
-    the meta-gradient asks of them (:mod:`~twcore_method_adalfl.cotangent_convolutions`)."""
+def forward_at_copy(model: nn.Module, inputs: Tensor) -> tuple[Any, dict[str, Tensor]]:
+    """(outputs, leaves): the model's forward pass (its outputs as it returns them: a tensor or
+    a dict of heads) at a requires-grad copy of its trainable parameters (buffers such as
+    BatchNorm statistics are the model's own and move as usual). Its convolutions' backward
+    passes are differentiable in their output gradients only, all the meta-gradient asks of
+    them (:mod:`~twcore_method_adalfl.cotangent_convolutions`)."""
     leaves = {
         name: parameter.detach().clone().requires_grad_()
         for name, parameter in model.named_parameters()
         if parameter.requires_grad
     }
     with cotangent_only_convolutions(model):
-        return dict(functional_call(model, leaves, (inputs,))), leaves
+        return functional_call(model, leaves, (inputs,)), leaves
 
 
 def learned_gradient(

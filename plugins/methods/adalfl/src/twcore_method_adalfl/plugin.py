@@ -2,12 +2,12 @@
 
 from twcore.contract.hookspecs import hookimpl
 from twcore_method_adalfl.grids import reproduction_grid
-from twcore_method_adalfl.method import AdaLFL
+from twcore_method_adalfl.method import AdaLFLMethod
 
 
 @hookimpl
 def twcore_register_methods(register):
-    register("adalfl", AdaLFL)
+    register("adalfl", AdaLFLMethod)
 
 
 @hookimpl

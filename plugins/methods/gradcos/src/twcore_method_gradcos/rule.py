@@ -26,7 +26,13 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from twcore.autodiff import accumulate_flat_grad, cosine_to, per_objective_grads, reached_leaves
+from twcore.autodiff import (
+    accumulate_flat_grad,
+    cosine_to,
+    per_objective_grads,
+    reached_leaves,
+    shared_leaves,
+)
 from twcore.contract.weighting import WeightedStep, Weighting
 
 VARIANTS = ("weighted", "unweighted")
@@ -77,12 +83,13 @@ class GradCos(Weighting):
         *,
         params: Iterable[Tensor] | None = None,
     ) -> WeightedStep:
-        """Write the GradCos gradient of the shared tensors and every other parameter's own
-        gradient (`params`, default: every leaf the losses reach)."""
+        """Write the GradCos gradient of the shared tensors (default: the parameters two or more
+        losses reach) and every other parameter's own gradient (`params`, default: every leaf
+        the losses reach)."""
         self.check_losses(losses)
-        shared = list(shared)
+        shared = list(shared) or shared_leaves(losses)
         if not shared:
-            raise ValueError("GradCos needs the parameters the objectives share (shared=...)")
+            raise ValueError("GradCos needs parameters the objectives share; these share none")
         shared_ids = {id(p) for p in shared}
         everything = reached_leaves(losses) if params is None else params
         own = [p for p in everything if id(p) not in shared_ids and p.requires_grad]

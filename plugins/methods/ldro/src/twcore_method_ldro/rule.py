@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from twcore.autodiff import cosine_matrix, per_objective_grads
+from twcore.autodiff import cosine_matrix, per_objective_grads, shared_leaves
 from twcore.contract.weighting import WeightedStep, Weighting, weighted_backward
 from twcore_method_ldro.game import lookahead_matrix, online_update, solve_game_exactly
 
@@ -81,9 +81,10 @@ class LookaheadDRO(Weighting):
     ) -> WeightedStep:
         self.check_losses(losses)
         if self.steps_taken % self.interaction_every == 0:
+            shared = list(shared) or shared_leaves(losses)
             if not shared:
-                raise ValueError("L-DRO needs the tensors the objectives share (shared=...)")
-            gradients = per_objective_grads(losses, list(shared))  # [K, P] or [K, B·F]
+                raise ValueError("L-DRO needs tensors the objectives share; these share none")
+            gradients = per_objective_grads(losses, shared)  # [K, P] or [K, B·F]
             self.cosines = cosine_matrix(gradients).detach()
         self.weights = self.weights.to(losses.detach())
         matrix = lookahead_matrix(losses.detach(), self.cosines.to(losses.detach()), self.lookahead)

@@ -1,8 +1,12 @@
 """TaskMet (Bansal, Chen, Mukadam, Amos, NeurIPS 2023): learn a metric Λφ(x) over the prediction
-space from the downstream task loss; train the predictor on the metric-weighted prediction loss."""
+space from the downstream task loss; train the predictor on the metric-weighted prediction loss.
 
-from twcore_method_taskmet.method import TaskMet, TaskMetConfig
+:class:`TaskMet` is the rule for any training loop (with :class:`MetricNetwork`);
+:class:`TaskMetMethod` its engine adapter (the ``taskmet`` plugin)."""
+
+from twcore_method_taskmet.method import TaskMetConfig, TaskMetMethod
 from twcore_method_taskmet.metric import Metric, MetricNetwork
+from twcore_method_taskmet.rule import TaskMet
 from twcore_method_taskmet.spaces import DecisionSpace, ObjectiveSpace, PredictionSpace
 
 __all__ = [
@@ -13,4 +17,5 @@ __all__ = [
     "PredictionSpace",
     "TaskMet",
     "TaskMetConfig",
+    "TaskMetMethod",
 ]

@@ -1,4 +1,6 @@
-"""TaskMet: learn the metric of the prediction loss from the task loss (Bansal et al. 2023).
+"""The ``taskmet`` method: the engine's adapter for :class:`~twcore_method_taskmet.rule.TaskMet`.
+
+TaskMet learns the metric of the prediction loss from the task loss (Bansal et al. 2023).
 
 Bilevel problem (paper eqs. 3–4):
 
@@ -36,16 +38,14 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from twcore.autodiff import implicit_hypergradient
 from twcore.contract.batch import Batch
 from twcore.contract.media import Image
 from twcore.contract.method import Method, MethodContext, StepResult
 from twcore.contract.options import option
 from twcore.contract.spec import Capability, Requirements
 from twcore_method_taskmet.metric import METRIC_KINDS, MetricNetwork
+from twcore_method_taskmet.rule import HYPERGRADIENT_SOLVERS, TaskMet
 from twcore_method_taskmet.spaces import prediction_space
-
-HYPERGRADIENT_SOLVERS = ("normal_cg", "cg", "exact")
 
 
 @dataclass
@@ -84,8 +84,12 @@ class TaskMetConfig:
     log_image_every: int = option(10, ge=0, help="outer steps between images of Λ (0: never)")
 
 
-class TaskMet(Method):
-    """TaskMet: the predictor learns on a metric-weighted loss whose metric learns the task."""
+class TaskMetMethod(Method):
+    """TaskMet: the predictor learns on a metric-weighted loss whose metric learns the task.
+
+    One engine step is one outer iteration of :class:`~twcore_method_taskmet.rule.TaskMet`; the
+    adapter supplies the inner training (warm-started, clipped, stopped at a tolerance), the
+    batches, the validation and the best state."""
 
     Config = TaskMetConfig
     # One step is a whole outer iteration (100 inner steps): far fewer steps than per-step methods.
@@ -110,11 +114,11 @@ class TaskMet(Method):
             self.metric_kind = "diagonal" if over_objectives else "full"
         if self.metric_kind == "full" and over_objectives:
             raise ValueError(
-                "method.metric=full weighs residuals, but on this task TaskMet weighs objective "
-                "losses: use method.metric=diagonal"
+                "metric=full weighs residuals, but on this task TaskMet weighs objective losses: "
+                "use metric=diagonal"
             )
         num_features = self.space.features(sample).shape[-1]
-        self.metric = MetricNetwork(
+        metric = MetricNetwork(
             num_features,
             self.space.dim,
             self.metric_kind,
@@ -122,31 +126,44 @@ class TaskMet(Method):
             config.init_scale,
             floor=config.metric_floor,
         ).to(ctx.device)
-        self.metric_params = list(self.metric.parameters())
-        self.outer_optimizer = (
-            torch.optim.Adam(self.metric_params, lr=config.outer_lr) if self.metric_params else None
+        self.rule = TaskMet(
+            metric,
+            outer_lr=config.outer_lr,
+            hypergradient=config.hypergradient,
+            cg_iters=config.cg_iters,
+            ridge=config.ridge,
         )
         self.outer_steps = 0
-        self.skipped_inner = self.skipped_outer = 0
+        self.skipped_inner = 0
         self.best_loss = float("inf")
         self.best_state: dict[str, Any] = {}
         self._built_at = time.perf_counter()
 
+    @property
+    def metric(self) -> MetricNetwork:
+        """Λφ, the rule's metric network."""
+        return self.rule.metric
+
     # -- one outer iteration -----------------------------------------------------------------
 
     def train_step(self, batch: Batch) -> StepResult:
-        ctx, config = self.ctx, self.config
+        ctx, config, space = self.ctx, self.config, self.space
         steps = config.inner_steps_first if self.outer_steps == 0 else config.inner_steps
-        inner_loss, inner_steps, inner_grad_norm = self._train_inner(steps)
-        logs: dict[str, Any] = {
-            "inner_loss": inner_loss,
-            "inner_steps": inner_steps,
-            "inner_grad_norm": inner_grad_norm,
-        }
-        if self.outer_optimizer is not None:
-            task_loss, hypergradient = self._outer_step()
-            logs.update(task_loss=task_loss, hypergradient_norm=hypergradient)
-        logs.update(skipped_inner_steps=self.skipped_inner, skipped_outer_steps=self.skipped_outer)
+        logs = self._train_inner(steps)
+        # Both batches before any graph is built: drawing from an environment's stream may
+        # change the agent or the model's buffers in place.
+        hyper_batch, outer_batch = next(self.hyper_stream), next(self.outer_stream)
+
+        def inner_loss() -> Tensor:
+            metric = self.rule.metric_at(space.features(hyper_batch), trainable=True)
+            return space.inner_loss(metric, hyper_batch).mean()
+
+        logs |= self.rule.outer_step(
+            inner_loss=inner_loss,
+            task_loss=lambda: space.task_loss(outer_batch),
+            predictor=list(ctx.model.parameters()),
+        )
+        logs["skipped_inner_steps"] = self.skipped_inner
         self.outer_steps += 1
         logs.update(self._metric_logs(batch))
         if config.validate_every and self.outer_steps % config.validate_every == 0:
@@ -154,21 +171,19 @@ class TaskMet(Method):
         with torch.no_grad():
             losses = ctx.objective_losses(batch)
         weights = None
-        if self.space.labels is not None:  # a diagonal metric over objectives is a weighting
-            with torch.no_grad():
-                entries = self.metric(self.space.features(batch)).diagonal_entries()
+        if space.labels is not None:  # a diagonal metric over objectives is a weighting
+            entries = self.rule.metric_at(space.features(batch)).diagonal_entries()
             weights = entries.mean(dim=0).to(losses.device)
         return StepResult(losses=losses, weights=weights, logs=logs)
 
-    def _train_inner(self, steps: int) -> tuple[float, int, float]:
-        """Warm-started inner training with φ fixed; (last loss, steps taken, last grad norm)."""
+    def _train_inner(self, steps: int) -> dict[str, Any]:
+        """Warm-started inner training with φ fixed; the last loss, steps taken, last grad norm."""
         ctx = self.ctx
         parameters = list(ctx.model.parameters())
         loss_value, grad_norm, taken = float("nan"), float("nan"), 0
         for _ in range(steps):
             batch = next(self.inner_stream)
-            with torch.no_grad():
-                metric = self.metric(self.space.features(batch))
+            metric = self.rule.metric_at(self.space.features(batch))
             loss = self.space.inner_loss(metric, batch).mean()
             ctx.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -180,43 +195,7 @@ class TaskMet(Method):
             ctx.optimizer.step()
             if grad_norm < self.config.inner_tol:
                 break
-        return loss_value, taken, grad_norm
-
-    def _outer_step(self) -> tuple[float, float]:
-        """One Adam step on φ along the implicit hypergradient; (task loss, ‖hypergradient‖)."""
-        hyper_batch, outer_batch = next(self.hyper_stream), next(self.outer_stream)
-        task_loss, grads = self.hypergradient(hyper_batch, outer_batch)
-        norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
-        if not (math.isfinite(task_loss) and bool(torch.isfinite(norm))):
-            # A non-finite task loss or hypergradient (a diverged downstream learner, a failed
-            # solve) leaves φ as it is; the skip is counted in the logs.
-            self.skipped_outer += 1
-            return task_loss, float(norm)
-        self.outer_optimizer.zero_grad(set_to_none=True)
-        for parameter, grad in zip(self.metric_params, grads, strict=True):
-            parameter.grad = grad
-        self.outer_optimizer.step()
-        return task_loss, float(norm)
-
-    def hypergradient(self, hyper_batch: Batch, outer_batch: Batch) -> tuple[float, list[Tensor]]:
-        """The task loss on `outer_batch` and its implicit hypergradient with respect to the
-        metric network's parameters, treating the current predictor as the inner minimiser of
-        the metric-weighted loss on `hyper_batch` (one tensor per metric parameter)."""
-        config = self.config
-        parameters = [p for p in self.ctx.model.parameters() if p.requires_grad]
-        metric = self.metric(self.space.features(hyper_batch))
-        inner = self.space.inner_loss(metric, hyper_batch).mean()
-        outer = self.space.task_loss(outer_batch)
-        grads = implicit_hypergradient(
-            inner,
-            outer,
-            parameters,
-            self.metric_params,
-            solver=config.hypergradient,
-            iters=config.cg_iters,
-            ridge=config.ridge,
-        )
-        return float(outer.detach()), grads
+        return {"inner_loss": loss_value, "inner_steps": taken, "inner_grad_norm": grad_norm}
 
     # -- validation, best checkpoint, logging ------------------------------------------------
 
@@ -264,10 +243,9 @@ class TaskMet(Method):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "metric": _clone(self.metric.state_dict()),
-            "outer_optimizer": self.outer_optimizer.state_dict() if self.outer_optimizer else {},
+            "rule": self.rule.state_dict(),
             "outer_steps": self.outer_steps,
-            "skipped": [self.skipped_inner, self.skipped_outer],
+            "skipped_inner": self.skipped_inner,
             "best_loss": self.best_loss,
             "best_state": copy.deepcopy(self.best_state),
             "streams": {
@@ -278,11 +256,9 @@ class TaskMet(Method):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.metric.load_state_dict(state["metric"])
-        if self.outer_optimizer is not None:
-            self.outer_optimizer.load_state_dict(state["outer_optimizer"])
+        self.rule.load_state_dict(state["rule"])
         self.outer_steps = int(state["outer_steps"])
-        self.skipped_inner, self.skipped_outer = (int(n) for n in state.get("skipped", (0, 0)))
+        self.skipped_inner = int(state["skipped_inner"])
         self.best_loss = float(state["best_loss"])
         self.best_state = state["best_state"]
         self.inner_stream.load_state_dict(state["streams"]["inner"])

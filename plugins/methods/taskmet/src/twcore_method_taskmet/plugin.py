@@ -2,12 +2,12 @@
 
 from twcore.contract.hookspecs import hookimpl
 from twcore_method_taskmet.grids import reproduction_grid
-from twcore_method_taskmet.method import TaskMet
+from twcore_method_taskmet.method import TaskMetMethod
 
 
 @hookimpl
 def twcore_register_methods(register):
-    register("taskmet", TaskMet)
+    register("taskmet", TaskMetMethod)
 
 
 @hookimpl
