@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from twcore.testing.lookahead import commit_lookahead, sgd_lookahead
 
 from twcore.autodiff import cosine_to, implicit_hypergradient, per_objective_grads, write_flat_grad
 from twcore.contract.losses import base_loss
@@ -20,6 +19,7 @@ from twcore.contract.method import Method, StepResult
 from twcore.contract.options import option
 from twcore.contract.spec import Requirements
 from twcore.testing import MethodConformance
+from twcore.testing.lookahead import commit_lookahead, sgd_lookahead
 
 
 class CosineWeighting(Method):

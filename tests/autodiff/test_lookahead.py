@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 import torch
 from torch import Tensor, nn
+
 from twcore.testing.lookahead import commit_lookahead, functional_forward, sgd_lookahead
 
 F64 = torch.float64
