@@ -13,8 +13,6 @@ from torch.func import functional_call
 from twcore_method_alphavil import AlphaVIL
 from two_tasks import TwoHeads, accuracy, batches, digits, losses
 
-from twcore.contract.weighting import weighted_backward
-
 parser = argparse.ArgumentParser()
 parser.add_argument("--epochs", type=int, default=4)
 epochs = parser.parse_args().epochs
@@ -36,7 +34,7 @@ def loss_at(params, batch, task):
 for epoch in range(epochs):
     for x, y in itertools.islice(train, steps_per_epoch):
         optimizer.zero_grad()
-        weighted_backward(losses(model, x, y), rule.weights)
+        rule.backward(losses(model, x, y))
         optimizer.step()
     logs = rule.epoch_update(
         model,

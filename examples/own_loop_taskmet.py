@@ -6,6 +6,7 @@ validation loss (the implicit hypergradient through the predictor's training).
 """
 
 import argparse
+import functools
 import itertools
 
 import torch
@@ -51,8 +52,9 @@ def task_loss():
 
 
 for outer in range(outer_steps):
+    inner_steps = 200 if outer == 0 else 50  # a long first fit, then warm-started refits
     logs = rule.outer_step(
-        train_inner=lambda steps=200 if outer == 0 else 50: train_inner(steps),
+        train_inner=functools.partial(train_inner, inner_steps),
         inner_loss=inner_loss,
         task_loss=task_loss,
         predictor=list(model.parameters()),

@@ -56,10 +56,25 @@ def _imports(path: Path, modules: set[str]) -> Iterator[str]:
                     yield base
 
 
+def _parents(module: str) -> Iterator[str]:
+    """The packages above `module` (``a.b.c`` -> ``a.b``, ``a``)."""
+    parts = module.split(".")
+    yield from (".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1))
+
+
 def _graph() -> dict[str, set[str]]:
+    """Module -> the core modules it imports, the packages Python initialises on the way
+    included (importing ``a.b.c`` runs ``a/__init__`` and ``a/b/__init__`` first), except the
+    importer's own packages, which are initialised before it runs."""
     modules = _core_modules()
     names = set(modules)
-    return {name: set(_imports(path, names)) - {name} for name, path in modules.items()}
+    graph = {}
+    for name, path in modules.items():
+        own = set(_parents(name))
+        direct = set(_imports(path, names))
+        implicit = {parent for target in direct for parent in _parents(target)} & names
+        graph[name] = (direct | implicit) - own - {name}
+    return graph
 
 
 def _layer(module: str) -> int | None:
@@ -103,15 +118,18 @@ def test_each_layer_imports_only_the_layers_above_it():
 
 
 def test_the_contract_imports_nothing_but_torch_and_pluggy():
+    """In a fresh interpreter: the contract (its weighting modules and the autodiff layer
+    included) brings in no package but itself, and no orchestration module."""
     probe = (
         "import sys\n"
         "import torch, pluggy\n"
         "before = {m.split('.')[0] for m in sys.modules}\n"
-        "import twcore.contract\n"
+        "import twcore.contract, twcore.contract.weighting, twcore.contract.weighting_method\n"
+        "import twcore.contract.activations, twcore.autodiff\n"
         "after = {m.split('.')[0] for m in sys.modules}\n"
         "print(sorted(after - before - set(sys.stdlib_module_names)))\n"
         "print(sorted(m for m in sys.modules if m.startswith('twcore.')"
-        " and not m.startswith(('twcore.contract', 'twcore.version'))))\n"
+        " and not m.startswith(('twcore.contract', 'twcore.autodiff', 'twcore.version'))))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120

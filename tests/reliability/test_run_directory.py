@@ -7,6 +7,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -246,3 +247,41 @@ def test_a_worker_refused_as_bad_input_is_not_retried_and_says_why(tmp_path):
     refused = by_name["seed-0"]
     assert refused.status == "failed" and refused.attempts == 1
     assert f"is in use by process {os.getpid()}" in refused.error
+
+
+def test_without_flock_the_recorded_owner_decides(tmp_path, monkeypatch):
+    """On a filesystem without flock: a live owner's lock is refused, a released or dead one's
+    is taken, and the same process can lock again after releasing."""
+    import twcore.orchestration.engine.lock as lock_module
+
+    def no_flock(descriptor, operation):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(lock_module.fcntl, "flock", no_flock)
+    directory = tmp_path / "run"
+    directory.mkdir()
+    first = RunLock.acquire(directory)
+    with pytest.raises(RunDirectoryError, match=f"in use by process {os.getpid()}"):
+        RunLock.acquire(directory)
+    first.release()
+    again = RunLock.acquire(directory)  # released: the emptied file names no owner
+    again.release()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    (directory / LOCK_FILE).write_text(
+        json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()})
+    )
+    RunLock.acquire(directory).release()  # its owner has exited: stale, taken over
+
+
+def test_a_hard_linked_lock_file_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    api.run(["steps=2", f"run_dir={run_dir}", *QUIET])
+    precious = tmp_path / "precious.txt"
+    precious.write_text("do not truncate me")
+    (run_dir / LOCK_FILE).unlink(missing_ok=True)
+    os.link(precious, run_dir / LOCK_FILE)
+    assert main(["resume", str(run_dir), "steps=3"]) == 2
+    assert "a hard link to another file" in capsys.readouterr().err
+    assert precious.read_text() == "do not truncate me"

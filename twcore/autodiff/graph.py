@@ -6,6 +6,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+_STACK_NODE = type(torch.stack([torch.zeros((), requires_grad=True)] * 2).grad_fn)
+"""The autograd node ``torch.stack`` records: its inputs are its branches, in order."""
+
 
 def reached_leaves(output: Tensor) -> list[Tensor]:
     """The leaves that require grad and that `output`'s graph reaches (each once, in the order

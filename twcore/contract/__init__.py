@@ -15,13 +15,20 @@ it needs; a test checks this in a fresh interpreter)::
   :func:`cached_tensors` for prepared data;
 - losses and metrics with stable names: :mod:`~twcore.contract.losses`,
   :mod:`~twcore.contract.metrics`;
+- per-step weightings, usable in any training loop: :class:`Weighting` (returning a
+  :class:`WeightedStep`), :class:`HeldWeights` for rules holding their weight vector,
+  :func:`weighted_backward`, and the engine's adapter for them,
+  :class:`WeightingMethod` (a weighting plugin implements ``build_rule`` and nothing else);
 - options: :func:`option`, :class:`NoConfig`, :class:`OptimConfig` and :func:`build_optimizer`;
+  a model's activation and dropout options: :func:`activation_option`,
+  :func:`dropout_option`, :func:`make_activation`;
 - logging values: :class:`Image`, :class:`LinePlot`;
 - reproduction grids: :class:`ReproductionGrid`, :func:`as_arguments`;
 - errors a plugin may raise for bad input: :class:`ConfigError` and the others in
   :mod:`~twcore.contract.errors`.
 """
 
+from twcore.contract.activations import activation_option, dropout_option, make_activation
 from twcore.contract.batch import Batch
 from twcore.contract.data_cache import cached_tensors
 from twcore.contract.errors import (
@@ -55,6 +62,8 @@ from twcore.contract.spec import (
 )
 from twcore.contract.stream import BatchStream, TensorBatchStream
 from twcore.contract.task import DecisionLayer, Task, TensorTask, stack_objective_losses
+from twcore.contract.weighting import HeldWeights, WeightedStep, Weighting, weighted_backward
+from twcore.contract.weighting_method import WeightingMethod, name_objectives, shared_parameters
 
 __all__ = [
     "Batch",
@@ -63,6 +72,7 @@ __all__ = [
     "ConfigError",
     "DecisionLayer",
     "HeadSpec",
+    "HeldWeights",
     "Image",
     "IncompatiblePairingError",
     "LinePlot",
@@ -84,18 +94,27 @@ __all__ = [
     "TensorTask",
     "TwcoreError",
     "UsageError",
+    "WeightedStep",
+    "Weighting",
+    "WeightingMethod",
+    "activation_option",
     "as_arguments",
     "base_loss",
     "build_optimizer",
     "cached_tensors",
     "cross_entropy_per_example",
+    "dropout_option",
     "flat_input_size",
     "hookimpl",
+    "make_activation",
+    "name_objectives",
     "option",
     "parameters_shared_by_objectives",
+    "shared_parameters",
     "single_objective_spec",
     "squared_error_per_example",
     "stack_objective_losses",
     "supervised_metric_names",
     "supervised_metrics",
+    "weighted_backward",
 ]

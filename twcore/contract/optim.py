@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from twcore.contract.errors import ConfigError, format_choices
+from twcore.contract.errors import ConfigError, did_you_mean, format_choices
 from twcore.contract.options import check_options, option
 
 
@@ -56,9 +56,10 @@ def validate_optim_config(config: OptimConfig, key: str = "optim") -> None:
     check_options(config, f"{key}.")
     if len(config.betas) != 2:
         raise ConfigError(f"{key}.betas={list(config.betas)} must be two numbers (β1, β2)")
-    if config.name not in OPTIMIZERS:  # a plugin may add optimisers to the table below
+    if config.name not in OPTIMIZERS:  # a table, not choices: a plugin may add to it
         raise ConfigError(
-            f"{key}.name={config.name} is not an optimiser; valid: {format_choices(OPTIMIZERS)}"
+            f"{key}.name={config.name} is not an optimiser{did_you_mean(config.name, OPTIMIZERS)}"
+            f"; valid: {format_choices(OPTIMIZERS)}"
         )
 
 

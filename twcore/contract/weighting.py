@@ -1,9 +1,10 @@
 """Per-step weightings: rules that turn the K losses of a step into gradients and weights, usable
-in any training loop, and the engine's one adapter for them.
+in any training loop (the engine's adapter for them is
+:class:`~twcore.contract.weighting_method.WeightingMethod`).
 
 In your own loop (any ``nn.Module``, any ``torch.optim`` optimiser, any data)::
 
-    rule = GradCos(main=0)                       # a Weighting from a method plugin
+    rule = GradCos(num_objectives=2, main=0)     # a Weighting from a method plugin
     for inputs, targets in loader:
         losses = torch.stack([main_loss(...), aux_loss(...)])
         optimizer.zero_grad()
@@ -24,14 +25,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
-
-from twcore.contract.batch import Batch
-from twcore.contract.method import Method, MethodContext, StepResult
-from twcore.contract.model import parameters_shared_by_objectives
+from torch import Tensor
 
 
 @dataclass
@@ -53,7 +50,11 @@ class Weighting(ABC):
 
     Attributes:
         num_objectives: K, the number of losses each step hands the rule.
+        compares_gradients: whether the rule compares the objectives' gradients on the tensors
+            they share (then the engine's adapter hands it the shared parameters).
     """
+
+    compares_gradients: ClassVar[bool] = False
 
     def __init__(self, num_objectives: int) -> None:
         if num_objectives < 1:
@@ -100,70 +101,26 @@ class Weighting(ABC):
         """Restore :meth:`state_dict`."""
 
 
-def name_objectives(logs: dict[Any, Any], names: Sequence[str]) -> dict[Any, Any]:
-    """`logs` with every integer key (a rule's per-objective value) replaced by that
-    objective's name, in nested dicts too."""
-    named: dict[Any, Any] = {}
-    for key, value in logs.items():
-        shown = names[key] if isinstance(key, int) and 0 <= key < len(names) else key
-        named[shown] = name_objectives(value, names) if isinstance(value, dict) else value
-    return named
+class HeldWeights(Weighting):
+    """A weighting whose weights are a vector it holds, ``self.weights`` [K], set or moved by
+    the rule outside the step (equal weighting's constant, αVIL's between-epoch update): each
+    step accumulates ∇ Σ_k w_k L_k."""
+
+    weights: Tensor
+
+    def backward(
+        self,
+        losses: Tensor,
+        shared: Sequence[Tensor] = (),
+        *,
+        params: Iterable[Tensor] | None = None,
+    ) -> WeightedStep:
+        self.check_losses(losses)
+        weights = self.weights.to(losses.detach())
+        weighted_backward(losses, weights)
+        return WeightedStep(weights.clone())
 
 
 def weighted_backward(losses: Tensor, weights: Tensor) -> None:
     """Accumulate ∇ Σ_k w_k L_k into ``.grad`` (the weights are constants of the step)."""
-    torch.dot(weights.detach().to(losses.dtype), losses).backward()
-
-
-def shared_parameters(model: nn.Module, spec: Any, *, method: str) -> list[nn.Parameter]:
-    """The parameters several objectives share (a twcore model's trunk, and heads serving
-    several objectives); ValueError naming `method` if there are none."""
-    found = parameters_shared_by_objectives(model, spec)
-    if not found:
-        raise ValueError(
-            f"{method} needs parameters shared by several objectives; this model and task "
-            "share none"
-        )
-    return found
-
-
-class WeightingMethod(Method):
-    """The engine's adapter for a :class:`Weighting`: every step, the objectives' losses on the
-    batch go to the rule, which writes the gradients; then the run's optimiser steps.
-
-    A plugin implements :meth:`build_rule` (and, for rules comparing gradients on something
-    other than the shared parameters, :meth:`losses_and_shared`); the rule's state is the
-    method's checkpointed state.
-    """
-
-    def __init__(self, config: Any, ctx: MethodContext) -> None:
-        super().__init__(config, ctx)
-        self.rule = self.build_rule(config, ctx)
-
-    @abstractmethod
-    def build_rule(self, config: Any, ctx: MethodContext) -> Weighting:
-        """The rule this method steps, from its options and the run's context."""
-
-    def losses_and_shared(self, batch: Batch) -> tuple[Tensor, Sequence[Tensor]]:
-        """The step's losses [K] and the tensors they share (default: the shared parameters,
-        found once)."""
-        if not hasattr(self, "_shared"):
-            self._shared = parameters_shared_by_objectives(self.ctx.model, self.ctx.spec)
-        return self.ctx.objective_losses(batch), self._shared
-
-    def train_step(self, batch: Batch) -> StepResult:
-        losses, shared = self.losses_and_shared(batch)
-        if not bool(torch.isfinite(losses.detach()).all()):
-            # Left to the engine, which stops the run as diverged naming the objective.
-            return StepResult(losses=losses.detach())
-        self.ctx.optimizer.zero_grad(set_to_none=True)
-        step = self.rule.backward(losses, shared, params=self.ctx.model.parameters())
-        self.ctx.optimizer_step()
-        logs = name_objectives(step.logs, self.ctx.spec.objective_names)
-        return StepResult(losses=losses.detach(), weights=step.weights, logs=logs)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.rule.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rule.load_state_dict(state)
+    torch.dot(weights.detach().to(losses), losses).backward()

@@ -14,11 +14,14 @@ Each test builds a small model in float64 — a shared trunk and one head per ob
 checks the rule through its public :meth:`~twcore.contract.weighting.Weighting.backward`:
 weights that permute with the objectives, plain training for one objective, the simplex when
 promised, identical weights for identical objectives, a zero-gradient objective handled, a
-non-finite loss refused with a clear error, and gradients that accumulate as ``backward`` does.
+non-finite loss refused with a clear error, gradients that accumulate as ``backward`` does, and
+a state that survives a ``weights_only`` checkpoint: a restored rule steps exactly as the
+original.
 """
 
 from __future__ import annotations
 
+import io
 from typing import ClassVar
 
 import pytest
@@ -155,3 +158,23 @@ class WeightingProperties:
             self.make(k, main=0).backward(model.losses(), list(model.trunk.parameters()))
         for name, gradient in model.gradients().items():
             torch.testing.assert_close(gradient, 2 * once[name])
+
+    def test_the_state_survives_a_weights_only_checkpoint(self) -> None:
+        k = self.num_objectives
+        model, rule = _Model(k), self.make(k, main=0)
+        for _ in range(2):
+            self._step(model, rule)
+            with torch.no_grad():  # move the model, so the next step's losses differ
+                for parameter in model.parameters():
+                    parameter -= 0.05 * parameter.grad
+        buffer = io.BytesIO()
+        torch.save(rule.state_dict(), buffer)
+        buffer.seek(0)
+        restored = self.make(k, main=0)
+        restored.load_state_dict(torch.load(buffer, weights_only=True))
+        expected = self._step(model, rule)
+        gradients = model.gradients()
+        actual = self._step(model, restored)
+        torch.testing.assert_close(actual.weights, expected.weights, rtol=0, atol=0)
+        for name, gradient in model.gradients().items():
+            torch.testing.assert_close(gradient, gradients[name], rtol=0, atol=0)

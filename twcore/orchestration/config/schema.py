@@ -17,7 +17,7 @@ class WandbConfig:
     mode: str | None = option(
         None,
         choices=("online", "offline", "disabled", "shared"),
-        help="online, offline or disabled; default: $WANDB_MODE, else offline",
+        help="online, offline, disabled or shared; default: $WANDB_MODE, else offline",
     )
     project: str = option("twcore", help="W&B project")
     entity: str | None = option(None, help="W&B entity (team or user)")
@@ -28,7 +28,7 @@ class WandbConfig:
     console: str = option(
         "off",
         choices=("off", "wrap", "auto", "redirect"),
-        help="W&B console capture: off, wrap or auto",
+        help="W&B console capture: off, wrap, auto or redirect",
     )
     init_timeout: float = option(
         60.0, gt=0, help="seconds to wait for W&B to start before giving up"

@@ -18,8 +18,9 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda handle: torch.save(state, handle))
 
 
-CHECKPOINT_FORMAT = 1
-"""The layout of a run's checkpoint (``last.pt``); bumped when it changes incompatibly."""
+CHECKPOINT_FORMAT = 2
+"""The layout of a run's checkpoint (``last.pt``); bumped when it changes incompatibly (2: the
+methods' state is their rule's, e.g. TaskMet's under ``rule``)."""
 
 RUN_CHECKPOINT_KEYS = (
     "format", "step", "epochs_seen", "elapsed_s", "model", "optimizer", "method", "task",

@@ -61,8 +61,11 @@ class RunLock:
                 "you can write to"
             ) from exc
         try:
-            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            status = os.fstat(descriptor)
+            if not stat.S_ISREG(status.st_mode):
                 raise RunDirectoryError(_not_a_file(path, "not a regular file"))
+            if status.st_nlink > 1:  # a hard link to a file elsewhere: do not write through it
+                raise RunDirectoryError(_not_a_file(path, "a hard link to another file"))
             _lock(descriptor, path)
             owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
             os.ftruncate(descriptor, 0)
@@ -73,10 +76,12 @@ class RunLock:
         return cls(path, descriptor)
 
     def release(self) -> None:
-        """Free the lock (idempotent). The file stays: an unlocked file is no obstacle, and the
-        owner it names is only read while someone holds it."""
+        """Free the lock (idempotent). The file stays, emptied: an unlocked file is no obstacle,
+        and without ``flock`` an empty one names no owner."""
         if self._descriptor is not None:
             descriptor, self._descriptor = self._descriptor, None
+            with contextlib.suppress(OSError):
+                os.ftruncate(descriptor, 0)
             os.close(descriptor)  # closing the descriptor releases the flock
 
 

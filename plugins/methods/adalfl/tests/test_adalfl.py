@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import itertools
 import json
 from pathlib import Path
@@ -14,7 +15,6 @@ import torch
 from torch.func import functional_call
 from twcore_method_adalfl import LearnedLoss, LossNetwork, SmoothLeakyReLU
 from twcore_method_adalfl.meta_gradient import learned_gradient
-from twcore_method_adalfl.optimizer_lookahead import optimizer_lookahead
 from twcore_method_adalfl.optimizer_step_vjp import OptimizerStepVJP
 from twcore_method_adalfl.rule import AdaLFL, LearnedObjective, MetaSlot
 
@@ -251,7 +251,7 @@ def test_meta_gradient_matches_finite_differences(
     harness.steps(2)
     method, model = harness.components.method, harness.components.model
     model.double()
-    method.rule.losses.double()
+    method.rule.loss_networks.double()
     for state in harness.components.optimizer.state.values():
         for key, value in state.items():
             if torch.is_tensor(value) and value.is_floating_point() and key != "step":
@@ -262,7 +262,7 @@ def test_meta_gradient_matches_finite_differences(
 
     batch, meta_batch = double(next(harness.stream)), double(next(harness.stream))
     optimizer = harness.components.optimizer
-    phi = list(method.rule.losses.parameters())
+    phi = list(method.rule.loss_networks.parameters())
     generator = torch.Generator().manual_seed(1)
     direction = [torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in phi]
 
@@ -310,21 +310,11 @@ def test_meta_gradient_matches_finite_differences(
 
 
 def _textbook_meta_loss(method, batch, meta_batch) -> torch.Tensor:
-    """The meta-objective as a graph in φ the usual way: the model's create_graph backward pass
-    and the differentiable lookahead (an independent reference, with the same dropout draws)."""
-    ctx = method.ctx
-    model = ctx.model
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    """The rule's textbook meta-objective (the plugin's readable form: the model's create_graph
+    backward pass and the differentiable lookahead), with the same dropout draws."""
     torch.manual_seed(5)
-    learned, _ = method.rule.learned_losses(model(batch.inputs), batch)
-    grads = torch.autograd.grad(learned.mean(), list(params.values()), create_graph=True)
-    ahead = optimizer_lookahead(
-        ctx.optimizer, params, dict(zip(params, grads, strict=True)), grad_clip=5.0
-    )
-    meta = stack_objective_losses(
-        ctx.task, functional_call(model, ahead, (meta_batch.inputs,)), meta_batch
-    )
-    return meta.mean()
+    ctx = method.ctx
+    return method.rule.meta_objective(ctx.model, ctx.optimizer, batch, meta_batch).meta_loss
 
 
 # -- the start at the base loss --------------------------------------------------------------
@@ -376,11 +366,11 @@ def test_the_base_step_is_the_lookahead(tmp_path: Path) -> None:
     method, model = harness.components.method, harness.components.model
     batch = next(harness.stream)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    phi_before = [p.detach().clone() for p in method.rule.losses.parameters()]
+    phi_before = [p.detach().clone() for p in method.rule.loss_networks.parameters()]
     method.train_step(batch)
     assert any(
         not torch.equal(p, q)
-        for p, q in zip(phi_before, method.rule.losses.parameters(), strict=True)
+        for p, q in zip(phi_before, method.rule.loss_networks.parameters(), strict=True)
     )
     leaves = {n: value.clone().requires_grad_() for n, value in before.items()}
     learned, _ = method.rule.learned_losses(functional_call(model, leaves, (batch.inputs,)), batch)
@@ -467,12 +457,12 @@ def test_meta_data_val_needs_a_validation_split() -> None:
 def test_a_non_finite_meta_loss_leaves_the_loss_network_unchanged() -> None:
     harness = plugin_harness("adalfl", task="digits")
     method = harness.components.method
-    before = [p.detach().clone() for p in method.rule.losses.parameters()]
-    gradient = [torch.zeros_like(p) for p in method.rule.losses.parameters()]
+    before = [p.detach().clone() for p in method.rule.loss_networks.parameters()]
+    gradient = [torch.zeros_like(p) for p in method.rule.loss_networks.parameters()]
     assert not method.rule._meta_update(torch.tensor(float("nan")), gradient)
     gradient[0] = torch.full_like(gradient[0], float("inf"))
     assert not method.rule._meta_update(torch.tensor(1.0), gradient)
-    for p, q in zip(before, method.rule.losses.parameters(), strict=True):
+    for p, q in zip(before, method.rule.loss_networks.parameters(), strict=True):
         assert torch.equal(p, q)
 
 
@@ -508,29 +498,62 @@ def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path: Path,
     assert_same_parameters(setup.model, engine)
 
 
-def test_the_textbook_and_the_one_step_late_forms_train_alike():
-    """The same meta batches (a separate stream), float64: the θ trajectories agree to rounding,
-    with Adam and a gradient clip that bites."""
+@pytest.mark.parametrize(
+    ("optimizer", "init"),
+    [
+        ({"optim.name": "adam"}, "base"),
+        ({"optim.name": "sgd", "optim.momentum": 0.9}, "network"),
+        ({"optim.name": "adamw", "optim.weight_decay": 0.1}, "base"),
+    ],
+)
+def test_the_textbook_and_the_one_step_late_forms_train_alike(optimizer: dict, init: str):
+    """The same meta batches (a separate stream), float64 (φ follows the model's dtype): the θ
+    trajectories agree to rounding, with a gradient clip that bites."""
     run = {"task": "diabetes", "model": "mlp", "model.hidden": [8], "seed": 1, "batch_size": 16}
     trajectories = []
     for late in (False, True):
-        setup = plain_setup({**run, "optim.grad_clip": 0.5, "optim.lr": 0.01})
+        setup = plain_setup({**run, **optimizer, "optim.grad_clip": 0.5, "optim.lr": 0.01})
         setup.model.double()
-        rule = _rule_for(setup, one_step_late=late, meta_lr=0.05, hidden=[6], grad_clip=0.5)
-        rule.losses.double()
-        generator = torch.Generator().manual_seed(3)
+        rule = _rule_for(
+            setup, one_step_late=late, meta_lr=0.05, hidden=[6], grad_clip=0.5, init=init
+        )
 
         def double(batch):
             return dataclasses.replace(batch, inputs=batch.inputs.double())
 
         meta = (double(b) for b in setup.task.stream("train", 16, seed=7, device="cpu"))
-        torch.manual_seed(int(torch.randint(100, (1,), generator=generator)))
         for batch in itertools.islice(setup.stream, 12):
             rule.step(setup.model, setup.optimizer, double(batch), meta_batches=meta)
+        assert next(rule.loss_networks.parameters()).dtype == torch.float64
         trajectories.append(torch.nn.utils.parameters_to_vector(setup.model.parameters()))
     textbook, late = trajectories
     assert not torch.equal(textbook, late)  # two computations...
     torch.testing.assert_close(late, textbook, rtol=1e-9, atol=1e-12)  # ...of the same thing
+
+
+def test_the_textbook_form_leaves_a_parameter_the_loss_does_not_use_alone():
+    torch.manual_seed(0)
+    trunk, used, unused = torch.nn.Linear(4, 6), torch.nn.Linear(6, 3), torch.nn.Linear(6, 2)
+    model = torch.nn.ModuleDict({"trunk": trunk, "used": used, "unused": unused})
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.parts = model
+
+        def forward(self, x):
+            features = torch.tanh(self.parts["trunk"](x))
+            return {"used": self.parts["used"](features), "unused": self.parts["unused"](features)}
+
+    network = TwoHeads()
+    before = [p.detach().clone() for p in unused.parameters()]
+    optimizer = torch.optim.Adam(network.parameters(), lr=0.01)
+    rule = AdaLFL([LearnedObjective(ObjectiveKind.CLASSIFICATION, head="used")])
+    batch = Batch(inputs=torch.randn(8, 4), targets={"y": torch.randint(0, 3, (8,))})
+    rule.step(network, optimizer, batch, meta_batches=itertools.repeat(batch))
+    assert all(p.grad is None for p in unused.parameters())
+    for old, new in zip(before, unused.parameters(), strict=True):
+        assert torch.equal(old, new)
 
 
 def test_the_rule_trains_a_plain_module_returning_a_tensor():
@@ -550,14 +573,46 @@ def test_the_rule_trains_a_plain_module_returning_a_tensor():
             Batch(inputs=inputs[i : i + 16], targets={"y": labels[i : i + 16]})
             for i in range(0, 64, 16)
         ]
-        phi = [p.detach().clone() for p in rule.losses.parameters()]
+        phi = [p.detach().clone() for p in rule.loss_networks.parameters()]
         for _ in range(3):  # epochs
             for batch in batches:
                 base, logs = rule.step(model, optimizer, batch, meta_batches=iter(batches))
                 assert base.shape == (1,) and "learned_loss" in logs
         moved = any(
-            not torch.equal(p, q) for p, q in zip(phi, rule.losses.parameters(), strict=True)
+            not torch.equal(p, q) for p, q in zip(phi, rule.loss_networks.parameters(), strict=True)
         )
         assert moved
         accuracy = (model(inputs).argmax(dim=1) == labels).float().mean()
         assert float(accuracy) > 0.8
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_the_rules_state_survives_a_weights_only_checkpoint(late: bool):
+    """Three steps, a checkpoint of model, optimiser and rule (the one-step-late form's
+    pending meta-update included) read back with ``weights_only=True``, then three more steps
+    from the original and the restored: the same parameters and loss network, exactly."""
+    run = {"task": "digits", "model": "mlp", "model.hidden": [16], "seed": 3, "batch_size": 16}
+    setup = plain_setup(run)
+    rule = _rule_for(setup, one_step_late=late, meta_lr=0.05, hidden=[6])
+    batches = list(itertools.islice(setup.stream, 7))
+    meta_batches = batches[1:] + batches[:1]
+    meta = iter(meta_batches)
+    for batch in batches[:3]:
+        rule.step(setup.model, setup.optimizer, batch, meta_batches=meta)
+    saved = [setup.model.state_dict(), setup.optimizer.state_dict(), rule.state_dict()]
+    buffer = io.BytesIO()
+    torch.save(saved, buffer)
+    buffer.seek(0)
+    model_state, optimizer_state, rule_state = torch.load(buffer, weights_only=True)
+    twin = plain_setup({**run, "seed": 9})  # a different start, overwritten by the checkpoint
+    twin.model.load_state_dict(model_state)
+    twin.optimizer.load_state_dict(optimizer_state)
+    restored = _rule_for(twin, one_step_late=late, meta_lr=0.05, hidden=[6])
+    restored.load_state_dict(rule_state)
+    # Each step draws a meta batch, but the one-step-late form's first (nothing is pending).
+    twin_meta = iter(meta_batches[2 if late else 3 :])
+    for batch in batches[3:6]:
+        rule.step(setup.model, setup.optimizer, batch, meta_batches=meta)
+        restored.step(twin.model, twin.optimizer, batch, meta_batches=twin_meta)
+    assert_same_parameters(twin.model, setup.model.state_dict())
+    assert_same_parameters(restored.loss_networks, rule.loss_networks.state_dict())

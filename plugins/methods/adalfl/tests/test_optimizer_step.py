@@ -18,6 +18,7 @@ SETTINGS = [
     (torch.optim.SGD, {"lr": 0.1, "momentum": 0.5, "dampening": 0.3}),
     (torch.optim.Adam, {"lr": 0.01}),
     (torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True}),
+    (torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}),
     (torch.optim.AdamW, {"lr": 0.01, "weight_decay": 0.1}),
     (torch.optim.AdamW, {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True}),
     (torch.optim.RMSprop, {"lr": 0.01}),

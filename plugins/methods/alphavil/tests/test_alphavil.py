@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import torch
@@ -11,8 +12,7 @@ from twcore_method_alphavil import AlphaVIL
 import twcore
 from twcore.contract.errors import ConfigError, IncompatiblePairingError
 from twcore.contract.method import method_stream_seed
-from twcore.contract.weighting import weighted_backward
-from twcore.testing import Harness, MethodConformance, plugin_harness
+from twcore.testing import Harness, MethodConformance, WeightingProperties, plugin_harness
 from twcore.testing.own_loop import assert_same_parameters, engine_parameters, plain_setup
 
 TOY = {"train_size": 128, "val_size": 64, "test_size": 64}
@@ -24,6 +24,11 @@ class TestAlphaVILConformance(MethodConformance):
     task_options = TOY
     run_options = {"batch_size": 32}
     steps = 10  # four steps an epoch: two epoch-end αVIL steps, and a resume between them
+
+
+class TestAlphaVILWeightingProperties(WeightingProperties):
+    def make(self, num_objectives, main):
+        return AlphaVIL(num_objectives, main)
 
 
 def _harness(**options) -> Harness:
@@ -183,7 +188,7 @@ def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path):
         batch = next(setup.stream)
         losses = setup.losses(batch)
         setup.optimizer.zero_grad(set_to_none=True)
-        weighted_backward(losses, rule.weights)
+        rule.backward(losses)
         setup.optimizer.step()
         epoch_steps += 1
         if epoch_steps == 3:  # 96 examples in batches of 32: an epoch is 3 steps
@@ -197,3 +202,105 @@ def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path):
             )
             epoch_steps = 0
     assert_same_parameters(model, engine)
+
+
+def _epoch_update_problem(seed: int = 0):
+    """A trunk shared by three linear heads, its three regression tasks, and a plain-closure
+    task loss, for epoch updates driven by hand."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3)
+    ).double()
+    inputs, targets = torch.randn(64, 4).double(), torch.randn(64, 3).double()
+
+    def loss_at(params, batch, index):
+        x, y = batch
+        outputs = torch.func.functional_call(model, params, (x,))
+        return (outputs[:, index] - y[:, index]).square().mean()
+
+    def stream(offset):
+        return ((inputs[i : i + 16], targets[i : i + 16]) for i in itertools.cycle([offset]))
+
+    return model, loss_at, stream, (inputs[48:], targets[48:])
+
+
+def test_one_iterator_per_task_equals_the_shared_iterator_when_they_agree():
+    model, loss_at, stream, dev = _epoch_update_problem()
+    twin, loss_at_twin, _, _ = _epoch_update_problem()
+    shared_rule, per_task_rule = AlphaVIL(3, main=0), AlphaVIL(3, main=0)
+    shared = ["0.weight", "0.bias"]
+    one = shared_rule.epoch_update(
+        model, shared, batches=stream(0), task_loss=loss_at, dev_batch=dev, steps=2
+    )
+    three = per_task_rule.epoch_update(
+        twin, shared, batches=[stream(0)] * 3, task_loss=loss_at_twin, dev_batch=dev, steps=2
+    )
+    assert one == three
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_each_task_copy_trains_on_its_own_iterator():
+    """Copy i's change, from its own batches, against an explicit SGD run of task i alone."""
+    model, loss_at, stream, dev = _epoch_update_problem()
+    rule = AlphaVIL(3, main=0, alpha_steps=1, alpha_lr=1e-12, task_grad_clip=1e9)
+    shared = ["0.weight", "0.bias"]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rule.epoch_update(
+        model,
+        shared,
+        batches=[stream(0), stream(16), stream(32)],
+        task_loss=loss_at,
+        dev_batch=dev,
+        steps=2,
+    )
+    # α stays at one (a vanishing α step): θ moves by Σ_i δ_i on the shared parameters.
+    expected = {n: torch.zeros_like(before[n]) for n in shared}
+    for task, offset in enumerate([0, 16, 32]):
+        params = {n: v.clone().requires_grad_() for n, v in before.items()}
+        for batch in itertools.islice(stream(offset), 2):
+            gradients = torch.autograd.grad(loss_at(params, batch, task), list(params.values()))
+            with torch.no_grad():
+                for value, gradient in zip(params.values(), gradients, strict=True):
+                    value -= rule.task_lr * gradient
+        for n in shared:
+            expected[n] += params[n].detach() - before[n]
+    for n, parameter in model.named_parameters():
+        change = parameter.detach() - before[n]
+        if n in shared:
+            torch.testing.assert_close(change, expected[n], rtol=1e-6, atol=1e-9)
+        else:
+            assert bool((change == 0).all()), n
+
+
+def test_a_validation_loss_closure_equals_the_validation_batch():
+    model, loss_at, stream, dev = _epoch_update_problem()
+    twin, loss_at_twin, _, _ = _epoch_update_problem()
+    shared = ["0.weight", "0.bias"]
+    by_batch = AlphaVIL(3, main=0).epoch_update(
+        model, shared, batches=stream(0), task_loss=loss_at, dev_batch=dev, steps=2
+    )
+    by_closure = AlphaVIL(3, main=0).epoch_update(
+        twin,
+        shared,
+        batches=stream(0),
+        task_loss=loss_at_twin,
+        dev_loss=lambda params: loss_at_twin(params, dev, 0),
+        steps=2,
+    )
+    assert by_batch == by_closure
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({}, "exactly one of dev_batch and dev_loss"),
+        ({"dev_batch": 0, "dev_loss": lambda params: 0}, "exactly one of dev_batch and dev_loss"),
+        ({"dev_batch": 0, "batches": [iter([])] * 2}, "holds 2 iterators; one per task needs 3"),
+    ],
+)
+def test_epoch_update_arguments_are_checked(arguments, message):
+    model, loss_at, stream, _ = _epoch_update_problem()
+    call = {"batches": stream(0), "task_loss": loss_at, "steps": 1, **arguments}
+    with pytest.raises(ValueError, match=message):
+        AlphaVIL(3, main=0).epoch_update(model, ["0.weight"], **call)

@@ -92,11 +92,14 @@ def test_main_only_as_a_rule_trains_the_selected_objective_alone():
         torch.testing.assert_close(parameter.grad, gradient)
 
 
-def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path):
-    options = {"method": "ew", "method.objectives": ["main"], "steps": 15, "seed": 3}
+@pytest.mark.parametrize("main_only", [True, False])
+def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path, main_only):
+    selected = {"method.objectives": ["main"]} if main_only else {}
+    options = {"method": "ew", **selected, "steps": 15, "seed": 3}
     engine = engine_parameters(tmp_path / "engine", options)
     setup = plain_setup({"seed": 3})
-    rule = EqualWeighting(setup.spec.num_objectives, selected=[setup.spec.main_index])
+    main = [setup.spec.main_index] if main_only else []
+    rule = EqualWeighting(setup.spec.num_objectives, selected=main)
     for batch in itertools.islice(setup.stream, 15):
         losses = setup.losses(batch)
         setup.optimizer.zero_grad(set_to_none=True)

@@ -228,13 +228,16 @@ class TestExactLookaheadDROProperties(WeightingProperties):
         return LookaheadDRO(num_objectives, lookahead=0.1, interaction_every=1, mode="exact")
 
 
-@pytest.mark.parametrize("interaction", ["parameters", "features"])
-def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path, interaction):
-    settings = {"method.interaction_every": 4, "method.step_size": 0.5}
+@pytest.mark.parametrize(
+    ("interaction", "mode"),
+    [("parameters", "online"), ("features", "online"), ("parameters", "exact")],
+)
+def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path, interaction, mode):
+    settings = {"method.interaction_every": 4, "method.step_size": 0.5, "method.mode": mode}
     options = {"method": "ldro", "method.interaction": interaction, **settings}
     engine = engine_parameters(tmp_path / "engine", {**options, "steps": 15, "seed": 3})
     setup = plain_setup({"seed": 3})
-    rule = LookaheadDRO(setup.spec.num_objectives, step_size=0.5, interaction_every=4)
+    rule = LookaheadDRO(setup.spec.num_objectives, step_size=0.5, interaction_every=4, mode=mode)
     model = setup.model
     for batch in itertools.islice(setup.stream, 15):
         if interaction == "parameters":

@@ -3,6 +3,7 @@ inner problem, identity metric = two-stage training, the paper's cubic top-k cla
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -196,17 +197,17 @@ def test_hypergradient_matches_finite_differences_through_the_exact_inner_soluti
     hyper, outer = data.index(slice(0, 32)), data.index(slice(32, 64))
     _exact_inner_solution(method, hyper)
     grads = _hypergradient(method, hyper, outer)
-    directions = [torch.randn_like(p) for p in method.rule.parameters]
+    directions = [torch.randn_like(p) for p in method.rule.metric_parameters]
     analytic = sum(float((g * d).sum()) for g, d in zip(grads, directions, strict=True))
 
     def outer_loss_at(t: float) -> float:
         with torch.no_grad():
-            for parameter, direction in zip(method.rule.parameters, directions, strict=True):
+            for parameter, direction in zip(method.rule.metric_parameters, directions, strict=True):
                 parameter.add_(t * direction)
         _exact_inner_solution(method, hyper)
         with torch.no_grad():
             value = float(method.space.task_loss(outer))
-            for parameter, direction in zip(method.rule.parameters, directions, strict=True):
+            for parameter, direction in zip(method.rule.metric_parameters, directions, strict=True):
                 parameter.sub_(t * direction)
         return value
 
@@ -403,3 +404,56 @@ def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path):
             predictor=list(model.parameters()),
         )
     assert_same_parameters(model, engine)
+
+
+def _checkpointed(state):
+    """`state` after a trip through a file read with ``weights_only=True``."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_the_rules_state_survives_a_weights_only_checkpoint():
+    """Two outer steps, a checkpoint of φ, its optimiser and the skip count, then one more
+    outer step from the original and from a rule restored into a differently initialised
+    metric: the same φ, exactly."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(32, 4, generator=generator)
+    targets = torch.randn(32, 3, generator=generator)
+    costs = torch.tensor([3.0, 1.0, 0.5])
+
+    def outer_steps(rule, model, steps):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+        def train_inner():
+            for _ in range(3):
+                loss = rule.metric_at(inputs).quadratic(model(inputs) - targets).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+        for _ in range(steps):
+            rule.outer_step(
+                train_inner=train_inner,
+                inner_loss=lambda: (
+                    rule.metric_at(inputs, trainable=True).quadratic(model(inputs) - targets).mean()
+                ),
+                task_loss=lambda: ((model(inputs) - targets).square() * costs).mean(),
+                predictor=list(model.parameters()),
+            )
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    rule = TaskMet(MetricNetwork(4, 3, "full", hidden=8), outer_lr=0.05)
+    outer_steps(rule, model, 2)
+    torch.manual_seed(1)
+    restored = TaskMet(MetricNetwork(4, 3, "full", hidden=8), outer_lr=0.05)
+    restored.load_state_dict(_checkpointed(rule.state_dict()))
+    twin = torch.nn.Linear(4, 3)
+    twin.load_state_dict(model.state_dict())
+    outer_steps(rule, model, 1)
+    outer_steps(restored, twin, 1)
+    for a, b in zip(rule.metric_parameters, restored.metric_parameters, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert restored.skipped == rule.skipped

@@ -133,7 +133,8 @@ def _adam(decoupled: bool) -> Callable[[Tensor, Tensor, dict[str, Any], dict], T
             group["eps"],
             group["weight_decay"],
         )
-        if decoupled:
+        # Adam(decoupled_weight_decay=True) decays as AdamW does.
+        if decoupled or group.get("decoupled_weight_decay", False):
             theta = theta * (1 - lr * decay)
         elif decay:
             gradient = gradient + decay * theta

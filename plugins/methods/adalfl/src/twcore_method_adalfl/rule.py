@@ -19,8 +19,10 @@ loss at θ' on the meta batch differentiated in φ, then the real step. ``one_st
 computes the same meta-gradient one step later, when θ_t+1 is the model's parameters anyway
 (:mod:`~twcore_method_adalfl.meta_gradient`): no second-order pass through the model, and with
 no meta batch given the next step's own batch is the meta batch, so its forward pass serves
-both. The θ trajectories are the same for the same meta batches (the tests check it); the
-engine uses the one-step-late form.
+both. The θ trajectories are the same for the same meta batches (the tests check it, with SGD,
+Adam and a gradient clip), as long as the model draws no random numbers (dropout): the two
+forms run the meta forward pass at different moments, so dropout masks differ between them.
+The engine uses the one-step-late form.
 
 In your own loop (the model may return a tensor, or a dict of heads)::
 
@@ -83,6 +85,23 @@ class LearnedObjective:
 
 
 @dataclass
+class TextbookPass:
+    """The textbook meta-objective of one step (:meth:`AdaLFL.meta_objective`).
+
+    Attributes:
+        meta_loss: the base loss at θ' on the meta batch, a graph in φ.
+        learned_loss: the learned loss at θ on the step's batch (its graph kept).
+        gradients: parameter name -> g, the learned loss's gradient, with its graph.
+        base_losses: [K] the base loss of each objective at θ on the step's batch, detached.
+    """
+
+    meta_loss: Tensor
+    learned_loss: Tensor
+    gradients: dict[str, Tensor]
+    base_losses: Tensor
+
+
+@dataclass
 class MetaSlot:
     """The meta-update a model's last step left for its next one (one-step-late form).
 
@@ -134,18 +153,24 @@ class AdaLFL:
         self.base_losses = base_losses or self._default_base_losses
         # The mean over objectives, as in plain (equal-weighting) training.
         self.objective_weight = 1.0 / len(self.objectives)
-        with torch.random.fork_rng(devices=[]):
-            if generator is not None:  # the networks' initialisation leaves the global RNG be
-                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-            self.losses = nn.ModuleList(
+
+        def networks() -> nn.ModuleList:
+            return nn.ModuleList(
                 LearnedLoss(o.kind, LossNetwork(hidden, zero_output=self.with_base))
                 for o in self.objectives
             ).to(device)
+
+        if generator is None:  # the global RNG, as any nn.Module's initialisation draws
+            self.loss_networks = networks()
+        else:  # the generator's draws only: the global RNG is left as it was
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+                self.loss_networks = networks()
         # fused where torch has the kernel (CPU, CUDA): one kernel per update for all of φ, half
         # the time of foreach on CPU.
         fused = torch.device(device).type in FUSED_ADAM_DEVICES
         self.meta_optimizer = torch.optim.Adam(
-            self.losses.parameters(), lr=meta_lr, fused=fused, foreach=not fused
+            self.loss_networks.parameters(), lr=meta_lr, fused=fused, foreach=not fused
         )
         self.slot = MetaSlot()
 
@@ -153,14 +178,24 @@ class AdaLFL:
 
     def learned_losses(self, outputs: Mapping[str, Tensor], batch: Batch) -> tuple[Tensor, Tensor]:
         """(learned loss of each objective [K], base loss of each objective [K]) on `batch`."""
+        self._follow(outputs)
         base = self.base_losses(outputs, batch)
         learned = torch.stack(
             [
                 loss(outputs[o.head], batch.targets[o.target]).mean()
-                for o, loss in zip(self.objectives, self.losses, strict=True)
+                for o, loss in zip(self.objectives, self.loss_networks, strict=True)
             ]
         )
         return (base + learned if self.with_base else learned), base
+
+    def _follow(self, outputs: Mapping[str, Tensor]) -> None:
+        """Move φ to the device and floating dtype of the model's outputs the first time they
+        differ (a CUDA or float64 model), keeping the same parameters, so its optimiser is
+        untouched."""
+        like = next(iter(outputs.values()))
+        first = next(self.loss_networks.parameters())
+        if first.device != like.device or first.dtype != like.dtype:
+            self.loss_networks.to(device=like.device, dtype=like.dtype)
 
     def _default_base_losses(self, outputs: Mapping[str, Tensor], batch: Batch) -> Tensor:
         return torch.stack(
@@ -175,7 +210,7 @@ class AdaLFL:
         names = names or [str(i) for i in range(len(self.objectives))]
         return {
             name: loss_curves(loss, with_base=self.with_base, title=name)
-            for name, loss in zip(names, self.losses, strict=True)
+            for name, loss in zip(names, self.loss_networks, strict=True)
         }
 
     # -- one step ---------------------------------------------------------------------------
@@ -210,6 +245,33 @@ class AdaLFL:
             raise ValueError("the textbook AdaLFL step needs meta_batches (one_step_late=False)")
         return self._textbook_step(model, optimizer, batch, meta_batches)
 
+    def meta_objective(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        batch: Batch,
+        meta_batch: Batch,
+    ) -> TextbookPass:
+        """The textbook meta-objective as a graph in φ: the learned loss's gradient g on
+        `batch` with its graph kept, θ' = the optimiser's step as a differentiable function of
+        g (nothing is stepped), and the base loss at θ' on `meta_batch`."""
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        learned, base = self.learned_losses(_heads(model(batch.inputs)), batch)
+        value = self.objective_weight * learned.sum()
+        found = torch.autograd.grad(
+            value, list(params.values()), create_graph=True, allow_unused=True
+        )
+        named = {n: g for n, g in zip(params, found, strict=True) if g is not None}
+        ahead = optimizer_lookahead(optimizer, params, named, grad_clip=self.grad_clip)
+        # The meta forward pass runs on copies of the buffers (BatchNorm statistics move once a
+        # step, as in plain training), at θ' where the step moves a parameter and θ elsewhere.
+        scratch = {n: b.clone() for n, b in model.named_buffers()}
+        meta_outputs = _heads(
+            functional_call(model, {**params, **ahead, **scratch}, (meta_batch.inputs,))
+        )
+        meta = self.objective_weight * self.base_losses(meta_outputs, meta_batch).sum()
+        return TextbookPass(meta, value, named, base.detach())
+
     def _textbook_step(
         self,
         model: nn.Module,
@@ -217,37 +279,28 @@ class AdaLFL:
         batch: Batch,
         meta_batches: Iterator[Batch],
     ) -> tuple[Tensor, dict[str, Any]]:
-        """The paper's step as written: g with its graph, the differentiable step θ'(g), the
-        meta-objective at θ' differentiated in φ, then the real step with g."""
+        """The paper's step as written: the meta-objective (:meth:`meta_objective`)
+        differentiated in φ, then the real step with g, then φ's update."""
+        found = self.meta_objective(model, optimizer, batch, next(meta_batches))
+        phi = list(self.loss_networks.parameters())
+        grads = torch.autograd.grad(found.meta_loss, phi, allow_unused=True)
+        phi_grads = [
+            g if g is not None else torch.zeros_like(p) for g, p in zip(grads, phi, strict=True)
+        ]
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        learned, base = self.learned_losses(_heads(model(batch.inputs)), batch)
-        value = self.objective_weight * learned.sum()
-        grads = torch.autograd.grad(value, list(params.values()), create_graph=True)
-        named = dict(zip(params, grads, strict=True))
-        ahead = optimizer_lookahead(optimizer, params, named, grad_clip=self.grad_clip)
-        meta_batch = next(meta_batches)
-        # The meta forward pass runs on copies of the buffers (BatchNorm statistics move once a
-        # step, as in plain training).
-        scratch = {n: b.clone() for n, b in model.named_buffers()}
-        meta_outputs = _heads(functional_call(model, {**ahead, **scratch}, (meta_batch.inputs,)))
-        meta = self.objective_weight * self.base_losses(meta_outputs, meta_batch).sum()
-        phi = list(self.losses.parameters())
-        phi_grads = torch.autograd.grad(meta, phi, allow_unused=True)
-        for name, parameter in params.items():
-            parameter.grad = named[name].detach()
+        for name, parameter in params.items():  # a parameter the loss does not use: no grad
+            if name in found.gradients:
+                parameter.grad = found.gradients[name].detach()
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(list(params.values()), self.grad_clip)
         optimizer.step()
-        filled = [
-            g if g is not None else torch.zeros_like(p) for g, p in zip(phi_grads, phi, strict=True)
-        ]
-        updated = self._meta_update(meta.detach(), filled)
+        updated = self._meta_update(found.meta_loss.detach(), phi_grads)
         logs = {
-            "learned_loss": value.detach(),
-            "meta_loss": meta.detach(),
+            "learned_loss": found.learned_loss.detach(),
+            "meta_loss": found.meta_loss.detach(),
             "meta_skipped": float(not updated),
         }
-        return base.detach(), logs
+        return found.base_losses, logs
 
     def _late_step(
         self,
@@ -265,6 +318,7 @@ class AdaLFL:
         rng = rng_state(batch.inputs.device)
         outputs, leaves = forward_at_copy(model, batch.inputs)
         outputs = _heads(outputs)
+        self._follow(outputs)
         base = self.base_losses(outputs, batch)
         # With no meta batches the previous step's meta-objective is this batch's base loss: one
         # backward pass gives its gradient on θ (= θ′) and on the outputs (the learned loss's
@@ -337,7 +391,7 @@ class AdaLFL:
         gradients: dict[str, Tensor] = {}
         values = []
         passes = []
-        for objective, loss in zip(self.objectives, self.losses, strict=True):
+        for objective, loss in zip(self.objectives, self.loss_networks, strict=True):
             predictions = outputs[objective.head]
             found = loss.gradient_pass(predictions, batch.targets[objective.target])
             values.append(found.value.mean())
@@ -355,7 +409,7 @@ class AdaLFL:
             learned = learned + base_value
 
         def phi_gradient(tangents: Mapping[str, Tensor]) -> list[Tensor]:
-            # φ is every objective's loss network in turn (self.losses.parameters()).
+            # φ is every objective's loss network in turn (self.loss_networks.parameters()).
             return [
                 gradient
                 for head, found, scale in passes
@@ -400,7 +454,7 @@ class AdaLFL:
         norms = torch.stack([meta_loss.detach(), *torch._foreach_norm(gradient)])
         if not bool(torch.isfinite(norms.sum())):
             return False
-        for parameter, value in zip(self.losses.parameters(), gradient, strict=True):
+        for parameter, value in zip(self.loss_networks.parameters(), gradient, strict=True):
             parameter.grad = value
         self.meta_optimizer.step()
         return True
@@ -421,7 +475,8 @@ class AdaLFL:
         scratch_optimizer = type(optimizer)(scratch.parameters(), **optimizer.defaults)
         slot = MetaSlot()
         meta_losses = []
-        for _ in range(steps + 1):  # the last step only meta-updates
+        # One more step in the one-step-late form, whose meta-update for a step comes a step later.
+        for _ in range(steps + 1 if self.one_step_late else steps):
             _, logs = self.step(
                 scratch, scratch_optimizer, next(batches), meta_batches=meta_batches, slot=slot
             )
@@ -436,14 +491,14 @@ class AdaLFL:
         step is rebuilt from it after a restore."""
         pending = self.slot.pending
         return {
-            "losses": self.losses.state_dict(),
+            "losses": self.loss_networks.state_dict(),
             "meta_optimizer": self.meta_optimizer.state_dict(),
             "pending": pending.record if pending is not None else self.slot.record,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
-        self.losses.load_state_dict(state["losses"])
+        self.loss_networks.load_state_dict(state["losses"])
         self.meta_optimizer.load_state_dict(state["meta_optimizer"])
         self.slot = MetaSlot(record=state["pending"])
 

@@ -9,10 +9,10 @@ from typing import Any
 from torch import Tensor
 
 from twcore.contract.batch import Batch
-from twcore.contract.method import Method, MethodContext, StepResult
+from twcore.contract.method import MethodContext, StepResult
 from twcore.contract.options import option
 from twcore.contract.spec import Capability, Requirements
-from twcore.contract.weighting import name_objectives, shared_parameters, weighted_backward
+from twcore.contract.weighting_method import WeightingMethod, name_objectives, shared_parameters
 from twcore_method_alphavil.rule import AlphaVIL
 
 
@@ -32,19 +32,29 @@ class AlphaVILConfig:
     task_grad_clip: float = option(20.0, gt=0, help="clip each copy's gradient norm to this")
 
 
-class AlphaVILMethod(Method):
-    """Weighted multitask steps, with weights moved between epochs (see
-    :mod:`twcore_method_alphavil.rule`)."""
+class AlphaVILMethod(WeightingMethod):
+    """Weighted multitask steps (the rule as a :class:`~twcore.contract.weighting.Weighting`),
+    with weights moved between epochs (see :mod:`twcore_method_alphavil.rule`)."""
 
     Config = AlphaVILConfig
     requirements = Requirements(
         main_auxiliary=True, capabilities=frozenset({Capability.VALIDATION})
     )
 
+    rule: AlphaVIL
+
     def __init__(self, config: AlphaVILConfig, ctx: MethodContext) -> None:
         super().__init__(config, ctx)
+        shared_ids = {id(p) for p in shared_parameters(ctx.model, ctx.spec, method="αVIL")}
+        self.shared_names = [n for n, p in ctx.model.named_parameters() if id(p) in shared_ids]
+        self.task_stream = ctx.stream("train")
+        # One forward pass over all the α fit's validation examples per α step.
+        self.validation_stream = ctx.stream("val", ctx.batch_size * config.validation_batches)
+        self.steps_this_epoch = 0
+
+    def build_rule(self, config: AlphaVILConfig, ctx: MethodContext) -> AlphaVIL:
         assert ctx.spec.main_index is not None  # the requirements ask for a main objective
-        self.rule = AlphaVIL(
+        return AlphaVIL(
             ctx.spec.num_objectives,
             ctx.spec.main_index,
             fraction=config.fraction,
@@ -53,21 +63,11 @@ class AlphaVILMethod(Method):
             task_lr=config.task_lr,
             task_grad_clip=config.task_grad_clip,
         )
-        shared_ids = {id(p) for p in shared_parameters(ctx.model, ctx.spec, method="αVIL")}
-        self.shared_names = [n for n, p in ctx.model.named_parameters() if id(p) in shared_ids]
-        self.task_stream = ctx.stream("train")
-        # One forward pass over all the α fit's validation examples per α step.
-        self.validation_stream = ctx.stream("val", ctx.batch_size * config.validation_batches)
-        self.steps_this_epoch = 0
 
     def train_step(self, batch: Batch) -> StepResult:
-        losses = self.ctx.objective_losses(batch)
-        weights = self.rule.weights.to(losses.detach())
-        self.ctx.optimizer.zero_grad(set_to_none=True)
-        weighted_backward(losses, weights)
-        self.ctx.optimizer_step()
+        result = super().train_step(batch)
         self.steps_this_epoch += 1
-        return StepResult(losses=losses.detach(), weights=weights.clone())
+        return result
 
     def on_epoch_end(self, epoch: int) -> dict[str, Any]:
         steps = self.rule.copy_steps(self.steps_this_epoch)

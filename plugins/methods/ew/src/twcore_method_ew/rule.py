@@ -11,15 +11,14 @@ objective gives the *main-only* baseline of auxiliary-task papers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
-from torch import Tensor
 
-from twcore.contract.weighting import WeightedStep, Weighting, weighted_backward
+from twcore.contract.weighting import HeldWeights
 
 
-class EqualWeighting(Weighting):
+class EqualWeighting(HeldWeights):
     """Weights [K]: 1/|S| on the selected objectives (all if none are selected), 0 elsewhere.
 
     Args:
@@ -33,17 +32,7 @@ class EqualWeighting(Weighting):
         outside = sorted(i for i in chosen if not 0 <= i < num_objectives)
         if outside:
             raise ValueError(f"selected objectives {outside} are not in 0..{num_objectives - 1}")
-        mask = torch.tensor([float(i in chosen) for i in range(num_objectives)])
+        mask = torch.tensor(
+            [float(i in chosen) for i in range(num_objectives)], dtype=torch.float64
+        )
         self.weights = mask / mask.sum()
-
-    def backward(
-        self,
-        losses: Tensor,
-        shared: Sequence[Tensor] = (),
-        *,
-        params: Iterable[Tensor] | None = None,
-    ) -> WeightedStep:
-        self.check_losses(losses)
-        weights = self.weights.to(losses.detach())
-        weighted_backward(losses, weights)
-        return WeightedStep(weights)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from twcore.contract.method import MethodContext
 from twcore.contract.options import option
 from twcore.contract.spec import Requirements
-from twcore.contract.weighting import WeightingMethod, shared_parameters
+from twcore.contract.weighting_method import WeightingMethod
 from twcore_method_gradcos.rule import VARIANTS, GradCos
 
 
@@ -29,6 +29,5 @@ class GradCosMethod(WeightingMethod):
     requirements = Requirements(main_auxiliary=True)
 
     def build_rule(self, config: GradCosConfig, ctx: MethodContext) -> GradCos:
-        shared_parameters(ctx.model, ctx.spec, method="GradCos")  # a clear error if none
         assert ctx.spec.main_index is not None  # the requirements ask for a main objective
         return GradCos(ctx.spec.num_objectives, ctx.spec.main_index, config.variant)

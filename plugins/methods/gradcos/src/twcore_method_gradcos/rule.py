@@ -68,6 +68,8 @@ class GradCos(Weighting):
         variant: ``weighted`` (max(0, cos) · G_aux) or ``unweighted`` (G_aux when cos > 0).
     """
 
+    compares_gradients = True
+
     def __init__(self, num_objectives: int, main: int, variant: str = "weighted") -> None:
         super().__init__(num_objectives)
         if not 0 <= main < num_objectives:
@@ -84,15 +86,19 @@ class GradCos(Weighting):
         params: Iterable[Tensor] | None = None,
     ) -> WeightedStep:
         """Write the GradCos gradient of the shared tensors (default: the parameters two or more
-        losses reach) and every other parameter's own gradient (`params`, default: every leaf
-        the losses reach)."""
+        losses reach) and every other parameter's own gradient (`params` gives their order;
+        default: every leaf the losses reach; a parameter no loss reaches gets no gradient, as
+        with ``backward``)."""
         self.check_losses(losses)
         shared = list(shared) or shared_leaves(losses)
         if not shared:
             raise ValueError("GradCos needs parameters the objectives share; these share none")
         shared_ids = {id(p) for p in shared}
-        everything = reached_leaves(losses) if params is None else params
-        own = [p for p in everything if id(p) not in shared_ids and p.requires_grad]
+        reached = reached_leaves(losses)
+        if params is not None:  # in the caller's order; a parameter no loss reaches gets no grad
+            reached_ids = {id(p) for p in reached}
+            reached = [p for p in params if id(p) in reached_ids]
+        own = [p for p in reached if id(p) not in shared_ids]
         rows = per_objective_grads(losses, [*shared, *own], retain_graph=False)
         size = sum(p.numel() for p in shared)
         combined, cosines, weights = combine_shared_gradients(

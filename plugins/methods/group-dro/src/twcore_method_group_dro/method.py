@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from twcore.contract.method import MethodContext
 from twcore.contract.options import option
 from twcore.contract.spec import Requirements
-from twcore.contract.weighting import WeightingMethod
+from twcore.contract.weighting_method import WeightingMethod
 from twcore_method_group_dro.rule import GroupDRO
 
 

@@ -38,7 +38,8 @@ class GroupDRO(Weighting):
         if not step_size > 0:
             raise ValueError(f"step_size={step_size} must be > 0")
         self.step_size = step_size
-        self.weights = torch.full((num_objectives,), 1.0 / num_objectives)
+        # float64, so that 1/K is as exact as the losses' dtype can hold it.
+        self.weights = torch.full((num_objectives,), 1.0 / num_objectives, dtype=torch.float64)
 
     def backward(
         self,

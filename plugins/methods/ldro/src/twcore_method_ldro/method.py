@@ -13,7 +13,7 @@ from twcore.contract.method import MethodContext
 from twcore.contract.options import option
 from twcore.contract.spec import Requirements
 from twcore.contract.task import stack_objective_losses
-from twcore.contract.weighting import WeightingMethod, shared_parameters
+from twcore.contract.weighting_method import WeightingMethod
 from twcore_method_ldro.rule import MODES, LookaheadDRO
 
 INTERACTIONS = ("auto", "parameters", "features")
@@ -44,13 +44,15 @@ class LookaheadDROMethod(WeightingMethod):
     Config = LookaheadDROConfig
     requirements = Requirements(min_objectives=2)
 
-    def build_rule(self, config: LookaheadDROConfig, ctx: MethodContext) -> LookaheadDRO:
+    def __init__(self, config: LookaheadDROConfig, ctx: MethodContext) -> None:
+        # Which gradients the cosines compare: the shared parameters, or the trunk's output.
         self.interaction = config.interaction
         if self.interaction == "auto":
             has_trunk = bool(ctx.model.shared_parameters())
             self.interaction = "features" if has_trunk else "parameters"
-        if self.interaction == "parameters":
-            self.shared_params = shared_parameters(ctx.model, ctx.spec, method="L-DRO")
+        super().__init__(config, ctx)
+
+    def build_rule(self, config: LookaheadDROConfig, ctx: MethodContext) -> LookaheadDRO:
         return LookaheadDRO(
             ctx.spec.num_objectives,
             step_size=config.step_size,
@@ -61,7 +63,7 @@ class LookaheadDROMethod(WeightingMethod):
 
     def losses_and_shared(self, batch: Batch) -> tuple[Tensor, Sequence[Tensor]]:
         if self.interaction == "parameters":
-            return self.ctx.objective_losses(batch), self.shared_params
+            return self.ctx.objective_losses(batch), self.shared
         model = self.ctx.model
         features = model.features(batch.inputs)
         outputs = model.predict_heads(features)

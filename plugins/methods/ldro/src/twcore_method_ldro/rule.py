@@ -51,6 +51,8 @@ class LookaheadDRO(Weighting):
         mode: ``online`` (the paper's update) or ``exact`` (solve the game each step).
     """
 
+    compares_gradients = True
+
     def __init__(
         self,
         num_objectives: int,
@@ -68,7 +70,8 @@ class LookaheadDRO(Weighting):
             raise ValueError(f"mode={mode!r} is not one of {', '.join(MODES)}")
         self.step_size, self.lookahead = step_size, lookahead
         self.interaction_every, self.mode = interaction_every, mode
-        self.weights = torch.full((num_objectives,), 1.0 / num_objectives)
+        # float64, so that 1/K is as exact as the losses' dtype can hold it.
+        self.weights = torch.full((num_objectives,), 1.0 / num_objectives, dtype=torch.float64)
         self.cosines = torch.eye(num_objectives)
         self.steps_taken = 0
 

@@ -150,19 +150,21 @@ class TaskMetMethod(Method):
         ctx, config, space = self.ctx, self.config, self.space
         steps = config.inner_steps_first if self.outer_steps == 0 else config.inner_steps
         logs = self._train_inner(steps)
-        # Both batches before any graph is built: drawing from an environment's stream may
-        # change the agent or the model's buffers in place.
-        hyper_batch, outer_batch = next(self.hyper_stream), next(self.outer_stream)
+        if self.rule.metric_parameters:  # an identity metric learns nothing: no outer step
+            # Both batches before any graph is built: drawing from an environment's stream may
+            # change the agent or the model's buffers in place.
+            hyper_batch, outer_batch = next(self.hyper_stream), next(self.outer_stream)
 
-        def inner_loss() -> Tensor:
-            metric = self.rule.metric_at(space.features(hyper_batch), trainable=True)
-            return space.inner_loss(metric, hyper_batch).mean()
+            def inner_loss() -> Tensor:
+                metric = self.rule.metric_at(space.features(hyper_batch), trainable=True)
+                return space.inner_loss(metric, hyper_batch).mean()
 
-        logs |= self.rule.outer_step(
-            inner_loss=inner_loss,
-            task_loss=lambda: space.task_loss(outer_batch),
-            predictor=list(ctx.model.parameters()),
-        )
+            logs |= self.rule.outer_step(
+                inner_loss=inner_loss,
+                task_loss=lambda: space.task_loss(outer_batch),
+                predictor=list(ctx.model.parameters()),
+            )
+        logs.setdefault("skipped_outer_steps", self.rule.skipped)
         logs["skipped_inner_steps"] = self.skipped_inner
         self.outer_steps += 1
         logs.update(self._metric_logs(batch))

@@ -79,8 +79,12 @@ class TaskMet:
             raise ValueError("outer_lr must be > 0, cg_iters >= 1 and ridge >= 0")
         self.metric = metric
         self.solver, self.cg_iters, self.ridge = hypergradient, cg_iters, ridge
-        self.parameters = list(metric.parameters())
-        self.optimizer = torch.optim.Adam(self.parameters, lr=outer_lr) if self.parameters else None
+        self.metric_parameters = list(metric.parameters())
+        self.optimizer = (
+            torch.optim.Adam(self.metric_parameters, lr=outer_lr)
+            if self.metric_parameters
+            else None
+        )
         self.skipped = 0
 
     def metric_at(self, features: Tensor, *, trainable: bool = False) -> Metric:
@@ -121,7 +125,7 @@ class TaskMet:
             norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
             if math.isfinite(value) and bool(torch.isfinite(norm)):
                 self.optimizer.zero_grad(set_to_none=True)
-                for parameter, grad in zip(self.parameters, grads, strict=True):
+                for parameter, grad in zip(self.metric_parameters, grads, strict=True):
                     parameter.grad = grad
                 self.optimizer.step()
             else:
@@ -139,7 +143,7 @@ class TaskMet:
             inner_loss,
             task_loss,
             [p for p in predictor if p.requires_grad],
-            self.parameters,
+            self.metric_parameters,
             solver=self.solver,
             iters=self.cg_iters,
             ridge=self.ridge,

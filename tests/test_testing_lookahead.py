@@ -1,5 +1,6 @@
-"""sgd_lookahead against a manual SGD step and finite-difference meta-gradients; functional_forward
-against the module evaluated with loaded parameters."""
+"""The test kit's lookahead (``twcore.testing.lookahead``): sgd_lookahead against a manual SGD
+step and finite-difference meta-gradients; functional_forward against the module evaluated with
+loaded parameters."""
 
 from __future__ import annotations
 

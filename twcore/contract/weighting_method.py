@@ -1,0 +1,83 @@
+"""The engine's one adapter for a :class:`~twcore.contract.weighting.Weighting`: a method plugin
+whose update is a per-step weighting implements :meth:`WeightingMethod.build_rule` and nothing
+else (the weighted step, the shared parameters, the state and the logs' names are written here
+once)."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from twcore.contract.batch import Batch
+from twcore.contract.method import Method, MethodContext, StepResult
+from twcore.contract.model import parameters_shared_by_objectives
+from twcore.contract.weighting import Weighting
+
+
+def shared_parameters(model: nn.Module, spec: Any, *, method: str) -> list[nn.Parameter]:
+    """The parameters several objectives share (a twcore model's trunk, and heads serving
+    several objectives); ValueError naming `method` if there are none."""
+    found = parameters_shared_by_objectives(model, spec)
+    if not found:
+        raise ValueError(
+            f"{method} needs parameters shared by several objectives; this model and task "
+            "share none"
+        )
+    return found
+
+
+class WeightingMethod(Method):
+    """The engine's adapter for a :class:`Weighting`: every step, the objectives' losses on the
+    batch go to the rule, which writes the gradients; then the run's optimiser steps.
+
+    A plugin implements :meth:`build_rule` (and, for rules comparing gradients on something
+    other than the shared parameters, :meth:`losses_and_shared`); the rule's state is the
+    method's checkpointed state. A rule that compares gradients gets the parameters the
+    objectives share, or the run fails before training with a clear error if there are none.
+    """
+
+    def __init__(self, config: Any, ctx: MethodContext) -> None:
+        super().__init__(config, ctx)
+        self.rule = self.build_rule(config, ctx)
+        self.shared: list[nn.Parameter] = []
+        if self.rule.compares_gradients:
+            self.shared = shared_parameters(ctx.model, ctx.spec, method=type(self.rule).__name__)
+
+    @abstractmethod
+    def build_rule(self, config: Any, ctx: MethodContext) -> Weighting:
+        """The rule this method steps, from its options and the run's context."""
+
+    def losses_and_shared(self, batch: Batch) -> tuple[Tensor, Sequence[Tensor]]:
+        """The step's losses [K] and the tensors they share (default: the shared parameters)."""
+        return self.ctx.objective_losses(batch), self.shared
+
+    def train_step(self, batch: Batch) -> StepResult:
+        losses, shared = self.losses_and_shared(batch)
+        if not bool(torch.isfinite(losses.detach()).all()):
+            # Left to the engine, which stops the run as diverged naming the objective.
+            return StepResult(losses=losses.detach())
+        self.ctx.optimizer.zero_grad(set_to_none=True)
+        step = self.rule.backward(losses, shared, params=self.ctx.model.parameters())
+        self.ctx.optimizer_step()
+        logs = name_objectives(step.logs, self.ctx.spec.objective_names)
+        return StepResult(losses=losses.detach(), weights=step.weights, logs=logs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.rule.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rule.load_state_dict(state)
+
+
+def name_objectives(logs: dict[Any, Any], names: Sequence[str]) -> dict[Any, Any]:
+    """`logs` with every integer key (a rule's per-objective value) replaced by that
+    objective's name, in nested dicts too."""
+    named: dict[Any, Any] = {}
+    for key, value in logs.items():
+        shown = names[key] if isinstance(key, int) and 0 <= key < len(names) else key
+        named[shown] = name_objectives(value, names) if isinstance(value, dict) else value
+    return named
