@@ -100,7 +100,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_final_metrics(tmp_path):
     summary = json.loads((killed_dir / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["steps"] == 2500
-    assert summary["metrics"] == whole.metrics
+    assert summary["metrics"] == whole.metrics, f"resumed from the checkpoint of step {killed_at}"
     steps_logged = [
         r["step"]
         for r in map(json.loads, (killed_dir / "metrics.jsonl").open())
