@@ -40,6 +40,18 @@ def test_show_lists_every_key_with_type_default_and_help(run_cli):
         assert f"\n{key} " in run_keys
 
 
+def test_show_says_what_a_method_needs_of_a_task(run_cli):
+    result = run_cli("show", "method=taskmet", "method=ldro", "method=ew")
+    assert result.returncode == 0, result.stderr
+    needs = [line.strip() for line in result.stdout.splitlines() if "needs:" in line]
+    assert needs == [
+        "needs: a decision layer — or — a main objective and at least one auxiliary objective, "
+        "a validation split",
+        "needs: at least 2 objectives",
+        "needs: any task",
+    ]
+
+
 def test_show_of_an_unknown_kind_is_a_usage_error(run_cli):
     result = run_cli("show", "optimizer=adam")
     assert result.returncode == 2

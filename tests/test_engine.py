@@ -15,7 +15,9 @@ import torch
 
 import twcore
 from twcore.contract.errors import ConfigError, DivergenceError, RunDirectoryError
+from twcore.contract.method import Method, StepResult
 from twcore.orchestration.engine.checkpoint import load_checkpoint
+from twcore.orchestration.registry import PluginRegistry, use_registry
 
 QUIET = ["wandb.enabled=false"]
 
@@ -295,3 +297,43 @@ def test_keep_best_can_judge_by_another_metric_and_mode(tmp_path):
 def test_a_malformed_best_metric_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"best_metric=.mse. must be empty .* min:NAME"):
         _run(tmp_path / "run", "keep_best=true", "best_metric=mse")
+
+
+class _UncertaintyWeighting(Method):
+    """Learns a log-variance per objective in the run's own optimiser (a param group of its
+    own): a method may add its parameters to ``ctx.optimizer``."""
+
+    def __init__(self, config, ctx):
+        super().__init__(config, ctx)
+        self.log_variance = torch.zeros(ctx.spec.num_objectives, requires_grad=True)
+        ctx.optimizer.add_param_group({"params": [self.log_variance]})
+
+    def train_step(self, batch):
+        losses = self.ctx.objective_losses(batch)
+        self.ctx.optimizer.zero_grad(set_to_none=True)
+        (losses * torch.exp(-self.log_variance) + self.log_variance).sum().backward()
+        self.ctx.optimizer_step()
+        return StepResult(losses=losses.detach(), weights=torch.exp(-self.log_variance).detach())
+
+    def state_dict(self):
+        return {"log_variance": self.log_variance.detach().clone()}
+
+    def load_state_dict(self, state):
+        with torch.no_grad():
+            self.log_variance.copy_(state["log_variance"])
+
+
+def test_a_methods_own_param_group_in_the_run_optimiser_resumes_exactly(tmp_path):
+    """The group is added when the method is built, before a checkpoint is restored, so the
+    optimiser's state (Adam's moments of the group included) comes back as it was."""
+    with use_registry(PluginRegistry()):
+        twcore.register("method", "uncertainty", _UncertaintyWeighting)
+        common = ["method=uncertainty", "optim.name=adam", "wandb.enabled=false", "seed=4"]
+        whole = twcore.run([*common, "steps=40", f"run_dir={tmp_path / 'whole'}"])
+        twcore.run([*common, "steps=20", f"run_dir={tmp_path / 'split'}"])
+        resumed = twcore.resume(tmp_path / "split", ["steps=40"])
+    assert resumed.metrics == whole.metrics
+    states = [load_checkpoint(tmp_path / d / "checkpoints" / "last.pt") for d in ("whole", "split")]
+    assert torch.equal(states[0]["method"]["log_variance"], states[1]["method"]["log_variance"])
+    assert not torch.equal(states[0]["method"]["log_variance"], torch.zeros(2))
+    assert len(states[1]["optimizer"]["param_groups"]) == 2

@@ -17,6 +17,7 @@ RUNS = {
     "own_loop_adalfl.py": ["--steps", "150"],
     "own_loop_taskmet.py": ["--outer-steps", "4"],
     "lightning_gradcos_adalfl.py": ["--epochs", "2"],
+    "your_data.py": ["--steps", "60", "--runs-root", "{tmp}"],
 }
 
 
@@ -26,7 +27,8 @@ def test_every_example_is_run_here():
 
 
 @pytest.mark.parametrize(("script", "arguments"), RUNS.items(), ids=list(RUNS))
-def test_an_example_runs_and_its_methods_learn(script: str, arguments: list[str]):
+def test_an_example_runs_and_its_methods_learn(script: str, arguments: list[str], tmp_path):
+    arguments = [argument.replace("{tmp}", str(tmp_path)) for argument in arguments]
     result = subprocess.run(
         [sys.executable, script, *arguments],
         cwd=EXAMPLES,

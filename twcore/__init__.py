@@ -1,21 +1,57 @@
 """twcore: learned loss weighting and learned losses for PyTorch.
 
 ``twcore.run([...overrides])`` trains one run and ``twcore.resume(run_dir)`` continues one (see
-:mod:`twcore.orchestration.api`). Plugin authors import :mod:`twcore.contract`, which loads none
+:mod:`twcore.orchestration.api`). Your own data, model and plugins, without packaging::
+
+    Digits = twcore.task_from_arrays(x, {"digit": y}, objectives={"digit": "classification"})
+    twcore.register("task", "my-digits", Digits)
+    twcore.run(["task=my-digits", "method=gradcos"])
+
+(:func:`~twcore.contract.array_task.task_from_arrays`, ``task_from_dataset``,
+:func:`~twcore.contract.trunk_model.model_from_trunk`, :class:`Objective`;
+:func:`~twcore.orchestration.plugin_modules.register` and ``import_plugins`` for plugins that
+worker processes must see too). Plugin authors import :mod:`twcore.contract`, which loads none
 of the orchestration.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twcore.version import __version__
 
-__all__ = ["__version__", "resume", "run"]
+if TYPE_CHECKING:  # the real signatures for editors and type checkers; loaded lazily below
+    from twcore.contract.array_task import Objective, task_from_arrays, task_from_dataset
+    from twcore.contract.trunk_model import model_from_trunk
+    from twcore.orchestration.api import resume, run
+    from twcore.orchestration.user_plugins import import_plugins, register
+
+__all__ = [
+    "Objective",
+    "__version__",
+    "import_plugins",
+    "model_from_trunk",
+    "register",
+    "resume",
+    "run",
+    "task_from_arrays",
+    "task_from_dataset",
+]
+
+_LAZY = {
+    "run": "twcore.orchestration.api",
+    "resume": "twcore.orchestration.api",
+    "register": "twcore.orchestration.user_plugins",
+    "import_plugins": "twcore.orchestration.user_plugins",
+    "task_from_arrays": "twcore.contract.array_task",
+    "task_from_dataset": "twcore.contract.array_task",
+    "Objective": "twcore.contract.array_task",
+    "model_from_trunk": "twcore.contract.trunk_model",
+}
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that importing the contract does not import the engine.
-    if name in ("run", "resume"):
-        from twcore.orchestration import api
+    if name in _LAZY:
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'twcore' has no attribute '{name}'")

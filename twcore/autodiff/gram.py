@@ -23,7 +23,7 @@ def normalize_rows(grads: Tensor, eps: float = 1e-12) -> Tensor:
     Rows with norm at most `eps` are divided by `eps` instead, so zero rows stay zero.
     """
     _check_matrix("grads", grads)
-    norms = torch.linalg.vector_norm(grads, dim=1, keepdim=True)
+    norms: Tensor = torch.linalg.vector_norm(grads, dim=1, keepdim=True)
     return grads / norms.clamp_min(eps)
 
 
@@ -50,8 +50,8 @@ def cosine_to(reference: Tensor, others: Tensor, eps: float = 1e-12) -> Tensor:
             f"others has {others.shape[1]} columns but reference has {reference.shape[0]} elements"
         )
     dots = others @ reference
-    reference_norm = torch.linalg.vector_norm(reference).clamp_min(eps)
-    other_norms = torch.linalg.vector_norm(others, dim=1).clamp_min(eps)
+    reference_norm: Tensor = torch.linalg.vector_norm(reference).clamp_min(eps)
+    other_norms: Tensor = torch.linalg.vector_norm(others, dim=1).clamp_min(eps)
     return dots / (other_norms * reference_norm)
 
 

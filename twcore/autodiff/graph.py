@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.graph import Node
 
 _STACK_NODE = type(torch.stack([torch.zeros((), requires_grad=True)] * 2).grad_fn)
 """The autograd node ``torch.stack`` records: its inputs are its branches, in order."""
@@ -56,7 +57,7 @@ def shared_leaves(losses: Tensor) -> list[Tensor]:
     return [leaf for key, leaf in order.items() if counts[key] > 1]
 
 
-def _walk(start: object) -> dict[int, Tensor]:
+def _walk(start: Node | None) -> dict[int, Tensor]:
     found: dict[int, Tensor] = {}
     seen: set[int] = set()
     pending = [start]

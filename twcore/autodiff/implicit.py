@@ -217,7 +217,8 @@ def _solve_exact(
     # Autograd's H is symmetric only up to rounding; symmetrising gives the solve a true one.
     hessian = 0.5 * (hessian + hessian.T)
     identity = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
-    return torch.linalg.solve(hessian + ridge * identity, rhs.to(hessian.dtype))
+    solution: Tensor = torch.linalg.solve(hessian + ridge * identity, rhs.to(hessian.dtype))
+    return solution
 
 
 def _mixed_vjp(

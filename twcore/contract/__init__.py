@@ -12,7 +12,9 @@ it needs; a test checks this in a fresh interpreter)::
   :class:`ObjectiveSpec`, :class:`Role`, :class:`ObjectiveKind`, :class:`Capability`,
   :class:`Requirements`;
 - data: :class:`Batch`, :class:`BatchStream`, :class:`TensorBatchStream`, and
-  :func:`cached_tensors` for prepared data;
+  :func:`cached_tensors` for prepared data; your own data and model without subclassing:
+  :func:`task_from_arrays`, :func:`task_from_dataset` (with :class:`Objective`) and
+  :func:`model_from_trunk`;
 - losses and metrics with stable names: :mod:`~twcore.contract.losses`,
   :mod:`~twcore.contract.metrics`;
 - per-step weightings, usable in any training loop: :class:`Weighting` (returning a
@@ -29,6 +31,7 @@ it needs; a test checks this in a fresh interpreter)::
 """
 
 from twcore.contract.activations import activation_option, dropout_option, make_activation
+from twcore.contract.array_task import Objective, task_from_arrays, task_from_dataset
 from twcore.contract.batch import Batch
 from twcore.contract.data_cache import cached_tensors
 from twcore.contract.errors import (
@@ -62,6 +65,7 @@ from twcore.contract.spec import (
 )
 from twcore.contract.stream import BatchStream, TensorBatchStream
 from twcore.contract.task import DecisionLayer, Task, TensorTask, stack_objective_losses
+from twcore.contract.trunk_model import model_from_trunk
 from twcore.contract.weighting import HeldWeights, WeightedStep, Weighting, weighted_backward
 from twcore.contract.weighting_method import WeightingMethod, name_objectives, shared_parameters
 
@@ -81,6 +85,7 @@ __all__ = [
     "MethodContext",
     "Model",
     "NoConfig",
+    "Objective",
     "ObjectiveKind",
     "ObjectiveSpec",
     "OptimConfig",
@@ -107,6 +112,7 @@ __all__ = [
     "flat_input_size",
     "hookimpl",
     "make_activation",
+    "model_from_trunk",
     "name_objectives",
     "option",
     "parameters_shared_by_objectives",
@@ -116,5 +122,7 @@ __all__ = [
     "stack_objective_losses",
     "supervised_metric_names",
     "supervised_metrics",
+    "task_from_arrays",
+    "task_from_dataset",
     "weighted_backward",
 ]

@@ -20,8 +20,9 @@ from typing import Any, BinaryIO
 _TEMPORARY = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.tmp$")
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Replace `path` with what ``write(handle)`` writes into a binary handle.
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Replace `path` with what ``write(handle)`` writes into a binary handle (what `write`
+    returns is ignored).
 
     The data goes to a temporary file beside `path`, is flushed and synced to disk, then renamed
     over `path` in one step (the directory is synced too). On any failure the temporary file is

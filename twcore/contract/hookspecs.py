@@ -23,8 +23,9 @@ Environment variables: ``TWCORE_DISABLE_PLUGIN_AUTOLOAD=1`` loads no entry point
 ``TWCORE_PLUGINS=a,b`` loads only the entry points (or distributions) named ``a`` and ``b``;
 ``TWCORE_EXCLUDE_PLUGINS=a,b`` loads all but those (e.g. one of two plugins claiming one name).
 
-Names are lowercase letters and digits, with ``-``, ``_`` or ``.`` between them, starting with a
-letter or a digit (:data:`NAME_RULE`; e.g. ``group-dro``, ``mnist-multitask``). The registered
+Names are lowercase letters and digits, with one ``-``, ``_`` or ``.`` between them, starting
+and ending with a letter or a digit (:data:`NAME_RULE`, matched against the whole name; e.g.
+``group-dro``, ``mnist-multitask``). The registered
 classes subclass :class:`twcore.contract.method.Method`, :class:`twcore.contract.task.Task` and
 :class:`twcore.contract.model.Model` respectively, and declare their options as a dataclass in a
 ``Config`` class attribute (see :func:`twcore.contract.option`).
@@ -33,15 +34,18 @@ classes subclass :class:`twcore.contract.method.Method`, :class:`twcore.contract
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar
 
 import pluggy
 
 if TYPE_CHECKING:
     from twcore.contract.grids import ReproductionGrid
+    from twcore.contract.method import Method
+    from twcore.contract.model import Model
+    from twcore.contract.task import Task
 
 PROJECT = "twcore"
-NAME_RULE = r"^[a-z0-9][a-z0-9_.-]*$"
+NAME_RULE = r"^[a-z0-9]+(?:[_.-][a-z0-9]+)*$"
 """What a plugin name must match (the registry refuses others, quoting this rule)."""
 PluginClass = TypeVar("PluginClass", contravariant=True)
 
@@ -60,9 +64,9 @@ class Register(Protocol[PluginClass]):
     def __call__(self, name: str, cls: PluginClass, *, default: bool = False) -> None: ...
 
 
-RegisterMethod = Register["type[Method]"]
-RegisterTask = Register["type[Task]"]
-RegisterModel = Register["type[Model]"]
+RegisterMethod: TypeAlias = Register["type[Method]"]
+RegisterTask: TypeAlias = Register["type[Task]"]
+RegisterModel: TypeAlias = Register["type[Model]"]
 
 
 @hookspec

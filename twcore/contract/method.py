@@ -116,9 +116,12 @@ class MethodContext:
         self, batch: Batch, params: Mapping[str, Tensor] | None = None
     ) -> dict[str, Tensor]:
         """Model outputs for `batch`, with the model's parameters or the given ones (functional)."""
+        outputs: dict[str, Tensor]
         if params is None:
-            return self.model(batch.inputs)
-        return functional_call(self.model, dict(params), (batch.inputs,))
+            outputs = self.model(batch.inputs)
+        else:
+            outputs = functional_call(self.model, dict(params), (batch.inputs,))
+        return outputs
 
     def objective_losses(
         self,

@@ -47,7 +47,8 @@ class Model(nn.Module):
 
     def features(self, inputs: Tensor) -> Tensor:
         """The shared representation [*lead, F] of inputs [*lead, *input_shape]."""
-        return self.trunk(inputs)
+        features: Tensor = self.trunk(inputs)
+        return features
 
     def predict_heads(self, features: Tensor) -> dict[str, Tensor]:
         """Each head's output from the shared representation."""

@@ -39,10 +39,10 @@ OPTIMIZERS: dict[str, OptimizerBuilder] = {
         params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay
     ),
     "adam": lambda params, c: torch.optim.Adam(
-        params, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay
+        params, lr=c.lr, betas=(c.betas[0], c.betas[1]), weight_decay=c.weight_decay
     ),
     "adamw": lambda params, c: torch.optim.AdamW(
-        params, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay
+        params, lr=c.lr, betas=(c.betas[0], c.betas[1]), weight_decay=c.weight_decay
     ),
     "rmsprop": lambda params, c: torch.optim.RMSprop(
         params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay

@@ -108,7 +108,7 @@ def option(
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def constraint_of(field: dataclasses.Field) -> Constraint | None:
+def constraint_of(field: dataclasses.Field[Any]) -> Constraint | None:
     """The constraint declared on a field with :func:`option`, if any."""
     return field.metadata.get("constraint")
 
@@ -146,7 +146,7 @@ def _violations(
             yield key, value, problem
 
 
-def _nested_class(field: dataclasses.Field) -> type | None:
+def _nested_class(field: dataclasses.Field[Any]) -> type | None:
     """The dataclass a field holds, judged from its default (annotations may be strings)."""
     if field.default_factory is not dataclasses.MISSING:
         default = field.default_factory()

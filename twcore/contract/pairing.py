@@ -5,7 +5,7 @@ from __future__ import annotations
 from twcore.contract.errors import IncompatiblePairingError
 from twcore.contract.spec import Capability, Requirements, TaskSpec
 
-_CAPABILITY_WORDS = {
+_CAPABILITY_WORDS: dict[str, str] = {
     Capability.VALIDATION: "a validation split",
     Capability.DECISION: "a decision layer",
     Capability.ENVIRONMENT: "an environment",
@@ -34,6 +34,27 @@ def missing(requirements: Requirements, spec: TaskSpec) -> list[str]:
                 f"{kinds} objectives (not {', '.join(f'{o.name}: {o.kind}' for o in wrong)})"
             )
     return gaps
+
+
+def describe_requirements(requirements: Requirements | tuple[Requirements, ...]) -> str:
+    """What a method needs of a task, in words (``twcore show method=NAME``); alternatives are
+    joined with "or"."""
+    options = requirements if isinstance(requirements, tuple) else (requirements,)
+    return " — or — ".join(_describe_one(option) for option in options)
+
+
+def _describe_one(requirements: Requirements) -> str:
+    needs = []
+    if requirements.min_objectives > 1:
+        needs.append(f"at least {requirements.min_objectives} objectives")
+    if requirements.main_auxiliary:
+        needs.append("a main objective and at least one auxiliary objective")
+    needs.extend(
+        _CAPABILITY_WORDS.get(c, f"the '{c}' capability") for c in sorted(requirements.capabilities)
+    )
+    if requirements.objective_kinds is not None:
+        needs.append(f"{' or '.join(sorted(requirements.objective_kinds))} objectives only")
+    return ", ".join(needs) if needs else "any task"
 
 
 def check_compatible(

@@ -11,6 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from torch import nn
+
+_MODULE_DICT = nn.ModuleDict()
+"""Head names must not be its attributes (``values``, ``items``...): models hold heads in one."""
+
 
 class Role(StrEnum):
     """The part an objective plays in training.
@@ -109,6 +114,12 @@ class TaskSpec:
         head_names = [h.name for h in self.heads]
         if len(set(head_names)) != len(head_names):
             raise ValueError(f"duplicate head names in task spec: {head_names}")
+        for name in head_names:
+            if hasattr(_MODULE_DICT, name):
+                raise ValueError(
+                    f"head name {name!r} is an attribute of torch.nn.ModuleDict, where models "
+                    "keep their heads; rename the head (or the objective it is named after)"
+                )
         names = [o.name for o in self.objectives]
         if not names:
             raise ValueError("a task spec needs at least one objective")

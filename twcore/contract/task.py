@@ -141,7 +141,7 @@ class TensorTask(Task):
         """The splits ``train``, ``test`` and optionally ``val`` (called once, deterministic)."""
 
     @cached_property
-    def spec(self) -> TaskSpec:  # type: ignore[override]
+    def spec(self) -> TaskSpec:
         return self.build_spec()
 
     @property
@@ -229,10 +229,12 @@ class _EvaluationSums:
         self.loss += torch.stack([losses[name] for name in names]).double().sum(dim=1)
         for i, objective in enumerate(self.spec.objectives):
             prediction = outputs[objective.head]
-            target = batch.targets.get(objective.target)
+            # A custom objective may have no target; the base kinds always have one.
             if objective.kind is ObjectiveKind.CLASSIFICATION:
-                self.correct[i] += (prediction.argmax(dim=1) == target).double().sum()
+                target = batch.targets[objective.target]
+                self.correct[i] += prediction.argmax(dim=1).eq(target).double().sum()
             elif objective.kind is ObjectiveKind.REGRESSION:
+                target = batch.targets[objective.target]
                 self.squared_error[i] += (
                     base_loss(objective.kind, prediction, target).double().sum()
                 )

@@ -14,11 +14,12 @@ from torch import Tensor, nn
 
 from twcore.contract.batch import Batch
 from twcore.contract.method import Method, MethodContext, StepResult
-from twcore.contract.model import parameters_shared_by_objectives
+from twcore.contract.model import Model, parameters_shared_by_objectives
+from twcore.contract.spec import TaskSpec
 from twcore.contract.weighting import Weighting
 
 
-def shared_parameters(model: nn.Module, spec: Any, *, method: str) -> list[nn.Parameter]:
+def shared_parameters(model: Model, spec: TaskSpec, *, method: str) -> list[nn.Parameter]:
     """The parameters several objectives share (a twcore model's trunk, and heads serving
     several objectives); ValueError naming `method` if there are none."""
     found = parameters_shared_by_objectives(model, spec)

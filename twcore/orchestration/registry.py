@@ -30,6 +30,11 @@ from twcore.contract.errors import (
 from twcore.contract.method import Method
 from twcore.contract.model import Model
 from twcore.contract.task import Task
+from twcore.orchestration.plugin_modules import (
+    import_module_named,
+    named_modules,
+    registering_module,
+)
 
 if TYPE_CHECKING:
     from twcore.contract.grids import ReproductionGrid
@@ -68,11 +73,14 @@ KNOWN_HOOKS = sorted(
 
 @dataclass(frozen=True)
 class PluginSource:
-    """Where a plugin module came from."""
+    """Where a plugin module came from: an installed distribution's entry point, or (no
+    distribution) a module of this process (`travels`: one the processes twcore starts import
+    too, see :mod:`twcore.orchestration.plugin_modules`)."""
 
     name: str
     distribution: str | None = None
     version: str | None = None
+    travels: bool = False
 
     def describe(self) -> str:
         """``'name' (dist version)`` for messages."""
@@ -180,6 +188,71 @@ class PluginRegistry:
                 )
         self._statuses.append(status)
         return status
+
+    def register(
+        self, kind: str, name: str, cls: type, *, default: bool = False, module: str | None = None
+    ) -> Registration:
+        """Register one plugin class from code running in this process (``twcore.register``).
+
+        Registering a name again from this process replaces the earlier class (a notebook cell
+        run twice); a name an installed plugin has is refused.
+
+        Args:
+            kind: ``method``, ``task`` or ``model``.
+            name: the plugin's name (lowercase letters, digits and ``-_.``).
+            cls: the plugin class (a subclass of the kind's base class).
+            default: offer it as its kind's default (as ``register(..., default=True)``).
+            module: the module registering it (default: the caller's).
+
+        Raises:
+            ConfigError: an unknown kind, a bad name or class, or a name already installed.
+        """
+        if kind not in KINDS:
+            raise ConfigError(
+                f"unknown plugin kind {kind!r}{did_you_mean(kind, list(KINDS))}; kinds: "
+                f"{', '.join(KINDS)}"
+            )
+        try:
+            _validate_registration(KINDS[kind], name, cls)
+        except PluginLoadError as exc:
+            raise ConfigError(str(exc)) from None
+        installed = [r for r in self._by_name[kind].get(name, []) if r.source.distribution]
+        if installed:
+            raise ConfigError(
+                f"{kind} '{name}' is already registered by {installed[0].source.describe()}; "
+                "give yours another name"
+            )
+        origin = module or "__main__"
+        travels = registering_module() is not None or origin in named_modules()
+        source = PluginSource(registering_module() or origin, travels=travels)
+        registration = Registration(kind, name, cls, source, default=bool(default))
+        self._by_name[kind][name] = [registration]
+        self._statuses.append(PluginStatus(source, "loaded", registrations=[registration]))
+        return registration
+
+    def mark_travelling(self, module: str) -> None:
+        """Mark what `module` (or its submodules) registered in this process as known to the
+        processes twcore starts (it has been named as a plugin module)."""
+        for by_name in self._by_name.values():
+            for name, registrations in by_name.items():
+                by_name[name] = [
+                    dataclasses.replace(r, source=dataclasses.replace(r.source, travels=True))
+                    if r.source.distribution is None
+                    and (r.source.name == module or r.source.name.startswith(module + "."))
+                    else r
+                    for r in registrations
+                ]
+
+    def add_module_hooks(self, module: object) -> None:
+        """Register a named plugin module's hook implementations, if it has any and they are
+        not registered yet (:mod:`twcore.orchestration.plugin_modules`)."""
+        marker = f"{hookspecs.PROJECT}_impl"
+        has_hooks = any(hasattr(value, marker) for value in vars(module).values())
+        if has_hooks and not self._manager.is_registered(module):
+            source = PluginSource(getattr(module, "__name__", repr(module)), travels=True)
+            status = self.add_plugin(module, source)
+            if status.status == "failed":
+                raise ConfigError(f"plugin module {source.name!r}: {status.error}")
 
     def _register_hooks(self, plugin: object, source: PluginSource) -> None:
         try:
@@ -329,10 +402,10 @@ def _registrar(
 
 
 def _validate_registration(kind: PluginKind, name: Any, cls: Any) -> None:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise PluginLoadError(
             f"registered {kind.name} name {name!r}: names are lowercase letters and digits with "
-            "'-', '_' or '.' between them, starting with a letter or a digit"
+            "one '-', '_' or '.' between them, starting and ending with a letter or a digit"
         )
     if not (isinstance(cls, type) and issubclass(cls, kind.base)):
         raise PluginLoadError(
@@ -381,6 +454,8 @@ def get_registry() -> PluginRegistry:
     global _default_registry
     if _default_registry is None:
         _default_registry = PluginRegistry()
+        for module in named_modules():  # plugins the process that started this one named
+            _default_registry.add_module_hooks(import_module_named(module))
     return _default_registry
 
 

@@ -204,6 +204,7 @@ def run_sweeps(
     queue = _TrialQueue()
     for spec, (_, trials) in zip(specs, planned, strict=True):
         results.append(_queue_sweep(spec, trials, queue, options.backend))
+    backend.check_plugins(queue.jobs)
     try:
         backend.run(queue.jobs, queue.record)
     except KeyboardInterrupt:

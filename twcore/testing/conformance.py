@@ -32,6 +32,7 @@ from twcore.orchestration import api
 from twcore.orchestration.config.compose import compose
 from twcore.orchestration.engine.checkpoint import load_checkpoint
 from twcore.orchestration.engine.components import build_task
+from twcore.orchestration.engine.trainer import RunResult
 from twcore.orchestration.registry import PluginRegistry
 from twcore.orchestration.tracking.values import flatten_values
 from twcore.testing.harness import Harness, PluginEntry, as_overrides, registry_with, resolve
@@ -85,7 +86,7 @@ class _Suite:
     def harness(self, **extra: Any) -> Harness:
         return Harness(self.registry(), self.options(**extra))
 
-    def engine_run(self, run_dir: Path, **extra: Any) -> api.RunResult:
+    def engine_run(self, run_dir: Path, **extra: Any) -> RunResult:
         options = self.options(**{"steps": self.steps, "run_dir": str(run_dir), **extra})
         return api.run(options, registry=self.registry())
 
@@ -293,7 +294,7 @@ class ModelConformance(_Suite):
         harness = self.harness()
         model = harness.components.model.eval()
         batch = next(harness.stream)
-        params = dict(model.named_parameters())
+        params: dict[str, torch.Tensor] = dict(model.named_parameters())
         direct = model(batch.inputs)
         functional = torch.func.functional_call(model, params, (batch.inputs,))
         for name, value in direct.items():

@@ -68,11 +68,11 @@ class PlainSetup:
 
 
 def plain_setup(
-    options: Mapping[str, Any] = (), *, registry: PluginRegistry | None = None
+    options: Mapping[str, Any] | None = None, *, registry: PluginRegistry | None = None
 ) -> PlainSetup:
     """The task, model, optimiser (``optim.*``) and training stream of a run with `options`
     (``seed``, ``batch_size``, ``task``/``model`` and their options), built as a user would."""
-    composed = compose([f"{k}={v}" for k, v in dict(options).items()], registry=registry)
+    composed = compose([f"{k}={v}" for k, v in dict(options or {}).items()], registry=registry)
     run = composed.run
     random.seed(run.seed)
     np.random.seed(run.seed)
@@ -92,7 +92,9 @@ def engine_parameters(
     """The model's parameters after the engine trained a run with `options` (CPU, no
     evaluation, W&B off), from its final checkpoint."""
     api.run({**QUIET, **dict(options), "run_dir": str(run_dir)}, registry=registry)
-    return load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")["model"]
+    checkpoint = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")
+    parameters: dict[str, Tensor] = checkpoint["model"]
+    return parameters
 
 
 def assert_same_parameters(model: torch.nn.Module, expected: Mapping[str, Tensor]) -> None:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from twcore.contract.batch import Batch
-from twcore.contract.hookspecs import hookimpl
+from twcore.contract.hookspecs import RegisterMethod, RegisterModel, RegisterTask, hookimpl
 from twcore.contract.method import Method, StepResult
 from twcore.contract.model import Model, flat_input_size
 from twcore.contract.options import option
@@ -109,15 +109,15 @@ class ReferencePlugins:
 
     @staticmethod
     @hookimpl
-    def twcore_register_tasks(register) -> None:
+    def twcore_register_tasks(register: RegisterTask) -> None:
         register(REFERENCE_TASK, ReferenceTask)
 
     @staticmethod
     @hookimpl
-    def twcore_register_models(register) -> None:
+    def twcore_register_models(register: RegisterModel) -> None:
         register(REFERENCE_MODEL, ReferenceModel)
 
     @staticmethod
     @hookimpl
-    def twcore_register_methods(register) -> None:
+    def twcore_register_methods(register: RegisterMethod) -> None:
         register(REFERENCE_METHOD, ReferenceMethod)

@@ -166,7 +166,8 @@ class WeightingProperties:
             self._step(model, rule)
             with torch.no_grad():  # move the model, so the next step's losses differ
                 for parameter in model.parameters():
-                    parameter -= 0.05 * parameter.grad
+                    assert parameter.grad is not None, "the rule left a parameter without .grad"
+                    parameter.sub_(0.05 * parameter.grad)
         buffer = io.BytesIO()
         torch.save(rule.state_dict(), buffer)
         buffer.seek(0)

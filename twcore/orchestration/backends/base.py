@@ -86,6 +86,10 @@ class Backend(ABC):
     def __init__(self, options: SweepOptions) -> None:
         self.options = options
 
+    def check_plugins(self, jobs: Sequence[TrialJob]) -> None:
+        """ConfigError, before any trial starts, if the processes that run the trials would
+        not know a plugin they use (default: they run in this process, which does)."""
+
     @abstractmethod
     def run(self, jobs: Sequence[TrialJob], on_outcome: OnOutcome) -> None:
         """Run `jobs`; call ``on_outcome(job, outcome)`` for each as it finishes. On Ctrl-C,

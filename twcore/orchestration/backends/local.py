@@ -6,7 +6,12 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from twcore.orchestration.backends.base import Backend, OnOutcome, TrialJob, TrialOutcome
-from twcore.orchestration.backends.trial import LiveProcesses, execute_trial, worker_environment
+from twcore.orchestration.backends.trial import (
+    LiveProcesses,
+    check_workers_know,
+    execute_trial,
+    worker_environment,
+)
 
 
 class LocalBackend(Backend):
@@ -14,6 +19,9 @@ class LocalBackend(Backend):
     killed worker affects only its trial, which is resumed from its checkpoint)."""
 
     name = "local"
+
+    def check_plugins(self, jobs: Sequence[TrialJob]) -> None:
+        check_workers_know(jobs, worker_environment(self.options.threads_per_trial), self.name)
 
     def run(self, jobs: Sequence[TrialJob], on_outcome: OnOutcome) -> None:
         if not jobs:

@@ -13,7 +13,11 @@ from collections.abc import Sequence
 
 from twcore.contract.errors import ConfigError
 from twcore.orchestration.backends.base import Backend, OnOutcome, TrialJob
-from twcore.orchestration.backends.trial import execute_trial, worker_environment
+from twcore.orchestration.backends.trial import (
+    check_workers_know,
+    execute_trial,
+    worker_environment,
+)
 
 
 class RayBackend(Backend):
@@ -21,6 +25,9 @@ class RayBackend(Backend):
     ``workers`` CPUs and stops it afterwards."""
 
     name = "ray"
+
+    def check_plugins(self, jobs: Sequence[TrialJob]) -> None:
+        check_workers_know(jobs, worker_environment(self.options.threads_per_trial), self.name)
 
     def run(self, jobs: Sequence[TrialJob], on_outcome: OnOutcome) -> None:
         try:

@@ -16,12 +16,13 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from twcore.orchestration.backends.base import TrialJob, TrialOutcome
 from twcore.orchestration.engine.rundir import RunDirectory
+from twcore.orchestration.user_plugins import check_workers_see
 
 FINAL_STATUSES = ("completed", "diverged", "interrupted")
 USAGE_ERROR = 2
@@ -66,11 +67,26 @@ def attempt_command(job: TrialJob) -> list[str]:
 
 
 def worker_environment(threads: int) -> dict[str, str]:
-    """The environment of a trial's process: this one's, with `threads` torch threads."""
+    """The environment of a trial's process: this one's (the named plugin modules and the
+    ``PYTHONPATH`` that finds them included), with `threads` torch threads."""
     environment = dict(os.environ)
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         environment[key] = str(threads)
     return environment
+
+
+def check_workers_know(
+    jobs: Sequence[TrialJob], environment: Mapping[str, str], backend: str
+) -> None:
+    """ConfigError before any trial starts if a worker with `environment` would not know a
+    plugin the `jobs` use (:func:`~twcore.orchestration.plugin_modules.check_workers_see`)."""
+    registrations = [
+        registration
+        for job in jobs
+        if job.composed is not None
+        for registration in job.composed.plugins.values()
+    ]
+    check_workers_see(registrations, environment, backend=backend)
 
 
 class LiveProcesses:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from twcore.contract.errors import ConfigError, IncompatiblePairingError
-from twcore.contract.pairing import check_compatible
+from twcore.contract.pairing import check_compatible, describe_requirements
+from twcore.contract.spec import Requirements
 from twcore.orchestration import api
 from twcore.orchestration.backends import SweepOptions
 from twcore.orchestration.bench import benchmark
@@ -262,12 +263,17 @@ def show(options: argparse.Namespace) -> int:
             print()
         doc = (registration.cls.__doc__ or "").strip().split("\n\n")[0].split()
         source = registration.source
-        print(
-            f"{registration.kind} '{registration.name}' from {source.distribution or '-'} "
-            f"{source.version or ''}".rstrip()
+        origin = (
+            f"from {source.distribution} {source.version or ''}".rstrip()
+            if source.distribution
+            else f"registered in this process by {source.name}"
         )
+        print(f"{registration.kind} '{registration.name}' {origin}")
         if doc:
             print(f"  {' '.join(doc)}")
+        if registration.kind == "method":
+            needs = describe_requirements(getattr(registration.cls, "requirements", Requirements()))
+            print(f"  needs: {needs}")
         keys = describe_config(registration.config_class, prefix=f"{registration.kind}.")
         print(format_keys(keys) if keys else "  (no options)")
     return 0

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from twcore.contract.errors import TwcoreError, first_line
 from twcore.orchestration.cli import commands
 from twcore.orchestration.console import error
+from twcore.orchestration.user_plugins import import_plugins
 from twcore.version import __version__
 
 DEBUG_ENV = "TWCORE_DEBUG"
@@ -32,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``twcore`` parser with its subcommands."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    common.add_argument(
+        "--plugins",
+        action="append",
+        metavar="MODULE[,MODULE]",
+        default=argparse.SUPPRESS,  # given before or after the subcommand, neither erases it
+        help="import these modules first: plugins your code registers (twcore.register), "
+        "imported by every worker and resumed run too",
+    )
     parser = _Parser(
         prog="twcore",
         parents=[common],
@@ -243,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = _parse(build_parser(), arguments)
         except SystemExit as exc:  # --help, --version, or a parse error (already printed)
             return exc.code if isinstance(exc.code, int) else 0
+        if getattr(options, "plugins", None):
+            import_plugins(*options.plugins)
         return int(options.handler(options) or 0)
     except TwcoreError as exc:
         if debug:

@@ -23,7 +23,9 @@ from twcore.contract.options import check_option_values
 from twcore.orchestration.config.overrides import Override, parse_override, reject_unintended_sweep
 from twcore.orchestration.config.schema import PLUGIN_SECTIONS, RunConfig
 from twcore.orchestration.config.validate import validate_run_config
+from twcore.orchestration.plugin_modules import add_search_paths, module_roots, named_modules
 from twcore.orchestration.registry import PluginRegistry, Registration, get_registry
+from twcore.orchestration.user_plugins import import_plugins
 
 
 @dataclass
@@ -83,6 +85,7 @@ def compose(
         sources.append(("base configuration", dict(base)))
     if config_file is not None:
         sources.append((f"config file {config_file}", load_yaml_file(config_file)))
+    _import_plugin_modules(sources, parsed)
     names = _plugin_names(sources, parsed, registry)
     plugins = {section: registry.get(section, name) for section, name in names.items()}
 
@@ -102,10 +105,33 @@ def compose(
             tree, _nest(override.key, override.value), f"override {override}", override=override
         )
 
+    # Record every plugin module this process has named, so that a resume imports them too.
+    tree.plugin_modules = list(dict.fromkeys([*tree.plugin_modules, *named_modules()]))
+    tree.plugin_paths = list(dict.fromkeys([*tree.plugin_paths, *module_roots()]))
     sections = {section: _section_object(tree, section, plugins[section]) for section in names}
     run = _run_object(tree, names)
     validate_run_config(run)
     return ComposedConfig(tree=tree, run=run, plugins=plugins, sections=sections)
+
+
+def _import_plugin_modules(
+    sources: Sequence[tuple[str, Mapping[str, Any]]], overrides: Sequence[Override]
+) -> None:
+    """Import the ``plugin_modules`` the configuration names before plugins are looked up."""
+    modules, paths = [], []
+    for key, found in (("plugin_paths", paths), ("plugin_modules", modules)):
+        given: list[Any] = [values.get(key) or [] for _, values in sources]
+        given += [o.value for o in overrides if o.key == key]
+        for value in given:
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+                raise ConfigError(f"{key}={value!r}: give a list of names")
+            found.extend(value)
+    add_search_paths(paths)
+    missing = [m for m in dict.fromkeys(modules) if m not in named_modules()]
+    if missing:
+        import_plugins(*missing)
 
 
 def load_yaml_file(path: str | Path) -> dict[str, Any]:

@@ -91,6 +91,16 @@ class RunConfig:
     deterministic: bool = option(False, help="use torch deterministic algorithms (slower on GPU)")
     run_dir: str | None = option(None, help="run directory; default: a new one under runs_root")
     runs_root: str = option("runs", help="where default run directories are created")
+    plugin_modules: list[str] = option(
+        default_factory=list,
+        help="modules imported before plugins are looked up (your own plugins; --plugins adds "
+        "to it, and a run records every module its process named)",
+    )
+    plugin_paths: list[str] = option(
+        default_factory=list,
+        help="directories put on sys.path before plugin_modules are imported (a run records "
+        "where its modules were found, so a resume from elsewhere finds them)",
+    )
     optim: OptimConfig = option(default_factory=OptimConfig, help="model optimiser")
     wandb: WandbConfig = option(default_factory=WandbConfig, help="W&B tracking")
 

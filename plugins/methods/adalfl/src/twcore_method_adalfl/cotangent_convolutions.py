@@ -40,20 +40,22 @@ class _CotangentConvolution(torch.autograd.Function):
     """aten.convolution; its backward pass records :class:`_CotangentConvolutionGradient`."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, parameters: Parameters
     ) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.parameters = parameters
         ctx.bias_sizes = None if bias is None else list(bias.shape)
-        return torch.ops.aten.convolution(x, weight, bias, *parameters)
+        output: Tensor = torch.ops.aten.convolution(x, weight, bias, *parameters)
+        return output
 
     @staticmethod
-    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
         mask = (needs[0], needs[1], ctx.bias_sizes is not None and needs[2])
-        gradients = _CotangentConvolutionGradient.apply(
+        # torch.autograd.Function.apply is unannotated.
+        gradients = _CotangentConvolutionGradient.apply(  # type: ignore[no-untyped-call]
             grad_output, x.detach(), weight.detach(), ctx.bias_sizes, ctx.parameters, mask
         )
         return (*gradients, None)
@@ -63,7 +65,7 @@ class _CotangentConvolutionGradient(torch.autograd.Function):
     """aten.convolution_backward; its derivative is taken in the output gradient alone."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         grad_output: Tensor,
         x: Tensor,
@@ -82,7 +84,7 @@ class _CotangentConvolutionGradient(torch.autograd.Function):
         )
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: Any,
         grad_x: Tensor | None,
         grad_weight: Tensor | None,
@@ -160,7 +162,7 @@ def _transposed_call(
     return x, weight, bias, parameters
 
 
-_CALLS: dict[Callable, Callable[..., Any]] = {
+_CALLS: dict[Callable[..., Any], Callable[..., Any]] = {
     torch.conv1d: _convolution_call,
     torch.conv2d: _convolution_call,
     torch.conv3d: _convolution_call,
@@ -172,7 +174,11 @@ _CALLS: dict[Callable, Callable[..., Any]] = {
 
 class _CotangentOnlyConvolutions(TorchFunctionMode):
     def __torch_function__(
-        self, func: Callable, types: Any, args: Sequence = (), kwargs: dict | None = None
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
         normalise = _CALLS.get(func)
@@ -182,7 +188,8 @@ class _CotangentOnlyConvolutions(TorchFunctionMode):
             call = normalise(x, *rest, **named)
             # An unbatched input ([C, ...]) is left to PyTorch, which adds the batch dim itself.
             if call is not None and call[0].dim() == call[1].dim():
-                return _CotangentConvolution.apply(*call)
+                # torch.autograd.Function.apply is unannotated.
+                return _CotangentConvolution.apply(*call)  # type: ignore[no-untyped-call]
         return func(*args, **kwargs)
 
 

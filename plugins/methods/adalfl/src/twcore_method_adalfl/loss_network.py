@@ -124,7 +124,8 @@ class LossNetwork(nn.Module):
             nn.init.zeros_(self.output.weight)
 
     def forward(self, pairs: Tensor) -> Tensor:
-        return self.output(self.body(pairs)).squeeze(-1)
+        values: Tensor = self.output(self.body(pairs))
+        return values.squeeze(-1)
 
     def slope_pass(self, pairs: Tensor) -> SlopePass:
         """ℓφ(pairs) and its slope ∂ℓφ/∂a for pairs (a, b) [..., 2], with what the slope's
@@ -182,7 +183,7 @@ class LearnedLoss(nn.Module):
 
     def forward(self, predictions: Tensor, targets: Tensor) -> Tensor:
         pairs, reduce = PAIRS[self.kind](predictions, targets)
-        values = self.network(pairs)  # [B, C]
+        values: Tensor = self.network(pairs)  # [B, C]
         return values.sum(dim=1) if reduce == "sum" else values.mean(dim=1)
 
     def gradient_pass(self, predictions: Tensor, targets: Tensor) -> LearnedGradientPass:

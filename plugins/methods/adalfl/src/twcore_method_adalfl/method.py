@@ -19,6 +19,7 @@ initial parameters.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +109,7 @@ class AdaLFLMethod(Method):
         self.meta_stream = None if config.meta_data == "next" else ctx.stream(config.meta_data)
         self.initialised = config.init != "offline" or config.offline_steps == 0
 
-    def base_losses(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
+    def base_losses(self, outputs: Mapping[str, Tensor], batch: Batch) -> Tensor:
         """The task's own loss of each objective [K] (the meta-objective, and the base part of
         the learned loss with ``init=base``)."""
         return stack_objective_losses(self.ctx.task, outputs, batch)

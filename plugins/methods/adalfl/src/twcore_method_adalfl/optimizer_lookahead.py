@@ -29,6 +29,9 @@ SUPPORTED: tuple[tuple[type[torch.optim.Optimizer], str], ...] = (
 """The optimisers whose step is written out here, and the rule each uses; a subclass of one
 (with the same update) uses its parent's rule."""
 
+OptimizerState = dict[str, Any]
+"""One parameter's (or one flat bucket's) optimiser state: ``step``, running averages."""
+
 
 def optimizer_kind(optimizer: torch.optim.Optimizer, what: str) -> str:
     """The rule `optimizer` steps by (a name of :data:`SUPPORTED`), by class, subclasses
@@ -68,11 +71,13 @@ def optimizer_lookahead(
     kind = optimizer_kind(optimizer, "differentiable lookahead")
     # Parameters that share a group and the same kind of state step together as one flat
     # vector: a dozen elementwise ops per bucket instead of per parameter.
-    buckets: dict[tuple, list[str]] = defaultdict(list)
+    buckets: dict[tuple[int, float | None, frozenset[str]], list[str]] = defaultdict(list)
     for name in grads:
-        state = optimizer.state.get(params[name], {})
-        count = float(state["step"]) if "step" in state else None
-        tensors = frozenset(k for k, v in state.items() if k != "step" and torch.is_tensor(v))
+        parameter_state = optimizer.state.get(params[name], {})
+        count = float(parameter_state["step"]) if "step" in parameter_state else None
+        tensors = frozenset(
+            k for k, v in parameter_state.items() if k != "step" and torch.is_tensor(v)
+        )
         buckets[(id(groups[id(params[name])]), count, tensors)].append(name)
     flat_grads = {key: flatten_tensors([grads[n] for n in names]) for key, names in buckets.items()}
     if grad_clip is not None:
@@ -112,7 +117,7 @@ def parameter_groups(
     return groups
 
 
-def _sgd(theta: Tensor, gradient: Tensor, group: dict[str, Any], state: dict) -> Tensor:
+def _sgd(theta: Tensor, gradient: Tensor, group: dict[str, Any], state: OptimizerState) -> Tensor:
     direction = gradient + group["weight_decay"] * theta if group["weight_decay"] else gradient
     momentum = group["momentum"]
     if momentum:
@@ -122,11 +127,14 @@ def _sgd(theta: Tensor, gradient: Tensor, group: dict[str, Any], state: dict) ->
         else:
             buffer = momentum * buffer + (1 - group["dampening"]) * direction
         direction = direction + momentum * buffer if group["nesterov"] else buffer
-    return theta - group["lr"] * direction
+    lr: float | Tensor = group["lr"]
+    return theta - lr * direction
 
 
-def _adam(decoupled: bool) -> Callable[[Tensor, Tensor, dict[str, Any], dict], Tensor]:
-    def step(theta: Tensor, gradient: Tensor, group: dict[str, Any], state: dict) -> Tensor:
+def _adam(decoupled: bool) -> Callable[[Tensor, Tensor, dict[str, Any], OptimizerState], Tensor]:
+    def step(
+        theta: Tensor, gradient: Tensor, group: dict[str, Any], state: OptimizerState
+    ) -> Tensor:
         lr, (beta1, beta2), eps, decay = (
             group["lr"],
             group["betas"],
@@ -157,25 +165,31 @@ def _adam(decoupled: bool) -> Callable[[Tensor, Tensor, dict[str, Any], dict], T
     return step
 
 
-def _rmsprop(theta: Tensor, gradient: Tensor, group: dict[str, Any], state: dict) -> Tensor:
+def _rmsprop(
+    theta: Tensor, gradient: Tensor, group: dict[str, Any], state: OptimizerState
+) -> Tensor:
     if group["weight_decay"]:
         gradient = gradient + group["weight_decay"] * theta
     alpha, eps = group["alpha"], group["eps"]
     square = alpha * state.get("square_avg", torch.zeros_like(theta)) + (1 - alpha) * gradient**2
     if group["centered"]:
         mean = alpha * state.get("grad_avg", torch.zeros_like(theta)) + (1 - alpha) * gradient
-        average = _safe_sqrt(square - mean * mean) + eps
+        average: Tensor = _safe_sqrt(square - mean * mean) + eps
     else:
         average = _safe_sqrt(square) + eps
-    if group["momentum"] > 0:
-        buffer = state.get("momentum_buffer", torch.zeros_like(theta))
-        return theta - group["lr"] * (group["momentum"] * buffer + gradient / average)
-    return theta - group["lr"] * gradient / average
+    lr: float | Tensor = group["lr"]
+    momentum: float = group["momentum"]
+    if momentum > 0:
+        buffer: Tensor = state.get("momentum_buffer", torch.zeros_like(theta))
+        return theta - lr * (momentum * buffer + gradient / average)
+    return theta - lr * gradient / average
 
 
 def _safe_sqrt(value: Tensor) -> Tensor:
     """√value with gradient 0 (not inf·0 = NaN) where value is 0, e.g. an unused weight."""
-    return _SafeSqrt.apply(value)
+    # torch.autograd.Function.apply is unannotated.
+    root: Tensor = _SafeSqrt.apply(value)  # type: ignore[no-untyped-call]
+    return root
 
 
 class _SafeSqrt(torch.autograd.Function):

@@ -24,7 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from twcore_method_adalfl.optimizer_lookahead import optimizer_kind, parameter_groups
+from twcore_method_adalfl.optimizer_lookahead import (
+    OptimizerState,
+    optimizer_kind,
+    parameter_groups,
+)
 
 CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s
 
@@ -51,13 +55,12 @@ class OptimizerStepVJP:
         Without a clip that bit, names whose cotangent is zero are left out (their result is
         zero); with one, every parameter of the step has a result.
         """
-        names = [n for n in self.diagonal if cotangents.get(n) is not None]
+        given = {n: z for n in self.diagonal if (z := cotangents.get(n)) is not None}
+        names = list(given)
         pulled = dict(
             zip(
                 names,
-                torch._foreach_mul(
-                    [cotangents[n] for n in names], [self.diagonal[n] for n in names]
-                ),
+                torch._foreach_mul(list(given.values()), [self.diagonal[n] for n in names]),
                 strict=True,
             )
         )
@@ -166,10 +169,14 @@ class _Rule:
     """How one optimiser's ∂θ'/∂g is read: `before` the step (from the clipped ``.grad``, θ and
     the old state), then `after` it (from the new state)."""
 
-    def before(self, params: list[Tensor], states: list[dict], group: dict[str, Any]) -> Any:
+    def before(
+        self, params: list[Tensor], states: list[OptimizerState], group: dict[str, Any]
+    ) -> Any:
         raise NotImplementedError
 
-    def after(self, prepared: Any, states: list[dict], group: dict[str, Any]) -> list[Tensor]:
+    def after(
+        self, prepared: Any, states: list[OptimizerState], group: dict[str, Any]
+    ) -> list[Tensor]:
         raise NotImplementedError
 
 
@@ -178,13 +185,15 @@ def _effective_gradients(params: list[Tensor], decay: float) -> list[Tensor]:
     gradients = [p.grad.detach() for p in params]  # type: ignore[union-attr]
     if not decay:
         return gradients
-    return torch._foreach_add(gradients, [p.detach() for p in params], alpha=decay)
+    return list(torch._foreach_add(gradients, [p.detach() for p in params], alpha=decay))
 
 
 class _SGD(_Rule):
     # θ' = θ − lr·d, d linear in g: buffer' = μ·buffer + (1 − dampening)·g (the first step's
     # buffer is g itself), d = buffer' or g + μ·buffer' (Nesterov).
-    def before(self, params: list[Tensor], states: list[dict], group: dict[str, Any]) -> Any:
+    def before(
+        self, params: list[Tensor], states: list[OptimizerState], group: dict[str, Any]
+    ) -> Any:
         momentum, lr = group["momentum"], group["lr"]
         slopes = []
         for state in states:
@@ -196,8 +205,11 @@ class _SGD(_Rule):
             slopes.append(-lr * slope)
         return [torch.full_like(p, slope) for p, slope in zip(params, slopes, strict=True)]
 
-    def after(self, prepared: Any, states: list[dict], group: dict[str, Any]) -> list[Tensor]:
-        return prepared
+    def after(
+        self, prepared: Any, states: list[OptimizerState], group: dict[str, Any]
+    ) -> list[Tensor]:
+        diagonal: list[Tensor] = prepared  # SGD's ∂θ'/∂g is known before the step
+        return diagonal
 
 
 class _Adam(_Rule):
@@ -207,13 +219,17 @@ class _Adam(_Rule):
     def __init__(self, decoupled: bool) -> None:
         self.decoupled = decoupled
 
-    def before(self, params: list[Tensor], states: list[dict], group: dict[str, Any]) -> Any:
+    def before(
+        self, params: list[Tensor], states: list[OptimizerState], group: dict[str, Any]
+    ) -> Any:
         decoupled = group.get("decoupled_weight_decay", self.decoupled)
         gradients = _effective_gradients(params, 0.0 if decoupled else group["weight_decay"])
         counts = [float(s["step"]) + 1 if "step" in s else 1.0 for s in states]
         return gradients, counts
 
-    def after(self, prepared: Any, states: list[dict], group: dict[str, Any]) -> list[Tensor]:
+    def after(
+        self, prepared: Any, states: list[OptimizerState], group: dict[str, Any]
+    ) -> list[Tensor]:
         gradients, counts = prepared
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         firsts = [s["exp_avg"] for s in states]
@@ -248,17 +264,21 @@ class _RMSprop(_Rule):
     # θ' = θ − lr·(μ·buffer + g/avg) (μ = 0: θ − lr·g/avg), avg = √(sq' − [centred] a'²) + ε,
     # sq' = αsq + (1−α)g², a' = αa + (1−α)g:
     #   ∂θ'/∂g = −lr·[1 − (1−α)·g·(g − [centred] a')/(√(·)·avg)]/avg
-    def before(self, params: list[Tensor], states: list[dict], group: dict[str, Any]) -> Any:
+    def before(
+        self, params: list[Tensor], states: list[OptimizerState], group: dict[str, Any]
+    ) -> Any:
         return _effective_gradients(params, group["weight_decay"])
 
-    def after(self, prepared: Any, states: list[dict], group: dict[str, Any]) -> list[Tensor]:
+    def after(
+        self, prepared: Any, states: list[OptimizerState], group: dict[str, Any]
+    ) -> list[Tensor]:
         gradients = prepared
         lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
         squares = [s["square_avg"] for s in states]
         drift = gradients
         if group["centered"]:
             means = [s["grad_avg"] for s in states]
-            squares = torch._foreach_addcmul(squares, means, means, value=-1)
+            squares = list(torch._foreach_addcmul(squares, means, means, value=-1))
             drift = torch._foreach_sub(gradients, means)
         roots = torch._foreach_sqrt(squares)
         averages = torch._foreach_add(roots, eps)

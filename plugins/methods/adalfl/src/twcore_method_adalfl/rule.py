@@ -37,7 +37,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -210,8 +210,12 @@ class AdaLFL:
         names = names or [str(i) for i in range(len(self.objectives))]
         return {
             name: loss_curves(loss, with_base=self.with_base, title=name)
-            for name, loss in zip(names, self.loss_networks, strict=True)
+            for name, loss in zip(names, self._loss_modules(), strict=True)
         }
+
+    def _loss_modules(self) -> list[LearnedLoss]:
+        # nn.ModuleList is not generic: mypy sees its items as plain modules.
+        return [cast(LearnedLoss, loss) for loss in self.loss_networks]
 
     # -- one step ---------------------------------------------------------------------------
 
@@ -373,8 +377,9 @@ class AdaLFL:
             allow_unused=True,
             retain_graph=True,
         )
-        on_heads = dict(zip(heads, gradients[: len(heads)], strict=True))
-        on_leaves = dict(zip(names, gradients[len(heads) :], strict=True))
+        # None where unused (allow_unused; torch's annotation says Tensor).
+        on_heads: dict[str, Tensor | None] = dict(zip(heads, gradients[: len(heads)], strict=True))
+        on_leaves: dict[str, Tensor | None] = dict(zip(names, gradients[len(heads) :], strict=True))
         return (value.detach(), on_heads), on_leaves if with_leaves else None
 
     def _output_gradients(
@@ -391,7 +396,7 @@ class AdaLFL:
         gradients: dict[str, Tensor] = {}
         values = []
         passes = []
-        for objective, loss in zip(self.objectives, self.loss_networks, strict=True):
+        for objective, loss in zip(self.objectives, self._loss_modules(), strict=True):
             predictions = outputs[objective.head]
             found = loss.gradient_pass(predictions, batch.targets[objective.target])
             values.append(found.value.mean())
@@ -404,8 +409,9 @@ class AdaLFL:
         if self.with_base:
             base_value, base_gradients = base_part
             for head in gradients:
-                if base_gradients.get(head) is not None:
-                    gradients[head] = gradients[head] + base_gradients[head]
+                base_gradient = base_gradients.get(head)
+                if base_gradient is not None:
+                    gradients[head] = gradients[head] + base_gradient
             learned = learned + base_value
 
         def phi_gradient(tangents: Mapping[str, Tensor]) -> list[Tensor]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twcore.contract.grids import ReproductionGrid, as_arguments
 
 FULL = {
@@ -13,7 +15,7 @@ FULL = {
     "seed": "0,1,2",
 }
 QUICK = {**FULL, "task.auxiliaries": "[helpful,unrelated,harmful]", "steps": 320, "seed": "0"}
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "main-only": {"method": "ew", "method.objectives": ["main"]},
     "plain-sum": {"method": "ew"},
     "alphavil": {"method": "alphavil"},

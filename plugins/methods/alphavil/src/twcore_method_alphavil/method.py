@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +83,7 @@ class AlphaVILMethod(WeightingMethod):
         )
         return name_objectives(logs, self.ctx.spec.objective_names)
 
-    def objective_loss(self, params: dict[str, Tensor], batch: Batch, index: int) -> Tensor:
+    def objective_loss(self, params: Mapping[str, Tensor], batch: Batch, index: int) -> Tensor:
         """Objective `index`'s mean loss at `params`, alone: the backward pass then reaches only
         its own head (stacking every objective's loss would send zeros through the others)."""
         outputs = self.ctx.outputs(batch, params)

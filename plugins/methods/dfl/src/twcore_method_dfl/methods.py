@@ -49,6 +49,7 @@ class DecisionFocused(Method):
 
     def train_step(self, batch: Batch) -> StepResult:
         ctx, layer = self.ctx, self.ctx.task.decision
+        assert layer is not None, "the decision requirement is checked before training"
         outputs = ctx.outputs(batch)
         losses = stack_objective_losses(ctx.task, outputs, batch)
         regret = -layer.objective(layer.decide(outputs[layer.head], batch), batch).mean()

@@ -1,10 +1,10 @@
 """Entry point of the ``ew`` method plugin."""
 
-from twcore.contract.hookspecs import hookimpl
+from twcore.contract.hookspecs import RegisterMethod, hookimpl
 from twcore_method_ew.method import EqualWeightingMethod
 
 
 @hookimpl
-def twcore_register_methods(register):
+def twcore_register_methods(register: RegisterMethod) -> None:
     # The baseline every comparison starts from: the method a run uses when it names none.
     register("ew", EqualWeightingMethod, default=True)

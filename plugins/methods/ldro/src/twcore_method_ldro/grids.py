@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twcore.contract.grids import ReproductionGrid, as_arguments
 
 POINTS = {"task": "ldro-points", "model": "linear", "optim.lr": 0.02, "steps": 600}
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "erm": {"method": "ew"},
     "group-dro": {"method": "group-dro", "method.step_size": 0.1},
     "ldro": {

@@ -126,6 +126,7 @@ class TaskMetMethod(Method):
             config.init_scale,
             floor=config.metric_floor,
         ).to(ctx.device)
+        self._metric = metric  # the rule's, typed as what it is (the rule takes any module)
         self.rule = TaskMet(
             metric,
             outer_lr=config.outer_lr,
@@ -142,7 +143,7 @@ class TaskMetMethod(Method):
     @property
     def metric(self) -> MetricNetwork:
         """Λφ, the rule's metric network."""
-        return self.rule.metric
+        return self._metric
 
     # -- one outer iteration -----------------------------------------------------------------
 

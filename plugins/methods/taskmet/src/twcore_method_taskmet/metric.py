@@ -36,6 +36,7 @@ class Metric:
     def quadratic(self, residuals: Tensor) -> Tensor:
         """rᵀ Λ r / d per example [B] for residuals r [B, d] (= mean squared error when Λ = I)."""
         if self.factor is not None:
+            assert self.shift is not None, "a full metric has its shift exp(s)"
             projected = torch.einsum("bij,bi->bj", self.factor, residuals)  # Lᵀ r
             value = projected.square().sum(-1) + self.shift * residuals.square().sum(-1)
         elif self.diagonal is not None:
@@ -56,6 +57,7 @@ class Metric:
     def matrix(self) -> Tensor:
         """Λ [B, d, d]."""
         if self.factor is not None:
+            assert self.shift is not None, "a full metric has its shift exp(s)"
             eye = torch.eye(self.dim, dtype=self.factor.dtype, device=self.factor.device)
             return self.factor @ self.factor.transpose(1, 2) + self.shift * eye
         return torch.diag_embed(self.diagonal_entries())
@@ -63,6 +65,7 @@ class Metric:
     def diagonal_entries(self) -> Tensor:
         """diag Λ [B, d] (or [1, d] for the identity)."""
         if self.factor is not None:
+            assert self.shift is not None, "a full metric has its shift exp(s)"
             return self.factor.square().sum(-1) + self.shift
         if self.diagonal is not None:
             return self.diagonal

@@ -90,10 +90,13 @@ class TaskMet:
     def metric_at(self, features: Tensor, *, trainable: bool = False) -> Metric:
         """Λφ(x) for features [B, F]: with φ held fixed (for training the predictor), or with
         its graph to φ (`trainable`, for the hypergradient's inner loss)."""
+        metric: Metric
         if trainable:
-            return self.metric(features)
-        with torch.no_grad():
-            return self.metric(features)
+            metric = self.metric(features)
+        else:
+            with torch.no_grad():
+                metric = self.metric(features)
+        return metric
 
     def outer_step(
         self,

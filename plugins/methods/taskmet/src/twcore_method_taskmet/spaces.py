@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 import torch
@@ -41,10 +42,12 @@ class PredictionSpace(Protocol):
     def features(self, batch: Batch) -> Tensor:
         """The metric network's input [B, F]."""
 
-    def inner_loss(self, metric: Metric, batch: Batch, params: dict | None = None) -> Tensor:
+    def inner_loss(
+        self, metric: Metric, batch: Batch, params: Mapping[str, Tensor] | None = None
+    ) -> Tensor:
         """Metric-weighted prediction loss per example [B] (with the graph to θ and φ)."""
 
-    def task_loss(self, batch: Batch, params: dict | None = None) -> Tensor:
+    def task_loss(self, batch: Batch, params: Mapping[str, Tensor] | None = None) -> Tensor:
         """The downstream task loss (scalar, differentiable in θ) on `batch`."""
 
     def validation_loss(self) -> tuple[float, dict[str, float]]:
@@ -58,6 +61,10 @@ class DecisionSpace:
     labels = None
 
     def __init__(self, ctx: MethodContext, sample: Batch) -> None:
+        if ctx.task.decision is None:
+            raise ValueError(
+                "DecisionSpace needs a task with the decision capability (a decision layer)"
+            )
         self.ctx = ctx
         self.layer = ctx.task.decision
         self.head = self.layer.head
@@ -67,14 +74,16 @@ class DecisionSpace:
     def features(self, batch: Batch) -> Tensor:
         return batch.inputs.flatten(1)
 
-    def predictions(self, batch: Batch, params: dict | None = None) -> Tensor:
+    def predictions(self, batch: Batch, params: Mapping[str, Tensor] | None = None) -> Tensor:
         return self.ctx.outputs(batch, params)[self.head].reshape(len(batch), self.dim)
 
-    def inner_loss(self, metric: Metric, batch: Batch, params: dict | None = None) -> Tensor:
+    def inner_loss(
+        self, metric: Metric, batch: Batch, params: Mapping[str, Tensor] | None = None
+    ) -> Tensor:
         residuals = self.predictions(batch, params) - batch.targets[self.target].flatten(1)
         return metric.quadratic(residuals)
 
-    def task_loss(self, batch: Batch, params: dict | None = None) -> Tensor:
+    def task_loss(self, batch: Batch, params: Mapping[str, Tensor] | None = None) -> Tensor:
         decisions = self.layer.decide(self.predictions(batch, params), batch)
         return -self.layer.objective(decisions, batch).mean()
 
@@ -97,11 +106,13 @@ class ObjectiveSpace:
     def features(self, batch: Batch) -> Tensor:
         return batch.inputs.flatten(1)
 
-    def inner_loss(self, metric: Metric, batch: Batch, params: dict | None = None) -> Tensor:
+    def inner_loss(
+        self, metric: Metric, batch: Batch, params: Mapping[str, Tensor] | None = None
+    ) -> Tensor:
         losses = self.ctx.objective_losses(batch, params, per_example=True)  # [K, B]
         return metric.weigh(losses.transpose(0, 1))
 
-    def task_loss(self, batch: Batch, params: dict | None = None) -> Tensor:
+    def task_loss(self, batch: Batch, params: Mapping[str, Tensor] | None = None) -> Tensor:
         return self.ctx.objective_losses(batch, params)[self.main_index]
 
     def validation_loss(self) -> tuple[float, dict[str, float]]:

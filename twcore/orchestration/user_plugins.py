@@ -1,0 +1,108 @@
+"""Plugins defined in your own code (a script, a notebook, a module) rather than installed.
+
+``twcore.register("task", "my-data", MyTask)`` adds a plugin to this process's registry; runs in
+this process can use it at once. For the processes twcore starts (``local`` and ``ray``
+workers, ``twcore resume``), name the module that registers it: ``--plugins MODULE[,MODULE]`` on
+the command line, ``twcore.import_plugins("MODULE")`` in Python, ``plugin_modules=[MODULE]`` in
+a config, or the ``TWCORE_PLUGIN_MODULES`` environment variable. Every process twcore starts
+imports the named modules before it looks plugins up, and each run records them in its
+``config.yaml`` (``plugin_modules``), so ``twcore resume`` imports them again. A named module
+may also hold hook implementations (``@hookimpl def twcore_reproduction_grids(register)``):
+they are registered like an installed plugin's.
+
+Before a sweep starts workers, :func:`check_workers_see` fails with a one-line error if a
+plugin the trials use was registered by code the workers will not import, or if a process
+started as a worker starts cannot see it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+
+from twcore.contract.errors import ConfigError
+from twcore.orchestration.plugin_modules import import_module_named, named_modules, remember
+from twcore.orchestration.registry import Registration, get_registry
+
+
+def register(kind: str, name: str, cls: type, *, default: bool = False) -> None:
+    """Add a plugin class defined in your code to this process's registry
+    (``twcore.register``); runs in this process can use it at once, and so can the processes
+    twcore starts if the calling module is a named plugin module (the module docstring).
+
+    Args:
+        kind: ``method``, ``task`` or ``model``.
+        name: its name in configs (``task=NAME``): lowercase letters, digits and ``-_.``.
+        cls: the class: a :class:`~twcore.contract.method.Method`,
+            :class:`~twcore.contract.task.Task` or :class:`~twcore.contract.model.Model`
+            subclass (e.g. from :func:`~twcore.contract.task_from_arrays`).
+        default: offer it as its kind's default.
+
+    Raises:
+        ConfigError: an unknown kind, a bad name or class, or a name an installed plugin has.
+    """
+    caller = sys._getframe(1).f_globals.get("__name__", "__main__")
+    get_registry().register(kind, name, cls, default=default, module=caller)
+
+
+def import_plugins(*modules: str) -> list[ModuleType]:
+    """Import `modules` (each a dotted module name) as plugin modules, in this process and in
+    every process twcore starts from now on; return them.
+
+    Raises:
+        ConfigError: a module cannot be imported (the message names it and the reason).
+    """
+    names = [n.strip() for module in modules for n in module.split(",") if n.strip()]
+    registry = get_registry()  # first, so that it loads the installed plugins before these
+    imported = []
+    for name in names:
+        imported.append(import_module_named(name))
+        remember(name)
+        registry.add_module_hooks(imported[-1])
+        registry.mark_travelling(name)  # registered by an earlier plain import of it
+    return imported
+
+
+def check_workers_see(
+    registrations: Sequence[Registration], environment: Mapping[str, str], *, backend: str
+) -> None:
+    """ConfigError before any trial starts if a worker would not know a plugin the trials use.
+
+    Args:
+        registrations: the method, task and model registrations of every trial.
+        environment: the workers' environment.
+        backend: the backend's name, for messages.
+    """
+    needed = {(r.kind, r.name): r for r in registrations}
+    for (kind, name), registration in sorted(needed.items()):
+        source = registration.source
+        if source.distribution is None and not source.travels:
+            raise ConfigError(
+                f"{kind} '{name}' was registered by {source.name!r}, which {backend} workers do "
+                "not import: put the twcore.register call in a module and name it with "
+                "--plugins MODULE (or twcore.import_plugins('MODULE'))"
+            )
+    modules = [r.source.name for r in needed.values() if r.source.distribution is None]
+    if modules:
+        _probe(sorted(needed), environment, backend)
+
+
+def _probe(needed: Sequence[tuple[str, str]], environment: Mapping[str, str], backend: str) -> None:
+    """Start one process as a worker starts and ask it for the plugins the trials need."""
+    command = [sys.executable, "-m", "twcore", "plugins", "--json"]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=dict(environment), timeout=300, check=False
+    )
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+        raise ConfigError(f"a {backend} worker could not load the plugins: {reason}")
+    seen = {(row.get("kind"), row.get("name")) for row in json.loads(result.stdout)}
+    for kind, name in needed:
+        if (kind, name) not in seen:
+            raise ConfigError(
+                f"a {backend} worker does not see {kind} '{name}': name the module that "
+                f"registers it with --plugins (workers import {named_modules() or 'none'})"
+            )
