@@ -144,3 +144,14 @@ def test_every_plugin_readme_and_core_module_has_a_page(site: Path):
         for module in (ROOT / "twcore" / package).glob("[!_]*.py"):
             page = site / "reference" / "api" / f"twcore.{package}" / module.stem / "index.html"
             assert page.is_file(), f"twcore.{package}.{module.stem} has no API page"
+
+
+def test_included_example_files_are_shown_in_full(site: Path):
+    """A snippet include (``--8<--``) that a formatter mangled would show as text: the page
+    holds the example's code instead, and no page shows an include marker."""
+    page = (site / "tutorials" / "your-data" / "index.html").read_text(encoding="utf-8")
+    assert "task_from_arrays" in page and "twcore.register" in page
+    assert "load_digits" in page  # a line only the included example has
+    for built in site.rglob("*.html"):
+        text = built.read_text(encoding="utf-8")
+        assert "--8&lt;--" not in text and "--8 &lt; --" not in text, built

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import twcore
 from twcore.contract.errors import ConfigError
@@ -21,6 +23,7 @@ from twcore.orchestration.sweep import run_sweep
 
 FIXTURES = Path(__file__).parent / "fixtures" / "user_plugins"
 MODULE = "twcore_user_example"
+NOISY = "twcore_user_noisy"  # prints at import, as data scripts often do
 GRID = [
     "task=user-data",
     "model=user-trunk",
@@ -35,13 +38,16 @@ GRID = [
 @pytest.fixture
 def clean(monkeypatch):
     """A fresh registry and environment: what a test names or registers is forgotten after."""
-    monkeypatch.delenv(PLUGIN_MODULES_ENV, raising=False)
+    # setenv (not delenv) records the variable's absence, so the teardown restores it.
+    monkeypatch.setenv(PLUGIN_MODULES_ENV, "")
     monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     monkeypatch.syspath_prepend(str(FIXTURES))
-    sys.modules.pop(MODULE, None)
+    for module in (MODULE, NOISY):
+        sys.modules.pop(module, None)
     with use_registry(PluginRegistry()) as registry:
         yield registry
-    sys.modules.pop(MODULE, None)
+    for module in (MODULE, NOISY):
+        sys.modules.pop(module, None)
 
 
 def _metrics(sweep_dir: Path) -> dict:
@@ -55,7 +61,7 @@ def _metrics(sweep_dir: Path) -> dict:
 @pytest.fixture(scope="module")
 def serial_numbers(tmp_path_factory) -> dict:
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.delenv(PLUGIN_MODULES_ENV, raising=False)
+        monkeypatch.setenv(PLUGIN_MODULES_ENV, "")
         monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
         monkeypatch.syspath_prepend(str(FIXTURES))
         sys.modules.pop(MODULE, None)
@@ -79,6 +85,14 @@ def test_in_process_plugins_give_the_serial_numbers_on_every_backend(
     result = run_sweep([*GRID, f"run_dir={tmp_path / backend}"], options=options)
     assert [t.status for t in result.trials] == ["completed"] * 4
     assert _metrics(result.sweep_dir) == serial_numbers
+
+
+def test_a_named_module_that_prints_at_import_passes_the_workers_check(clean, tmp_path):
+    twcore.import_plugins(MODULE, NOISY)
+    options = SweepOptions(backend="local", workers=2, threads=1)
+    grid = ["task=user-data", "model=user-trunk", "seed=0,1", "steps=5", "wandb.enabled=false"]
+    result = run_sweep([*grid, f"run_dir={tmp_path / 's'}"], options=options)
+    assert [t.status for t in result.trials] == ["completed"] * 2
 
 
 def test_a_plugin_registered_outside_a_named_module_is_refused_before_any_trial(clean, tmp_path):
@@ -130,19 +144,82 @@ def test_a_missing_plugin_module_is_a_one_line_exit_2_error(tmp_path):
     assert not list(tmp_path.rglob("config.yaml"))
 
 
-def test_the_cli_flag_works_before_or_after_the_command_and_resume_needs_no_flag(tmp_path):
-    first, second = tmp_path / "a", tmp_path / "b"
+def test_the_cli_flag_works_before_after_and_around_the_command(tmp_path):
+    runs = [tmp_path / name for name in ("before", "after", "both")]
     common = ["task=user-data", "model=user-trunk", "steps=10", "wandb.enabled=false", "-q"]
-    before = _cli("--plugins", MODULE, "run", *common, f"run_dir={first}", cwd=FIXTURES)
-    after = _cli("run", "--plugins", MODULE, *common, f"run_dir={second}", cwd=FIXTURES)
-    assert before.returncode == 0, before.stderr
-    assert after.returncode == 0, after.stderr
-    summaries = [json.loads((d / "summary.json").read_text()) for d in (first, second)]
-    assert summaries[0]["metrics"] == summaries[1]["metrics"]
-    # From another directory, without --plugins: the run recorded its modules and their place.
-    resumed = _cli("resume", str(first), "steps=20", "-q", cwd=tmp_path)
+    results = [
+        _cli("--plugins", MODULE, "run", *common, f"run_dir={runs[0]}", cwd=FIXTURES),
+        _cli("run", "--plugins", MODULE, *common, f"run_dir={runs[1]}", cwd=FIXTURES),
+        _cli(
+            "--plugins",
+            NOISY,
+            "run",
+            "--plugins",
+            MODULE,
+            *common,
+            f"run_dir={runs[2]}",
+            cwd=FIXTURES,
+        ),
+    ]
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    summaries = [json.loads((d / "summary.json").read_text()) for d in runs]
+    assert summaries[0]["metrics"] == summaries[1]["metrics"] == summaries[2]["metrics"]
+    recorded = (runs[2] / "config.yaml").read_text()
+    assert f"imported_plugin_modules:\n- {NOISY}\n- {MODULE}" in recorded
+
+
+def test_the_installed_script_finds_a_module_in_the_working_directory(tmp_path):
+    script = shutil.which("twcore", path=str(Path(sys.executable).parent))
+    assert script is not None, "the twcore console script is not installed beside python"
+    result = subprocess.run(
+        [script, "--plugins", MODULE, "show", "task=user-data"],
+        cwd=FIXTURES,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != PLUGIN_MODULES_ENV},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "task 'user-data' registered in this process by twcore_user_example" in result.stdout
+
+
+def test_resume_never_imports_what_a_run_directory_names_but_says_what_to_name(tmp_path):
+    run_dir = tmp_path / "run"
+    common = ["task=user-data", "model=user-trunk", "steps=10", "wandb.enabled=false", "-q"]
+    started = _cli("run", "--plugins", MODULE, *common, f"run_dir={run_dir}", cwd=FIXTURES)
+    assert started.returncode == 0, started.stderr
+    config = (run_dir / "config.yaml").read_text()
+    assert f"imported_plugin_modules:\n- {MODULE}" in config and str(FIXTURES) in config
+    # A tampered config.yaml naming a module that would run code: resume never imports it.
+    marker = tmp_path / "imported"
+    (tmp_path / "evil").mkdir()
+    (tmp_path / "evil" / "evil_module.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    tampered = yaml.safe_load(config)
+    tampered["plugin_modules"] = ["evil_module"]
+    tampered["plugin_paths"] = [str(tmp_path / "evil")]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(tampered))
+    refused = _cli("resume", str(run_dir), "steps=20", "-q", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert not marker.exists()
+    message = refused.stderr.strip().splitlines()
+    assert len(message) == 1, message
+    assert "unknown task 'user-data'" in message[0]
+    assert f"resume with --plugins evil_module,{MODULE}" in message[0]
+    assert f"found in {FIXTURES}" in message[0]
+    (run_dir / "config.yaml").write_text(config)
+    resumed = _cli(
+        "resume",
+        "--plugins",
+        MODULE,
+        str(run_dir),
+        "steps=20",
+        "-q",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(FIXTURES)},
+    )
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads((first / "summary.json").read_text())["steps"] == 20
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 20
 
 
 def test_reproduce_runs_a_named_modules_grid_and_report_reads_it_without_plugins(tmp_path):

@@ -190,7 +190,7 @@ def test_decision_methods_run_on_a_users_decision_layer(registry, tmp_path, meth
     assert "objective" in result.metrics["test"]
 
 
-def test_a_model_from_a_trunk_runs_and_each_seed_draws_its_own_start(registry, tmp_path):
+def test_a_model_from_a_trunk_builds_a_head_per_task_head_and_runs(registry, tmp_path):
     twcore.register("task", "numpy-data", _task())
     twcore.register(
         "model", "my-trunk", model_from_trunk(lambda spec: nn.Sequential(nn.Linear(5, 7)))
@@ -234,6 +234,10 @@ def test_a_trunk_module_is_copied_and_reinitialised_for_each_model():
         ({"main": "colour"}, "main='colour' is not one of the objectives"),
         ({"val": 0.7, "test": 0.4}, "leave an empty split"),
         ({"val": 1.5}, "val=1.5: a fraction must be in \\(0, 1\\)"),
+        ({"test": None}, "test=None: every task needs a test split"),
+        ({"objectives": {"label": "custom"}}, "kind 'custom' is not one of classification, regr"),
+        ({"objectives": {"label": Objective(size=2)}}, "size=2, but its targets need 3 classes"),
+        ({"decision": object()}, "is not a decision layer: it needs a 'head' attribute"),
         ({"inputs": np.zeros((399, 5))}, "inputs: batch targets\\['label'\\] has 400 rows"),
         ({"targets": {**_arrays()[1], "label": np.full(400, 0.5)}}, "integer class labels"),
         ({"objectives": {"label": Objective(role="leader")}}, "role 'leader' is not one of"),
@@ -282,3 +286,100 @@ def test_registering_a_name_again_replaces_it(registry, tmp_path):
     replacement = _task(val=0.5)
     twcore.register("task", "numpy-data", replacement)
     assert registry.get("task", "numpy-data").cls is replacement
+
+
+def test_roles_given_explicitly_are_kept_beside_a_main_objective():
+    inputs, targets = _arrays()
+    objectives = {
+        "label": "classification",
+        "parity": Objective(role="peer"),
+        "level": "regression",
+    }
+    spec = task_from_arrays(inputs, targets, objectives=objectives, main="label")(None).spec
+    assert [o.role for o in spec.objectives] == [Role.MAIN, Role.PEER, Role.AUXILIARY]
+
+
+def test_a_class_seen_only_in_the_held_out_data_widens_the_head():
+    inputs, targets = _arrays()
+    held_out = (inputs[:20], {**{k: v[:20] for k, v in targets.items()}, "label": np.full(20, 7)})
+    task = task_from_arrays(inputs, targets, objectives=OBJECTIVES, test=held_out)(None)
+    assert {h.name: h.size for h in task.spec.heads}["label"] == 8
+
+
+def test_context_is_detached_float32_and_travels_with_every_split():
+    inputs, targets = _arrays()
+    costs = torch.rand(400, 4, dtype=torch.float64, requires_grad=True) * 2
+    held_out = (inputs[:30], {k: v[:30] for k, v in targets.items()}, {"costs": np.ones((30, 4))})
+    task = task_from_arrays(
+        inputs,
+        targets,
+        objectives=OBJECTIVES,
+        context={"costs": costs},
+        test=held_out,
+        val=0.25,
+    )(None)
+    for name, split in task.splits.items():
+        assert split.context["costs"].dtype == torch.float32, name
+        assert not split.context["costs"].requires_grad, name
+    assert torch.equal(task.splits["test"].context["costs"], torch.ones(30, 4))
+    train_and_val = torch.cat(
+        [task.splits["train"].context["costs"], task.splits["val"].context["costs"]]
+    )
+    assert sorted(train_and_val.sum(1).tolist()) == pytest.approx(
+        sorted(costs.detach().float().sum(1).tolist())
+    )
+    with pytest.raises(ValueError, match="test context has \\[\\], needs \\['costs'\\]"):
+        task_from_arrays(
+            inputs, targets, objectives=OBJECTIVES, context={"costs": costs}, test=held_out[:2]
+        )
+
+
+def test_a_dataset_with_named_targets_gives_the_task_the_arrays_give():
+    inputs, targets = _arrays()
+
+    class Named(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(inputs)
+
+        def __getitem__(self, index):
+            return inputs[index], {name: targets[name][index] for name in OBJECTIVES}
+
+    from_dataset = task_from_dataset(Named(), objectives=OBJECTIVES, main="label")(None)
+    for name, split in _task()(None).splits.items():
+        assert torch.equal(from_dataset.splits[name].inputs, split.inputs)
+        for key, value in split.targets.items():
+            assert torch.equal(from_dataset.splits[name].targets[key], value), key
+
+
+def test_images_train_through_a_convolutional_trunk(registry, tmp_path):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images[:, None] / 16  # [N, 1, 8, 8]
+    twcore.register(
+        "task",
+        "digit-images",
+        task_from_arrays(images, {"digit": digits.target}, objectives={"digit": "classification"}),
+    )
+    twcore.register(
+        "model",
+        "small-cnn",
+        model_from_trunk(lambda spec: nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten())),
+    )
+    result = twcore.run(
+        [
+            "task=digit-images",
+            "model=small-cnn",
+            "steps=150",
+            "wandb.enabled=false",
+            f"run_dir={tmp_path / 'r'}",
+        ]
+    )
+    assert result.metrics["test"]["acc"] > 0.5  # chance is 0.1
+
+
+def test_a_default_registered_in_process_wins_over_the_installed_one(registry, tmp_path):
+    twcore.register("task", "numpy-data", _task(), default=True)
+    assert registry.default_name("task") == "numpy-data"
+    result = twcore.run(["steps=2", "wandb.enabled=false", f"run_dir={tmp_path / 'r'}"])
+    assert result.summary["config"]["task"]["name"] == "numpy-data"

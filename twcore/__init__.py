@@ -9,7 +9,7 @@
 
 (:func:`~twcore.contract.array_task.task_from_arrays`, ``task_from_dataset``,
 :func:`~twcore.contract.trunk_model.model_from_trunk`, :class:`Objective`;
-:func:`~twcore.orchestration.plugin_modules.register` and ``import_plugins`` for plugins that
+:func:`~twcore.orchestration.user_plugins.register` and ``import_plugins`` for plugins that
 worker processes must see too). Plugin authors import :mod:`twcore.contract`, which loads none
 of the orchestration.
 """

@@ -67,14 +67,15 @@ class Objective:
     Attributes:
         kind: ``classification`` (cross-entropy, integer labels), ``regression`` (squared
             error) — see :class:`~twcore.contract.spec.ObjectiveKind`.
-        role: ``main``, ``auxiliary`` or ``peer`` (:class:`~twcore.contract.spec.Role`).
+        role: ``main``, ``auxiliary`` or ``peer`` (:class:`~twcore.contract.spec.Role`);
+            default: ``auxiliary`` when the task has a main objective, else ``peer``.
         head: the model head it is computed from (default: a head named after the objective;
             objectives may share a head).
         size: classes or outputs of its head (default: read from the targets).
     """
 
     kind: ObjectiveKind | str = ObjectiveKind.CLASSIFICATION
-    role: Role | str = Role.PEER
+    role: Role | str | None = None
     head: str | None = None
     size: int | None = None
 
@@ -118,11 +119,16 @@ def task_from_arrays(
         ValueError: naming the bad argument (mismatched lengths, unknown objective or target,
             fractions that leave no training data, ...).
     """
-    data = Batch(
-        inputs=_as_inputs(inputs),
-        targets={},
-        context={k: _tensor(v) for k, v in (context or {}).items()},
-    )
+    data = Batch(inputs=_as_inputs(inputs), targets={}, context=_as_context(context or {}))
+    if test is None:
+        raise ValueError(
+            "test=None: every task needs a test split (a fraction, or (inputs, targets))"
+        )
+    if decision is not None and not isinstance(decision, DecisionLayer):
+        raise ValueError(
+            f"decision={decision!r} is not a decision layer: it needs a 'head' attribute and "
+            "'decide(predictions, batch)' and 'objective(decisions, batch)' methods"
+        )
     resolved = _resolve_objectives(objectives, main)
     data.targets = _as_targets(targets, resolved, "targets")
     _check_lengths(data, "inputs")
@@ -196,6 +202,15 @@ def _tensor(value: ArrayLike) -> Tensor:
         return torch.as_tensor(numpy.asarray(value))
 
 
+def _as_context(context: Mapping[str, ArrayLike]) -> dict[str, Tensor]:
+    """Per-example tensors, detached (a task's data has no graph); floating ones in float32."""
+    converted = {}
+    for name, value in context.items():
+        tensor = _tensor(value).detach()
+        converted[name] = tensor.to(torch.float32) if tensor.is_floating_point() else tensor
+    return converted
+
+
 def _as_inputs(inputs: ArrayLike) -> Tensor:
     tensor = _tensor(inputs)
     if tensor.dim() < 2:
@@ -213,21 +228,31 @@ def _resolve_objectives(
     resolved: dict[str, Objective] = {}
     for name, given in objectives.items():
         objective = given if isinstance(given, Objective) else Objective(kind=given)
-        kind = _choice(ObjectiveKind, objective.kind, f"objective {name!r} kind")
-        role = _choice(Role, objective.role, f"objective {name!r} role")
-        if main is not None:
-            explicit = isinstance(given, Objective) and role is not Role.PEER
-            role = Role.MAIN if name == main else (role if explicit else Role.AUXILIARY)
+        kind = _choice(ObjectiveKind, objective.kind, f"objective {name!r} kind", LEARNABLE)
+        if objective.role is not None:
+            role = _choice(Role, objective.role, f"objective {name!r} role", list(Role))
+        else:
+            role = Role.PEER if main is None else Role.AUXILIARY
+        if name == main:
+            role = Role.MAIN
         resolved[name] = Objective(kind, role, objective.head or name, objective.size)
     return resolved
 
 
-def _choice(enum: Any, value: Any, what: str) -> Any:
+LEARNABLE = [ObjectiveKind.CLASSIFICATION, ObjectiveKind.REGRESSION]
+"""The objective kinds a task from arrays computes its loss for (``custom`` needs a task class
+of its own, :meth:`~twcore.contract.task.TensorTask.custom_loss`)."""
+
+
+def _choice(enum: Any, value: Any, what: str, allowed: Sequence[Any]) -> Any:
+    choices = ", ".join(str(member.value) for member in allowed)
     try:
-        return enum(value)
+        member = enum(value)
     except ValueError:
-        choices = ", ".join(member.value for member in enum)
+        member = None
+    if member not in allowed:
         raise ValueError(f"{what} {value!r} is not one of {choices}") from None
+    return member
 
 
 def _as_targets(
@@ -318,7 +343,7 @@ def _explicit_split(
     batch = Batch(
         inputs=_as_inputs(inputs),
         targets=_as_targets(targets, objectives, f"{name} targets"),
-        context={k: _tensor(v) for k, v in context.items()},
+        context=_as_context(context),
     )
     if batch.inputs.shape[1:] != like.inputs.shape[1:]:
         raise ValueError(
@@ -341,7 +366,14 @@ def _spec(
 ) -> TaskSpec:
     heads: dict[str, int] = {}
     for name, objective in objectives.items():
-        size = objective.size or _size(objective, [s.targets[name] for s in splits.values()])
+        found = _size(objective, [s.targets[name] for s in splits.values()])
+        if objective.size is not None and objective.size < found:
+            unit = "classes (labels up to" if _is_classification(objective) else "outputs ("
+            raise ValueError(
+                f"objective {name!r} has size={objective.size}, but its targets need {found} "
+                f"{unit} {found - 1 if _is_classification(objective) else 'the target width'})"
+            )
+        size = objective.size or found
         head = objective.head or name
         if heads.setdefault(head, size) != size:
             raise ValueError(f"objectives sharing head {head!r} need the same size")
@@ -354,7 +386,9 @@ def _spec(
             )
         capabilities.add(Capability.DECISION)
     specs = tuple(
-        ObjectiveSpec(name, head=o.head or name, kind=ObjectiveKind(o.kind), role=Role(o.role))
+        ObjectiveSpec(
+            name, head=o.head or name, kind=ObjectiveKind(o.kind), role=Role(o.role or Role.PEER)
+        )
         for name, o in objectives.items()
     )
     primary, mode = _primary(specs, decision is not None, primary_metric)
@@ -367,6 +401,10 @@ def _spec(
         primary_mode=mode,
         summary_metrics=tuple(dict.fromkeys((primary, "avg_loss"))),
     )
+
+
+def _is_classification(objective: Objective) -> bool:
+    return objective.kind is ObjectiveKind.CLASSIFICATION
 
 
 def _size(objective: Objective, targets: Sequence[Tensor]) -> int:

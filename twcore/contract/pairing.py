@@ -5,6 +5,9 @@ from __future__ import annotations
 from twcore.contract.errors import IncompatiblePairingError
 from twcore.contract.spec import Capability, Requirements, TaskSpec
 
+MAIN_AND_AUXILIARY = "a main objective and at least one auxiliary objective"
+"""The ``main_auxiliary`` requirement in words (one phrase for errors and ``twcore show``)."""
+
 _CAPABILITY_WORDS: dict[str, str] = {
     Capability.VALIDATION: "a validation split",
     Capability.DECISION: "a decision layer",
@@ -23,7 +26,7 @@ def missing(requirements: Requirements, spec: TaskSpec) -> list[str]:
         spec.main_objective is None or not spec.auxiliary_objectives
     ):
         roles = ", ".join(f"{o.name}={o.role}" for o in spec.objectives)
-        gaps.append(f"a main objective and at least one auxiliary objective (it has {roles})")
+        gaps.append(f"{MAIN_AND_AUXILIARY} (it has {roles})")
     for capability in sorted(requirements.capabilities - spec.capabilities):
         gaps.append(_CAPABILITY_WORDS.get(capability, str(capability)))
     if requirements.objective_kinds is not None:
@@ -48,7 +51,7 @@ def _describe_one(requirements: Requirements) -> str:
     if requirements.min_objectives > 1:
         needs.append(f"at least {requirements.min_objectives} objectives")
     if requirements.main_auxiliary:
-        needs.append("a main objective and at least one auxiliary objective")
+        needs.append(MAIN_AND_AUXILIARY)
     needs.extend(
         _CAPABILITY_WORDS.get(c, f"the '{c}' capability") for c in sorted(requirements.capabilities)
     )

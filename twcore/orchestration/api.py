@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from twcore.contract.errors import ConfigError
+from twcore.contract.errors import ConfigError, UnknownPluginError
 from twcore.orchestration.config.compose import ComposedConfig, compose, load_yaml_file
 from twcore.orchestration.config.overrides import Override, parse_override
 from twcore.orchestration.console import warn
@@ -22,6 +22,7 @@ from twcore.orchestration.engine.components import build_components
 from twcore.orchestration.engine.device import resolve_device
 from twcore.orchestration.engine.rundir import RunDirectory
 from twcore.orchestration.engine.trainer import RunResult, Trainer
+from twcore.orchestration.plugin_modules import named_modules
 from twcore.orchestration.registry import PluginRegistry
 from twcore.orchestration.tracking import Tracker
 
@@ -89,7 +90,7 @@ def resume(
     try:
         base = load_yaml_file(directory.config_path)
         base["run_dir"] = str(directory.path)
-        composed = compose(parsed, base=base, registry=registry)
+        composed = _compose_recorded(parsed, base, registry)
         state: dict[str, Any] | None = None
         if directory.checkpoint_path.exists():
             state = load_checkpoint(directory.checkpoint_path, resolve_device(composed.run.device))
@@ -104,6 +105,27 @@ def resume(
         return trainer.train(resume_state=state, reuse_directory=True)
     finally:
         directory.release()
+
+
+def _compose_recorded(
+    overrides: Sequence[Override], base: dict[str, Any], registry: PluginRegistry | None
+) -> ComposedConfig:
+    """A resumed run's configuration. The plugin modules its config.yaml records are not
+    imported (a run directory is data, never code): a plugin they registered that this process
+    lacks is a ConfigError saying which modules to name with ``--plugins``."""
+    try:
+        return compose(overrides, base=base, registry=registry)
+    except UnknownPluginError as exc:
+        named = [*(base.get("plugin_modules") or []), *(base.get("imported_plugin_modules") or [])]
+        recorded = [m for m in dict.fromkeys(named) if m not in named_modules()]
+        if not recorded:
+            raise
+        places = base.get("imported_plugin_paths") or []
+        where = f" (found in {', '.join(map(str, places))} when the run started)" if places else ""
+        raise ConfigError(
+            f"{exc}; the run registered plugins from module(s) {', '.join(map(str, recorded))}"
+            f"{where}: resume with --plugins {','.join(map(str, recorded))}"
+        ) from exc
 
 
 def _refuse_fewer_steps(steps: int, trained: int, path: Path) -> None:

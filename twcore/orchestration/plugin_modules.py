@@ -75,20 +75,32 @@ def module_roots() -> list[str]:
 
 
 def add_search_paths(paths: list[str]) -> None:
-    """Put existing directories of `paths` on this process's ``sys.path`` and on the
-    ``PYTHONPATH`` of the processes it starts (a run's recorded module roots)."""
+    """Append the existing directories of `paths` to this process's ``sys.path`` (after
+    everything there, so they cannot shadow an installed module) and to the ``PYTHONPATH`` of
+    the processes it starts."""
     for path in paths:
         if not Path(path).is_dir():
             continue
         if path not in sys.path:
-            sys.path.insert(0, path)
+            sys.path.append(path)
         _add_to_pythonpath(path)
 
 
+def find_from_working_directory() -> None:
+    """Let modules in the working directory be named, as ``python -m`` does (the installed
+    ``twcore`` script starts with its own directory on ``sys.path`` instead); appended, so
+    they cannot shadow an installed module."""
+    here = os.getcwd()
+    if "" not in sys.path and here not in sys.path:
+        sys.path.append(here)
+
+
 def _add_to_pythonpath(path: str) -> None:
+    """Append `path` to ``PYTHONPATH`` unless Python finds modules there anyway."""
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if path not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([path, *paths])
+    installed = {str(Path(p).resolve()) for p in sys.path if p and "-packages" in p}
+    if path not in paths and path not in installed:
+        os.environ["PYTHONPATH"] = os.pathsep.join([*paths, path])
 
 
 def _import_root(name: str) -> str | None:

@@ -344,13 +344,19 @@ class PluginRegistry:
 
     def default_name(self, kind: str) -> str:
         """The plugin of `kind` a run uses when it names none: the one registered with
-        ``default=True``, or the only one installed.
+        ``default=True`` (one registered in this process with ``twcore.register(...,
+        default=True)`` wins over installed ones), or the only one installed.
 
         Raises:
             ConfigError: none or several qualify (the message lists them: name one).
         """
         names = self.names(kind)
         offered = sorted({r.name for r in self.registrations(kind) if r.default})
+        yours = sorted(
+            {r.name for r in self.registrations(kind) if r.default and not r.source.distribution}
+        )
+        if len(yours) == 1:  # a default registered by your own code wins over installed ones
+            return yours[0]
         if len(offered) == 1:
             return offered[0]
         if not offered and len(names) == 1:

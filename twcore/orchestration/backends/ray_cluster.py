@@ -8,6 +8,7 @@ and that attempt resumes from the checkpoint too. Install with ``pip install 'tw
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 
@@ -53,7 +54,9 @@ class RayBackend(Backend):
         remote = ray.remote(num_cpus=threads, max_retries=self.options.retries)(execute_trial)
         references = {
             remote.remote(
-                job,
+                # Without the composed configuration: it holds the plugin classes, which Ray
+                # would pickle (a task from arrays with its data); the worker reads the file.
+                dataclasses.replace(job, composed=None),
                 retries=self.options.retries,
                 environment=worker_environment(threads),
             ): job

@@ -31,26 +31,34 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``twcore`` parser with its subcommands."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    common.add_argument(
-        "--plugins",
-        action="append",
-        metavar="MODULE[,MODULE]",
-        default=argparse.SUPPRESS,  # given before or after the subcommand, neither erases it
-        help="import these modules first: plugins your code registers (twcore.register), "
-        "imported by every worker and resumed run too",
-    )
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    common = argparse.ArgumentParser(add_help=False, parents=[debug])
+    _add_plugins_flag(common, dest="plugins")
     parser = _Parser(
         prog="twcore",
-        parents=[common],
+        parents=[debug],
         description="Learned loss weighting and learned losses: run, compare and inspect.",
     )
+    # Before the subcommand it has a name of its own: the subcommand's parser would overwrite it.
+    _add_plugins_flag(parser, dest="plugins_before_command")
     parser.add_argument("--version", action="version", version=f"twcore {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in SUBCOMMANDS:
         add(sub, common)
     return parser
+
+
+def _add_plugins_flag(parser: argparse.ArgumentParser, *, dest: str) -> None:
+    parser.add_argument(
+        "--plugins",
+        action="append",
+        dest=dest,
+        metavar="MODULE[,MODULE]",
+        default=argparse.SUPPRESS,
+        help="import these modules first: plugins your code registers (twcore.register); "
+        "every worker process imports them too",
+    )
 
 
 Subparsers = argparse._SubParsersAction
@@ -252,8 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = _parse(build_parser(), arguments)
         except SystemExit as exc:  # --help, --version, or a parse error (already printed)
             return exc.code if isinstance(exc.code, int) else 0
-        if getattr(options, "plugins", None):
-            import_plugins(*options.plugins)
+        modules = [
+            *getattr(options, "plugins_before_command", []),
+            *getattr(options, "plugins", []),
+        ]
+        if modules:
+            import_plugins(*modules)
         return int(options.handler(options) or 0)
     except TwcoreError as exc:
         if debug:

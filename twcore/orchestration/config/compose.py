@@ -82,10 +82,12 @@ def compose(
         reject_unintended_sweep(override)
     sources: list[tuple[str, dict[str, Any]]] = []
     if base:
-        sources.append(("base configuration", dict(base)))
+        sources.append((BASE, dict(base)))
     if config_file is not None:
         sources.append((f"config file {config_file}", load_yaml_file(config_file)))
-    _import_plugin_modules(sources, parsed)
+    # Modules named by the user (a config file, an override) are imported; a base configuration
+    # (a run directory's config.yaml) is data and never makes this process import code.
+    _import_plugin_modules([s for s in sources if s[0] != BASE], parsed)
     names = _plugin_names(sources, parsed, registry)
     plugins = {section: registry.get(section, name) for section, name in names.items()}
 
@@ -105,13 +107,22 @@ def compose(
             tree, _nest(override.key, override.value), f"override {override}", override=override
         )
 
-    # Record every plugin module this process has named, so that a resume imports them too.
-    tree.plugin_modules = list(dict.fromkeys([*tree.plugin_modules, *named_modules()]))
-    tree.plugin_paths = list(dict.fromkeys([*tree.plugin_paths, *module_roots()]))
+    # Record every plugin module this process named, and where it was found, so that a resume
+    # that cannot find a plugin can say which module to name (they are never imported from here).
+    tree.imported_plugin_modules = _union(tree.imported_plugin_modules, named_modules())
+    tree.imported_plugin_paths = _union(tree.imported_plugin_paths, module_roots())
     sections = {section: _section_object(tree, section, plugins[section]) for section in names}
     run = _run_object(tree, names)
     validate_run_config(run)
     return ComposedConfig(tree=tree, run=run, plugins=plugins, sections=sections)
+
+
+def _union(recorded: Sequence[str], found: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys([*recorded, *found]))
+
+
+BASE = "base configuration"
+"""The origin of a resumed run's recorded configuration in error messages."""
 
 
 def _import_plugin_modules(

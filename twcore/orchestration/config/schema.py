@@ -93,13 +93,20 @@ class RunConfig:
     runs_root: str = option("runs", help="where default run directories are created")
     plugin_modules: list[str] = option(
         default_factory=list,
-        help="modules imported before plugins are looked up (your own plugins; --plugins adds "
-        "to it, and a run records every module its process named)",
+        help="modules to import before plugins are looked up (your own plugins, as --plugins); "
+        "from a config file or an override, never from a resumed run's config.yaml",
     )
     plugin_paths: list[str] = option(
         default_factory=list,
-        help="directories put on sys.path before plugin_modules are imported (a run records "
-        "where its modules were found, so a resume from elsewhere finds them)",
+        help="directories appended to sys.path before plugin_modules are imported",
+    )
+    imported_plugin_modules: list[str] = option(
+        default_factory=list,
+        help="recorded, never imported: the plugin modules the run's process had named (a "
+        "resume that misses a plugin says to name them with --plugins)",
+    )
+    imported_plugin_paths: list[str] = option(
+        default_factory=list, help="recorded, never used: where those modules were found"
     )
     optim: OptimConfig = option(default_factory=OptimConfig, help="model optimiser")
     wandb: WandbConfig = option(default_factory=WandbConfig, help="W&B tracking")
