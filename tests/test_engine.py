@@ -102,7 +102,10 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_final_metrics(tmp_path):
     summary = json.loads((killed_dir / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["steps"] == 2500
-    assert summary["metrics"] == whole.metrics, f"resumed from the checkpoint of step {killed_at}"
+    assert summary["metrics"] == whole.metrics, (
+        f"resumed from the checkpoint of step {killed_at}: {summary['metrics']} against "
+        f"{whole.metrics}; resumed run's stderr: {resumed.stderr[-2000:]}"
+    )
     steps_logged = [
         r["step"]
         for r in map(json.loads, (killed_dir / "metrics.jsonl").open())

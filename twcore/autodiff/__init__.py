@@ -6,6 +6,8 @@ twcore is imported).
 - :mod:`~twcore.autodiff.gram`: Gram and cosine matrices of gradient rows.
 - :mod:`~twcore.autodiff.graph`: the parameters a loss's graph reaches.
 - :mod:`~twcore.autodiff.implicit`: CG, Hessian-vector products, implicit hypergradients.
+- :mod:`~twcore.autodiff.data_parallel`: a module split over processes with every derivative
+  through it the single-process one (data-parallel runs).
 """
 
 from twcore.autodiff.flat import (

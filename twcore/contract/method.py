@@ -80,6 +80,8 @@ class MethodContext:
         batch_size: the run's training batch size.
         optim_config: the run's optimiser settings (to build optimisers of the same kind).
         step: the number of completed training steps (kept up to date by the engine).
+        accumulate: micro-batches per step (the run's ``accumulate``; only methods with
+            :attr:`Method.accumulates` see more than 1).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class MethodContext:
         seed: int,
         batch_size: int,
         optim_config: OptimConfig,
+        accumulate: int = 1,
     ) -> None:
         self.model = model
         self.task = task
@@ -104,6 +107,7 @@ class MethodContext:
         self.seed = seed
         self.batch_size = batch_size
         self.optim_config = optim_config
+        self.accumulate = accumulate
         self.step = 0
         self._stream_count = 0
 
@@ -213,6 +217,15 @@ class Method(ABC):
         outer_loop: whether one step is a whole outer iteration (many model updates, as
             TaskMet's inner training): ``twcore bench`` then times it over its suggested number
             of steps and marks it.
+        data_parallel: whether the method may run data-parallel (``nproc`` > 1). The engine
+            splits the model's trunk over the processes so that everything a method computes
+            from the model's outputs is the global, single-process value; a method that
+            reaches around the model (its own collectives, per-process state it never
+            synchronises) sets this to False and is refused before training.
+        accumulates: whether a step on a batch may be split into ``accumulate`` micro-batches
+            whose gradients add up to the whole batch's exactly (a method whose step is
+            nonlinear in the batch's gradients keeps False and is refused with
+            ``accumulate`` > 1). See :attr:`MethodContext.accumulate`.
 
     Subclasses keep everything they learn (weights, networks, their optimisers) in
     :meth:`state_dict` so that a resumed run continues exactly; values must be tensors, numbers,
@@ -223,6 +236,8 @@ class Method(ABC):
     requirements: ClassVar[Requirements | tuple[Requirements, ...]] = Requirements()
     run_defaults: ClassVar[dict[str, Any]] = {}
     outer_loop: ClassVar[bool] = False
+    data_parallel: ClassVar[bool] = True
+    accumulates: ClassVar[bool] = False
 
     def __init__(self, config: Any, ctx: MethodContext) -> None:
         self.config = config

@@ -52,9 +52,13 @@ class Weighting(ABC):
         num_objectives: K, the number of losses each step hands the rule.
         compares_gradients: whether the rule compares the objectives' gradients on the tensors
             they share (then the engine's adapter hands it the shared parameters).
+        linear: whether a step's direction is Σ_k w_k ∇L_k with weights fixed before the step,
+            so that the gradients of micro-batches add up to the whole batch's exactly
+            (gradient accumulation).
     """
 
     compares_gradients: ClassVar[bool] = False
+    linear: ClassVar[bool] = False
 
     def __init__(self, num_objectives: int) -> None:
         if num_objectives < 1:
@@ -106,6 +110,7 @@ class HeldWeights(Weighting):
     the rule outside the step (equal weighting's constant, αVIL's between-epoch update): each
     step accumulates ∇ Σ_k w_k L_k."""
 
+    linear: ClassVar[bool] = True
     weights: Tensor
 
     def backward(

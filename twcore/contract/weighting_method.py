@@ -5,6 +5,7 @@ once)."""
 
 from __future__ import annotations
 
+import typing
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -48,6 +49,21 @@ class WeightingMethod(Method):
         if self.rule.compares_gradients:
             self.shared = shared_parameters(ctx.model, ctx.spec, method=type(self.rule).__name__)
 
+    @property
+    def accumulates(self) -> bool:  # type: ignore[override]
+        """Micro-batches add up exactly when the rule is linear (weights held before the step)."""
+        return self.rule.linear
+
+    @classmethod
+    def rule_class(cls) -> type[Weighting] | None:
+        """The rule class :meth:`build_rule` is annotated to return (None if it is not
+        annotated with one), so that what a method can do is known before it is built."""
+        try:
+            returned = typing.get_type_hints(cls.build_rule).get("return")
+        except Exception:  # an annotation that does not resolve: unknown
+            return None
+        return returned if isinstance(returned, type) and issubclass(returned, Weighting) else None
+
     @abstractmethod
     def build_rule(self, config: Any, ctx: MethodContext) -> Weighting:
         """The rule this method steps, from its options and the run's context."""
@@ -57,6 +73,8 @@ class WeightingMethod(Method):
         return self.ctx.objective_losses(batch), self.shared
 
     def train_step(self, batch: Batch) -> StepResult:
+        if self.ctx.accumulate > 1:
+            return self._accumulated_step(batch)
         losses, shared = self.losses_and_shared(batch)
         if not bool(torch.isfinite(losses.detach()).all()):
             # Left to the engine, which stops the run as diverged naming the objective.
@@ -66,6 +84,29 @@ class WeightingMethod(Method):
         self.ctx.optimizer_step()
         logs = name_objectives(step.logs, self.ctx.spec.objective_names)
         return StepResult(losses=losses.detach(), weights=step.weights, logs=logs)
+
+    def _accumulated_step(self, batch: Batch) -> StepResult:
+        """The step on `batch` in ``ctx.accumulate`` micro-batches: each adds its share of the
+        linear rule's gradient (losses scaled by its fraction of the batch), one optimiser
+        step at the end. Only one micro-batch's graph is alive at a time."""
+        self.ctx.optimizer.zero_grad(set_to_none=True)
+        total = len(batch)
+        pieces = torch.arange(total, device=batch.inputs.device).tensor_split(self.ctx.accumulate)
+        mean = torch.zeros(self.ctx.spec.num_objectives, device=batch.inputs.device)
+        step = None
+        for piece in pieces:
+            if piece.numel() == 0:
+                continue
+            losses, shared = self.losses_and_shared(batch.index(piece))
+            if not bool(torch.isfinite(losses.detach()).all()):
+                return StepResult(losses=losses.detach())
+            share = piece.numel() / total
+            step = self.rule.backward(losses * share, shared, params=self.ctx.model.parameters())
+            mean = mean + losses.detach() * share
+        self.ctx.optimizer_step()
+        assert step is not None  # the batch has at least one example
+        logs = name_objectives(step.logs, self.ctx.spec.objective_names)
+        return StepResult(losses=mean, weights=step.weights, logs=logs)
 
     def state_dict(self) -> dict[str, Any]:
         return self.rule.state_dict()

@@ -9,17 +9,32 @@ Example::
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from twcore.contract.errors import ConfigError, UnknownPluginError
+from twcore.contract.errors import (
+    ConfigError,
+    RunDirectoryError,
+    TwcoreError,
+    UnknownPluginError,
+)
 from twcore.orchestration.config.compose import ComposedConfig, compose, load_yaml_file
 from twcore.orchestration.config.overrides import Override, parse_override
 from twcore.orchestration.console import warn
 from twcore.orchestration.engine.checkpoint import check_run_checkpoint, load_checkpoint
-from twcore.orchestration.engine.components import build_components
+from twcore.orchestration.engine.components import build_components, check_data_parallel
 from twcore.orchestration.engine.device import resolve_device
+from twcore.orchestration.engine.distributed import (
+    broadcast_text,
+    launch,
+    launched_world_rank,
+    leave_world,
+    needs_launch,
+)
+from twcore.orchestration.engine.lock import LOCK_FILE
 from twcore.orchestration.engine.rundir import RunDirectory
 from twcore.orchestration.engine.trainer import RunResult, Trainer
 from twcore.orchestration.plugin_modules import named_modules
@@ -47,23 +62,79 @@ def run(
 
 
 def run_composed(composed: ComposedConfig, *, show_progress: bool = False) -> RunResult:
-    """Train a configuration that is already composed (sweeps compose every trial first)."""
+    """Train a configuration that is already composed (sweeps compose every trial first).
+
+    With ``nproc`` > 1 outside ``torchrun`` the run's processes are started here (see
+    :mod:`twcore.orchestration.engine.distributed`) and the result is read from the run
+    directory their process 0 wrote.
+    """
+    if needs_launch(composed.run.nproc):
+        return _launch_run(composed, show_progress=show_progress)
+    return _run_here(composed, show_progress=show_progress)
+
+
+def _run_here(composed: ComposedConfig, *, show_progress: bool) -> RunResult:
     tracker = Tracker([])
     components = build_components(composed, tracker)
+    world = components.world
+    run_dir: RunDirectory | None = None
+    try:
+        if world.writes:
+            run_dir = _claim_run_directory(composed)
+        path = broadcast_text(str(run_dir.path) if run_dir else None, components.device)
+        directory = run_dir or RunDirectory(Path(path))
+        composed.tree.run_dir = str(directory.path)
+        composed.run.run_dir = str(directory.path)
+        if world.writes:
+            directory.write_config(composed.to_yaml())
+        trainer = Trainer(composed, components, directory, tracker, show_progress=show_progress)
+        return trainer.train()
+    finally:
+        if run_dir is not None:
+            run_dir.release()
+        leave_world()
+
+
+def _claim_run_directory(composed: ComposedConfig) -> RunDirectory:
     label = "-".join(
         [composed.plugins["method"].name, composed.plugins["task"].name, f"s{composed.run.seed}"]
     )
-    run_dir = RunDirectory.create(
-        composed.run.run_dir, runs_root=composed.run.runs_root, label=label
-    )
-    try:
-        composed.tree.run_dir = str(run_dir.path)
-        composed.run.run_dir = str(run_dir.path)
-        run_dir.write_config(composed.to_yaml())
-        trainer = Trainer(composed, components, run_dir, tracker, show_progress=show_progress)
-        return trainer.train()
-    finally:
-        run_dir.release()
+    return RunDirectory.create(composed.run.run_dir, runs_root=composed.run.runs_root, label=label)
+
+
+def _launch_run(composed: ComposedConfig, *, show_progress: bool) -> RunResult:
+    """Start a data-parallel run's processes on this machine and wait for them."""
+    check_data_parallel(composed, composed.run.nproc)
+    directory = _claim_run_directory(composed)
+    directory.release()  # the launched process 0 takes it
+    composed.tree.run_dir = str(directory.path)
+    with tempfile.TemporaryDirectory(prefix="twcore-launch-") as scratch:
+        config = Path(scratch) / "config.yaml"
+        config.write_text(composed.to_yaml(), encoding="utf-8")
+        quiet = [] if show_progress else ["--quiet"]
+        code = launch(composed.run.nproc, ["run", *quiet, "--config", str(config)])
+    _remove_if_unused(directory.path)
+    return _launched_result(directory.path, code)
+
+
+def _remove_if_unused(path: Path) -> None:
+    """Remove a run directory the launched processes left without a run (they failed first)."""
+    entries = list(path.iterdir())
+    if all(entry.name == LOCK_FILE and entry.is_file() for entry in entries):
+        for entry in entries:
+            entry.unlink()
+        path.rmdir()
+
+
+def _launched_result(path: Path, code: int) -> RunResult:
+    """The result a launched run wrote; TwcoreError if its processes failed without one."""
+    summary_path = path / "summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
+    if summary.get("status") in ("completed", "interrupted"):
+        return RunResult(path, summary)
+    error = TwcoreError(f"the data-parallel run in {path} failed (exit code {code})")
+    error.exit_code = code or 1
+    raise error
 
 
 def resume(
@@ -86,7 +157,17 @@ def resume(
                 f"{override}: a resumed run keeps its {override.plugin_section}; "
                 "start a new run to change it"
             )
-    directory = RunDirectory.existing(run_dir)  # locked from here: released whatever happens
+    base = _recorded_config(run_dir)
+    nproc = next((o.value for o in reversed(parsed) if o.key == "nproc"), base.get("nproc", 1))
+    nproc = nproc if isinstance(nproc, int) else 1  # a bad value is reported by composition
+    if needs_launch(nproc):
+        quiet = [] if show_progress else ["--quiet"]
+        args = [str(o) for o in parsed]
+        code = launch(nproc, ["resume", *quiet, str(Path(run_dir).absolute()), *args])
+        return _launched_result(Path(run_dir).absolute(), code)
+    writes = launched_world_rank() == 0
+    # Process 0 locks the directory from here: released whatever happens.
+    directory = RunDirectory.existing(run_dir) if writes else RunDirectory(Path(run_dir).absolute())
     try:
         base = load_yaml_file(directory.config_path)
         base["run_dir"] = str(directory.path)
@@ -96,15 +177,25 @@ def resume(
             state = load_checkpoint(directory.checkpoint_path, resolve_device(composed.run.device))
             check_run_checkpoint(state, directory.checkpoint_path)
             _refuse_fewer_steps(composed.run.steps, int(state["step"]), directory.path)
-        else:
+        elif writes:
             warn(f"{directory.path} has no checkpoint yet; training it again from step 0")
         tracker = Tracker([])
         components = build_components(composed, tracker)
-        directory.write_config(composed.to_yaml())
+        if writes:
+            directory.write_config(composed.to_yaml())
         trainer = Trainer(composed, components, directory, tracker, show_progress=show_progress)
         return trainer.train(resume_state=state, reuse_directory=True)
     finally:
         directory.release()
+        leave_world()
+
+
+def _recorded_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run directory's recorded configuration (RunDirectoryError if it holds no run)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise RunDirectoryError(f"{run_dir} is not a run directory (no config.yaml inside)")
+    return load_yaml_file(path)
 
 
 def _compose_recorded(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from twcore.contract.atomic_files import atomic_write_text
-from twcore.contract.errors import UsageError
+from twcore.contract.errors import ConfigError, UsageError
 from twcore.orchestration.backends import SweepOptions, TrialJob, TrialOutcome, get_backend
 from twcore.orchestration.backends.trial import completed_summary
 from twcore.orchestration.config.compose import ComposedConfig, compose
@@ -143,6 +143,18 @@ def plan(
     return swept_keys, trials
 
 
+def _refuse_data_parallel_trials(jobs: Sequence[TrialJob]) -> None:
+    """ConfigError before any trial if one asks for several processes: a sweep runs each trial
+    as one process (its backend owns the machine's cores)."""
+    for job in jobs:
+        if job.composed is not None and job.composed.run.nproc > 1:
+            raise ConfigError(
+                f"nproc={job.composed.run.nproc} in trial {job.name}: sweep trials run as one "
+                "process each; run a data-parallel configuration with `twcore run` (or "
+                "torchrun), one at a time"
+            )
+
+
 def _check_best_metric_once(composed: ComposedConfig, checked: set[str]) -> None:
     """The run's ``best_metric`` against its task's metrics, building each distinct task
     configuration once (only when a ``best_metric`` is set), before anything is written."""
@@ -204,6 +216,7 @@ def run_sweeps(
     queue = _TrialQueue()
     for spec, (_, trials) in zip(specs, planned, strict=True):
         results.append(_queue_sweep(spec, trials, queue, options.backend))
+    _refuse_data_parallel_trials(queue.jobs)
     backend.check_plugins(queue.jobs)
     try:
         backend.run(queue.jobs, queue.record)

@@ -20,6 +20,7 @@ from twcore.orchestration.config.overrides import Override, parse_override, spli
 from twcore.orchestration.config.schema import PLUGIN_SECTIONS, RunConfig
 from twcore.orchestration.console import info, warn
 from twcore.orchestration.engine.components import build_task
+from twcore.orchestration.engine.distributed import prints_results
 from twcore.orchestration.engine.trainer import RunResult
 from twcore.orchestration.registry import KINDS, PluginRegistry, get_registry
 from twcore.orchestration.report import write_report
@@ -274,9 +275,23 @@ def show(options: argparse.Namespace) -> int:
         if registration.kind == "method":
             needs = describe_requirements(getattr(registration.cls, "requirements", Requirements()))
             print(f"  needs: {needs}")
+            print(f"  {_scaling(registration.cls)}")
         keys = describe_config(registration.config_class, prefix=f"{registration.kind}.")
         print(format_keys(keys) if keys else "  (no options)")
     return 0
+
+
+def _scaling(method: type) -> str:
+    """Whether a method class runs data-parallel and accumulates micro-batches (a weighting
+    method's accumulation depends on its rule, known once built)."""
+    parallel = "yes" if getattr(method, "data_parallel", True) else "no (refused with nproc > 1)"
+    accumulates = getattr(method, "accumulates", False)
+    rule_class = getattr(method, "rule_class", None)
+    if not isinstance(accumulates, bool) and rule_class is not None:
+        rule = rule_class()
+        accumulates = rule.linear if rule is not None else "depends on its rule"
+    accumulation = {True: "yes", False: "no"}.get(accumulates, str(accumulates))
+    return f"data-parallel (nproc > 1): {parallel}; accumulate > 1: {accumulation}"
 
 
 def _with_installed_defaults(
@@ -304,6 +319,8 @@ def report_run(result: RunResult) -> int:
     """Print the final metrics of a run and where it was written; the exit code (130 if the run
     was stopped by a signal)."""
     summary = result.summary
+    if not prints_results():
+        return 130 if summary["status"] == "interrupted" else 0
     if summary["status"] == "interrupted":
         print(f"{summary['error']}; continue with `twcore resume {result.run_dir}`")
         return 130

@@ -88,6 +88,23 @@ class RunConfig:
     checkpoint_every: int = option(
         500, ge=0, help="save a checkpoint every N steps (0: only at the end)"
     )
+    nproc: int = option(
+        1,
+        ge=1,
+        help="processes of a data-parallel run (each computes the model's trunk on its share of "
+        "every batch; started with torchrun, or by this setting on one machine)",
+    )
+    precision: str = option(
+        "32",
+        choices=("32", "bf16"),
+        help="32 (float32) or bf16 (bfloat16 autocast of the forward passes, on CPU and CUDA)",
+    )
+    accumulate: int = option(
+        1,
+        ge=1,
+        help="split each step's batch into N micro-batches whose gradients add up (for methods "
+        "where that is exact; others refuse)",
+    )
     deterministic: bool = option(False, help="use torch deterministic algorithms (slower on GPU)")
     run_dir: str | None = option(None, help="run directory; default: a new one under runs_root")
     runs_root: str = option("runs", help="where default run directories are created")

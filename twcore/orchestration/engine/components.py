@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import torch
 
+from twcore.autodiff.data_parallel import shard_module
 from twcore.contract.errors import ConfigError, TwcoreError, did_you_mean, first_line
 from twcore.contract.method import Method, MethodContext, method_generator
 from twcore.contract.model import Model
@@ -16,6 +17,7 @@ from twcore.contract.pairing import check_compatible
 from twcore.contract.task import Task
 from twcore.orchestration.config.compose import ComposedConfig
 from twcore.orchestration.engine.device import resolve_device
+from twcore.orchestration.engine.distributed import World, join_world
 from twcore.orchestration.engine.rng import seed_everything
 from twcore.orchestration.engine.run_failure import Phase, run_failure
 from twcore.orchestration.tracking import Tracker
@@ -33,6 +35,7 @@ class Components:
     optimizer: torch.optim.Optimizer
     method: Method
     context: MethodContext
+    world: World
 
 
 def build_task(composed: ComposedConfig) -> Task:
@@ -82,7 +85,7 @@ def build_components(composed: ComposedConfig, tracker: Tracker) -> Components:
     """Seed, then build task, model, optimiser and method in a fixed order (so a resumed run
     builds the same objects before loading its checkpoint)."""
     run = composed.run
-    device = resolve_device(run.device)
+    world, device = join_world(run.nproc, resolve_device(run.device))
     seed_everything(run.seed, deterministic=run.deterministic)
     task = build_task(composed)
     method_registration = composed.plugins["method"]
@@ -97,6 +100,9 @@ def build_components(composed: ComposedConfig, tracker: Tracker) -> Components:
     model = construct(
         composed, "model", lambda: model_class(composed.sections["model"], task.spec).to(device)
     )
+    if world.distributed:
+        check_data_parallel(composed, world.size)
+        construct(composed, "model", lambda: shard_module(model.trunk, world.process_group()))
     optimizer = build_optimizer(model.parameters(), run.optim)
     context = MethodContext(
         model=model,
@@ -108,8 +114,29 @@ def build_components(composed: ComposedConfig, tracker: Tracker) -> Components:
         seed=run.seed,
         batch_size=run.batch_size,
         optim_config=run.optim,
+        accumulate=run.accumulate,
     )
     method = construct(
         composed, "method", lambda: method_registration.cls(composed.sections["method"], context)
     )
-    return Components(device, task, model, optimizer, method, context)
+    if run.accumulate > 1 and not method.accumulates:
+        raise ConfigError(
+            f"accumulate={run.accumulate}: method '{method_registration.name}' does not "
+            "accumulate micro-batches (its step is not linear in the batch's gradients); use "
+            "accumulate=1, or a method whose weights are fixed before each step"
+        )
+    return Components(device, task, model, optimizer, method, context, world)
+
+
+def check_data_parallel(composed: ComposedConfig, nproc: int) -> None:
+    """ConfigError unless the method may run data-parallel and every process gets examples."""
+    method = composed.plugins["method"]
+    if not method.cls.data_parallel:
+        raise ConfigError(
+            f"nproc={nproc}: method '{method.name}' does not run data-parallel; use nproc=1"
+        )
+    if composed.run.batch_size < nproc:
+        raise ConfigError(
+            f"batch_size={composed.run.batch_size} is below nproc={nproc}: every process needs "
+            "at least one example of each batch"
+        )

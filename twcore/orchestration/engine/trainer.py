@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from twcore.contract.errors import DivergenceError, TwcoreError, first_line
+from twcore.autodiff.data_parallel import traffic
+from twcore.contract.errors import ConfigError, DivergenceError, TwcoreError, first_line
 from twcore.contract.method import StepResult
 from twcore.contract.model import parameters_are_finite
 from twcore.orchestration.config.compose import ComposedConfig
@@ -20,6 +21,8 @@ from twcore.orchestration.console import warn
 from twcore.orchestration.engine.best import BestSnapshot
 from twcore.orchestration.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from twcore.orchestration.engine.components import Components
+from twcore.orchestration.engine.distributed import any_process, lost_a_process
+from twcore.orchestration.engine.precision import autocast
 from twcore.orchestration.engine.progress import Progress
 from twcore.orchestration.engine.rng import capture_rng_state, restore_rng_state
 from twcore.orchestration.engine.run_failure import Phase, run_failure
@@ -73,7 +76,9 @@ class Trainer:
         self.components = components
         self.run_dir = run_dir
         self.tracker = tracker
-        self.show_progress = show_progress
+        self.world = components.world
+        self.show_progress = show_progress and self.world.writes
+        self.stopped = False
         self.step = 0
         self.epochs_seen = 0
         self.elapsed_before = 0.0
@@ -92,6 +97,7 @@ class Trainer:
             device=components.device,
             model=components.model,
         )
+        traffic.reset()
         self.started = time.perf_counter()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -128,6 +134,14 @@ class Trainer:
             self._finish_after_error(status, str(exc))
             raise
         except Exception as exc:
+            if self.world.distributed and lost_a_process(exc):
+                message = (
+                    f"another process of this data-parallel run stopped at step {self.step} "
+                    f"({lost_a_process(exc)}); {self._checkpoint_note()}; continue with "
+                    f"`twcore resume {self.run_dir.path}`"
+                )
+                self._finish_after_error(status, message)
+                raise TwcoreError(message) from exc
             plugins = self.composed.plugins
             failure = run_failure(exc, phase=self.phase, step=self.step, plugins=plugins)
             self._finish_after_error(status, str(failure), {"failure": failure.describe()})
@@ -157,9 +171,10 @@ class Trainer:
     def _run_to_end(self, progress: Progress) -> RunResult:
         with graceful_stop() as stop:
             self._loop(stop, progress)
-            if stop.requested:
+            if self.stopped:
                 self._save_checkpoint()
-                message = f"stopped by {stop.signal_name} at step {self.step}"
+                by = stop.signal_name or "a signal to another process"
+                message = f"stopped by {by} at step {self.step}"
                 return self._finish("interrupted", self.last_metrics, message)
         # The checkpoint comes before on_train_end (which may, e.g., restore the best
         # parameters), so a resume that trains longer continues the training trajectory.
@@ -178,6 +193,8 @@ class Trainer:
         self.phase = outer
 
     def _attach_backends(self, resume_state: dict[str, Any] | None, reuse_directory: bool) -> None:
+        if not self.world.writes:
+            return
         resume_step = self.step if reuse_directory else None
         self.tracker.backends.append(
             JsonlBackend(self.run_dir.metrics_path, resume_step=resume_step)
@@ -205,11 +222,11 @@ class Trainer:
 
     def _loop(self, stop: StopRequest, progress: Progress) -> None:
         run = self.run
-        while self.step < run.steps and not stop.requested:
+        while self.step < run.steps and not self._stop_agreed(stop):
             began = time.perf_counter()
             with self._during(DRAWING):
                 batch = next(self.stream)
-            with self._during(TRAIN_STEP):
+            with self._during(TRAIN_STEP), self._precision():
                 result = self.components.method.train_step(batch)
             losses = result.losses.detach()
             finite = bool(torch.isfinite(losses).all())
@@ -237,6 +254,14 @@ class Trainer:
                     self.best.consider(self.step, metrics, self.components.model)
             if run.checkpoint_every and self.step % run.checkpoint_every == 0:
                 self._save_checkpoint()
+
+    def _stop_agreed(self, stop: StopRequest) -> bool:
+        """Whether to stop now: a stop request in any process stops them all at the same step."""
+        self.stopped = any_process(stop.requested, self.components.device)
+        return self.stopped
+
+    def _precision(self) -> Any:
+        return autocast(self.run.precision, self.components.device)
 
     def _log_step(self, result: StepResult, losses: torch.Tensor) -> None:
         names = self.components.task.spec.objective_names
@@ -279,7 +304,7 @@ class Trainer:
         """Evaluate the model on `split` (or take `known`, metrics of these very parameters),
         record and log them."""
         if known is None:
-            with self._during(EVALUATING):
+            with self._during(EVALUATING), self._precision():
                 known = self.components.task.evaluate(
                     self.components.model,
                     split,
@@ -296,7 +321,7 @@ class Trainer:
         the val metrics of the loaded parameters (so the final evaluation need not repeat it)."""
         if self.best is None or "val" not in self.components.task.eval_splits:
             return {}
-        with self._during(EVALUATING):
+        with self._during(EVALUATING), self._precision():
             metrics = self.components.task.evaluate(
                 self.components.model,
                 "val",
@@ -336,10 +361,13 @@ class Trainer:
                 step=self.step,
                 objectives=[],
             )
+        if not self.world.writes:
+            return
         save_checkpoint(
             self.run_dir.checkpoint_path,
             {
                 "format": CHECKPOINT_FORMAT,
+                "world_size": self.world.size,
                 "step": self.step,
                 "epochs_seen": self.epochs_seen,
                 "elapsed_s": self._elapsed(),
@@ -364,6 +392,13 @@ class Trainer:
         return f"last good checkpoint: {path} (step {step})"
 
     def _restore(self, state: dict[str, Any]) -> None:
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.world.size:
+            raise ConfigError(
+                f"the checkpoint was saved by a run of {saved_world} process(es) and this resume "
+                f"has {self.world.size}; resume with nproc={saved_world} (sums over processes "
+                "round differently, so the run would not continue exactly)"
+            )
         self.step = int(state["step"])
         self.epochs_seen = int(state["epochs_seen"])
         self.elapsed_before = float(state["elapsed_s"])
@@ -429,10 +464,26 @@ class Trainer:
             run_dir=str(self.run_dir.path),
             device=self.components.device,
             spec=self.components.task.spec,
-            extra=extra,
+            extra={"world_size": self.world.size, **self._communication(), **(extra or {})},
         )
-        self.run_dir.write_summary(summary)
+        if self.world.writes:
+            self.run_dir.write_summary(summary)
         return summary
+
+    def _communication(self) -> dict[str, Any]:
+        """A data-parallel run's collectives per training step in this process (evaluations
+        included), for the summary."""
+        if not self.world.distributed or self.steps_this_process == 0:
+            return {}
+        moved = traffic.as_dict()
+        return {
+            "communication_per_step": {
+                "all_reduce_calls": moved["all_reduce_calls"] / self.steps_this_process,
+                "all_reduce_mb": moved["all_reduce_bytes"] / self.steps_this_process / 2**20,
+                "all_gather_calls": moved["all_gather_calls"] / self.steps_this_process,
+                "all_gather_mb": moved["all_gather_bytes"] / self.steps_this_process / 2**20,
+            }
+        }
 
     def _wandb_info(self) -> dict[str, Any]:
         live = [b for b in self.tracker.backends if isinstance(b, WandbBackend)]

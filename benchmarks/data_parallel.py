@@ -1,0 +1,118 @@
+"""Data-parallel speed: the 2-process speed-up of a model large enough to matter, and each
+method's communication and step time under data parallelism relative to equal weighting.
+
+    python3 benchmarks/data_parallel.py [--nproc 2] [--steps 200] [--hidden 1024] [--out FILE]
+
+Every run is a real ``twcore run`` (one at a time, so the processes never compete with another
+benchmark), on the same global batch: one process with all the machine's cores as threads,
+one process with cores ÷ nproc threads, and ``--nproc`` processes with cores ÷ nproc threads
+each. Steps per second come from
+each run's ``summary.json`` (training time only); the communication per step from the
+``communication_per_step`` a data-parallel run records. On one machine the processes share its
+cores, so the speed-up measures how well sharding the trunk overlaps work, not a cluster's
+scaling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+METHODS = ["ew", "gradcos", "ldro", "group-dro", "alphavil", "adalfl", "taskmet"]
+OUTER_LOOP = {"taskmet": ["method.inner_steps_first=20", "method.inner_steps=20"]}
+"""Methods whose step is a whole inner training: a few inner steps, a tenth of the steps."""
+
+
+def run(overrides: list[str], nproc: int, threads: int, root: Path, name: str) -> dict:
+    """One ``twcore run`` of `nproc` processes with `threads` threads each; its summary."""
+    run_dir = root / name
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    command = [
+        sys.executable,
+        "-m",
+        "twcore",
+        "run",
+        *overrides,
+        f"nproc={nproc}",
+        f"run_dir={run_dir}",
+        "wandb.enabled=false",
+        "eval_every=0",
+        "--quiet",
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--hidden", type=int, default=1024, help="width of the large mlp")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--out", type=Path, help="also write the tables here (markdown)")
+    options = parser.parse_args()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    large = [
+        "task=toy-multitask",
+        "task.input_dim=256",
+        "task.train_size=8192",
+        f"model.hidden=[{options.hidden},{options.hidden}]",
+        f"batch_size={options.batch_size}",
+        f"steps={options.steps}",
+    ]
+    per = max(1, cores // options.nproc)
+    lines = [
+        f"Machine: {cores} cores; mlp {options.hidden}×{options.hidden}, "
+        f"batch {options.batch_size}, {options.steps} steps.",
+        "",
+        f"| method | 1 process × {cores} threads, steps/s | 1 process × {per} thread(s) | "
+        f"{options.nproc} processes × {per} | speed-up, same cores | speed-up, same threads "
+        f"per process | step time / ew's ({options.nproc} proc) | all-reduces per step | "
+        "all-reduce MB per step | all-gathers per step | all-gather MB per step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory(prefix="twcore-dp-bench-") as scratch:
+        root = Path(scratch)
+        rows = {}
+        for method in METHODS:
+            overrides = [f"method={method}", *large, *OUTER_LOOP.get(method, [])]
+            if method in OUTER_LOOP:
+                overrides.append(f"steps={max(1, options.steps // 10)}")
+            single = run(overrides, 1, cores, root, f"{method}-1")
+            narrow = run(overrides, 1, per, root, f"{method}-1-narrow")
+            sharded = run(overrides, options.nproc, per, root, f"{method}-n")
+            rows[method] = (single, narrow, sharded)
+            print(f"{method}: done", file=sys.stderr, flush=True)
+        ew_rate = rows["ew"][2]["steps_per_s"]
+        for method, (single, narrow, sharded) in rows.items():
+            moved = sharded["communication_per_step"]
+            rate = sharded["steps_per_s"]
+            lines.append(
+                f"| {method} | {single['steps_per_s']:.1f} | {narrow['steps_per_s']:.1f} | "
+                f"{rate:.1f} | {rate / single['steps_per_s']:.2f}× | "
+                f"{rate / narrow['steps_per_s']:.2f}× | "
+                f"{ew_rate / rate:.2f} | {moved['all_reduce_calls']:.1f} | "
+                f"{moved['all_reduce_mb']:.2f} | {moved['all_gather_calls']:.1f} | "
+                f"{moved['all_gather_mb']:.3f} |"
+            )
+    lines.append("")
+    lines.append(
+        "taskmet: a step is one outer iteration (20 inner steps and the hypergradient), "
+        f"{max(1, options.steps // 10)} of them; its step-time ratio is per outer iteration."
+    )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if options.out is not None:
+        options.out.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""Data-parallel runs (``nproc``): every method ends where a single process ends, with the same
+global batch and data order; a killed process resumes exactly; process 0 alone writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import twcore
+
+FIXTURES = Path(__file__).parent / "fixtures" / "data_parallel"
+
+
+def torchrun(nproc: int, script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return subprocess.run(
+        [*command, f"--nproc_per_node={nproc}", str(script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("nproc", [2, 3])
+def test_every_derivative_through_a_sharded_module_is_the_single_process_one(nproc: int) -> None:
+    done = torchrun(nproc, FIXTURES / "collectives.py")
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["world_size"] == nproc
+    for name, gap in found["gaps"].items():
+        assert gap < 1e-12, (name, gap)
+
+
+SMALL_TASK = ["task.train_size=200", "task.val_size=100", "task.test_size=100"]
+METHODS = {
+    # method: (task, extra overrides, steps, parameter tolerance)
+    "ew": ("toy-multitask", SMALL_TASK, 8, 1e-6),
+    "gradcos": ("toy-multitask", SMALL_TASK, 8, 1e-6),
+    "ldro": ("toy-multitask", SMALL_TASK, 8, 1e-6),
+    "group-dro": ("toy-multitask", SMALL_TASK, 8, 1e-6),
+    "alphavil": ("toy-multitask", SMALL_TASK, 8, 1e-6),  # one epoch end: one α fit
+    "adalfl": ("toy-multitask", SMALL_TASK, 8, 1e-6),
+    # TaskMet's inner loop amplifies float32 rounding: two single-process runs of this task
+    # (3 outer steps), one with OMP_NUM_THREADS=1 and one with 2, end 4.9e-4 apart, so the
+    # check is at that scale.
+    "taskmet": ("cubic-topk", ["method.inner_steps_first=50", "method.inner_steps=20"], 2, 2e-3),
+}
+
+
+def _overrides(method: str, run_dir: Path, nproc: int) -> list[str]:
+    task, extra, steps, _ = METHODS[method]
+    return [
+        f"method={method}",
+        f"task={task}",
+        *extra,
+        f"steps={steps}",
+        "batch_size=33",  # uneven over two processes
+        "eval_every=4",
+        f"nproc={nproc}",
+        f"run_dir={run_dir}",
+        "wandb.enabled=false",
+    ]
+
+
+def _parameters(run_dir: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    return state["model"]
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every method's 2-process run, launched once (one torchrun for all of them)."""
+    root = tmp_path_factory.mktemp("two")
+    listing = root / "runs.json"
+    listing.write_text(json.dumps([_overrides(m, root / m, 2) for m in METHODS]))
+    done = torchrun(2, FIXTURES / "runs.py", str(listing))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_two_processes_end_where_one_ends(
+    method: str, tmp_path: Path, two_process_runs: Path
+) -> None:
+    single = twcore.run(_overrides(method, tmp_path / "one", 1))
+    two_dir = two_process_runs / method
+    double = json.loads((two_dir / "summary.json").read_text())
+    assert double["world_size"] == 2 and single.summary["world_size"] == 1
+    assert double["steps"] == single.summary["steps"]
+    tolerance = METHODS[method][3]
+    one, two = _parameters(tmp_path / "one"), _parameters(two_dir)
+    for name in one:
+        assert torch.allclose(one[name], two[name], atol=tolerance, rtol=0), name
+    for split, values in single.metrics.items():
+        for key, value in values.items():
+            assert double["metrics"][split][key] == pytest.approx(value, abs=50 * tolerance), key
+
+
+KILLED = [
+    "method=ew-killed-rank",
+    "task=toy-multitask",
+    *SMALL_TASK,
+    "steps=20",
+    "checkpoint_every=5",
+    "eval_every=10",
+    "nproc=2",
+    "wandb.enabled=false",
+]
+
+
+def test_a_killed_process_resumes_the_whole_run_exactly(tmp_path: Path, run_cli) -> None:
+    plugins = ["--plugins", "twcore_dp_killer"]
+    reference = run_cli(
+        *plugins, "run", *KILLED, f"run_dir={tmp_path / 'whole'}", "--quiet", extra_path=FIXTURES
+    )
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    killed_dir = tmp_path / "killed"
+    killed = run_cli(
+        *plugins,
+        "run",
+        *KILLED,
+        f"run_dir={killed_dir}",
+        "--quiet",
+        extra_path=FIXTURES,
+        env={"TWCORE_TEST_KILL_RANK1_AT": "12"},
+    )
+    assert killed.returncode != 0
+    summary = json.loads((killed_dir / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert "another process of this data-parallel run stopped at step 12" in summary["error"]
+    assert f"twcore resume {killed_dir}" in killed.stderr
+    assert torch.load(killed_dir / "checkpoints/last.pt", weights_only=True)["step"] == 10
+
+    resumed = run_cli(*plugins, "resume", str(killed_dir), "--quiet", extra_path=FIXTURES)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    summary = json.loads((killed_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["world_size"] == 2
+    assert summary["metrics"] == whole["metrics"]
+    one, two = _parameters(tmp_path / "whole"), _parameters(killed_dir)
+    assert all(torch.equal(one[name], two[name]) for name in one)
+
+
+def test_process_zero_alone_writes(tmp_path: Path, run_cli) -> None:
+    root = tmp_path / "runs"
+    done = run_cli(
+        "run",
+        "method=ew",
+        "task=toy-multitask",
+        *SMALL_TASK,
+        "steps=6",
+        "eval_every=3",
+        "nproc=2",
+        f"runs_root={root}",
+        "wandb.mode=offline",
+        "--quiet",
+        env={"WANDB_DIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = list(root.iterdir())  # one run directory, not one per process
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len([line for line in lines if '"train/lr"' in line]) == 6  # each step logged once
+    assert len(list(tmp_path.rglob("offline-run-*"))) == 1
+    assert done.stdout.count("run written to") == 1  # the launching process reports
+
+
+def test_a_resume_with_another_number_of_processes_is_refused(tmp_path: Path, run_cli) -> None:
+    run_dir = tmp_path / "run"
+    common = ["method=ew", "task=toy-multitask", *SMALL_TASK, "eval_every=0", "wandb.enabled=false"]
+    first = run_cli("run", *common, "steps=4", "nproc=2", f"run_dir={run_dir}", "--quiet")
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = run_cli("resume", str(run_dir), "steps=8", "nproc=1", "--quiet")
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines()[-1] == (
+        "twcore: error: the checkpoint was saved by a run of 2 process(es) and this resume has 1; "
+        "resume with nproc=2 (sums over processes round differently, so the run would not "
+        "continue exactly)"
+    )
+
+
+def test_a_batch_smaller_than_the_processes_is_refused(tmp_path: Path, run_cli) -> None:
+    done = run_cli(
+        "run",
+        "method=ew",
+        "task=toy-multitask",
+        *SMALL_TASK,
+        "steps=2",
+        "batch_size=1",
+        "nproc=2",
+        f"runs_root={tmp_path}",
+        "wandb.enabled=false",
+    )
+    assert done.returncode == 2
+    assert "batch_size=1 is below nproc=2" in done.stderr
+
+
+def test_a_sweep_refuses_data_parallel_trials_before_the_first(tmp_path: Path, run_cli) -> None:
+    done = run_cli(
+        "run",
+        "-m",
+        "method=ew,gradcos",
+        "task=toy-multitask",
+        "steps=2",
+        "nproc=2",
+        f"runs_root={tmp_path}",
+        "wandb.enabled=false",
+    )
+    assert done.returncode == 2
+    assert "sweep trials run as one process each" in done.stderr.strip().splitlines()[-1]
+    assert not list(tmp_path.rglob("summary.json"))
+
+
+def test_the_gpu_check_runs_its_checks_on_the_cpu(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    out = tmp_path / "table.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--device",
+            "cpu",
+            "--steps",
+            "1",
+            "--repeats",
+            "1",
+            "--methods",
+            "ew,two-stage",
+            "--tasks",
+            "toy-multitask,cubic-topk",
+            "--skip-data-parallel",  # its runs are the ones the tests above check
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    table = out.read_text()
+    for row in (
+        "| ew × toy-multitask | ok",
+        "| ew × cubic-topk | ok",
+        "| two-stage × cubic-topk | ok",
+        "| solver portfolio |",
+    ):
+        assert row in table, row
+    assert "two-stage × toy-multitask" not in table  # not a pair two-stage can run
+
+
+def test_the_gpu_check_says_when_there_is_no_gpu() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "gpu_check: CUDA is not available here; run it on a GPU machine, or with --device cpu to "
+        "exercise the same checks on the CPU"
+    )
