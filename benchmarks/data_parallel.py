@@ -76,7 +76,7 @@ def main() -> None:
         f"| method | 1 process × {cores} threads, steps/s | 1 process × {per} thread(s) | "
         f"{options.nproc} processes × {per} | speed-up, same cores | speed-up, same threads "
         f"per process | step time / ew's ({options.nproc} proc) | all-reduces per step | "
-        "all-reduce MB per step | all-gathers per step | all-gather MB per step |",
+        "all-reduce MiB per step | all-gathers per step | all-gather MiB per step |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory(prefix="twcore-dp-bench-") as scratch:
@@ -100,8 +100,8 @@ def main() -> None:
                 f"{rate:.1f} | {rate / single['steps_per_s']:.2f}× | "
                 f"{rate / narrow['steps_per_s']:.2f}× | "
                 f"{ew_rate / rate:.2f} | {moved['all_reduce_calls']:.1f} | "
-                f"{moved['all_reduce_mb']:.2f} | {moved['all_gather_calls']:.1f} | "
-                f"{moved['all_gather_mb']:.3f} |"
+                f"{moved['all_reduce_mib']:.2f} | {moved['all_gather_calls']:.1f} | "
+                f"{moved['all_gather_mib']:.3f} |"
             )
     lines.append("")
     lines.append(

@@ -20,7 +20,6 @@ import statistics
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -109,6 +108,8 @@ def data_parallel(device: str, steps: int, root: Path) -> list[str]:
         gap = max(
             abs(many.metrics[s][k] - one.metrics[s][k]) for s in one.metrics for k in one.metrics[s]
         )
+        if gap > 1e-4:
+            raise AssertionError(f"{method}: {count} processes end {gap:.2e} from one device")
         rows.append(
             f"| data-parallel {method}, nproc={count} | largest metric gap to one device "
             f"{gap:.2e}; {many.summary['steps_per_s']:.1f} vs {one.summary['steps_per_s']:.1f} "
@@ -201,20 +202,24 @@ def main() -> int:
             failed += outcome.startswith("FAILED")
             lines.append(f"| {method} × {task} | {outcome} |")
             print(lines[-1], file=sys.stderr, flush=True)
-        for section, enabled in (
-            (
+        sections = {
+            "data-parallel": (
                 lambda: data_parallel(options.device, options.steps, root),
                 not options.skip_data_parallel,
             ),
-            (lambda: solver_times(options.device, options.repeats), not options.skip_solvers),
-        ):
+            "solvers": (
+                lambda: solver_times(options.device, options.repeats),
+                not options.skip_solvers,
+            ),
+        }
+        for title, (section, enabled) in sections.items():
             if not enabled:
                 continue
             try:
                 lines.extend(section())
-            except Exception:  # report and go on: the table is the product
+            except Exception as exc:  # report and go on: the table is the product
                 failed += 1
-                lines.append(f"| {section} | FAILED: {traceback.format_exc(limit=1)!r} |")
+                lines.append(f"| {title} | FAILED: {type(exc).__name__}: {first_line(exc)} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if options.out is not None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -217,7 +219,7 @@ def test_a_sweep_refuses_data_parallel_trials_before_the_first(tmp_path: Path, r
     )
     assert done.returncode == 2
     assert "sweep trials run as one process each" in done.stderr.strip().splitlines()[-1]
-    assert not list(tmp_path.rglob("summary.json"))
+    assert not any(tmp_path.iterdir())  # refused before the sweep wrote anything
 
 
 def test_the_gpu_check_runs_its_checks_on_the_cpu(tmp_path: Path) -> None:
@@ -270,3 +272,79 @@ def test_the_gpu_check_says_when_there_is_no_gpu() -> None:
         "gpu_check: CUDA is not available here; run it on a GPU machine, or with --device cpu to "
         "exercise the same checks on the CPU"
     )
+
+
+def test_a_stop_signal_to_the_launcher_stops_every_process_with_a_checkpoint(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "twcore",
+        "run",
+        "method=ew",
+        "task=toy-multitask",
+        "steps=100000",
+        "eval_every=0",
+        "checkpoint_every=100000",
+        "nproc=2",
+        f"run_dir={run_dir}",
+        "wandb.enabled=false",
+        "--quiet",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.stat().st_size > 0):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert f"continue with `twcore resume {run_dir}`" in out
+    state = torch.load(run_dir / "checkpoints/last.pt", weights_only=True)
+    assert state["step"] == summary["steps"] > 0  # both processes stopped at the same step
+
+
+def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path: Path, run_cli) -> None:
+    run_dir = tmp_path / "run"
+    common = ["method=ew", "task=toy-multitask", *SMALL_TASK, "eval_every=0", "wandb.enabled=false"]
+    first = run_cli("run", *common, "steps=6", "nproc=2", f"run_dir={run_dir}", "--quiet")
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = (run_dir / "summary.json").read_text()
+    fewer = run_cli("resume", str(run_dir), "steps=3", "--quiet")  # refused by the processes
+    assert fewer.returncode != 0
+    assert "steps=3 is below the 6 steps" in fewer.stderr
+    assert "failed before recording anything" in fewer.stderr.strip().splitlines()[-1]
+    other = run_cli("resume", str(run_dir), "steps=8", "nproc=1", "--quiet")
+    assert other.returncode == 2
+    assert (run_dir / "summary.json").read_text() == before
+
+
+def test_what_the_processes_would_refuse_is_refused_before_they_start(tmp_path: Path) -> None:
+    from twcore_method_ew.method import EqualWeightingMethod
+
+    from twcore.contract.errors import ConfigError
+    from twcore.orchestration.registry import PluginRegistry, use_registry
+
+    common = [
+        "task=toy-multitask",
+        "steps=2",
+        "nproc=2",
+        f"runs_root={tmp_path}",
+        "wandb.enabled=false",
+    ]
+    with use_registry(PluginRegistry()):
+        twcore.register("method", "ew-here-only", EqualWeightingMethod)
+        with pytest.raises(ConfigError, match=r"'ew-here-only' was registered by .* data-parallel"):
+            twcore.run(["method=ew-here-only", *common])
+    with pytest.raises(ConfigError, match="accumulate=2: method 'gradcos' does not accumulate"):
+        twcore.run(["method=gradcos", "accumulate=2", *common])
+    with pytest.raises(ConfigError, match="eval_batch_size=1 is below nproc=2"):
+        twcore.run(["method=ew", "eval_batch_size=1", *common])
+    with pytest.raises(ConfigError, match=r"batch_size ÷ accumulate=1 is below nproc=2"):
+        twcore.run(["method=ew", "batch_size=3", "accumulate=3", *common])
+    assert not any(tmp_path.iterdir())  # no process started, nothing written

@@ -18,7 +18,8 @@ every process:
 Each is the adjoint of another (Shard ↔ Gather, Replicate ↔ SumReduce), so gradients of any
 order are those of the single-process computation on the global batch: ``backward``,
 ``autograd.grad``, ``create_graph`` passes, batched per-objective Jacobians
-(``is_grads_batched``) and ``functional_call`` lookaheads alike. Only the module's forward and
+(``is_grads_batched``) and ``functional_call`` lookaheads alike (``torch.func.vmap`` through a
+sharded module is not supported: it raises). Only the module's forward and
 backward passes are split; what follows it (losses, weightings, solvers) runs on the whole batch
 in every process. Each forward pass through the module costs one all-gather of its outputs, each
 backward pass one all-reduce of its parameters' gradients (and one all-gather of its input
@@ -151,7 +152,8 @@ class Shard(torch.autograd.Function):
     @staticmethod
     def forward(replicated: Tensor, pg: ProcessGroup) -> Tensor:
         start, size = _my_rows(replicated.shape[0], pg)
-        return replicated[start : start + size]
+        # A copy, not a view: the module may work on its rows in place (ReLU(inplace=True)).
+        return replicated[start : start + size].clone()
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -161,15 +163,6 @@ class Shard(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         return _apply(Gather, grad, ctx.rows, ctx.pg), None
-
-    @staticmethod
-    def vmap(info: Any, in_dims: Any, replicated: Tensor, pg: ProcessGroup) -> Any:
-        dim = in_dims[0]
-        moved = replicated if dim is None else replicated.movedim(dim, 1)
-        if dim is None:
-            return _apply(Shard, moved, pg), None
-        start, size = _my_rows(moved.shape[1], pg)
-        return moved[:, start : start + size], 0
 
 
 class Gather(torch.autograd.Function):
@@ -187,15 +180,6 @@ class Gather(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         return _apply(Shard, grad, ctx.pg), None, None
 
-    @staticmethod
-    def vmap(info: Any, in_dims: Any, local: Tensor, rows: int, pg: ProcessGroup) -> Any:
-        dim = in_dims[0]
-        if dim is None:
-            return _apply(Gather, local, rows, pg), None
-        moved = local.movedim(dim, 0)  # [N, local_rows, ...] -> gather along rows
-        gathered = _all_gather_rows(moved.transpose(0, 1), rows, pg)
-        return gathered.transpose(0, 1), 0
-
 
 class SumReduce(torch.autograd.Function):
     """Local contributions -> their sum over processes; backward: :class:`Replicate`."""
@@ -211,11 +195,6 @@ class SumReduce(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         return _apply(Replicate, grad, ctx.pg), None
-
-    @staticmethod
-    def vmap(info: Any, in_dims: Any, partial: Tensor, pg: ProcessGroup) -> Any:
-        # A sum over processes is elementwise: the batched tensor reduces as one.
-        return _apply(SumReduce, partial, pg), in_dims[0]
 
 
 class Replicate(torch.autograd.Function):
@@ -233,10 +212,6 @@ class Replicate(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         return _apply(SumReduce, grad, ctx.pg), None
-
-    @staticmethod
-    def vmap(info: Any, in_dims: Any, replicated: Tensor, pg: ProcessGroup) -> Any:
-        return _apply(Replicate, replicated, pg), in_dims[0]
 
 
 class ReplicateAll(torch.autograd.Function):
@@ -299,26 +274,29 @@ def shard_module(module: nn.Module, pg: ProcessGroup) -> nn.Module:
             "process in a data-parallel run; use a normalisation without running statistics "
             "(LayerNorm, GroupNorm)"
         )
-    original = module.forward
-    stochastic = any(isinstance(m, STOCHASTIC_MODULES) for m in module.modules())
-
-    def sharded_forward(self: nn.Module, inputs: Tensor, *args: Any, **kwargs: Any) -> Any:
-        if getattr(_inside, "module", None) is self:
-            return original(inputs, *args, **kwargs)
-        rows = inputs.shape[0]
-        replicated = replicate_all(dict(self.named_parameters()), pg)
-        local = _apply(Shard, inputs, pg)
-        _inside.module = self
-        try:
-            with _own_rng_stream(pg, enabled=stochastic and self.training):
-                output = functional_call(self, replicated, (local, *args), kwargs)
-        finally:
-            _inside.module = None
-        return _apply(Gather, output, rows, pg)
-
-    module.forward = types.MethodType(sharded_forward, module)
     module._twcore_process_group = pg  # type: ignore[assignment]
+    module.forward = types.MethodType(_sharded_forward, module)
     return module
+
+
+def _sharded_forward(self: nn.Module, inputs: Tensor, *args: Any, **kwargs: Any) -> Any:
+    """The forward pass of a module :func:`shard_module` split. Everything it needs is read from
+    `self` (the class's own forward, the process group), so a ``copy.deepcopy`` of the module
+    (a target network, a scratch copy) computes with its own parameters."""
+    if getattr(_inside, "module", None) is self:
+        return type(self).forward(self, inputs, *args, **kwargs)
+    pg: ProcessGroup = self._twcore_process_group  # type: ignore[assignment]
+    stochastic = self.training and any(isinstance(m, STOCHASTIC_MODULES) for m in self.modules())
+    rows = inputs.shape[0]
+    replicated = replicate_all(dict(self.named_parameters()), pg)
+    local = _apply(Shard, inputs, pg)
+    outer, _inside.module = getattr(_inside, "module", None), self
+    try:
+        with _own_rng_stream(pg, enabled=stochastic):
+            output = functional_call(self, replicated, (local, *args), kwargs)
+    finally:
+        _inside.module = outer
+    return _apply(Gather, output, rows, pg)
 
 
 @contextmanager

@@ -52,9 +52,11 @@ class Weighting(ABC):
         num_objectives: K, the number of losses each step hands the rule.
         compares_gradients: whether the rule compares the objectives' gradients on the tensors
             they share (then the engine's adapter hands it the shared parameters).
-        linear: whether a step's direction is Σ_k w_k ∇L_k with weights fixed before the step,
-            so that the gradients of micro-batches add up to the whole batch's exactly
-            (gradient accumulation).
+        linear: whether a step's direction is Σ_k w_k ∇L_k with weights fixed before the step
+            and ``backward`` keeps no state of its own, so that the gradients of micro-batches
+            add up to the whole batch's (gradient accumulation). Exact when each objective's
+            loss is a mean over the batch's examples (not a masked mean, a sum or a loss of the
+            batch as a whole) and the model draws no randomness (dropout masks differ).
     """
 
     compares_gradients: ClassVar[bool] = False

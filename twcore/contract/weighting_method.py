@@ -115,6 +115,20 @@ class WeightingMethod(Method):
         self.rule.load_state_dict(state)
 
 
+def accumulates(method: type[Method]) -> bool | None:
+    """Whether a method class accumulates micro-batches, known before it is built: its
+    ``accumulates`` flag, or for a weighting method its annotated rule's ``linear`` (None when
+    only the built method can tell)."""
+    # The class attribute as written (on a weighting method: the property, not its value).
+    flag = next(k.__dict__["accumulates"] for k in method.__mro__ if "accumulates" in k.__dict__)
+    if isinstance(flag, bool):
+        return flag
+    if issubclass(method, WeightingMethod):
+        rule = method.rule_class()
+        return rule.linear if rule is not None else None
+    return None
+
+
 def name_objectives(logs: dict[Any, Any], names: Sequence[str]) -> dict[Any, Any]:
     """`logs` with every integer key (a rule's per-objective value) replaced by that
     objective's name, in nested dicts too."""

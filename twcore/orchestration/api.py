@@ -15,12 +15,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from twcore.contract.errors import (
     ConfigError,
+    DivergenceError,
     RunDirectoryError,
     TwcoreError,
     UnknownPluginError,
 )
+from twcore.contract.weighting_method import accumulates
 from twcore.orchestration.config.compose import ComposedConfig, compose, load_yaml_file
 from twcore.orchestration.config.overrides import Override, parse_override
 from twcore.orchestration.console import warn
@@ -30,9 +34,12 @@ from twcore.orchestration.engine.device import resolve_device
 from twcore.orchestration.engine.distributed import (
     broadcast_text,
     launch,
+    launch_environment,
     launched_world_rank,
+    launched_world_size,
     leave_world,
     needs_launch,
+    process_device,
 )
 from twcore.orchestration.engine.lock import LOCK_FILE
 from twcore.orchestration.engine.rundir import RunDirectory
@@ -40,6 +47,7 @@ from twcore.orchestration.engine.trainer import RunResult, Trainer
 from twcore.orchestration.plugin_modules import named_modules
 from twcore.orchestration.registry import PluginRegistry
 from twcore.orchestration.tracking import Tracker
+from twcore.orchestration.user_plugins import check_workers_see
 
 
 def run(
@@ -75,10 +83,12 @@ def run_composed(composed: ComposedConfig, *, show_progress: bool = False) -> Ru
 
 def _run_here(composed: ComposedConfig, *, show_progress: bool) -> RunResult:
     tracker = Tracker([])
-    components = build_components(composed, tracker)
-    world = components.world
     run_dir: RunDirectory | None = None
     try:
+        components = build_components(composed, tracker)
+        world = components.world
+        # The process count is part of the run (a resume must match it), however it started.
+        composed.tree.nproc = composed.run.nproc = world.size
         if world.writes:
             run_dir = _claim_run_directory(composed)
         path = broadcast_text(str(run_dir.path) if run_dir else None, components.device)
@@ -102,9 +112,30 @@ def _claim_run_directory(composed: ComposedConfig) -> RunDirectory:
     return RunDirectory.create(composed.run.run_dir, runs_root=composed.run.runs_root, label=label)
 
 
+def _check_before_launch(composed: ComposedConfig, nproc: int) -> None:
+    """ConfigError, before any process starts, for what the launched processes would refuse
+    (so the refusal is one line with exit code 2, not N processes' failures)."""
+    check_data_parallel(composed, nproc)
+    check_workers_see(
+        list(composed.plugins.values()), launch_environment(nproc), backend="data-parallel"
+    )
+    method = composed.plugins["method"]
+    if composed.run.accumulate > 1 and accumulates(method.cls) is False:
+        raise ConfigError(
+            f"accumulate={composed.run.accumulate}: method '{method.name}' does not accumulate "
+            "micro-batches (its step is not linear in the batch's gradients); use accumulate=1"
+        )
+    device = resolve_device(composed.run.device)
+    if device.type == "cuda" and torch.cuda.device_count() < nproc:
+        raise ConfigError(
+            f"nproc={nproc} needs one GPU per process and this machine has "
+            f"{torch.cuda.device_count()}"
+        )
+
+
 def _launch_run(composed: ComposedConfig, *, show_progress: bool) -> RunResult:
     """Start a data-parallel run's processes on this machine and wait for them."""
-    check_data_parallel(composed, composed.run.nproc)
+    _check_before_launch(composed, composed.run.nproc)
     directory = _claim_run_directory(composed)
     directory.release()  # the launched process 0 takes it
     composed.tree.run_dir = str(directory.path)
@@ -113,28 +144,54 @@ def _launch_run(composed: ComposedConfig, *, show_progress: bool) -> RunResult:
         config.write_text(composed.to_yaml(), encoding="utf-8")
         quiet = [] if show_progress else ["--quiet"]
         code = launch(composed.run.nproc, ["run", *quiet, "--config", str(config)])
-    _remove_if_unused(directory.path)
-    return _launched_result(directory.path, code)
+    if _remove_if_unused(directory.path):
+        raise _launch_failed(code, "before creating its run directory")
+    return _launched_result(directory.path, code, written_after=0)
 
 
-def _remove_if_unused(path: Path) -> None:
-    """Remove a run directory the launched processes left without a run (they failed first)."""
+def _remove_if_unused(path: Path) -> bool:
+    """Remove a run directory the launched processes left without a run (they failed first);
+    whether it was removed."""
     entries = list(path.iterdir())
     if all(entry.name == LOCK_FILE and entry.is_file() for entry in entries):
         for entry in entries:
             entry.unlink()
         path.rmdir()
+        return True
+    return False
 
 
-def _launched_result(path: Path, code: int) -> RunResult:
-    """The result a launched run wrote; TwcoreError if its processes failed without one."""
+def _summary_time(path: Path) -> int:
+    summary = path / "summary.json"
+    return summary.stat().st_mtime_ns if summary.exists() else 0
+
+
+def _launched_result(path: Path, code: int, *, written_after: int) -> RunResult:
+    """The result a launched run wrote (a summary newer than `written_after`, the time of the
+    one there before the launch); TwcoreError naming its status and error otherwise."""
     summary_path = path / "summary.json"
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
+    if _summary_time(path) <= written_after:
+        raise _launch_failed(code, f"before recording anything in {path}")
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
     if summary.get("status") in ("completed", "interrupted"):
         return RunResult(path, summary)
-    error = TwcoreError(f"the data-parallel run in {path} failed (exit code {code})")
-    error.exit_code = code or 1
+    reason = summary.get("error") or f"status {summary.get('status')}"
+    error: TwcoreError = (
+        DivergenceError(reason, step=int(summary.get("steps", 0)), objectives=[])
+        if summary.get("status") == "diverged"
+        else TwcoreError(f"the data-parallel run in {path} failed: {reason}")
+    )
+    error.exit_code = max(error.exit_code, 1)
     raise error
+
+
+def _launch_failed(code: int, when: str) -> TwcoreError:
+    error = TwcoreError(
+        f"the data-parallel run's processes failed {when} (exit code {code}; their errors "
+        "are above)"
+    )
+    error.exit_code = code or 1
+    return error
 
 
 def resume(
@@ -160,11 +217,16 @@ def resume(
     base = _recorded_config(run_dir)
     nproc = next((o.value for o in reversed(parsed) if o.key == "nproc"), base.get("nproc", 1))
     nproc = nproc if isinstance(nproc, int) else 1  # a bad value is reported by composition
+    recorded = int(base.get("nproc", 1) or 1)
+    if nproc != recorded and (Path(run_dir) / "checkpoints" / "last.pt").exists():
+        raise _other_process_count(recorded, nproc)
     if needs_launch(nproc):
+        path = Path(run_dir).absolute()
+        before = _summary_time(path)
         quiet = [] if show_progress else ["--quiet"]
         args = [str(o) for o in parsed]
-        code = launch(nproc, ["resume", *quiet, str(Path(run_dir).absolute()), *args])
-        return _launched_result(Path(run_dir).absolute(), code)
+        code = launch(nproc, ["resume", *quiet, str(path), *args])
+        return _launched_result(path, code, written_after=before)
     writes = launched_world_rank() == 0
     # Process 0 locks the directory from here: released whatever happens.
     directory = RunDirectory.existing(run_dir) if writes else RunDirectory(Path(run_dir).absolute())
@@ -174,9 +236,13 @@ def resume(
         composed = _compose_recorded(parsed, base, registry)
         state: dict[str, Any] | None = None
         if directory.checkpoint_path.exists():
-            state = load_checkpoint(directory.checkpoint_path, resolve_device(composed.run.device))
+            device = process_device(resolve_device(composed.run.device))
+            state = load_checkpoint(directory.checkpoint_path, device)
             check_run_checkpoint(state, directory.checkpoint_path)
             _refuse_fewer_steps(composed.run.steps, int(state["step"]), directory.path)
+            saved = int(state.get("world_size", 1))
+            if saved != launched_world_size():
+                raise _other_process_count(saved, launched_world_size())
         elif writes:
             warn(f"{directory.path} has no checkpoint yet; training it again from step 0")
         tracker = Tracker([])
@@ -188,6 +254,14 @@ def resume(
     finally:
         directory.release()
         leave_world()
+
+
+def _other_process_count(saved: int, now: int) -> ConfigError:
+    return ConfigError(
+        f"the checkpoint was saved by a run of {saved} process(es) and this resume has {now}; "
+        f"resume with nproc={saved} (sums over processes round differently, so the run would "
+        "not continue exactly)"
+    )
 
 
 def _recorded_config(run_dir: str | Path) -> dict[str, Any]:

@@ -143,14 +143,14 @@ def plan(
     return swept_keys, trials
 
 
-def _refuse_data_parallel_trials(jobs: Sequence[TrialJob]) -> None:
-    """ConfigError before any trial if one asks for several processes: a sweep runs each trial
-    as one process (its backend owns the machine's cores)."""
-    for job in jobs:
-        if job.composed is not None and job.composed.run.nproc > 1:
+def _refuse_data_parallel_trials(trials: Sequence[Trial]) -> None:
+    """ConfigError before anything is written if a trial asks for several processes: a sweep
+    runs each trial as one process (its backend owns the machine's cores)."""
+    for trial in trials:
+        if trial.composed is not None and trial.composed.run.nproc > 1:
             raise ConfigError(
-                f"nproc={job.composed.run.nproc} in trial {job.name}: sweep trials run as one "
-                "process each; run a data-parallel configuration with `twcore run` (or "
+                f"nproc={trial.composed.run.nproc} in trial {trial.name}: sweep trials run as "
+                "one process each; run a data-parallel configuration with `twcore run` (or "
                 "torchrun), one at a time"
             )
 
@@ -212,11 +212,12 @@ def run_sweeps(
     options = options or SweepOptions()
     backend = get_backend(options)
     planned = [plan(spec.arguments, config_file=config_file, registry=registry) for spec in specs]
+    for _, trials in planned:
+        _refuse_data_parallel_trials(trials)
     results: list[SweepResult] = []
     queue = _TrialQueue()
     for spec, (_, trials) in zip(specs, planned, strict=True):
         results.append(_queue_sweep(spec, trials, queue, options.backend))
-    _refuse_data_parallel_trials(queue.jobs)
     backend.check_plugins(queue.jobs)
     try:
         backend.run(queue.jobs, queue.record)

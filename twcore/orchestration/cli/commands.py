@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from twcore.contract.errors import ConfigError, IncompatiblePairingError
+from twcore.contract.method import Method
 from twcore.contract.pairing import check_compatible, describe_requirements
 from twcore.contract.spec import Requirements
+from twcore.contract.weighting_method import accumulates
 from twcore.orchestration import api
 from twcore.orchestration.backends import SweepOptions
 from twcore.orchestration.bench import benchmark
@@ -281,16 +283,12 @@ def show(options: argparse.Namespace) -> int:
     return 0
 
 
-def _scaling(method: type) -> str:
+def _scaling(method: type[Method]) -> str:
     """Whether a method class runs data-parallel and accumulates micro-batches (a weighting
     method's accumulation depends on its rule, known once built)."""
     parallel = "yes" if getattr(method, "data_parallel", True) else "no (refused with nproc > 1)"
-    accumulates = getattr(method, "accumulates", False)
-    rule_class = getattr(method, "rule_class", None)
-    if not isinstance(accumulates, bool) and rule_class is not None:
-        rule = rule_class()
-        accumulates = rule.linear if rule is not None else "depends on its rule"
-    accumulation = {True: "yes", False: "no"}.get(accumulates, str(accumulates))
+    known = accumulates(method)
+    accumulation = {True: "yes", False: "no", None: "depends on its rule"}[known]
     return f"data-parallel (nproc > 1): {parallel}; accumulate > 1: {accumulation}"
 
 

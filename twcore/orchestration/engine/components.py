@@ -135,8 +135,15 @@ def check_data_parallel(composed: ComposedConfig, nproc: int) -> None:
         raise ConfigError(
             f"nproc={nproc}: method '{method.name}' does not run data-parallel; use nproc=1"
         )
-    if composed.run.batch_size < nproc:
-        raise ConfigError(
-            f"batch_size={composed.run.batch_size} is below nproc={nproc}: every process needs "
-            "at least one example of each batch"
-        )
+    run = composed.run
+    smallest = {
+        "batch_size": run.batch_size,
+        "batch_size ÷ accumulate": run.batch_size // run.accumulate,
+        "eval_batch_size": run.eval_batch_size,
+    }
+    for name, rows in smallest.items():
+        if rows < nproc:
+            raise ConfigError(
+                f"{name}={rows} is below nproc={nproc}: every process needs at least one "
+                "example of each batch"
+            )

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -93,8 +95,20 @@ def join_world(nproc: int, device: torch.device) -> tuple[World, torch.device]:
         return _world, device
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
+        if device.index is not None:
+            raise ConfigError(
+                f"device={device} in a run of {size} processes: each process takes the GPU of "
+                "its local rank; give device=cuda (or auto)"
+            )
+        if torch.cuda.device_count() < local_rank + 1:
+            raise ConfigError(
+                f"nproc={size} needs one GPU per process and this machine has "
+                f"{torch.cuda.device_count()}"
+            )
+        device = process_device(device)
         torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise ConfigError(f"device={device}: data-parallel runs use CPU (gloo) or CUDA (NCCL)")
     if not dist.is_initialized():
         atexit.register(_destroy_process_group)
         dist.init_process_group(
@@ -159,14 +173,29 @@ def needs_launch(nproc: int) -> bool:
     return nproc > 1 and launched_world_size() == 1 and LAUNCHED_VARIABLE not in os.environ
 
 
-def launch(nproc: int, twcore_args: list[str]) -> int:
-    """Run ``twcore <twcore_args>`` as `nproc` processes under ``torchrun`` on this machine and
-    return its exit code. Each process gets cores ÷ nproc threads unless OMP_NUM_THREADS is
-    set."""
+def launch_environment(nproc: int) -> dict[str, str]:
+    """The environment of a launched run's processes: this one's, marked as launched, with
+    cores ÷ nproc threads each unless OMP_NUM_THREADS is set."""
     env = dict(os.environ)
     env[LAUNCHED_VARIABLE] = "1"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     env.setdefault("OMP_NUM_THREADS", str(max(1, (cores or 1) // nproc)))
+    return env
+
+
+def process_device(device: torch.device) -> torch.device:
+    """The device of this process of a launched run: ``cuda:LOCAL_RANK`` for a CUDA run of
+    several processes (one GPU each), `device` otherwise."""
+    if device.type == "cuda" and launched_world_size() > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def launch(nproc: int, twcore_args: list[str]) -> int:
+    """Run ``twcore <twcore_args>`` as `nproc` processes under ``torchrun`` on this machine and
+    return its exit code. Each process gets cores ÷ nproc threads unless OMP_NUM_THREADS is
+    set."""
+    env = launch_environment(nproc)
     command = [
         sys.executable,
         "-m",
@@ -177,4 +206,18 @@ def launch(nproc: int, twcore_args: list[str]) -> int:
         "twcore",
         *twcore_args,
     ]
-    return subprocess.run(command, env=env, check=False).returncode
+    process = subprocess.Popen(command, env=env)
+    forwarded = {signal.SIGINT, signal.SIGTERM}
+
+    def forward(signum: int, frame: object) -> None:
+        # torchrun stops its processes (SIGTERM, then SIGKILL after 30 s); they agree on a step,
+        # checkpoint and record "interrupted"; this process keeps waiting for them.
+        process.send_signal(signum)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, forward) for s in forwarded} if in_main_thread else {}
+    try:
+        return process.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

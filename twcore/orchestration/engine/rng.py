@@ -37,11 +37,16 @@ def capture_rng_state() -> dict[str, Any]:
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda_device"] = torch.cuda.current_device()
     return state
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Put every global RNG back to a state from :func:`capture_rng_state`."""
+def restore_rng_state(state: dict[str, Any], *, own_device_only: bool = False) -> None:
+    """Put every global RNG back to a state from :func:`capture_rng_state`.
+
+    With `own_device_only` (a process of a data-parallel run, whose checkpoint process 0 wrote
+    from its own GPU) this process's current CUDA device gets the state of the device the
+    writer trained on, and no other device is touched."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     numpy_state = state["numpy"]
@@ -57,5 +62,10 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         }
     )
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" not in state or not torch.cuda.is_available():
+        return
+    if own_device_only and "cuda_device" in state:
+        written = state["cuda"][int(state["cuda_device"])]
+        torch.cuda.set_rng_state(written, device=torch.cuda.current_device())
+    else:
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from twcore.autodiff.data_parallel import traffic
-from twcore.contract.errors import ConfigError, DivergenceError, TwcoreError, first_line
+from twcore.contract.errors import DivergenceError, TwcoreError, first_line
 from twcore.contract.method import StepResult
 from twcore.contract.model import parameters_are_finite
 from twcore.orchestration.config.compose import ComposedConfig
@@ -171,7 +171,8 @@ class Trainer:
     def _run_to_end(self, progress: Progress) -> RunResult:
         with graceful_stop() as stop:
             self._loop(stop, progress)
-            if self.stopped:
+            # Agreed once more: a signal during the last step still stops with "interrupted".
+            if self._stop_agreed(stop):
                 self._save_checkpoint()
                 by = stop.signal_name or "a signal to another process"
                 message = f"stopped by {by} at step {self.step}"
@@ -392,13 +393,6 @@ class Trainer:
         return f"last good checkpoint: {path} (step {step})"
 
     def _restore(self, state: dict[str, Any]) -> None:
-        saved_world = int(state.get("world_size", 1))
-        if saved_world != self.world.size:
-            raise ConfigError(
-                f"the checkpoint was saved by a run of {saved_world} process(es) and this resume "
-                f"has {self.world.size}; resume with nproc={saved_world} (sums over processes "
-                "round differently, so the run would not continue exactly)"
-            )
         self.step = int(state["step"])
         self.epochs_seen = int(state["epochs_seen"])
         self.elapsed_before = float(state["elapsed_s"])
@@ -408,7 +402,7 @@ class Trainer:
         self.components.method.load_state_dict(state["method"])
         self.components.task.load_state_dict(state["task"])
         self.stream.load_state_dict(state["stream"])
-        restore_rng_state(state["rng"])
+        restore_rng_state(state["rng"], own_device_only=self.world.distributed)
         self.components.context.load_state_dict(state["context"])
         self.components.context.step = self.tracker.step = self.step
         self.last_metrics = state.get("last_metrics", {})
@@ -479,9 +473,9 @@ class Trainer:
         return {
             "communication_per_step": {
                 "all_reduce_calls": moved["all_reduce_calls"] / self.steps_this_process,
-                "all_reduce_mb": moved["all_reduce_bytes"] / self.steps_this_process / 2**20,
+                "all_reduce_mib": moved["all_reduce_bytes"] / self.steps_this_process / 2**20,
                 "all_gather_calls": moved["all_gather_calls"] / self.steps_this_process,
-                "all_gather_mb": moved["all_gather_bytes"] / self.steps_this_process / 2**20,
+                "all_gather_mib": moved["all_gather_bytes"] / self.steps_this_process / 2**20,
             }
         }
 
