@@ -144,6 +144,13 @@ def _plugin_names() -> set[str]:
     return {name for kind in KINDS for name in registry.names(kind)}
 
 
+NOT_PLUGIN_NAMES = {
+    # (file, word): why the word there is not the plugin of that name
+    ("twcore/contract/optim.py", "linear"): "a learning-rate schedule (optim.schedule=linear)",
+    ("twcore/contract/schedule.py", "linear"): "a learning-rate schedule (optim.schedule=linear)",
+}
+
+
 def test_the_core_names_no_plugin():
     names = _plugin_names()
     assert {"ew", "mlp", "toy-multitask"} <= names
@@ -154,7 +161,9 @@ def test_the_core_names_no_plugin():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             literal = isinstance(node, ast.Constant) and isinstance(node.value, str)
             if literal and node.value in names:
-                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+                where = str(path.relative_to(ROOT))
+                if (where, node.value) not in NOT_PLUGIN_NAMES:
+                    found.append(f"{where}:{node.lineno}: {node.value!r}")
     assert not found, "plugin names in the core:\n" + "\n".join(found)
 
 

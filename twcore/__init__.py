@@ -20,12 +20,16 @@ from twcore.version import __version__
 
 if TYPE_CHECKING:  # the real signatures for editors and type checkers; loaded lazily below
     from twcore.contract.array_task import Objective, task_from_arrays, task_from_dataset
+    from twcore.contract.callbacks import Callback
     from twcore.contract.trunk_model import model_from_trunk
     from twcore.orchestration.api import resume, run
+    from twcore.orchestration.engine.trainer import RunResult
     from twcore.orchestration.user_plugins import import_plugins, register
 
 __all__ = [
+    "Callback",
     "Objective",
+    "RunResult",
     "__version__",
     "import_plugins",
     "model_from_trunk",
@@ -45,6 +49,8 @@ _LAZY = {
     "task_from_dataset": "twcore.contract.array_task",
     "Objective": "twcore.contract.array_task",
     "model_from_trunk": "twcore.contract.trunk_model",
+    "Callback": "twcore.contract.callbacks",
+    "RunResult": "twcore.orchestration.engine.trainer",
 }
 
 

@@ -30,6 +30,18 @@ class OptimConfig:
     grad_clip: float | None = option(
         None, gt=0, help="clip the global gradient norm to this value (null: no clipping)"
     )
+    schedule: str = option(
+        "constant",
+        choices=("constant", "cosine", "linear", "step"),
+        help="learning-rate schedule over the run's steps, after the warm-up: constant, cosine, "
+        "linear (both down to lr·min_lr_ratio) or step (× gamma every step_size steps)",
+    )
+    warmup_steps: int = option(0, ge=0, help="steps of linear warm-up from lr/warmup_steps to lr")
+    min_lr_ratio: float = option(
+        0.0, ge=0, le=1, help="cosine and linear: the last step's rate as a fraction of lr"
+    )
+    step_size: int = option(1000, ge=1, help="step schedule: steps between decays")
+    gamma: float = option(0.1, gt=0, help="step schedule: the factor of each decay")
 
 
 OptimizerBuilder = Callable[[Iterable[nn.Parameter], OptimConfig], torch.optim.Optimizer]

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from twcore.contract.callbacks import Callback, Callbacks, as_callbacks
 from twcore.contract.errors import (
     ConfigError,
     DivergenceError,
@@ -43,6 +44,7 @@ from twcore.orchestration.engine.distributed import (
 )
 from twcore.orchestration.engine.lock import LOCK_FILE
 from twcore.orchestration.engine.rundir import RunDirectory
+from twcore.orchestration.engine.summary import finished
 from twcore.orchestration.engine.trainer import RunResult, Trainer
 from twcore.orchestration.plugin_modules import named_modules
 from twcore.orchestration.registry import PluginRegistry
@@ -56,6 +58,7 @@ def run(
     config_file: str | Path | None = None,
     registry: PluginRegistry | None = None,
     show_progress: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> RunResult:
     """Compose a configuration, train, and return the run directory and summary.
 
@@ -64,24 +67,38 @@ def run(
         config_file: optional YAML file below the overrides.
         registry: plugins to use (default: the installed ones).
         show_progress: show a progress bar / evaluation lines on stderr.
+        callbacks: :class:`~twcore.contract.callbacks.Callback` objects the engine
+            calls after every step and evaluation, and asks whether to stop (not for
+            ``nproc`` > 1 started from here: the processes it starts cannot call them).
     """
     composed = compose(_as_overrides(overrides), config_file=config_file, registry=registry)
-    return run_composed(composed, show_progress=show_progress)
+    return run_composed(composed, show_progress=show_progress, callbacks=callbacks)
 
 
-def run_composed(composed: ComposedConfig, *, show_progress: bool = False) -> RunResult:
+def run_composed(
+    composed: ComposedConfig,
+    *,
+    show_progress: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> RunResult:
     """Train a configuration that is already composed (sweeps compose every trial first).
 
     With ``nproc`` > 1 outside ``torchrun`` the run's processes are started here (see
     :mod:`twcore.orchestration.engine.distributed`) and the result is read from the run
     directory their process 0 wrote.
     """
+    hooks = as_callbacks(callbacks)
     if needs_launch(composed.run.nproc):
+        if hooks.callbacks:
+            raise ConfigError(
+                f"callbacks cannot reach the {composed.run.nproc} processes nproc starts; start "
+                "them with torchrun and pass the callbacks in the script each one runs"
+            )
         return _launch_run(composed, show_progress=show_progress)
-    return _run_here(composed, show_progress=show_progress)
+    return _run_here(composed, show_progress=show_progress, callbacks=hooks)
 
 
-def _run_here(composed: ComposedConfig, *, show_progress: bool) -> RunResult:
+def _run_here(composed: ComposedConfig, *, show_progress: bool, callbacks: Callbacks) -> RunResult:
     tracker = Tracker([])
     run_dir: RunDirectory | None = None
     try:
@@ -97,7 +114,14 @@ def _run_here(composed: ComposedConfig, *, show_progress: bool) -> RunResult:
         composed.run.run_dir = str(directory.path)
         if world.writes:
             directory.write_config(composed.to_yaml())
-        trainer = Trainer(composed, components, directory, tracker, show_progress=show_progress)
+        trainer = Trainer(
+            composed,
+            components,
+            directory,
+            tracker,
+            show_progress=show_progress,
+            callbacks=callbacks,
+        )
         return trainer.train()
     finally:
         if run_dir is not None:
@@ -173,7 +197,7 @@ def _launched_result(path: Path, code: int, *, written_after: int) -> RunResult:
     if _summary_time(path) <= written_after:
         raise _launch_failed(code, f"before recording anything in {path}")
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    if summary.get("status") in ("completed", "interrupted"):
+    if finished(summary.get("status")) or summary.get("status") in ("interrupted", "stopped"):
         return RunResult(path, summary)
     reason = summary.get("error") or f"status {summary.get('status')}"
     error: TwcoreError = (
@@ -200,6 +224,7 @@ def resume(
     *,
     registry: PluginRegistry | None = None,
     show_progress: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> RunResult:
     """Continue a run from its last checkpoint (after a kill, a stop, or to train longer with
     ``steps=N``); the result is the same as if it had never stopped.
@@ -249,7 +274,14 @@ def resume(
         components = build_components(composed, tracker)
         if writes:
             directory.write_config(composed.to_yaml())
-        trainer = Trainer(composed, components, directory, tracker, show_progress=show_progress)
+        trainer = Trainer(
+            composed,
+            components,
+            directory,
+            tracker,
+            show_progress=show_progress,
+            callbacks=as_callbacks(callbacks),
+        )
         return trainer.train(resume_state=state, reuse_directory=True)
     finally:
         directory.release()

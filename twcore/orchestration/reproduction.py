@@ -18,6 +18,7 @@ from twcore.contract.errors import ConfigError, did_you_mean
 from twcore.contract.grids import ReproductionGrid
 from twcore.orchestration.backends import SweepOptions
 from twcore.orchestration.console import info, warn
+from twcore.orchestration.engine.summary import finished
 from twcore.orchestration.registry import PluginRegistry, get_registry
 from twcore.orchestration.report import Report, write_report
 from twcore.orchestration.sweep import SweepResult, SweepSpec, run_sweeps
@@ -78,7 +79,7 @@ def run_reproduction(
     results = run_sweeps(specs, registry=registry, options=options)
     if any(r.interrupted for r in results):
         warn("reproduce: interrupted; the report covers what completed")
-    directories = [r.sweep_dir for r in results if any(t.status == "completed" for t in r.trials)]
+    directories = [r.sweep_dir for r in results if any(finished(t.status) for t in r.trials)]
     title = "twcore reproduction" + (" (quick)" if quick else "")
     report = write_report(directories, out_dir=out, title=title)
     return Reproduction(out, results, report, time.perf_counter() - began)

@@ -27,6 +27,7 @@ from twcore.orchestration.config.compose import ComposedConfig, compose
 from twcore.orchestration.config.overrides import Override, parse_override, split_sweep
 from twcore.orchestration.console import info, warn
 from twcore.orchestration.engine.components import build_task, check_best_metric
+from twcore.orchestration.engine.summary import finished
 from twcore.orchestration.registry import PluginRegistry
 from twcore.orchestration.report.collect import RunRecord
 from twcore.orchestration.report.table import RUN_COLUMNS, Table
@@ -62,7 +63,7 @@ class SweepResult:
     @property
     def failed(self) -> list[Trial]:
         """Trials that ran but did not complete (diverged, failed, interrupted)."""
-        return [t for t in self.trials if t.status not in ("completed", "pending")]
+        return [t for t in self.trials if not finished(t.status) and t.status != "pending"]
 
     @property
     def interrupted(self) -> bool:
@@ -250,10 +251,10 @@ class _TrialQueue:
         self.finished += 1
         trial = self.owners[str(job.run_dir)]
         trial.status, trial.error, trial.attempts = outcome.status, outcome.error, outcome.attempts
-        trial.summary = outcome.summary if outcome.status == "completed" else None
+        trial.summary = outcome.summary if finished(outcome.status) else None
         retried = f" after {outcome.attempts} attempts" if outcome.attempts > 1 else ""
         info(f"[{self.finished}/{len(self.jobs)}] {job.description}: {outcome.status}{retried}")
-        if outcome.status not in ("completed", "interrupted", "pending"):
+        if not finished(outcome.status) and outcome.status not in ("interrupted", "pending"):
             warn(f"{job.description}: {outcome.error}")
 
 
@@ -270,7 +271,7 @@ def _queue_sweep(
         job = _prepare(trial, sweep_dir, group)
         summary = completed_summary(job.run_dir)
         if summary is not None:
-            trial.summary, trial.status = summary, "completed"
+            trial.summary, trial.status = summary, str(summary["status"])
             skipped += 1
         else:
             queue.add(job, trial)

@@ -22,9 +22,10 @@ from typing import Any
 
 from twcore.orchestration.backends.base import TrialJob, TrialOutcome
 from twcore.orchestration.engine.rundir import RunDirectory
+from twcore.orchestration.engine.summary import FINISHED_STATUSES, finished
 from twcore.orchestration.user_plugins import check_workers_see
 
-FINAL_STATUSES = ("completed", "diverged", "interrupted")
+FINAL_STATUSES = (*FINISHED_STATUSES, "diverged", "interrupted")
 USAGE_ERROR = 2
 """A worker's exit code for bad input: retrying cannot help, so the trial fails at once."""
 ERROR_PREFIX = "twcore: error: "
@@ -41,7 +42,7 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 def completed_summary(run_dir: Path) -> dict[str, Any] | None:
     """The summary of a trial that already finished training (a re-run sweep skips it)."""
     summary = read_summary(run_dir)
-    return summary if summary is not None and summary.get("status") == "completed" else None
+    return summary if summary is not None and finished(summary.get("status")) else None
 
 
 def last_error_line(log_path: Path) -> str | None:

@@ -36,6 +36,19 @@ class WandbConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Stop a run once its validation metric stops improving."""
+
+    patience: int = option(
+        0,
+        ge=0,
+        help="stop after this many validation evaluations (every eval_every steps) without "
+        "improvement of best_metric (default: the task's primary metric); 0: never",
+    )
+    min_delta: float = option(0.0, ge=0, help="the least change that counts as an improvement")
+
+
+@dataclass
 class RunConfig:
     """Everything about one run except the plugin sections (method, task, model)."""
 
@@ -126,6 +139,9 @@ class RunConfig:
         default_factory=list, help="recorded, never used: where those modules were found"
     )
     optim: OptimConfig = option(default_factory=OptimConfig, help="model optimiser")
+    early_stopping: EarlyStoppingConfig = option(
+        default_factory=EarlyStoppingConfig, help="early stopping on the validation metric"
+    )
     wandb: WandbConfig = option(default_factory=WandbConfig, help="W&B tracking")
 
 

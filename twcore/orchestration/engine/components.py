@@ -16,6 +16,7 @@ from twcore.contract.optim import build_optimizer
 from twcore.contract.pairing import check_compatible
 from twcore.contract.task import Task
 from twcore.orchestration.config.compose import ComposedConfig
+from twcore.orchestration.config.schema import RunConfig
 from twcore.orchestration.engine.device import resolve_device
 from twcore.orchestration.engine.distributed import World, join_world
 from twcore.orchestration.engine.rng import seed_everything
@@ -81,6 +82,22 @@ def check_best_metric(best_metric: str, task: Task, task_name: str) -> None:
         )
 
 
+def check_early_stopping(run: RunConfig, task: Task, task_name: str) -> None:
+    """ConfigError unless early stopping, when asked for, has validation evaluations to judge."""
+    patience = run.early_stopping.patience
+    if patience == 0:
+        return
+    if run.eval_every == 0:
+        raise ConfigError(
+            f"early_stopping.patience={patience} judges validation evaluations, and "
+            "eval_every=0 makes none; set eval_every=N"
+        )
+    if "val" not in task.eval_splits:
+        raise ConfigError(
+            f"early_stopping.patience={patience}: task '{task_name}' has no validation split"
+        )
+
+
 def build_components(composed: ComposedConfig, tracker: Tracker) -> Components:
     """Seed, then build task, model, optimiser and method in a fixed order (so a resumed run
     builds the same objects before loading its checkpoint)."""
@@ -96,6 +113,7 @@ def build_components(composed: ComposedConfig, tracker: Tracker) -> Components:
         task.spec,
     )
     check_best_metric(run.best_metric, task, composed.plugins["task"].name)
+    check_early_stopping(run, task, composed.plugins["task"].name)
     model_class = composed.plugins["model"].cls
     model = construct(
         composed, "model", lambda: model_class(composed.sections["model"], task.spec).to(device)

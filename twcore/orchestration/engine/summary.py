@@ -9,7 +9,8 @@ Shape (keys beyond these may be added, never removed)::
 ``model_updates`` counts the steps of the model's optimiser, which differ from ``steps`` for
 methods whose step is a whole inner training (TaskMet: about 100 updates a step), so budgets can
 be compared. ``status`` is ``running`` while training, then ``completed``, ``diverged`` (a
-non-finite objective; ``error`` says where), ``interrupted`` (Ctrl-C/SIGTERM; resumable) or
+non-finite objective; ``error`` says where), ``early_stopped`` (finished by early stopping),
+``interrupted`` (Ctrl-C/SIGTERM; resumable), ``stopped`` (by a callback; resumable) or
 ``failed`` (``error`` says what raised, and ``failure`` names the plugin, phase and step).
 """
 
@@ -25,6 +26,14 @@ import torch
 from twcore.contract.spec import TaskSpec
 from twcore.orchestration.config.compose import ComposedConfig
 from twcore.version import __version__
+
+FINISHED_STATUSES = ("completed", "early_stopped")
+"""Statuses of a run that trained to its end: its final metrics are results."""
+
+
+def finished(status: object) -> bool:
+    """Whether a run with `status` trained to its end (completed, or stopped early by design)."""
+    return status in FINISHED_STATUSES
 
 
 def plugin_versions(composed: ComposedConfig) -> dict[str, str]:

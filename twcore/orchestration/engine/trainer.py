@@ -13,15 +13,18 @@ from typing import Any
 import torch
 
 from twcore.autodiff.data_parallel import traffic
+from twcore.contract.callbacks import Callbacks
 from twcore.contract.errors import DivergenceError, TwcoreError, first_line
 from twcore.contract.method import StepResult
 from twcore.contract.model import parameters_are_finite
+from twcore.contract.schedule import apply_schedule
 from twcore.orchestration.config.compose import ComposedConfig
 from twcore.orchestration.console import warn
 from twcore.orchestration.engine.best import BestSnapshot
 from twcore.orchestration.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from twcore.orchestration.engine.components import Components
 from twcore.orchestration.engine.distributed import any_process, lost_a_process
+from twcore.orchestration.engine.early_stopping import EarlyStopping
 from twcore.orchestration.engine.precision import autocast
 from twcore.orchestration.engine.progress import Progress
 from twcore.orchestration.engine.rng import capture_rng_state, restore_rng_state
@@ -70,6 +73,7 @@ class Trainer:
         tracker: Tracker,
         *,
         show_progress: bool = True,
+        callbacks: Callbacks | None = None,
     ) -> None:
         self.composed = composed
         self.run = composed.run
@@ -79,6 +83,7 @@ class Trainer:
         self.world = components.world
         self.show_progress = show_progress and self.world.writes
         self.stopped = False
+        self.stopped_by_callback = False
         self.step = 0
         self.epochs_seen = 0
         self.elapsed_before = 0.0
@@ -87,6 +92,9 @@ class Trainer:
         self.last_metrics: dict[str, dict[str, float]] = {}
         self.last_checkpoint_step: int | None = None
         self.best = BestSnapshot.for_run(self.run, components.task.spec)
+        self.stopper = EarlyStopping.for_run(self.run, components.task.spec)
+        self.early_stopped = False
+        self.callbacks = callbacks or Callbacks()
         self.phase = PREPARING
         self.model_updates = 0
         components.optimizer.register_step_post_hook(self._count_update)
@@ -174,6 +182,9 @@ class Trainer:
             # Agreed once more: a signal during the last step still stops with "interrupted".
             if self._stop_agreed(stop):
                 self._save_checkpoint()
+                if self.stopped_by_callback and not stop.requested:
+                    message = f"stopped by a callback at step {self.step}"
+                    return self._finish("stopped", self.last_metrics, message)
                 by = stop.signal_name or "a signal to another process"
                 message = f"stopped by {by} at step {self.step}"
                 return self._finish("interrupted", self.last_metrics, message)
@@ -183,7 +194,7 @@ class Trainer:
         with self._during(TRAIN_END):
             self.components.method.on_train_end()
         final = self._final_evaluation(progress, known=self._restore_best())
-        return self._finish("completed", final, None)
+        return self._finish("early_stopped" if self.early_stopped else "completed", final, None)
 
     @contextmanager
     def _during(self, phase: Phase) -> Iterator[None]:
@@ -223,7 +234,8 @@ class Trainer:
 
     def _loop(self, stop: StopRequest, progress: Progress) -> None:
         run = self.run
-        while self.step < run.steps and not self._stop_agreed(stop):
+        while self.step < run.steps and not self.early_stopped and not self._stop_agreed(stop):
+            apply_schedule(self.components.optimizer, run.optim, self.step, run.steps)
             began = time.perf_counter()
             with self._during(DRAWING):
                 batch = next(self.stream)
@@ -237,6 +249,7 @@ class Trainer:
             self.components.context.step = self.tracker.step = self.step
             if not finite:
                 self._diverged(losses)
+            self.callbacks.on_step_end(self.step, result)
             if self.step % run.log_every == 0:
                 self._log_step(result, losses)
                 progress.update(self.step, losses)
@@ -253,12 +266,18 @@ class Trainer:
                 )
                 if self.best is not None:
                     self.best.consider(self.step, metrics, self.components.model)
+                if self.stopper is not None and self.stopper.should_stop(self.step, metrics):
+                    self.early_stopped = True
             if run.checkpoint_every and self.step % run.checkpoint_every == 0:
                 self._save_checkpoint()
 
     def _stop_agreed(self, stop: StopRequest) -> bool:
-        """Whether to stop now: a stop request in any process stops them all at the same step."""
-        self.stopped = any_process(stop.requested, self.components.device)
+        """Whether to stop now: a signal or a callback's request in any process stops them all
+        at the same step."""
+        self.stopped_by_callback = self.step > 0 and self.callbacks.should_stop(self.step)
+        self.stopped = any_process(
+            stop.requested or self.stopped_by_callback, self.components.device
+        )
         return self.stopped
 
     def _precision(self) -> Any:
@@ -315,6 +334,7 @@ class Trainer:
         metrics = known
         self.last_metrics[split] = metrics
         self.tracker.log({split: metrics}, step=self.step)
+        self.callbacks.on_eval(self.step, split, metrics)
         return metrics
 
     def _restore_best(self) -> dict[str, dict[str, float]]:
@@ -383,6 +403,8 @@ class Trainer:
                 "tracker": self.tracker.state_dict(),
                 "last_metrics": self.last_metrics,
                 "best": self.best.state_dict() if self.best is not None else None,
+                "early_stopping": self.stopper.state_dict() if self.stopper is not None else None,
+                "early_stopped": self.early_stopped,
             },
         )
 
@@ -408,6 +430,9 @@ class Trainer:
         self.last_metrics = state.get("last_metrics", {})
         if self.best is not None and state.get("best") is not None:
             self.best.load_state_dict(state["best"])
+        if self.stopper is not None and state.get("early_stopping") is not None:
+            self.stopper.load_state_dict(state["early_stopping"])
+        self.early_stopped = bool(state.get("early_stopped", False))
         self.last_checkpoint_step = self.step
 
     def _count_update(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -427,6 +452,13 @@ class Trainer:
         ended: dict[str, Any] = {"wandb": self._wandb_info()}
         if self.best is not None:
             ended["best_step"] = self.best.step
+        if self.stopper is not None:
+            ended["early_stopping"] = {
+                "metric": self.stopper.metric,
+                "best": self.stopper.best,
+                "best_step": self.stopper.best_step,
+                "evaluations_without_improvement": self.stopper.waited,
+            }
         if error is not None:
             ended["error"] = error
         with self._during(FINISHING):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from twcore.contract.errors import UsageError
+from twcore.orchestration.engine.summary import finished
 
 
 @dataclass
@@ -61,7 +62,7 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[RunRecord], list[str]]:
             summary = json.loads(summary_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if summary.get("status") != "completed":
+        if not finished(summary.get("status")):
             continue
         run_dir = summary_path.parent.resolve()
         records.append(RunRecord(run_dir, summary, swept_by_dir.get(run_dir, {})))

@@ -84,7 +84,7 @@ class WandbBackend:
             self.run.summary[key] = value
 
     def finish(self, status: str) -> None:
-        self.run.finish(exit_code=0 if status == "completed" else 1)
+        self.run.finish(exit_code=0 if status in ("completed", "early_stopped") else 1)
         if self.mode == "offline":
             self._wait_until_written()
 
