@@ -166,6 +166,7 @@ def test_cli_errors_are_one_line_with_exit_code_2_and_no_traceback(run_cli):
         ["run", "not-an-override"],
         ["show", "method=nope"],
         ["frobnicate"],
+        ["run", "-m", "method=ew,gradcos", "method=ew"],  # a swept key given again
     ):
         result = run_cli(*args)
         assert result.returncode == 2, (args, result.stderr)

@@ -79,6 +79,12 @@ def expand(arguments: Sequence[str]) -> tuple[list[str], list[list[Override]]]:
     for override in parsed:
         values = split_sweep(override.text)
         if len(values) > 1:
+            given = [str(o) for o in parsed if o.key == override.key]
+            if len(given) > 1:
+                raise ConfigError(
+                    f"{override.key} is swept and given {len(given)} times ({', '.join(given)}); "
+                    "give a swept key once"
+                )
             swept_keys.append(override.key)
         choices.append([Override(override.key, value) for value in values])
     return swept_keys, [list(combo) for combo in itertools.product(*choices)]
