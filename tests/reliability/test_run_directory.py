@@ -69,8 +69,11 @@ def test_a_second_resume_of_a_run_in_use_is_refused_naming_the_owner(tmp_path):
         first.communicate(timeout=120)
     assert first.returncode == 130
     # The first run was not disturbed: it checkpointed on the signal and resumes.
-    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
-    assert api.resume(run_dir, ["steps=300"]).summary["status"] == "completed"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    # However far it got before the signal (it depends on the machine's speed), it continues.
+    more = f"steps={summary['steps'] + 10}"
+    assert api.resume(run_dir, [more]).summary["status"] == "completed"
 
 
 def test_two_processes_cannot_both_claim_one_new_directory(tmp_path):
