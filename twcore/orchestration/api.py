@@ -256,7 +256,6 @@ def resume(
     # Process 0 locks the directory from here: released whatever happens.
     directory = RunDirectory.existing(run_dir) if writes else RunDirectory(Path(run_dir).absolute())
     try:
-        base = load_yaml_file(directory.config_path)
         base["run_dir"] = str(directory.path)
         composed = _compose_recorded(parsed, base, registry)
         state: dict[str, Any] | None = None

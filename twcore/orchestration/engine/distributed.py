@@ -55,11 +55,6 @@ class World:
 _world = World()
 
 
-def current_world() -> World:
-    """The world of this process (a single process unless started by a launcher)."""
-    return _world
-
-
 def launched_world_size() -> int:
     """The number of processes ``torchrun`` started (1 when not started by it)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
