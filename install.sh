@@ -14,13 +14,20 @@ for plugin in plugins/methods/*/ plugins/tasks/*/ plugins/models/*/; do
 done
 "$PYTHON" -m pip install --quiet --disable-pip-version-check "${packages[@]}"
 
-# Chromium: tests/test_docs_site.py opens the documentation site in it (headless).
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages the tests need; installed with apt-get when running as root.
+debian_package() {  # PACKAGE WHO_NEEDS_IT
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
-    { apt-get update -qq && apt-get install -y -qq chromium; } >/dev/null ||
-      echo "install.sh: apt-get could not install chromium (needed by tests/test_docs_site.py)" >&2
+    { apt-get update -qq && apt-get install -y -qq "$1"; } >/dev/null ||
+      echo "install.sh: apt-get could not install $1 (needed by $2)" >&2
   else
-    echo "install.sh: chromium not found; install it (Debian: apt-get install chromium) for tests/test_docs_site.py" >&2
+    echo "install.sh: $1 not found; install it (Debian: apt-get install $1) for $2" >&2
   fi
-fi
+}
+
+# PostgreSQL: tests/test_tune.py runs a study on a server it starts.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null ||
+  debian_package postgresql tests/test_tune.py
+
+# Chromium: tests/test_docs_site.py opens the documentation site in it (headless).
+command -v chromium >/dev/null 2>&1 || debian_package chromium tests/test_docs_site.py

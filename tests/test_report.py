@@ -233,3 +233,61 @@ def test_matmul_flops_per_step_is_the_closed_form_of_a_plain_mlp_step(tmp_path: 
     assert matmul_flops_per_step(options, short=2, long=5, root=tmp_path) == expected
     with pytest.raises(ValueError, match="short < long"):
         matmul_flops_per_step(options, short=3, long=3, root=tmp_path)
+
+
+def test_runs_without_a_sweep_record_are_grouped_by_every_config_key_that_differs(
+    tmp_path: Path,
+) -> None:
+    """Runs written by a script (no results.json): two learning rates are two rows, each over
+    its own seeds; a method's options are not columns beside the method's name."""
+    root = tmp_path / "scripted"
+    accuracy = {(0.01, 0): 0.80, (0.01, 1): 0.82, (0.1, 0): 0.60, (0.1, 1): 0.64}
+    for (lr, seed), acc in accuracy.items():
+        run_dir = root / f"lr{lr}-seed{seed}"
+        run_dir.mkdir(parents=True)
+        config = {
+            "method": {"name": "ew"},
+            "task": {"name": "toy"},
+            "seed": seed,
+            "optim": {"lr": lr, "name": "adam"},
+            "run_dir": str(run_dir),
+            "wandb": {"group": f"g{seed}"},
+        }
+        summary = {
+            "status": "completed",
+            "config": config,
+            "task": {"primary_metric": "avg_acc", "summary_metrics": ["avg_acc"], "objectives": []},
+            "metrics": {"test": {"avg_acc": acc}},
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+    # A run of another method with its own option: one "method" key, not method.eta as well.
+    other = root / "ldro"
+    other.mkdir()
+    config = {
+        "method": {"name": "ldro", "eta": 0.1},
+        "task": {"name": "toy"},
+        "seed": 0,
+        "optim": {"lr": 0.01, "name": "adam"},
+    }
+    (other / "summary.json").write_text(
+        json.dumps(
+            {
+                "status": "completed",
+                "config": config,
+                "metrics": {"test": {"avg_acc": 0.7}},
+                "task": {
+                    "primary_metric": "avg_acc",
+                    "summary_metrics": ["avg_acc"],
+                    "objectives": [],
+                },
+            }
+        )
+    )
+
+    report = write_report([root], wandb=False)
+    (table,) = report.tables
+    assert table.row_keys == ["method", "optim.lr"]
+    rows = {row: cells["avg_acc"].values for row, cells in table.rows.items()}
+    assert sorted(rows[("ew", "0.01")]) == [0.80, 0.82]
+    assert sorted(rows[("ew", "0.1")]) == [0.60, 0.64]
+    assert rows[("ldro", "0.01")] == [0.7]

@@ -293,19 +293,8 @@ def _prepare(trial: Trial, sweep_dir: Path, group: str) -> TrialJob:
     composed = trial.composed
     assert composed is not None
     run_dir = sweep_dir / trial.name
-    composed.run.run_dir = composed.tree.run_dir = str(run_dir)
-    composed.run.wandb.group = composed.tree.wandb.group = group
-    tags = [
-        f"method:{composed.plugins['method'].name}",
-        f"task:{composed.plugins['task'].name}",
-        f"seed:{composed.run.seed}",
-    ]
-    merged = [*composed.run.wandb.tags, *(t for t in tags if t not in composed.run.wandb.tags)]
-    composed.run.wandb.tags = merged
-    composed.tree.wandb.tags = list(merged)
     config_path = sweep_dir / TRIAL_CONFIGS / f"{trial.name}.yaml"
-    config_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(config_path, composed.to_yaml())
+    place_trial(composed, run_dir, group, config_path)
     described = ", ".join(f"{k}={v}" for k, v in trial.swept.items()) or "single run"
     return TrialJob(
         name=trial.name,
@@ -316,6 +305,31 @@ def _prepare(trial: Trial, sweep_dir: Path, group: str) -> TrialJob:
         description=described,
         composed=composed,
     )
+
+
+def place_trial(
+    composed: ComposedConfig,
+    run_dir: Path,
+    group: str,
+    config_path: Path,
+    extra_tags: Sequence[str] = (),
+) -> None:
+    """Give a trial's configuration its run directory, W&B group and tags (``method:NAME``,
+    ``task:NAME``, ``seed:N`` and `extra_tags`, after the user's own), and write it to
+    `config_path` for the trial's worker to read."""
+    composed.run.run_dir = composed.tree.run_dir = str(run_dir)
+    composed.run.wandb.group = composed.tree.wandb.group = group
+    tags = [
+        f"method:{composed.plugins['method'].name}",
+        f"task:{composed.plugins['task'].name}",
+        f"seed:{composed.run.seed}",
+        *extra_tags,
+    ]
+    merged = [*composed.run.wandb.tags, *(t for t in tags if t not in composed.run.wandb.tags)]
+    composed.run.wandb.tags = merged
+    composed.tree.wandb.tags = list(merged)
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(config_path, composed.to_yaml())
 
 
 def tabulate(trials: Sequence[Trial], swept_keys: Sequence[str]) -> list[Table]:

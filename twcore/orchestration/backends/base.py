@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -63,6 +63,9 @@ class TrialJob:
     pid_path: Path
     description: str
     composed: Any = field(default=None, repr=False)
+    callback_spec: str | None = field(default=None, repr=False)
+    """Callbacks the trial's run gets, as JSON text (:mod:`~twcore.orchestration.backends.
+    trial_callbacks`): plain data, so it reaches a worker process or a Ray task unchanged."""
 
 
 @dataclass
@@ -91,6 +94,9 @@ class Backend(ABC):
         not know a plugin they use (default: they run in this process, which does)."""
 
     @abstractmethod
-    def run(self, jobs: Sequence[TrialJob], on_outcome: OnOutcome) -> None:
+    def run(self, jobs: Iterable[TrialJob], on_outcome: OnOutcome) -> None:
         """Run `jobs`; call ``on_outcome(job, outcome)`` for each as it finishes. On Ctrl-C,
-        stop the trials cleanly (they checkpoint) and raise KeyboardInterrupt."""
+        stop the trials cleanly (they checkpoint) and raise KeyboardInterrupt.
+
+        `jobs` is read lazily, the next job only when a worker is free, so a search can choose
+        each trial from the results of those before it (``twcore tune``)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from twcore.orchestration.backends.base import Backend, OnOutcome, TrialJob, TrialOutcome
@@ -23,33 +23,40 @@ class LocalBackend(Backend):
     def check_plugins(self, jobs: Sequence[TrialJob]) -> None:
         check_workers_know(jobs, worker_environment(self.options.threads_per_trial), self.name)
 
-    def run(self, jobs: Sequence[TrialJob], on_outcome: OnOutcome) -> None:
-        if not jobs:
-            return
+    def run(self, jobs: Iterable[TrialJob], on_outcome: OnOutcome) -> None:
         live = LiveProcesses()
         environment = worker_environment(self.options.threads_per_trial)
+        queued = iter(jobs)
         with ThreadPoolExecutor(max_workers=self.options.workers) as pool:
-            futures: dict[Future[TrialOutcome], TrialJob] = {
-                pool.submit(
+            running: dict[Future[TrialOutcome], TrialJob] = {}
+
+            def start_next() -> bool:
+                job = next(queued, None)
+                if job is None:
+                    return False
+                future = pool.submit(
                     execute_trial,
                     job,
                     retries=self.options.retries,
                     environment=environment,
                     live=live,
-                ): job
-                for job in jobs
-            }
-            pending = set(futures)
+                )
+                running[future] = job
+                return True
+
             try:
-                while pending:
-                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                while len(running) < self.options.workers and start_next():
+                    pass
+                while running:
+                    done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
                     for future in done:
-                        on_outcome(futures[future], future.result())
+                        on_outcome(running.pop(future), future.result())
+                        start_next()
             except KeyboardInterrupt:
-                for future in pending:  # first, so that no queued trial starts meanwhile
-                    future.cancel()
                 live.interrupt_all()
-                for future in pending:
-                    if not future.cancelled():
-                        on_outcome(futures[future], future.result())
+                for future, job in running.items():
+                    on_outcome(job, future.result())
+                raise
+            except BaseException:  # the job source or a report failed: stop the workers too
+                live.interrupt_all()
                 raise

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import torch
 
 from twcore.contract.errors import DivergenceError, TwcoreError, UsageError
 from twcore.orchestration.api import resume, run_composed
 from twcore.orchestration.backends.base import Backend, OnOutcome, TrialJob, TrialOutcome
-from twcore.orchestration.backends.trial import has_started
+from twcore.orchestration.backends.trial import has_started, wait_for_earlier_worker
+from twcore.orchestration.backends.trial_callbacks import callbacks_for
 from twcore.orchestration.console import warn
 
 
@@ -19,7 +20,7 @@ class SerialBackend(Backend):
 
     name = "serial"
 
-    def run(self, jobs: Sequence[TrialJob], on_outcome: OnOutcome) -> None:
+    def run(self, jobs: Iterable[TrialJob], on_outcome: OnOutcome) -> None:
         threads = torch.get_num_threads()
         torch.set_num_threads(self.options.threads_per_trial)
         try:
@@ -32,14 +33,20 @@ class SerialBackend(Backend):
             torch.set_num_threads(threads)
 
     def _run_one(self, job: TrialJob) -> TrialOutcome:
+        wait_for_earlier_worker(job)
         outcome = TrialOutcome(status="failed")
         for attempt in range(1, self.options.retries + 2):
             outcome.attempts = attempt
             try:
+                callbacks = callbacks_for(job.callback_spec)
                 if has_started(job.run_dir):
-                    result = resume(job.run_dir, show_progress=self.options.show_progress)
+                    result = resume(
+                        job.run_dir, show_progress=self.options.show_progress, callbacks=callbacks
+                    )
                 else:
-                    result = run_composed(job.composed, show_progress=self.options.show_progress)
+                    result = run_composed(
+                        job.composed, show_progress=self.options.show_progress, callbacks=callbacks
+                    )
             except KeyboardInterrupt:
                 outcome.status, outcome.error = "interrupted", "interrupted by the user"
                 return outcome

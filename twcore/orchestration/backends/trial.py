@@ -16,16 +16,20 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from twcore.orchestration.backends.base import TrialJob, TrialOutcome
+from twcore.orchestration.backends.trial_callbacks import CALLBACKS_ENV, PARENT_ENV, WORKER_ENV
 from twcore.orchestration.engine.rundir import RunDirectory
 from twcore.orchestration.engine.summary import FINISHED_STATUSES, finished
 from twcore.orchestration.user_plugins import check_workers_see
 
-FINAL_STATUSES = (*FINISHED_STATUSES, "diverged", "interrupted")
+FINAL_STATUSES = (*FINISHED_STATUSES, "diverged", "interrupted", "stopped")
+"""Statuses that are a run's verdict: a crash is retried, these are not (``stopped``: by a
+callback, e.g. a tune's pruner)."""
 USAGE_ERROR = 2
 """A worker's exit code for bad input: retrying cannot help, so the trial fails at once."""
 ERROR_PREFIX = "twcore: error: "
@@ -73,7 +77,18 @@ def worker_environment(threads: int) -> dict[str, str]:
     environment = dict(os.environ)
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         environment[key] = str(threads)
+    environment[WORKER_ENV] = "1"
+    environment.pop(CALLBACKS_ENV, None)
     return environment
+
+
+def job_environment(job: TrialJob, environment: Mapping[str, str]) -> dict[str, str]:
+    """`environment` with this process as the worker's parent, and the job's callback spec."""
+    merged = dict(environment)
+    merged[PARENT_ENV] = str(os.getpid())
+    if job.callback_spec:
+        merged[CALLBACKS_ENV] = job.callback_spec
+    return merged
 
 
 def check_workers_know(
@@ -121,6 +136,28 @@ class LiveProcesses:
                 process.kill()
 
 
+def wait_for_earlier_worker(job: TrialJob, *, timeout_s: float = 120.0) -> None:
+    """Wait for a worker an earlier, killed sweep or tune left running on `job` (its pid file
+    outlived its parent): it stops at its next step once it sees its parent gone, and the
+    next attempt must not race it for the run directory."""
+    try:
+        pid = int(job.pid_path.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + timeout_s
+    while _is_worker(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def _is_worker(pid: int) -> bool:
+    """Whether `pid` is a live twcore process (not a pid the system has since reused)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"twcore" in command
+
+
 def execute_trial(
     job: TrialJob,
     *,
@@ -129,6 +166,7 @@ def execute_trial(
     live: LiveProcesses | None = None,
 ) -> TrialOutcome:
     """Run `job` to a final status, with up to `retries` further attempts after a crash."""
+    wait_for_earlier_worker(job)
     outcome = TrialOutcome(status="failed", error="not started")
     for attempt in range(1, retries + 2):
         outcome.attempts = attempt
@@ -173,7 +211,7 @@ def _attempt(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=dict(environment),
+            env=job_environment(job, environment),
             # Its own session: a Ctrl-C in the terminal reaches the sweep, which forwards one
             # SIGINT to each worker (a second one would abort it without a checkpoint).
             start_new_session=True,

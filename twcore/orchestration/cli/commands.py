@@ -15,6 +15,7 @@ from twcore.contract.spec import Requirements
 from twcore.contract.weighting_method import accumulates
 from twcore.orchestration import api
 from twcore.orchestration.backends import SweepOptions
+from twcore.orchestration.backends.trial_callbacks import worker_callbacks
 from twcore.orchestration.bench import benchmark
 from twcore.orchestration.config.compose import compose
 from twcore.orchestration.config.describe import KeyDescription, describe_config, format_keys
@@ -38,7 +39,12 @@ def run(options: argparse.Namespace) -> int:
     warn_failed_plugins(get_registry())
     if options.multirun:
         return sweep(options)
-    result = api.run(options.overrides, config_file=options.config, show_progress=not options.quiet)
+    result = api.run(
+        options.overrides,
+        config_file=options.config,
+        show_progress=not options.quiet,
+        callbacks=worker_callbacks(),
+    )
     return report_run(result)
 
 
@@ -53,6 +59,57 @@ def sweep(options: argparse.Namespace) -> int:
         options=sweep_options(options),
     )
     return report_sweep(result)
+
+
+def tune(options: argparse.Namespace) -> int:
+    """``twcore tune [--trials N] [--seeds 0,1] ... key=DISTRIBUTION ... key=value ...``"""
+    from twcore.orchestration.tune import TuneOptions, run_tune
+
+    warn_failed_plugins(get_registry())
+    result = run_tune(
+        options.overrides,
+        config_file=options.config,
+        options=TuneOptions(
+            trials=options.trials,
+            seeds=_seeds(options.seeds),
+            sampler=options.sampler,
+            pruner=options.pruner,
+            objective=options.objective,
+            aggregate=options.aggregate,
+            storage=options.storage,
+            study=options.study,
+            sampler_seed=options.sampler_seed,
+            startup_trials=options.startup_trials,
+            prune_after=options.prune_after,
+            space_file=options.space,
+            backend=sweep_options(options),
+        ),
+    )
+    states = [t.state for t in result.trials]
+    print(
+        f"study {result.study_name}: {len(states)} trial(s), {states.count('complete')} "
+        f"complete, {states.count('pruned')} pruned, {states.count('fail')} failed"
+    )
+    if result.best is None:
+        print(f"no trial completed; report: {result.report}")
+        return 1
+    params = ", ".join(f"{k}={v}" for k, v in result.best.params.items())
+    print(
+        f"best: trial {result.best.number}, {result.objective} = {result.best.value:.6g} ({params})"
+    )
+    print(f"best configuration: {result.best_config}")
+    print(f"re-run it: {result.rerun_command}")
+    print(f"report: {result.report}")
+    return 0
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"--seeds {text}: give integers separated by commas, e.g. 0,1,2") from exc
 
 
 def sweep_options(options: argparse.Namespace) -> SweepOptions:
@@ -124,7 +181,12 @@ def bench(options: argparse.Namespace) -> int:
 def resume(options: argparse.Namespace) -> int:
     """``twcore resume RUN_DIR [key=value ...]``"""
     warn_failed_plugins(get_registry())
-    result = api.resume(options.run_dir, options.overrides, show_progress=not options.quiet)
+    result = api.resume(
+        options.run_dir,
+        options.overrides,
+        show_progress=not options.quiet,
+        callbacks=worker_callbacks(),
+    )
     return report_run(result)
 
 
@@ -350,4 +412,15 @@ def report_sweep(result: SweepResult) -> int:
     return 0
 
 
-__all__ = ["bench", "compare", "plugins", "report", "reproduce", "resume", "run", "show", "sweep"]
+__all__ = [
+    "bench",
+    "compare",
+    "plugins",
+    "report",
+    "reproduce",
+    "resume",
+    "run",
+    "show",
+    "sweep",
+    "tune",
+]

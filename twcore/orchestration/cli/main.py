@@ -97,6 +97,60 @@ def _add_sweep(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     sweep.set_defaults(handler=commands.sweep)
 
 
+def _add_tune(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    tune = sub.add_parser(
+        "tune",
+        parents=[common],
+        help="search hyperparameters with Optuna (TPE, pruning, a study database)",
+        description="Search key=DISTRIBUTION keys (uniform(a,b), loguniform(a,b), int(a,b), "
+        "logint(a,b), choice(a,b,...)); other key=value are fixed, e.g. `twcore tune "
+        "method=ldro optim.lr=loguniform(1e-4,1e-1) --trials 20 --seeds 0,1`. Re-running with "
+        "the same run_dir continues the study; several processes may share one (--storage).",
+    )
+    _add_training_arguments(tune, config_file=True)
+    tune.add_argument("--space", metavar="FILE", help="YAML file of key: DISTRIBUTION")
+    tune.add_argument(
+        "--trials", type=int, default=None, help="the study's budget (default: grid size or 20)"
+    )
+    tune.add_argument(
+        "--seeds", default=None, help="seeds per configuration, e.g. 0,1,2 (default: seed)"
+    )
+    tune.add_argument("--sampler", default="tpe", help="tpe (default), random or grid")
+    tune.add_argument("--pruner", default="median", help="median (default), halving or none")
+    tune.add_argument(
+        "--objective",
+        default=None,
+        help="max:METRIC or min:METRIC on validation (default: the task's primary metric)",
+    )
+    tune.add_argument(
+        "--aggregate", default="mean", help="seeds into one value: mean (default) or worst"
+    )
+    tune.add_argument(
+        "--storage",
+        default=None,
+        help="study database URL, e.g. postgresql://user:pw@host/db (default: SQLite in the "
+        "tune directory)",
+    )
+    tune.add_argument("--study", default=None, help="study name (default: the directory name)")
+    tune.add_argument("--sampler-seed", type=int, default=0, help="the sampler's seed")
+    tune.add_argument(
+        "--startup-trials",
+        type=int,
+        default=None,
+        help="random trials before TPE, and before the median pruner prunes (default: "
+        "a quarter of the budget, 2 to 10)",
+    )
+    tune.add_argument(
+        "--prune-after",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="prune no trial before this step (default 0: from the first evaluation)",
+    )
+    _add_backend_arguments(tune)
+    tune.set_defaults(handler=commands.tune)
+
+
 def _add_resume(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     resume = sub.add_parser(
         "resume",
@@ -195,6 +249,7 @@ def _add_show(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 SUBCOMMANDS = (
     _add_run,
     _add_sweep,
+    _add_tune,
     _add_resume,
     _add_compare,
     _add_report,

@@ -114,8 +114,13 @@ def _alive_here(owner: dict[str, object]) -> bool:
         return False
     if owner.get("host") != socket.gethostname():
         return True
-    if pid == os.getpid():
-        return True
+    return pid == os.getpid() or process_alive(pid)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process `pid` runs on this host (one of another user's counts)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -10,6 +10,9 @@ from typing import Any
 from twcore.contract.errors import UsageError
 from twcore.orchestration.engine.summary import finished
 
+TUNE_FILE = "tune.yaml"
+"""The file ``twcore tune`` writes in its directory (its runs are ``trial-N/seed-S``)."""
+
 
 @dataclass
 class RunRecord:
@@ -46,7 +49,8 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[RunRecord], list[str]]:
     """The completed runs under `sweep_dir` and the keys its sweep varied.
 
     Uses the sweep's ``results.json`` when there is one (it records what each trial swept), and
-    otherwise every ``*/summary.json`` below the directory.
+    otherwise every ``*/summary.json`` below the directory (``*/*/summary.json`` in a ``twcore
+    tune`` directory, marked by its ``tune.yaml``).
     """
     root = Path(sweep_dir)
     if not root.is_dir():
@@ -57,7 +61,10 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[RunRecord], list[str]]:
         for trial in json.loads(results.read_text(encoding="utf-8")).get("trials", []):
             swept_by_dir[(root / trial["name"]).resolve()] = dict(trial.get("swept", {}))
     records = []
-    for summary_path in sorted(root.glob("*/summary.json")):
+    # A sweep's runs are its subdirectories; a tune's one level further (trial-N/seed-S).
+    pattern = "*/*/summary.json" if (root / TUNE_FILE).exists() else "*/summary.json"
+    summaries = sorted(root.glob(pattern))
+    for summary_path in summaries:
         try:
             summary = json.loads(summary_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -71,7 +78,53 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[RunRecord], list[str]]:
     keys: list[str] = []
     for record in records:
         keys.extend(k for k in record.swept if k not in keys)
+    keys.extend(k for k in differing_keys(records) if k not in keys)
     return records, keys
+
+
+NOT_CONFIGURATION = (
+    "run_dir",
+    "runs_root",
+    "wandb",
+    "label",
+    "device",
+    "plugin_modules",
+    "plugin_paths",
+    "imported_plugin_modules",
+    "imported_plugin_paths",
+)
+"""Config keys that say where and how a run was recorded, not what it trained: runs differing
+only in these are one configuration."""
+PLUGIN_SECTIONS = ("method", "task", "model")
+
+
+def differing_keys(records: list[RunRecord]) -> list[str]:
+    """The config keys whose values differ between `records` (seed included), so that runs of
+    different configurations never share a report row, however the runs were made (a sweep,
+    ``twcore tune``, your own script). A plugin whose name differs is one key (``method``),
+    not each of its options."""
+    flat = [_flatten(r.summary["config"]) for r in records]
+    all_keys = list(dict.fromkeys(k for f in flat for k in f))
+    differing = [k for k in all_keys if len({json.dumps(f.get(k), default=str) for f in flat}) > 1]
+    plugins_differing = {k for k in differing if k in PLUGIN_SECTIONS}
+    return [
+        k for k in differing if k.split(".", 1)[0] not in plugins_differing or k in PLUGIN_SECTIONS
+    ]
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if not prefix and key in NOT_CONFIGURATION:
+            continue
+        if isinstance(value, dict):
+            if "name" in value and not prefix:
+                flat[dotted] = value["name"]
+            flat.update(_flatten({k: v for k, v in value.items() if k != "name"}, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
 
 
 def config_value(config: dict[str, Any], key: str) -> str:

@@ -9,6 +9,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,8 @@ from twcore.orchestration.report.collect import RunRecord
 WORST_PAIRS = (("avg_acc", "worst_acc"), ("avg_loss", "worst_loss"))
 
 
-def _pyplot():
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg (file-only) backend, imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,7 +55,7 @@ def series(records: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array(steps), np.array(values, dtype=float)
 
 
-def _save(figure, axis, title: str, path: Path, *, x: str = "step", y: str = "") -> Path:
+def save_figure(figure, axis, title: str, path: Path, *, x: str = "step", y: str = "") -> Path:
     """Title and label the axis, write the PNG and free the figure."""
     axis.set_title(title)
     if x and not axis.get_xlabel():
@@ -61,7 +63,7 @@ def _save(figure, axis, title: str, path: Path, *, x: str = "step", y: str = "")
     axis.set_ylabel(y or axis.get_ylabel())
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    _pyplot().close(figure)
+    pyplot().close(figure)
     return path
 
 
@@ -72,7 +74,7 @@ def metric_over_steps(
     some = next(iter(groups.values()))[0]
     metric = some.summary["task"]["primary_metric"]
     key = f"val/{metric}"
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
     drawn = False
     for label, runs in groups.items():
@@ -93,7 +95,7 @@ def metric_over_steps(
         plt.close(figure)
         return None
     axis.legend(fontsize=8)
-    return _save(figure, axis, f"{task}: validation {metric} (mean ± std over seeds)", path)
+    return save_figure(figure, axis, f"{task}: validation {metric} (mean ± std over seeds)", path)
 
 
 def average_vs_worst(
@@ -107,7 +109,7 @@ def average_vs_worst(
     pair = next((p for p in WORST_PAIRS if p[0] in test and p[1] in test), None)
     if pair is None:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(5, 4))
     for label, runs in groups.items():
         values = np.array(
@@ -117,7 +119,9 @@ def average_vs_worst(
         axis.errorbar(mean[0], mean[1], xerr=std[0], yerr=std[1], fmt="o", capsize=3)
         axis.annotate(" ".join(label), (mean[0], mean[1]), fontsize=8)
     axis.set_xlabel(f"test {pair[0]}")
-    return _save(figure, axis, f"{task}: average against worst case", path, y=f"test {pair[1]}")
+    return save_figure(
+        figure, axis, f"{task}: average against worst case", path, y=f"test {pair[1]}"
+    )
 
 
 def learned_weights(
@@ -144,7 +148,7 @@ def learned_weights(
             panels[label] = curves
     if not panels:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(
         1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False, sharey=True
     )
