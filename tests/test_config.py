@@ -211,3 +211,16 @@ def test_a_plugins_run_defaults_replace_the_run_defaults_but_not_what_the_user_g
     config_file.write_text("optim:\n  lr: 0.2\n")
     from_file = compose(base, config_file=config_file, registry=registry)
     assert from_file.run.optim.lr == 0.2 and from_file.run.steps == 7
+
+
+def test_yes_no_on_off_are_words_on_the_command_line_as_in_config_files(tmp_path):
+    """YAML 1.1 reads ``off`` as false; config files and the command line read the word (YAML
+    1.2), so a choice spelled ``off`` can be given either way."""
+    from twcore.orchestration.config.overrides import parse_value
+
+    assert parse_value("off") == "off" and parse_value("Yes") == "Yes"
+    assert parse_value("true") is True and parse_value("false") is False
+    assert compose([parse_override("wandb.console=off")]).run.wandb.console == "off"
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("wandb:\n  console: off\n")
+    assert compose(config_file=config_file).run.wandb.console == "off"

@@ -40,7 +40,7 @@ def test_offline_wandb_run_holds_config_per_step_losses_weights_and_evaluations(
         "proj",
         "grid-1",
         "bench",
-        ["baseline", "toy"],
+        ["baseline", "toy", "method:ew", "task:toy-multitask", "model:mlp", "seed:0"],
     )
     assert run.config["method"] == {"name": "ew", "objectives": []}
     assert run.config["steps"] == 30
@@ -161,3 +161,78 @@ def test_flatten_values_expands_dicts_and_vectors_and_refuses_other_types():
         flatten_values({"x": "text"})
     with pytest.raises(ValueError, match="dim > 1"):
         flatten_values({"m": torch.eye(2)})
+
+
+def test_a_wandb_run_is_named_tagged_and_summarised_the_way_a_team_reads_it(
+    tmp_path, capsys, run_cli
+):
+    """The summary holds the best validation value of the primary metric and its step (across
+    a resume), the final test metrics and the run's speed; the name is readable and unique per
+    run directory; tags say method, task, model, seed and label; the console is captured; the
+    config says which plugin versions and git commit ran; log_model uploads the checkpoint;
+    the command prints how to upload the offline run."""
+    from twcore.orchestration.cli.main import main
+
+    run_dir = tmp_path / "run"
+    common = ["task=toy-multitask", "eval_every=5", "label=mine", f"run_dir={run_dir}"]
+    # The first part in its own process: W&B captures a real process's console.
+    started = run_cli("run", *common, "steps=20", "wandb.log_model=last")
+    assert started.returncode == 0, started.stderr
+    assert main(["resume", str(run_dir), "steps=40", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    first, resumed = (read_offline_run(p) for p in find_offline_runs(run_dir))
+    assert first.run_id == resumed.run_id  # one W&B run, continued
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    curve = [(r["step"], r["val/main_acc"]) for r in records if "val/main_acc" in r]
+    best_step, best = max(curve, key=lambda pair: (pair[1], -pair[0]))  # the first of the best
+    assert resumed.summary["best/val/main_acc"] == best
+    assert resumed.summary["best/step"] == best_step
+    after = max(value for step, value in curve if step > 20)
+    assert resumed.summary["val/main_acc"] == after  # define_metric's max (of what it saw)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert resumed.summary["test/main_acc"] == summary["metrics"]["test"]["main_acc"]
+    assert resumed.summary["run/steps"] == 40
+    assert resumed.summary["run/steps_per_s"] == summary["steps_per_s"]
+
+    assert first.name == resumed.name == summary["wandb"]["name"]
+    assert first.name.startswith("mine/ew/toy-multitask/s0-")
+    assert len(first.name.rsplit("-", 1)[1]) == 6
+    assert first.tags == ["method:ew", "task:toy-multitask", "model:mlp", "seed:0", "label:mine"]
+    (first_path, resumed_path) = find_offline_runs(run_dir)
+    assert "step 5 val: main_acc=" in (first_path.parent / "files" / "output.log").read_text()
+    provenance = resumed.config["provenance"]
+    assert provenance["plugins"]["ew"] == summary["plugins"]["ew"]
+    assert provenance == summary["provenance"]
+    assert set(provenance["git"]) <= {"commit", "dirty"}
+    for segment in (first, resumed):  # log_model=last: the checkpoint at each end
+        (artifact,) = [a for a in segment.artifacts if a["type"] == "model"]
+        assert artifact["name"] == f"model-{first.run_id}" and "last" in artifact["aliases"]
+        assert artifact["paths"] == ["last.pt"]
+    assert f"upload it: wandb sync {resumed_path.parent}" in printed
+
+    other = tmp_path / "other"
+    twcore.run([*common[:-1], f"run_dir={other}", "steps=5"])
+    assert read_offline_run(find_offline_runs(other)[0]).name != first.name  # unique per run
+
+
+def test_log_model_best_needs_keep_best(tmp_path):
+    from twcore.contract.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"wandb\.log_model=best .* set keep_best=true"):
+        twcore.run([f"run_dir={tmp_path / 'r'}", "steps=2", "wandb.log_model=best"])
+
+
+def test_a_transaction_log_read_while_being_written_is_not_complete(tmp_path):
+    """W&B writes its log while a run finishes; a prefix of a complete log (a header, a chunk or
+    a record cut anywhere) never raises, and one cut before its last record is not complete."""
+    from twcore.orchestration.tracking.wandb_offline import is_complete
+
+    twcore.run([f"run_dir={tmp_path / 'run'}", "steps=3"])
+    (path,) = find_offline_runs(tmp_path / "run")
+    data = path.read_bytes()
+    assert is_complete(path)
+    partial = tmp_path / "partial.wandb"
+    for cut in range(0, len(data), max(1, len(data) // 300)):
+        partial.write_bytes(data[:cut])
+        complete = is_complete(partial)  # never raises
+        assert not complete or cut > len(data) // 2, cut

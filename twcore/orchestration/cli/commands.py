@@ -394,7 +394,20 @@ def report_run(result: RunResult) -> int:
         table.add((split,), values)
     print(table.to_markdown(mark_best=False, show_count=False))
     print(f"run written to {result.run_dir}")
+    line = wandb_line(summary.get("wandb", {}))
+    if line:
+        print(line)
     return 0
+
+
+def wandb_line(wandb: dict[str, Any]) -> str | None:
+    """Where a run's W&B run is: its URL online, the ``wandb sync`` command of an offline run."""
+    if not wandb.get("run_id") or not wandb.get("dir"):
+        return None
+    if wandb.get("url"):
+        return f"W&B run {wandb.get('name')}: {wandb['url']}"
+    offline = Path(wandb["dir"]).parent
+    return f"W&B run {wandb.get('name')} ({wandb['mode']}); upload it: wandb sync {offline}"
 
 
 def report_sweep(result: SweepResult) -> int:
@@ -404,6 +417,10 @@ def report_sweep(result: SweepResult) -> int:
     for trial in result.failed:
         print(f"{trial.name}: {trial.status}: {trial.error}")
     print(f"runs written to {result.sweep_dir} (tables in {Path(result.sweep_dir) / 'results.md'})")
+    offline = sorted(Path(result.sweep_dir).glob("*/wandb/offline-run-*"))
+    if offline:
+        pattern = Path(result.sweep_dir) / "*" / "wandb" / "offline-run-*"
+        print(f"W&B: {len(offline)} offline run(s); upload them: wandb sync {pattern}")
     if result.interrupted:
         return 130
     if result.failed:

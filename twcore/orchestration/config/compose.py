@@ -23,6 +23,7 @@ from twcore.contract.options import check_option_values
 from twcore.orchestration.config.overrides import Override, parse_override, reject_unintended_sweep
 from twcore.orchestration.config.schema import PLUGIN_SECTIONS, RunConfig
 from twcore.orchestration.config.validate import validate_run_config
+from twcore.orchestration.config.yaml_text import load_yaml
 from twcore.orchestration.plugin_modules import add_search_paths, module_roots, named_modules
 from twcore.orchestration.registry import PluginRegistry, Registration, get_registry
 from twcore.orchestration.user_plugins import import_plugins
@@ -152,7 +153,7 @@ def load_yaml_file(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     try:
-        values = yaml.safe_load(text)
+        values = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {first_line(exc)}") from exc
     if values is None:

@@ -10,6 +10,7 @@ import yaml
 
 from twcore.contract.errors import ConfigError
 from twcore.orchestration.config.schema import PLUGIN_SECTIONS
+from twcore.orchestration.config.yaml_text import load_yaml
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
 
@@ -57,11 +58,12 @@ def parse_override(argument: str) -> Override:
 
 
 def parse_value(text: str) -> Any:
-    """YAML scalar/collection parsing with a plain-string fallback (``1e-3`` stays a number)."""
+    """YAML scalar/collection parsing with a plain-string fallback (``1e-3`` stays a number);
+    only ``true``/``false`` are booleans (:mod:`~twcore.orchestration.config.yaml_text`)."""
     if text == "":
         return ""
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError:
         return text
     if isinstance(value, str):

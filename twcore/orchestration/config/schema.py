@@ -26,9 +26,15 @@ class WandbConfig:
     job_type: str = option("train", help="W&B job type")
     name: str | None = option(None, help="W&B run name; default: the run directory's name")
     console: str = option(
-        "off",
+        "wrap",
         choices=("off", "wrap", "auto", "redirect"),
-        help="W&B console capture: off, wrap, auto or redirect",
+        help="W&B console capture (the run's output.log): wrap, auto, redirect or off",
+    )
+    log_model: str = option(
+        "none",
+        choices=("none", "best", "last"),
+        help="upload a model checkpoint as a W&B artifact at the end: best (the parameters "
+        "keep_best kept; needs keep_best=true), last, or none",
     )
     init_timeout: float = option(
         60.0, gt=0, help="seconds to wait for W&B to start before giving up"

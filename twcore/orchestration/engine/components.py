@@ -114,6 +114,11 @@ def build_components(composed: ComposedConfig, tracker: Tracker) -> Components:
     )
     check_best_metric(run.best_metric, task, composed.plugins["task"].name)
     check_early_stopping(run, task, composed.plugins["task"].name)
+    if run.wandb.log_model == "best" and not run.keep_best:
+        raise ConfigError(
+            "wandb.log_model=best uploads the parameters keep_best keeps; set keep_best=true "
+            "(or wandb.log_model=last)"
+        )
     model_class = composed.plugins["model"].cls
     model = construct(
         composed, "model", lambda: model_class(composed.sections["model"], task.spec).to(device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterator
@@ -29,11 +30,12 @@ from twcore.orchestration.engine.precision import autocast
 from twcore.orchestration.engine.progress import Progress
 from twcore.orchestration.engine.rng import capture_rng_state, restore_rng_state
 from twcore.orchestration.engine.run_failure import Phase, run_failure
-from twcore.orchestration.engine.rundir import RunDirectory
+from twcore.orchestration.engine.rundir import BEST_MODEL_FILE, CHECKPOINT_FILE, RunDirectory
 from twcore.orchestration.engine.stopping import StopRequest, graceful_stop
-from twcore.orchestration.engine.summary import build_summary
+from twcore.orchestration.engine.summary import FINISHED_STATUSES, build_summary, plugin_versions
 from twcore.orchestration.tracking import Tracker
 from twcore.orchestration.tracking.jsonl import JsonlBackend
+from twcore.orchestration.tracking.run_identity import git_state, run_name, run_tags
 from twcore.orchestration.tracking.wandb_backend import WandbBackend, resolve_mode
 
 # The engine's own work: a failure here names a plugin only if one's code is on the traceback.
@@ -95,6 +97,7 @@ class Trainer:
         self.stopper = EarlyStopping.for_run(self.run, components.task.spec)
         self.early_stopped = False
         self.callbacks = callbacks or Callbacks()
+        self.provenance = {"plugins": plugin_versions(composed), "git": git_state()}
         self.phase = PREPARING
         self.model_updates = 0
         components.optimizer.register_step_post_hook(self._count_update)
@@ -213,14 +216,25 @@ class Trainer:
         )
         if not self.run.wandb.enabled:
             return
-        wandb_id = (resume_state or {}).get("tracker", {}).get("wandb_id")
+        tracker_state = (resume_state or {}).get("tracker", {})
+        spec = self.components.task.spec
+        if self.run.best_metric:
+            mode, metric = self.run.best_metric.split(":", 1)
+        else:
+            mode, metric = spec.primary_mode, spec.primary_metric
         try:
             backend = WandbBackend(
-                self.run.wandb,
+                dataclasses.replace(
+                    self.run.wandb,
+                    tags=run_tags(self.composed),
+                    name=run_name(self.composed, self.run_dir.path),
+                ),
                 run_dir=self.run_dir.path,
-                resolved_config=self.composed.to_dict(),
+                resolved_config={**self.composed.to_dict(), "provenance": self.provenance},
                 run_name=self.run_dir.path.name,
-                resume_id=wandb_id,
+                resume_id=tracker_state.get("wandb_id"),
+                primary=(metric, mode),
+                best=tracker_state.get("wandb_best"),
             )
         except Exception as exc:  # W&B must never stop a run
             warn(
@@ -463,7 +477,39 @@ class Trainer:
             ended["error"] = error
         with self._during(FINISHING):
             summary = self._write_summary(status, metrics, {**ended, **(extra or {})})
+            self.tracker.log_summary(
+                {
+                    "run": {
+                        key: summary[key]
+                        for key in (
+                            "steps",
+                            "wall_time_s",
+                            "steps_per_s",
+                            "model_updates",
+                        )
+                    }
+                }
+            )
+            if summary["status"] in FINISHED_STATUSES:
+                self._upload_model()
         return RunResult(self.run_dir.path, summary)
+
+    def _upload_model(self) -> None:
+        """``wandb.log_model=best|last``: the checkpoint as a W&B ``model`` artifact (a W&B
+        failure is a warning: the checkpoint is on disk either way)."""
+        choice = self.run.wandb.log_model
+        live = [b for b in self.tracker.backends if isinstance(b, WandbBackend)]
+        if choice == "none" or not live:
+            return
+        path = self.run_dir.path / CHECKPOINT_FILE
+        if choice == "best" and self.best is not None:
+            path = self.run_dir.path / BEST_MODEL_FILE
+            save_checkpoint(path, {"model": self.best.parameters, "step": self.best.step})
+        try:
+            name = f"model-{live[0].run.id}"
+            live[0].log_file(path, name=name, kind="model", aliases=[choice, f"step-{self.step}"])
+        except Exception as exc:
+            warn(f"W&B could not upload {path} ({type(exc).__name__}: {first_line(exc)})")
 
     def _finish_after_error(
         self, status: str, error: str, extra: dict[str, Any] | None = None
@@ -490,7 +536,12 @@ class Trainer:
             run_dir=str(self.run_dir.path),
             device=self.components.device,
             spec=self.components.task.spec,
-            extra={"world_size": self.world.size, **self._communication(), **(extra or {})},
+            extra={
+                "world_size": self.world.size,
+                "provenance": self.provenance,
+                **self._communication(),
+                **(extra or {}),
+            },
         )
         if self.world.writes:
             self.run_dir.write_summary(summary)
@@ -521,9 +572,14 @@ class Trainer:
                 "mode": resolve_mode(self.run.wandb),
                 "error": "W&B failed; see warnings",
             }
+        run = live[0].run
+        mode = resolve_mode(self.run.wandb)
         return {
             "enabled": True,
-            "mode": resolve_mode(self.run.wandb),
-            "run_id": live[0].run.id,
-            "dir": str(live[0].run.dir),
+            "mode": mode,
+            "run_id": run.id,
+            "name": run.name,
+            "path": run.path,
+            "dir": str(run.dir),
+            **({"url": run.url} if mode == "online" else {}),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -21,7 +22,13 @@ def resolve_mode(config: WandbConfig) -> str:
 
 
 class WandbBackend:
-    """Logs to a W&B run whose files live in ``<run_dir>/wandb``."""
+    """Logs to a W&B run whose files live in ``<run_dir>/wandb``.
+
+    With `primary` (``(metric, "max"|"min")``) the run's summary holds the best validation
+    value of that metric (W&B's ``define_metric`` summary of ``val/<metric>``) and, as
+    ``best/val/<metric>`` and ``best/step``, the value and the step it was reached at, carried
+    across a resume by :meth:`state_dict`.
+    """
 
     name = "W&B"
 
@@ -33,12 +40,16 @@ class WandbBackend:
         resolved_config: dict[str, Any],
         run_name: str,
         resume_id: str | None = None,
+        primary: tuple[str, str] | None = None,
+        best: dict[str, Any] | None = None,
     ) -> None:
         import wandb
 
         self._wandb = wandb
         self.mode = resolve_mode(config)
         self._unrenderable: set[str] = set()
+        self.primary = primary
+        self.best: dict[str, Any] | None = dict(best) if best else None
         self.run = wandb.init(
             project=config.project,
             entity=config.entity,
@@ -55,6 +66,9 @@ class WandbBackend:
                 silent=True, console=config.console, init_timeout=config.init_timeout
             ),
         )
+        if primary is not None:
+            metric, mode = primary
+            self.run.define_metric(f"val/{metric}", summary=mode)
 
     def log(self, values: dict[str, Any], step: int) -> None:
         converted = {}
@@ -66,6 +80,28 @@ class WandbBackend:
                     self._unrenderable.add(key)
                     warn(f"W&B cannot render '{key}' ({type(exc).__name__}: {exc}); skipping it")
         self.run.log(converted, step=step)
+        self._track_best(converted, step)
+
+    def _track_best(self, values: dict[str, Any], step: int) -> None:
+        if self.primary is None:
+            return
+        metric, mode = self.primary
+        value = values.get(f"val/{metric}")
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            return
+        if self.best is not None:
+            better = value > self.best["value"] if mode == "max" else value < self.best["value"]
+            if not better:
+                return
+        self.best = {"value": float(value), "step": int(step)}
+        self.run.summary[f"best/val/{metric}"] = float(value)
+        self.run.summary["best/step"] = int(step)
+
+    def log_file(self, path: Path, *, name: str, kind: str, aliases: list[str]) -> None:
+        """Upload `path` as an artifact (``model`` checkpoints: ``wandb.log_model``)."""
+        artifact = self._wandb.Artifact(name=name, type=kind)
+        artifact.add_file(str(path))
+        self.run.log_artifact(artifact, aliases=aliases)
 
     def _convert(self, key: str, value: Any) -> Any:
         if isinstance(value, Image):
@@ -100,7 +136,7 @@ class WandbBackend:
         warn(f"W&B had not finished writing {path} after {timeout:.0f} s")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"wandb_id": self.run.id}
+        return {"wandb_id": self.run.id, "wandb_best": self.best}
 
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:

@@ -32,6 +32,9 @@ class OfflineRun:
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    """Each logged artifact's ``name``, ``type``, ``aliases`` and file ``paths``."""
 
 
 def find_offline_runs(run_dir: Path) -> list[Path]:
@@ -58,21 +61,40 @@ def read_offline_run(path: Path) -> OfflineRun:
             run.history.append(row)
         elif kind == "summary":
             _apply_updates(run.summary, record.summary.update)
+        elif kind == "artifact":
+            artifact = record.artifact
+            run.artifacts.append(
+                {
+                    "name": artifact.name,
+                    "type": artifact.type,
+                    "aliases": list(artifact.aliases),
+                    "paths": [entry.path for entry in artifact.manifest.contents],
+                }
+            )
     return run
 
 
 def is_complete(path: Path) -> bool:
     """Whether the run's transaction log ends with its exit record (the run has been closed).
 
-    Only the last blocks are parsed, so this stays cheap for long runs.
+    Only the last blocks are parsed, so this stays cheap for long runs. A record W&B is still
+    writing (read half-written) means the log is not complete yet.
     """
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2
 
     data = Path(path).read_bytes()
     start = max(0, (len(data) // _BLOCK - 3) * _BLOCK)
-    for payload in _record_payloads(data, start=start):
+    try:
+        payloads = _record_payloads(data, start=start)
+    except ValueError:  # the header or a chunk not fully written yet
+        return False
+    for payload in payloads:
         record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
+        try:
+            record.ParseFromString(payload)
+        except DecodeError:
+            return False
         if record.WhichOneof("record_type") == "exit":
             return True
     return False
@@ -84,6 +106,7 @@ def _read_run(record: Any, run: OfflineRun) -> None:
     run.group = record.run_group
     run.job_type = record.job_type
     run.tags = list(record.tags)
+    run.name = record.display_name
     _apply_updates(run.config, record.config.update)
 
 

@@ -26,6 +26,7 @@ import yaml
 
 from twcore.contract.errors import ConfigError
 from twcore.orchestration.config.overrides import Override, parse_override
+from twcore.orchestration.config.yaml_text import load_yaml
 
 KINDS = ("uniform", "loguniform", "int", "logint", "choice")
 _EXPRESSION = re.compile(r"^\s*([a-z]+)\((.*)\)\s*$", re.DOTALL)
@@ -185,7 +186,7 @@ def parse_space(arguments: Sequence[str], space_file: str | Path | None = None) 
 
 def _read_space_file(path: Path) -> Iterable[tuple[str, str]]:
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"--space {path}: cannot read it ({exc.strerror})") from exc
     except yaml.YAMLError as exc:
