@@ -30,5 +30,10 @@ Yaml12Loader.add_implicit_resolver(
 
 
 def load_yaml(text: str) -> Any:
-    """`text` parsed as YAML (safe; only ``true``/``false`` are booleans)."""
-    return yaml.load(text, Loader=Yaml12Loader)
+    """`text` parsed as YAML (safe; only ``true``/``false`` are booleans): what
+    ``yaml.safe_load`` does, with the loader above — a SafeLoader, which builds no objects."""
+    loader = Yaml12Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
