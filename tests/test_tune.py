@@ -175,10 +175,10 @@ def test_a_study_on_ray_finds_the_known_optimum_and_prunes(tmp_path, monkeypatch
         if trial.state == "fail":
             assert trial.params["optim.lr"] > 0.5 * divergence_lr, trial
 
-    for name in ("report.md", "trials.json", "history.png", "intermediate.png", "slice.png"):
+    for name in ("study.md", "trials.json", "history.png", "intermediate.png", "slice.png"):
         assert (tune_dir / name).exists(), name
     assert (tune_dir / "importance.png").exists()
-    report = (tune_dir / "report.md").read_text()
+    report = (tune_dir / "study.md").read_text()
     assert f"**Best: trial {result.best.number}**" in report and "pruned" in report
     assert result.rerun_command == f"python3 -m twcore run --config {result.best_config}"
     assert glob.glob(str(tune_dir / "wandb" / "offline-run-*"))  # the W&B summary run
@@ -458,7 +458,9 @@ def test_report_over_a_tune_directory_has_one_row_per_configuration(tmp_path) ->
         ],
         options=TuneOptions(sampler="grid", pruner="none", seeds=[0, 1], objective="min:mse"),
     )
+    study_report = (tune_dir / "study.md").read_text()
     report = write_report([tune_dir], wandb=False)
+    assert (tune_dir / "study.md").read_text() == study_report  # not overwritten
     (table,) = report.tables
     assert table.row_keys == ["optim.lr"]
     by_lr = {row[0]: sorted(cells["mse"].values) for row, cells in table.rows.items()}
@@ -488,3 +490,32 @@ def test_successive_halving_prunes(tmp_path) -> None:
     )
     states = [t.state for t in result.trials]
     assert len(states) == 6 and "pruned" in states and "complete" in states
+
+
+def test_a_callback_spec_runs_only_marked_factories_inside_twcore(monkeypatch) -> None:
+    """The spec travels in a worker's environment and names code: a module outside twcore is
+    not even imported, and a twcore function not marked as a factory is not called."""
+    from twcore.contract.errors import UsageError
+    from twcore.orchestration.backends.trial_callbacks import (
+        CALLBACKS_ENV,
+        WORKER_ENV,
+        StopWhenOrphaned,
+        callback_spec,
+        callbacks_for,
+        worker_callbacks,
+    )
+
+    with pytest.raises(UsageError, match="outside twcore"):
+        callbacks_for(callback_spec("os:system", {"command": "true"}))
+    with pytest.raises(UsageError, match="is not a callback factory"):
+        callbacks_for(callback_spec("twcore.orchestration.tune.space:parse_space", {}))
+    with pytest.raises(UsageError, match="not a callback spec"):
+        callbacks_for("{not json")
+    monkeypatch.delenv(WORKER_ENV, raising=False)
+    assert worker_callbacks() == []  # not a worker: nothing added
+    monkeypatch.setenv(WORKER_ENV, "1")
+    monkeypatch.setenv("TWCORE_TRIAL_PARENT", str(os.getppid()))
+    monkeypatch.delenv(CALLBACKS_ENV, raising=False)
+    (watch,) = worker_callbacks()
+    assert isinstance(watch, StopWhenOrphaned) and not watch.should_stop(1)
+    assert StopWhenOrphaned(os.getppid() + 1).should_stop(1)  # another parent: orphaned

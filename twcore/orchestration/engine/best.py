@@ -13,6 +13,15 @@ from twcore.contract.spec import TaskSpec
 from twcore.orchestration.config.schema import RunConfig
 
 
+def selection_metric(run: RunConfig, spec: TaskSpec) -> tuple[str, str]:
+    """``(metric, mode)`` a run selects and stops on and W&B summarises: ``best_metric``
+    (``max:NAME``/``min:NAME``), else the task's primary metric."""
+    if run.best_metric:
+        mode, metric = run.best_metric.split(":", 1)
+        return metric, mode
+    return spec.primary_metric, spec.primary_mode
+
+
 class BestSnapshot:
     """The model parameters at the evaluation with the best value of one metric.
 
@@ -33,10 +42,7 @@ class BestSnapshot:
         """The snapshot a run asks for (``keep_best``, ``best_metric``), or None."""
         if not run.keep_best:
             return None
-        if not run.best_metric:
-            return cls(spec.primary_metric, spec.primary_mode)
-        mode, metric = run.best_metric.split(":", 1)
-        return cls(metric, mode)
+        return cls(*selection_metric(run, spec))
 
     def consider(self, step: int, metrics: dict[str, float], model: nn.Module) -> bool:
         """Snapshot `model` if `metrics` beats the best so far (ties keep the earlier one)."""

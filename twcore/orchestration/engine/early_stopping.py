@@ -8,6 +8,7 @@ from typing import Any
 
 from twcore.contract.spec import TaskSpec
 from twcore.orchestration.config.schema import RunConfig
+from twcore.orchestration.engine.best import selection_metric
 
 
 class EarlyStopping:
@@ -33,10 +34,7 @@ class EarlyStopping:
         config = run.early_stopping
         if config.patience == 0:
             return None
-        if run.best_metric:
-            mode, metric = run.best_metric.split(":", 1)
-        else:
-            metric, mode = spec.primary_metric, spec.primary_mode
+        metric, mode = selection_metric(run, spec)
         return cls(metric, mode, config.patience, config.min_delta)
 
     def should_stop(self, step: int, metrics: dict[str, float]) -> bool:

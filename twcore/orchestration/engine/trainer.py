@@ -21,7 +21,7 @@ from twcore.contract.model import parameters_are_finite
 from twcore.contract.schedule import apply_schedule
 from twcore.orchestration.config.compose import ComposedConfig
 from twcore.orchestration.console import warn
-from twcore.orchestration.engine.best import BestSnapshot
+from twcore.orchestration.engine.best import BestSnapshot, selection_metric
 from twcore.orchestration.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from twcore.orchestration.engine.components import Components
 from twcore.orchestration.engine.distributed import any_process, lost_a_process
@@ -217,11 +217,6 @@ class Trainer:
         if not self.run.wandb.enabled:
             return
         tracker_state = (resume_state or {}).get("tracker", {})
-        spec = self.components.task.spec
-        if self.run.best_metric:
-            mode, metric = self.run.best_metric.split(":", 1)
-        else:
-            mode, metric = spec.primary_mode, spec.primary_metric
         try:
             backend = WandbBackend(
                 dataclasses.replace(
@@ -233,7 +228,7 @@ class Trainer:
                 resolved_config={**self.composed.to_dict(), "provenance": self.provenance},
                 run_name=self.run_dir.path.name,
                 resume_id=tracker_state.get("wandb_id"),
-                primary=(metric, mode),
+                primary=selection_metric(self.run, self.components.task.spec),
                 best=tracker_state.get("wandb_best"),
             )
         except Exception as exc:  # W&B must never stop a run

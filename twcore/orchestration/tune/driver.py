@@ -29,7 +29,7 @@ from twcore.orchestration.engine.components import build_task, check_best_metric
 from twcore.orchestration.engine.summary import finished
 from twcore.orchestration.registry import PluginRegistry
 from twcore.orchestration.report.collect import TUNE_FILE
-from twcore.orchestration.sweep import place_trial
+from twcore.orchestration.sweep import TRIAL_CONFIGS, TRIAL_LOGS, TRIAL_PIDS, place_trial
 from twcore.orchestration.tune import study as studies
 from twcore.orchestration.tune.outputs import write_outputs
 from twcore.orchestration.tune.records import TuneResult, TuneSetup
@@ -41,9 +41,6 @@ AGGREGATES = ("mean", "worst")
 UNFINISHED = ("interrupted", "pending")
 """Outcomes of a seed stopped by a Ctrl-C (or never started): the trial is requeued, not told."""
 DEFAULT_TRIALS = 20
-TRIAL_CONFIGS = ".trials"
-TRIAL_LOGS = ".logs"
-TRIAL_PIDS = ".workers"
 
 
 @dataclass
@@ -145,7 +142,6 @@ class Tuner:
         self.storage_url = studies.storage_url(self.tune_dir, self.options.storage)
         self.study_name = self.options.study or self.tune_dir.name
         self.pending: dict[int, _Pending] = {}
-        self.finished_here = 0
 
     # ---- checks before anything runs --------------------------------------------------------
 
@@ -365,9 +361,10 @@ class Tuner:
                     continue
                 yield job
 
-    def _ask(self) -> Any | None:
-        """The next trial, claimed for this process (None once the budget is used): under the
-        study's lock, after requeuing the trials of processes that died."""
+    def _ask(self) -> tuple[Any, str] | None:
+        """The next trial, claimed for this process, and the name of its runs' directory (None
+        once the budget is used): under the study's lock, after requeuing the trials of
+        processes that died."""
         optuna = studies.optuna_module()
         with self._locked():
             adopted = studies.adopt_orphans(
@@ -381,10 +378,10 @@ class Tuner:
             while studies.budget_left(self.study, self.budget):
                 trial = self.study.ask()
                 if studies.within_budget(self.study, trial.number, self.budget):
-                    runs = trial.user_attrs.get(studies.RUNS) or studies.runs_name(trial.number)
+                    runs = studies.runs_of(trial)
                     self.storage.set_trial_user_attr(trial._trial_id, studies.RUNS, runs)
                     self.owner.claim(trial._trial_id)
-                    return trial
+                    return trial, runs
                 # A grid point enqueued twice, or a budget another process used meanwhile.
                 self.storage.set_trial_user_attr(trial._trial_id, studies.VOID, "over the budget")
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -392,10 +389,10 @@ class Tuner:
 
     def _next_trial(self) -> _Pending | None:
         while True:
-            trial = self._ask()
-            if trial is None:
+            asked = self._ask()
+            if asked is None:
                 return None
-            runs = str(trial.user_attrs.get(studies.RUNS, studies.runs_name(trial.number)))
+            trial, runs = asked
             values = {p.key: self._suggest(trial, p) for p in self.space.parameters}
             try:
                 jobs = [self._job(trial, runs, values, seed) for seed in self.seeds]
@@ -478,7 +475,6 @@ class Tuner:
         trial = pending.trial
         del self.pending[trial.number]
         self.owner.release(trial._trial_id)
-        self.finished_here += 1
         try:
             self._tell_study(pending)
         except optuna.exceptions.UpdateFinishedTrialError:

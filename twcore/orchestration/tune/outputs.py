@@ -4,7 +4,7 @@ In the tune directory:
 
 - ``best/config.yaml``: the best trial's configuration, ready for ``twcore run --config``;
   ``best/command.txt`` the command that re-runs it over the study's seeds;
-- ``trials.json`` and ``report.md``: every trial (state, parameters, aggregated and per-seed
+- ``trials.json`` and ``study.md``: every trial (state, parameters, aggregated and per-seed
   values, where it was pruned, its run directories) with the plots below;
 - ``history.png`` (each trial's value and the best so far), ``intermediate.png`` (the lead
   seed's validation curve of every trial, pruned ones marked), ``importance.png`` (fANOVA
@@ -29,7 +29,8 @@ from twcore.orchestration.tune import plots
 from twcore.orchestration.tune import study as studies
 from twcore.orchestration.tune.records import TrialRecord, TuneResult, TuneSetup
 
-REPORT_FILE = "report.md"
+REPORT_FILE = "study.md"
+"""The tune's report (not ``report.md``, which ``twcore report TUNE_DIR`` writes beside it)."""
 
 
 def trial_records(study: Any) -> list[TrialRecord]:
@@ -45,7 +46,7 @@ def trial_records(study: Any) -> list[TrialRecord]:
                 params=dict(trial.params),
                 state=trial.state.name.lower(),
                 value=trial.value if trial.state.name == "COMPLETE" else None,
-                runs=str(trial.user_attrs.get(studies.RUNS, studies.runs_name(trial.number))),
+                runs=studies.runs_of(trial),
                 seed_values={int(k): v for k, v in seed_values.items()},
                 pruned_at=trial.user_attrs.get(studies.PRUNED_AT),
                 error=trial.user_attrs.get(studies.ERROR),

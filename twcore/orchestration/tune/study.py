@@ -228,8 +228,7 @@ def requeue(study: Any, storage: Any, trial: Any, reason: str, *, complete: bool
     if not changed:
         return False
     if complete:
-        runs = trial.user_attrs.get(RUNS, runs_name(trial.number))
-        study.enqueue_trial(dict(trial.params), user_attrs={RUNS: runs})
+        study.enqueue_trial(dict(trial.params), user_attrs={RUNS: runs_of(trial)})
     return True
 
 
@@ -252,6 +251,12 @@ def adopt_orphans(study: Any, storage: Any, *, grace_s: float, parameters: int) 
 def runs_name(number: int) -> str:
     """The directory (under the tune directory) of trial `number`'s runs."""
     return f"trial-{number:04d}"
+
+
+def runs_of(trial: Any) -> str:
+    """The directory of a trial's runs: the one it inherited as a requeued copy, else its own
+    (:func:`runs_name`)."""
+    return str(trial.user_attrs.get(RUNS) or runs_name(trial.number))
 
 
 def counted(trial: Any) -> bool:
