@@ -289,7 +289,8 @@ def test_keep_best_survives_a_resume_exactly(tmp_path):
 def test_keep_best_can_judge_by_another_metric_and_mode(tmp_path):
     options = ["steps=40", "eval_every=5", "optim.lr=0.3"]
     plain = _run(tmp_path / "plain", *options)
-    best = _run(tmp_path / "best", *options, "keep_best=true", "best_metric=min:avg_loss")
+    # avg_loss without a mode: the task declares lower avg_loss better.
+    best = _run(tmp_path / "best", *options, "keep_best=true", "best_metric=avg_loss")
     candidates = [*_val_evaluations(tmp_path / "plain", "avg_loss")]
     candidates.append((40, plain.metrics["val"]["avg_loss"]))
     step, value = min(candidates, key=lambda c: (c[1], c[0]))
@@ -298,8 +299,8 @@ def test_keep_best_can_judge_by_another_metric_and_mode(tmp_path):
 
 
 def test_a_malformed_best_metric_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"best_metric=.mse. must be empty .* min:NAME"):
-        _run(tmp_path / "run", "keep_best=true", "best_metric=mse")
+    with pytest.raises(ConfigError, match=r"best_metric=.best:mse. must be empty .* min:NAME"):
+        _run(tmp_path / "run", "keep_best=true", "best_metric=best:mse")
 
 
 class _UncertaintyWeighting(Method):

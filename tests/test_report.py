@@ -39,6 +39,7 @@ def _write_run(root: Path, method: str, seed: int, values: tuple[float, ...]) ->
         "task": {
             "primary_metric": "avg_acc",
             "summary_metrics": ["avg_acc", "worst_acc", "avg_loss"],
+            "metric_directions": {"avg_acc": "max", "worst_acc": "max", "avg_loss": "min"},
             "objectives": [{"name": "main"}, {"name": "aux"}],
         },
         "metrics": {"test": {"avg_acc": avg_acc, "worst_acc": worst_acc, "avg_loss": avg_loss}},

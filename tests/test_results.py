@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from twcore.orchestration.report.table import Cell, Table, lower_is_better
+from twcore.orchestration.report.table import Cell, Table
 
 
 def test_cell_mean_and_sample_std_match_hand_computation():
@@ -19,7 +19,9 @@ def test_cell_mean_and_sample_std_match_hand_computation():
 
 
 def test_best_row_respects_the_direction_of_each_metric():
-    table = Table("t", ["method"], ["avg_acc", "avg_loss"])
+    table = Table(
+        "t", ["method"], ["avg_acc", "avg_loss"], directions={"avg_acc": "max", "avg_loss": "min"}
+    )
     table.add(("a",), {"avg_acc": 0.8, "avg_loss": 0.3})
     table.add(("b",), {"avg_acc": 0.9, "avg_loss": 0.5})
     assert table.best_rows() == {"avg_acc": ("b",), "avg_loss": ("a",)}
@@ -37,6 +39,21 @@ def test_missing_and_non_finite_values_are_left_out():
     assert table.counts[("a",)] == 3
 
 
-def test_direction_of_metric_names():
-    assert lower_is_better("worst_loss") and lower_is_better("test/mse/reg0")
-    assert not lower_is_better("worst_acc") and not lower_is_better("ndq")
+def test_records_and_wandb_columns_carry_mean_sample_std_and_n():
+    """By hand: values 1, 2, 4 have mean 7/3 and sample std sqrt(((−4/3)² + (−1/3)² + (5/3)²)/2);
+    one value has no sample std (null, not 0); a cell missing a value says its own n."""
+    table = Table("t", ["method"], ["acc"], directions={"acc": "max"})
+    for value in (1.0, 2.0, 4.0):
+        table.add(("a",), {"acc": value})
+    table.add(("b",), {"acc": 3.0})
+    table.add(("b",), {"acc": None})
+    std = math.sqrt(((4 / 3) ** 2 + (1 / 3) ** 2 + (5 / 3) ** 2) / 2)
+    records = table.to_records()
+    assert records[0]["n"] == 3 and records[0]["acc"]["mean"] == pytest.approx(7 / 3)
+    assert records[0]["acc"]["std"] == pytest.approx(std)
+    assert records[1]["acc"] == {"mean": 3.0, "std": None, "n": 1, "values": [3.0]}
+    columns, rows = table.to_columns()
+    assert columns == ["method", "acc", "acc std", "acc n", "n"]
+    assert rows[0] == ["a", pytest.approx(7 / 3), pytest.approx(std), 3, 3]
+    assert rows[1] == ["b", 3.0, None, 1, 2]
+    assert "| b | **3 (n=1)** | 2 |" in table.to_markdown()

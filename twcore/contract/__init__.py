@@ -49,7 +49,14 @@ from twcore.contract.losses import (
 )
 from twcore.contract.media import Image, LinePlot
 from twcore.contract.method import Logger, Method, MethodContext, StepResult
-from twcore.contract.metrics import supervised_metric_names, supervised_metrics
+from twcore.contract.metrics import (
+    DIRECTIONS,
+    Direction,
+    supervised_directions_of,
+    supervised_metric_directions,
+    supervised_metric_names,
+    supervised_metrics,
+)
 from twcore.contract.model import Model, flat_input_size, parameters_shared_by_objectives
 from twcore.contract.optim import OptimConfig, build_optimizer
 from twcore.contract.options import NoConfig, option
@@ -70,11 +77,13 @@ from twcore.contract.weighting import HeldWeights, WeightedStep, Weighting, weig
 from twcore.contract.weighting_method import WeightingMethod, name_objectives, shared_parameters
 
 __all__ = [
+    "DIRECTIONS",
     "Batch",
     "BatchStream",
     "Capability",
     "ConfigError",
     "DecisionLayer",
+    "Direction",
     "HeadSpec",
     "HeldWeights",
     "Image",
@@ -120,6 +129,8 @@ __all__ = [
     "single_objective_spec",
     "squared_error_per_example",
     "stack_objective_losses",
+    "supervised_directions_of",
+    "supervised_metric_directions",
     "supervised_metric_names",
     "supervised_metrics",
     "task_from_arrays",

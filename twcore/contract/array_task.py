@@ -40,6 +40,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from twcore.contract.batch import Batch
+from twcore.contract.metrics import Direction
 from twcore.contract.spec import (
     Capability,
     HeadSpec,
@@ -466,9 +467,10 @@ class DecisionArrayTask(ArrayTask):
     true objective of the layer's decisions from the model's predictions."""
 
     @property
-    def metric_names(self) -> tuple[str, ...] | None:
-        names = super().metric_names
-        return (*names, "objective") if names is not None else None
+    def metric_directions(self) -> Mapping[str, Direction] | None:
+        """The supervised metrics and ``objective`` (a decision layer's objective is higher-is-
+        better, :class:`~twcore.contract.task.DecisionLayer`)."""
+        return {**(super().metric_directions or {}), "objective": "max"}
 
     @torch.no_grad()
     def evaluate(

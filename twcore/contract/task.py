@@ -17,7 +17,7 @@ from torch import Tensor
 
 from twcore.contract.batch import Batch
 from twcore.contract.losses import base_loss
-from twcore.contract.metrics import supervised_metric_names, supervised_metrics
+from twcore.contract.metrics import Direction, supervised_metric_directions, supervised_metrics
 from twcore.contract.options import NoConfig
 from twcore.contract.spec import Capability, ObjectiveKind, ObjectiveSpec, TaskSpec
 from twcore.contract.stream import BatchStream, TensorBatchStream
@@ -95,12 +95,20 @@ class Task(ABC):
         :mod:`~twcore.contract.metrics`."""
 
     @property
-    def metric_names(self) -> tuple[str, ...] | None:
-        """Every metric name :meth:`evaluate` returns, or None if the task does not say. A
-        run's ``best_metric`` is checked against it before training (for a task that does not
-        say, at the first evaluation); the conformance suite checks it against what
-        ``evaluate`` returns."""
+    def metric_directions(self) -> Mapping[str, Direction] | None:
+        """Every metric :meth:`evaluate` returns and whether higher (``max``) or lower (``min``)
+        is better, or neither (``none``: reported, not scored); None if the task does not say.
+
+        Tables mark the best row by it, ``keep_best``/``best_metric`` and ``twcore tune`` take
+        the direction from it, and a run's ``best_metric`` is checked against it before
+        training. The conformance suite checks it against what :meth:`evaluate` returns."""
         return None
+
+    @property
+    def metric_names(self) -> tuple[str, ...] | None:
+        """The names of :attr:`metric_directions` (None if the task does not declare them)."""
+        directions = self.metric_directions
+        return tuple(directions) if directions is not None else None
 
     @property
     def eval_splits(self) -> tuple[str, ...]:
@@ -145,10 +153,10 @@ class TensorTask(Task):
         return self.build_spec()
 
     @property
-    def metric_names(self) -> tuple[str, ...] | None:
+    def metric_directions(self) -> Mapping[str, Direction] | None:
         """The supervised metrics of the spec (:func:`~twcore.contract.metrics.supervised_metrics`,
-        what :meth:`evaluate` returns); a subclass reporting more overrides this."""
-        return supervised_metric_names(self.spec)
+        what :meth:`evaluate` returns); a subclass reporting more adds its own."""
+        return supervised_metric_directions(self.spec)
 
     @cached_property
     def splits(self) -> dict[str, Batch]:

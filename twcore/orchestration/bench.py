@@ -39,7 +39,12 @@ class BenchResult:
         return self.seconds[method] / self.seconds[self.baseline]
 
     def table(self, title: str) -> Table:
-        table = Table(title, ["method"], ["steps", "ms_per_step", "ratio_to_baseline"])
+        table = Table(
+            title,
+            ["method"],
+            ["steps", "ms_per_step", "ratio_to_baseline"],
+            directions={"ms_per_step": "min", "ratio_to_baseline": "min"},
+        )
         for method, seconds in self.seconds.items():
             label = f"{method} (outer step)" if method in self.outer_step else method
             table.add(

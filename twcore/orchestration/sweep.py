@@ -26,7 +26,8 @@ from twcore.orchestration.backends.trial import completed_summary
 from twcore.orchestration.config.compose import ComposedConfig, compose
 from twcore.orchestration.config.overrides import Override, parse_override, split_sweep
 from twcore.orchestration.console import info, warn
-from twcore.orchestration.engine.components import build_task, check_best_metric
+from twcore.orchestration.engine.best import metric_goal
+from twcore.orchestration.engine.components import build_task
 from twcore.orchestration.engine.summary import finished
 from twcore.orchestration.registry import PluginRegistry
 from twcore.orchestration.report.collect import RunRecord
@@ -172,7 +173,7 @@ def _check_best_metric_once(composed: ComposedConfig, checked: set[str]) -> None
     if key not in checked:
         checked.add(key)
         name = composed.plugins["task"].name
-        check_best_metric(composed.run.best_metric, build_task(composed), name)
+        metric_goal(composed.run.best_metric, build_task(composed), task_name=f"task '{name}'")
 
 
 @dataclass
@@ -343,7 +344,6 @@ def tabulate(trials: Sequence[Trial], swept_keys: Sequence[str]) -> list[Table]:
     ]
     tables = report_tables(records, swept_keys, extra_metrics=RUN_COLUMNS)
     for table in tables:
-        table.unranked = RUN_COLUMNS
         note = budget_note(table)
         if note:
             table.notes.append(note)

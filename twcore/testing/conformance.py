@@ -27,6 +27,7 @@ import yaml
 
 from twcore.contract.batch import Batch
 from twcore.contract.method import StepResult
+from twcore.contract.metrics import check_directions
 from twcore.contract.task import TensorTask
 from twcore.orchestration import api
 from twcore.orchestration.config.compose import compose
@@ -107,17 +108,24 @@ class _Suite:
         assert summary["steps"] == self.steps
         # A task built anew (its data comes from the cache) only to read what it declares.
         task = build_task(compose(as_overrides(self.options()), registry=self.registry()))
-        assert task.metric_names is not None, (
-            "the task does not declare metric_names: declare them so that best_metric is "
-            "checked before training"
+        directions = task.metric_directions
+        assert directions is not None, (
+            "the task does not declare metric_directions: declare every metric it reports and "
+            "whether higher (max), lower (min) or neither (none) is better"
         )
-        declared = set(task.metric_names)
+        check_directions(directions, "metric_directions")
+        primary = task.spec.primary_metric
+        assert directions.get(primary) == task.spec.primary_mode, (
+            f"the primary metric '{primary}' has primary_mode '{task.spec.primary_mode}' and "
+            f"direction {directions.get(primary)!r} in metric_directions; make them agree"
+        )
+        declared = set(directions)
         for split, metrics in summary["metrics"].items():
             assert metrics, f"no {split} metrics"
             for name, value in metrics.items():
                 assert value is not None and math.isfinite(value), f"{split}/{name} is {value}"
             assert set(metrics) == declared, (
-                f"the task's metric_names do not match what its evaluate returned on {split}: "
+                f"the task's metric_directions do not match what its evaluate returned on {split}: "
                 f"undeclared {sorted(set(metrics) - declared)}, "
                 f"never returned {sorted(declared - set(metrics))}"
             )

@@ -120,7 +120,8 @@ def _add_tune(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     tune.add_argument(
         "--objective",
         default=None,
-        help="max:METRIC or min:METRIC on validation (default: the task's primary metric)",
+        help="a validation metric: METRIC (its declared direction), max:METRIC or min:METRIC "
+        "(default: the task's primary metric)",
     )
     tune.add_argument(
         "--aggregate", default="mean", help="seeds into one value: mean (default) or worst"

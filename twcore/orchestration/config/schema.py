@@ -101,7 +101,9 @@ class RunConfig:
         "and at the end), judged by best_metric",
     )
     best_metric: str = option(
-        "", help="what keep_best judges by: empty (the task's primary metric) or min:NAME/max:NAME"
+        "",
+        help="what keep_best and early stopping judge by: empty (the task's primary metric), "
+        "NAME (the task's declared direction) or min:NAME/max:NAME",
     )
     log_every: int = option(1, ge=1, help="log training values every N steps")
     checkpoint_every: int = option(

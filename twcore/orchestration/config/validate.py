@@ -9,7 +9,7 @@ from twcore.contract.optim import validate_optim_config
 from twcore.orchestration.config.schema import RunConfig
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-_BEST_METRIC = re.compile(r"^((min|max):\S+)?$")
+_BEST_METRIC = re.compile(r"^((min|max):)?[^\s:]*$")
 
 
 def validate_run_config(run: RunConfig) -> None:
@@ -20,8 +20,8 @@ def validate_run_config(run: RunConfig) -> None:
         )
     if not _BEST_METRIC.match(run.best_metric):
         raise ConfigError(
-            f"best_metric='{run.best_metric}' must be empty (the task's primary metric) or "
-            "min:NAME / max:NAME, e.g. min:mse"
+            f"best_metric='{run.best_metric}' must be empty (the task's primary metric), NAME "
+            "(the direction the task declares) or min:NAME / max:NAME, e.g. mse or min:mse"
         )
     if run.run_dir is not None and not str(run.run_dir).strip():
         raise ConfigError(

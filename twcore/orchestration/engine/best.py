@@ -9,17 +9,54 @@ from typing import Any
 from torch import nn
 
 from twcore.contract.errors import ConfigError, did_you_mean
-from twcore.contract.spec import TaskSpec
+from twcore.contract.task import Task
 from twcore.orchestration.config.schema import RunConfig
 
 
-def selection_metric(run: RunConfig, spec: TaskSpec) -> tuple[str, str]:
+def selection_metric(run: RunConfig, task: Task) -> tuple[str, str]:
     """``(metric, mode)`` a run selects and stops on and W&B summarises: ``best_metric``
-    (``max:NAME``/``min:NAME``), else the task's primary metric."""
-    if run.best_metric:
-        mode, metric = run.best_metric.split(":", 1)
-        return metric, mode
-    return spec.primary_metric, spec.primary_mode
+    (:func:`metric_goal`), else the task's primary metric."""
+    return metric_goal(run.best_metric, task)
+
+
+def metric_goal(
+    goal: str, task: Task, *, option: str = "best_metric", task_name: str = "the task"
+) -> tuple[str, str]:
+    """``(metric, mode)`` of a goal written ``NAME`` (the direction the task declares for it),
+    ``max:NAME`` or ``min:NAME``; empty: the task's primary metric.
+
+    ConfigError (naming `option`) for a metric the task does not report, a ``NAME`` whose
+    direction the task does not declare or declares as ``none``, and a mode that contradicts
+    the declared direction (``max:avg_loss`` would select the worst model without a word)."""
+    if not goal:
+        return task.spec.primary_metric, task.spec.primary_mode
+    mode, _, metric = goal.rpartition(":")
+    names = task.metric_names
+    if names is not None and metric not in names:
+        raise ConfigError(
+            f"{option}='{goal}': {task_name} reports no metric '{metric}'"
+            f"{did_you_mean(metric, names, prefix=f'{mode}:' if mode else '')}; "
+            f"its metrics: {', '.join(names)}"
+        )
+    declared = (task.metric_directions or {}).get(metric)
+    if not mode:
+        if declared in ("max", "min"):
+            return metric, declared
+        reason = (
+            "is reported, not scored (direction none)"
+            if declared == "none"
+            else "has no declared direction"
+        )
+        raise ConfigError(
+            f"{option}='{goal}': '{metric}' {reason}; write max:{metric} or min:{metric}"
+        )
+    if declared in ("max", "min") and mode != declared:
+        better = "higher" if declared == "max" else "lower"
+        raise ConfigError(
+            f"{option}='{goal}': {task_name} declares {better} '{metric}' better; "
+            f"write {declared}:{metric} (or just {metric})"
+        )
+    return metric, mode
 
 
 class BestSnapshot:
@@ -38,11 +75,11 @@ class BestSnapshot:
         self.metrics: dict[str, float] = {}
 
     @classmethod
-    def for_run(cls, run: RunConfig, spec: TaskSpec) -> BestSnapshot | None:
+    def for_run(cls, run: RunConfig, task: Task) -> BestSnapshot | None:
         """The snapshot a run asks for (``keep_best``, ``best_metric``), or None."""
         if not run.keep_best:
             return None
-        return cls(*selection_metric(run, spec))
+        return cls(*selection_metric(run, task))
 
     def consider(self, step: int, metrics: dict[str, float], model: nn.Module) -> bool:
         """Snapshot `model` if `metrics` beats the best so far (ties keep the earlier one)."""

@@ -9,7 +9,7 @@ from typing import TypeVar
 import torch
 
 from twcore.autodiff.data_parallel import shard_module
-from twcore.contract.errors import ConfigError, TwcoreError, did_you_mean, first_line
+from twcore.contract.errors import ConfigError, TwcoreError, first_line
 from twcore.contract.method import Method, MethodContext, method_generator
 from twcore.contract.model import Model
 from twcore.contract.optim import build_optimizer
@@ -17,6 +17,7 @@ from twcore.contract.pairing import check_compatible
 from twcore.contract.task import Task
 from twcore.orchestration.config.compose import ComposedConfig
 from twcore.orchestration.config.schema import RunConfig
+from twcore.orchestration.engine.best import metric_goal
 from twcore.orchestration.engine.device import resolve_device
 from twcore.orchestration.engine.distributed import World, join_world
 from twcore.orchestration.engine.rng import seed_everything
@@ -66,22 +67,6 @@ def construct(composed: ComposedConfig, section: str, build: Callable[[], T]) ->
         raise run_failure(exc, phase=phase, step=None, plugins=composed.plugins) from exc
 
 
-def check_best_metric(best_metric: str, task: Task, task_name: str) -> None:
-    """ConfigError unless ``best_metric`` (``min:NAME``/``max:NAME``) names a metric the task
-    reports: a typo would otherwise turn model selection off without a word. (A task that does
-    not declare its metric names is checked at its first evaluation instead.)"""
-    names = task.metric_names
-    if not best_metric or names is None:
-        return
-    metric = best_metric.split(":", 1)[1]
-    if metric not in names:
-        raise ConfigError(
-            f"best_metric='{best_metric}': task '{task_name}' reports no metric '{metric}'"
-            f"{did_you_mean(metric, names, prefix=best_metric.split(':')[0] + ':')}; "
-            f"its metrics: {', '.join(names)}"
-        )
-
-
 def check_early_stopping(run: RunConfig, task: Task, task_name: str) -> None:
     """ConfigError unless early stopping, when asked for, has validation evaluations to judge."""
     patience = run.early_stopping.patience
@@ -112,7 +97,7 @@ def build_components(composed: ComposedConfig, tracker: Tracker) -> Components:
         composed.plugins["task"].name,
         task.spec,
     )
-    check_best_metric(run.best_metric, task, composed.plugins["task"].name)
+    metric_goal(run.best_metric, task, task_name=f"task '{composed.plugins['task'].name}'")
     check_early_stopping(run, task, composed.plugins["task"].name)
     if run.wandb.log_model == "best" and not run.keep_best:
         raise ConfigError(

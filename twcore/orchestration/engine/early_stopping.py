@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from twcore.contract.spec import TaskSpec
+from twcore.contract.task import Task
 from twcore.orchestration.config.schema import RunConfig
 from twcore.orchestration.engine.best import selection_metric
 
@@ -29,12 +29,12 @@ class EarlyStopping:
         self.waited = 0
 
     @classmethod
-    def for_run(cls, run: RunConfig, spec: TaskSpec) -> EarlyStopping | None:
+    def for_run(cls, run: RunConfig, task: Task) -> EarlyStopping | None:
         """What a run asks for (``early_stopping.patience`` > 0), or None."""
         config = run.early_stopping
         if config.patience == 0:
             return None
-        metric, mode = selection_metric(run, spec)
+        metric, mode = selection_metric(run, task)
         return cls(metric, mode, config.patience, config.min_delta)
 
     def should_stop(self, step: int, metrics: dict[str, float]) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from twcore.contract.spec import TaskSpec
+from twcore.contract.task import Task
 from twcore.orchestration.config.compose import ComposedConfig
 from twcore.version import __version__
 
@@ -55,7 +55,7 @@ def build_summary(
     model_updates: int,
     run_dir: str,
     device: torch.device,
-    spec: TaskSpec,
+    task: Task,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The summary dict; non-finite numbers become null so the file stays strict JSON."""
@@ -70,7 +70,7 @@ def build_summary(
         "status": status,
         "run_dir": run_dir,
         "device": str(device),
-        "task": describe_spec(spec),
+        "task": describe_task(task),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
         "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -78,12 +78,16 @@ def build_summary(
     return summary
 
 
-def describe_spec(spec: TaskSpec) -> dict[str, Any]:
-    """What tables and reports need to know about the task: metric names and objectives."""
+def describe_task(task: Task) -> dict[str, Any]:
+    """What tables and reports need to know about the task: its metrics and their directions
+    (``max``/``min``/``none``; null if the task does not declare them), and its objectives."""
+    spec = task.spec
+    directions = task.metric_directions
     return {
         "primary_metric": spec.primary_metric,
         "primary_mode": spec.primary_mode,
         "summary_metrics": list(spec.summary_metrics),
+        "metric_directions": dict(directions) if directions is not None else None,
         "objectives": [
             {"name": o.name, "head": o.head, "kind": str(o.kind), "role": str(o.role)}
             for o in spec.objectives

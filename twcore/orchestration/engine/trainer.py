@@ -93,8 +93,8 @@ class Trainer:
         self.steps_this_process = 0
         self.last_metrics: dict[str, dict[str, float]] = {}
         self.last_checkpoint_step: int | None = None
-        self.best = BestSnapshot.for_run(self.run, components.task.spec)
-        self.stopper = EarlyStopping.for_run(self.run, components.task.spec)
+        self.best = BestSnapshot.for_run(self.run, components.task)
+        self.stopper = EarlyStopping.for_run(self.run, components.task)
         self.early_stopped = False
         self.callbacks = callbacks or Callbacks()
         self.provenance = {"plugins": plugin_versions(composed), "git": git_state()}
@@ -228,7 +228,7 @@ class Trainer:
                 resolved_config={**self.composed.to_dict(), "provenance": self.provenance},
                 run_name=self.run_dir.path.name,
                 resume_id=tracker_state.get("wandb_id"),
-                primary=selection_metric(self.run, self.components.task.spec),
+                primary=selection_metric(self.run, self.components.task),
                 best=tracker_state.get("wandb_best"),
             )
         except Exception as exc:  # W&B must never stop a run
@@ -530,7 +530,7 @@ class Trainer:
             model_updates=self.model_updates,
             run_dir=str(self.run_dir.path),
             device=self.components.device,
-            spec=self.components.task.spec,
+            task=self.components.task,
             extra={
                 "world_size": self.world.size,
                 "provenance": self.provenance,

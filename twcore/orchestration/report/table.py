@@ -1,4 +1,5 @@
-"""Aggregating run summaries into tables: mean ± std over seeds, best value marked."""
+"""Aggregating run summaries into tables: mean ± sample std over seeds with n, the best value of
+each column marked in the direction its task declares."""
 
 from __future__ import annotations
 
@@ -8,16 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-LOWER_IS_BETTER_WORDS = ("loss", "mse", "error", "regret", "time")
-
 RUN_COLUMNS = ("steps_per_s", "model_updates")
-"""Numbers of ``summary.json`` that describe how a run trained (speed, budget), not how well."""
-
-
-def lower_is_better(metric: str) -> bool:
-    """Whether smaller values of `metric` are better (losses, errors, times)."""
-    parts = metric.split("/")[-2:]  # e.g. test/mse/reg0 -> mse, reg0
-    return any(word in part for part in parts for word in LOWER_IS_BETTER_WORDS)
+"""Numbers of ``summary.json`` that describe how a run trained (speed, budget), not how well:
+they have no direction, so a table never marks one best."""
 
 
 @dataclass
@@ -52,8 +46,9 @@ class Table:
     metrics: list[str]
     rows: dict[tuple[str, ...], dict[str, Cell]] = field(default_factory=dict)
     counts: dict[tuple[str, ...], int] = field(default_factory=dict)
-    unranked: tuple[str, ...] = ()
-    """Columns that describe a run rather than score it (speed, budget): never marked best."""
+    directions: dict[str, str] = field(default_factory=dict)
+    """Each column's direction (``max``/``min``/``none``, from the task's
+    ``metric_directions``): a column without one, or ``none``, is never marked best."""
     notes: list[str] = field(default_factory=list)
     """Sentences printed under the table (e.g. that the rows trained with different budgets)."""
 
@@ -69,7 +64,8 @@ class Table:
         """For each metric, the row with the best mean (None if no row has a value)."""
         best: dict[str, tuple[str, ...] | None] = {}
         for metric in self.metrics:
-            if metric in self.unranked:
+            direction = self.directions.get(metric)
+            if direction not in ("max", "min"):
                 best[metric] = None
                 continue
             scored = [
@@ -80,12 +76,14 @@ class Table:
             if not scored:
                 best[metric] = None
                 continue
-            pick = min if lower_is_better(metric) else max
-            best[metric] = pick(scored)[1]
+            pick = max if direction == "max" else min
+            best[metric] = pick(scored, key=lambda pair: pair[0])[1]
         return best
 
     def to_markdown(self, *, mark_best: bool = True, show_count: bool = True) -> str:
-        """A Markdown table; the best mean of each column is in bold (if `mark_best`)."""
+        """A Markdown table: mean ± sample std per cell, the row's number of runs in column
+        ``n`` (a cell with fewer values says its own ``n=``), the best mean of each column with
+        a direction in bold (if `mark_best`)."""
         best = self.best_rows() if mark_best and len(self.rows) > 1 else {}
         header = [*self.row_keys, *self.metrics] + (["n"] if show_count else [])
         lines = [
@@ -97,7 +95,10 @@ class Table:
         for row, cells in self.rows.items():
             formatted = []
             for metric in self.metrics:
-                text = cells[metric].format()
+                cell = cells[metric]
+                text = cell.format()
+                if show_count and cell.values and len(cell.values) != self.counts[row]:
+                    text += f" (n={len(cell.values)})"
                 formatted.append(f"**{text}**" if best.get(metric) == row else text)
             count = [str(self.counts[row])] if show_count else []
             lines.append("| " + " | ".join([*row, *formatted, *count]) + " |")
@@ -106,20 +107,37 @@ class Table:
         return "\n".join(lines) + "\n"
 
     def to_records(self) -> list[dict[str, Any]]:
-        """Rows as dicts: the grouping keys, then ``{metric: {mean, std, n, values}}``."""
+        """Rows as dicts: the grouping keys, ``n`` (runs in the row), then ``{metric: {mean,
+        std, n, values}}`` (std is the sample std, null below two values)."""
         records = []
         for row, cells in self.rows.items():
             record: dict[str, Any] = dict(zip(self.row_keys, row, strict=True))
+            record["n"] = self.counts[row]
             for metric in self.metrics:
                 cell = cells[metric]
                 record[metric] = {
                     "mean": cell.mean if cell.values else None,
-                    "std": cell.std if cell.values else None,
+                    "std": cell.std if len(cell.values) > 1 else None,
                     "n": len(cell.values),
                     "values": cell.values,
                 }
             records.append(record)
         return records
+
+    def to_columns(self) -> tuple[list[str], list[list[Any]]]:
+        """Flat columns and rows for a W&B table: the grouping keys, then per metric its mean,
+        ``<metric> std`` and ``<metric> n``, then the row's ``n``."""
+        columns = list(self.row_keys)
+        for metric in self.metrics:
+            columns += [metric, f"{metric} std", f"{metric} n"]
+        columns.append("n")
+        rows = []
+        for record in self.to_records():
+            values: list[Any] = [record[key] for key in self.row_keys]
+            for metric in self.metrics:
+                values += [record[metric][part] for part in ("mean", "std", "n")]
+            rows.append([*values, record["n"]])
+        return columns, rows
 
 
 def summary_metrics(

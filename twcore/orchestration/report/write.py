@@ -73,7 +73,13 @@ def write_report(
     path = out / REPORT_FILE
     path.write_text("\n".join(lines), encoding="utf-8")
     (out / "report.json").write_text(
-        json.dumps([{"title": t.title, "rows": t.to_records()} for t in tables], indent=2),
+        json.dumps(
+            [
+                {"title": t.title, "directions": t.directions, "rows": t.to_records()}
+                for t in tables
+            ],
+            indent=2,
+        ),
         encoding="utf-8",
     )
     report = Report(path, tables, images)
@@ -100,10 +106,7 @@ def _log_to_wandb(report: Report, records: Sequence[RunRecord], out: Path) -> st
         )
         values = {}
         for table in report.tables:
-            columns = [*table.row_keys, *table.metrics]
-            rows = [
-                [*row, *(cells[m].mean for m in table.metrics)] for row, cells in table.rows.items()
-            ]
+            columns, rows = table.to_columns()
             values[f"table/{_safe(table.title.split(' — ')[0])}"] = backend._wandb.Table(
                 columns=columns, data=rows
             )

@@ -25,7 +25,8 @@ from twcore.orchestration.backends.trial_callbacks import callback_spec
 from twcore.orchestration.config.compose import ComposedConfig, compose
 from twcore.orchestration.config.overrides import Override
 from twcore.orchestration.console import info, warn
-from twcore.orchestration.engine.components import build_task, check_best_metric
+from twcore.orchestration.engine.best import metric_goal
+from twcore.orchestration.engine.components import build_task
 from twcore.orchestration.engine.summary import finished
 from twcore.orchestration.registry import PluginRegistry
 from twcore.orchestration.report.collect import TUNE_FILE
@@ -53,8 +54,8 @@ class TuneOptions:
         seeds: seeds each configuration runs with (default: the configuration's ``seed``).
         sampler: ``tpe`` (default), ``random`` or ``grid`` (every value of discrete keys).
         pruner: ``median`` (default), ``halving`` (successive halving) or ``none``.
-        objective: ``max:NAME`` or ``min:NAME``, a validation metric and its direction
-            (default: the task's primary metric).
+        objective: a validation metric: ``NAME`` (in the direction the task declares for
+            it), ``max:NAME`` or ``min:NAME`` (default: the task's primary metric).
         aggregate: how the seeds' values become the study's: ``mean`` or ``worst``.
         storage: the study database URL (default: SQLite in the tune directory).
         study: the study's name (default: the tune directory's name).
@@ -99,9 +100,11 @@ class TuneOptions:
         if self.seeds is not None and not self.seeds:
             raise ConfigError("--seeds: give at least one seed")
         if self.objective is not None:
-            mode, sep, name = self.objective.partition(":")
-            if not sep or mode not in ("max", "min") or not name:
-                raise ConfigError(f"--objective {self.objective}: write max:METRIC or min:METRIC")
+            mode, sep, name = self.objective.rpartition(":")
+            if (sep and mode not in ("max", "min")) or not name:
+                raise ConfigError(
+                    f"--objective {self.objective}: write METRIC, max:METRIC or min:METRIC"
+                )
 
 
 @dataclass
@@ -175,9 +178,10 @@ class Tuner:
     def _objective(self) -> str:
         task = build_task(self.base)
         name = self.base.plugins["task"].name
-        objective = self.options.objective or f"{task.spec.primary_mode}:{task.spec.primary_metric}"
-        check_best_metric(objective, task, name)
-        return objective
+        metric, mode = metric_goal(
+            self.options.objective or "", task, option="--objective", task_name=f"task '{name}'"
+        )
+        return f"{mode}:{metric}"
 
     def _seeds(self) -> list[int]:
         if self.options.seeds is None:

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from twcore.contract.batch import Batch
 from twcore.contract.data_cache import cached_tensors
-from twcore.contract.metrics import supervised_metrics
+from twcore.contract.metrics import Direction, supervised_metric_directions, supervised_metrics
 from twcore.contract.spec import Capability, HeadSpec, ObjectiveKind, ObjectiveSpec, Role, TaskSpec
 from twcore.contract.task import TensorTask
 from twcore_task_decision.quality import QualityReference, quality_reference
@@ -244,20 +244,21 @@ class DecisionTask(TensorTask):
             model.train(was_training)
         return torch.cat(chunks)
 
-    DECISION_METRICS: ClassVar[tuple[str, ...]] = (
-        "mse",
-        "objective",
-        "ndq",
-        "dq_optimal",
-        "dq_random",
-    )
+    DECISION_METRICS: ClassVar[dict[str, Direction]] = {
+        "mse": "min",
+        "objective": "max",
+        "ndq": "max",
+        "dq_optimal": "none",
+        "dq_random": "none",
+    }
+    """The decision metrics and their directions (every problem here maximises its objective;
+    the two ends of the ndq scale describe the split, not the model)."""
 
     @property
-    def metric_names(self) -> tuple[str, ...]:
+    def metric_directions(self) -> dict[str, Direction]:
         """What :meth:`score` reports (the loss metrics of the spec's one objective, then the
         decision metrics)."""
-        supervised = supervised_metrics(self.spec, {"mse": 0.0}, {}, {})
-        return tuple(dict.fromkeys([*supervised, *self.DECISION_METRICS]))
+        return {**supervised_metric_directions(self.spec), **self.DECISION_METRICS}
 
     def score(self, predictions: Tensor, split: str) -> dict[str, float]:
         """Metrics of per-item predictions [N, n] on `split` (see the module docstring)."""

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from twcore.contract.batch import Batch
-from twcore.contract.metrics import supervised_metrics
+from twcore.contract.metrics import Direction, supervised_directions_of, supervised_metrics
 from twcore.contract.options import option
 from twcore.contract.spec import Capability, HeadSpec, ObjectiveKind, ObjectiveSpec, Role, TaskSpec
 from twcore.contract.task import TensorTask
@@ -160,10 +160,10 @@ class MnistMultitask(TensorTask):
         return torch.where(member, loss, torch.zeros_like(loss)) / fraction
 
     @property
-    def metric_names(self) -> tuple[str, ...]:
+    def metric_directions(self) -> dict[str, Direction]:
         """Loss and accuracy of every task (each a classification on its own members)."""
         every = dict.fromkeys(self.spec.objective_names, 0.0)
-        return tuple(supervised_metrics(self.spec, every, every, {}))
+        return supervised_directions_of(supervised_metrics(self.spec, every, every, {}))
 
     @torch.no_grad()
     def evaluate(

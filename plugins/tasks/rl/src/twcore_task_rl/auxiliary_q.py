@@ -25,6 +25,7 @@ from torch import Tensor
 
 from twcore.contract.batch import Batch
 from twcore.contract.losses import squared_error_per_example
+from twcore.contract.metrics import Direction
 from twcore.contract.options import option
 from twcore.contract.spec import Capability, HeadSpec, ObjectiveKind, ObjectiveSpec, Role, TaskSpec
 from twcore.contract.stream import BatchStream
@@ -165,10 +166,16 @@ class AuxiliaryQTask(Task):
             summary_metrics=self.summary_metrics,
         )
 
+    episode_directions: ClassVar[dict[str, Direction]] = {"return": "max", "length": "none"}
+    """The direction of each metric :meth:`episode_metrics` reports: the return is scored; an
+    episode's length is reported, not scored (long is good on CartPole, bad on a gridworld)."""
+
     @property
-    def metric_names(self) -> tuple[str, ...]:
-        """What :meth:`episode_metrics` reports, averaged over the evaluation episodes."""
-        return tuple(self.episode_metrics(0.0, 0, 0.0, ended=False))
+    def metric_directions(self) -> dict[str, Direction]:
+        """What :meth:`episode_metrics` reports, averaged over the evaluation episodes, with
+        :attr:`episode_directions` (a metric without one is a KeyError here, not a guess)."""
+        reported = self.episode_metrics(0.0, 0, 0.0, ended=False)
+        return {name: self.episode_directions[name] for name in reported}
 
     @property
     def eval_splits(self) -> tuple[str, ...]:

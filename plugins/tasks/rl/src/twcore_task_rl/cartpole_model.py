@@ -31,6 +31,7 @@ from torch.func import functional_call
 
 from twcore.contract.batch import Batch
 from twcore.contract.losses import squared_error_per_example
+from twcore.contract.metrics import Direction
 from twcore.contract.options import option
 from twcore.contract.spec import Capability, HeadSpec, ObjectiveKind, ObjectiveSpec, Role, TaskSpec
 from twcore.contract.task import Task
@@ -136,8 +137,10 @@ class CartpoleDistractorsTask(Task):
         )
 
     @property
-    def metric_names(self) -> tuple[str, ...]:
-        return ("return", "model_mse", "bellman_error", "objective")
+    def metric_directions(self) -> dict[str, Direction]:
+        """The greedy agent's return and the decision objective, −(Bellman error) (higher is
+        better); the dynamics model's squared error and the agent's Bellman error (lower)."""
+        return {"return": "max", "model_mse": "min", "bellman_error": "min", "objective": "max"}
 
     @property
     def eval_splits(self) -> tuple[str, ...]:

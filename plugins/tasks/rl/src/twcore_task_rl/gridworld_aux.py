@@ -9,10 +9,12 @@ Evaluation runs greedy episodes with fixed seeds (validation and test seeds diff
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from twcore.contract.metrics import Direction
 from twcore.contract.options import option
 from twcore_task_rl.auxiliary_q import EVAL_SEEDS, AuxiliaryQConfig, AuxiliaryQTask
 from twcore_task_rl.gridworld import GridWorld
@@ -32,6 +34,10 @@ class GridworldAuxTask(AuxiliaryQTask):
     Config = GridworldAuxConfig
     name = "gridworld-aux"
     summary_metrics = ("return", "success", "length")
+    episode_directions: ClassVar[dict[str, Direction]] = {
+        **AuxiliaryQTask.episode_directions,
+        "success": "max",
+    }
 
     def __init__(self, config: GridworldAuxConfig) -> None:
         super().__init__(config)

@@ -9,6 +9,7 @@ import torch
 
 from twcore.contract.batch import Batch
 from twcore.contract.data_cache import cached_tensors
+from twcore.contract.metrics import Direction, supervised_metric_directions
 from twcore.contract.spec import ObjectiveKind, TaskSpec, single_objective_spec
 from twcore.contract.task import TensorTask
 from twcore_task_sklearn.splits import SPLITS, SplitConfig, split_indices
@@ -68,8 +69,10 @@ class Diabetes(TensorTask):
         return tensors
 
     @property
-    def metric_names(self) -> tuple[str, ...]:
-        return (*super().metric_names, "mse_raw")
+    def metric_directions(self) -> dict[str, Direction]:
+        """The supervised metrics and ``mse_raw``, the mean squared error in the target's own
+        units (lower is better)."""
+        return {**supervised_metric_directions(self.spec), "mse_raw": "min"}
 
     def evaluate(
         self, model: torch.nn.Module, split: str, *, device: torch.device, batch_size: int

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from twcore.contract.batch import Batch
-from twcore.contract.metrics import supervised_metrics
+from twcore.contract.metrics import Direction, supervised_metric_directions, supervised_metrics
 from twcore.contract.options import option
 from twcore.contract.spec import Capability, HeadSpec, ObjectiveKind, ObjectiveSpec, Role, TaskSpec
 from twcore.contract.task import TensorTask
@@ -142,8 +142,15 @@ class LdroPoints(TensorTask):
         return {name: losses[:, k] for k, name in enumerate(self.objective_names)}
 
     @property
-    def metric_names(self) -> tuple[str, ...]:
-        return (*super().metric_names, "theta_x", "theta_y", "constraint_violation")
+    def metric_directions(self) -> dict[str, Direction]:
+        """The distances (``loss/point*``, ``avg_loss``, ``worst_loss``: lower is better), θ's
+        coordinates (reported, not scored) and how far θ is inside the disc (lower is better)."""
+        return {
+            **supervised_metric_directions(self.spec),
+            "theta_x": "none",
+            "theta_y": "none",
+            "constraint_violation": "min",
+        }
 
     @torch.no_grad()
     def evaluate(
