@@ -4,11 +4,14 @@ tuner take it from the task, never from the metric's name."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from twcore.contract.errors import ConfigError
 from twcore.contract.metrics import DIRECTIONS, supervised_metric_directions
 from twcore.contract.spec import single_objective_spec
 from twcore.orchestration.config.compose import compose
+from twcore.orchestration.config.schema import RunConfig
+from twcore.orchestration.config.validate import validate_run_config
 from twcore.orchestration.engine.best import metric_goal
 from twcore.orchestration.engine.components import build_task
 from twcore.orchestration.registry import get_registry
@@ -83,7 +86,11 @@ def test_best_metric_and_tune_objective_refuse_a_contradiction_before_training(t
         assert main(argv) == 2
         assert "declares lower 'avg_loss' better" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
-    assert TuneOptions(objective="avg_loss").objective == "avg_loss"
+    TuneOptions(objective="avg_loss")  # a bare metric name is a valid objective
+    with pytest.raises(ConfigError, match="write METRIC, max:METRIC or min:METRIC"):
+        TuneOptions(objective="best:avg_loss")
+    with pytest.raises(ConfigError, match="best_metric='max:' must be empty"):
+        validate_run_config(RunConfig(best_metric="max:"))
 
 
 def test_tables_rank_by_declared_direction_only():
@@ -104,3 +111,42 @@ def test_tables_rank_by_declared_direction_only():
         "steps_per_s": None,
     }
     assert "| b | **1** | 1 | 0.25 | 3 | 1 |" in table.to_markdown()
+
+
+def test_report_tables_rank_by_the_directions_recorded_in_summaries(tmp_path):
+    """Directions are read from each run's summary.json, merged over a task's runs; a summary
+    written before directions were recorded leaves a column unranked rather than guessed."""
+    from twcore.orchestration.report.collect import RunRecord
+    from twcore.orchestration.report.task_tables import report_tables
+
+    def record(method: str, loss: float, directions):
+        task = {"primary_metric": "loss", "summary_metrics": ["loss", "theta"]}
+        if directions is not None:
+            task["metric_directions"] = directions
+        summary = {
+            "config": {"method": {"name": method}, "task": {"name": "t"}, "seed": 0},
+            "task": task,
+            "metrics": {"test": {"loss": loss, "theta": loss}},
+        }
+        return RunRecord(tmp_path / method, summary, {"method": method})
+
+    new = {"loss": "min", "theta": "none"}
+    (table,) = report_tables([record("a", 1.0, None), record("b", 2.0, new)], ["method"])
+    assert table.best_rows() == {"loss": ("a",), "theta": None}
+    (old,) = report_tables([record("a", 1.0, None), record("b", 2.0, None)], ["method"])
+    assert old.best_rows() == {"loss": None, "theta": None}
+    assert "| **" not in old.to_markdown()  # no cell in bold
+
+
+def test_a_primary_mode_against_the_declared_direction_is_refused():
+    from twcore.contract.array_task import task_from_arrays
+
+    generator = torch.Generator().manual_seed(0)
+    task = task_from_arrays(
+        torch.randn(20, 2, generator=generator),
+        {"y": torch.randn(20, 1, generator=generator)},
+        objectives={"y": "regression"},
+        primary_metric=("mse", "max"),
+    )(None)
+    with pytest.raises(ConfigError, match="primary_mode 'max' but direction 'min'"):
+        metric_goal("", task)

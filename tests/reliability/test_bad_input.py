@@ -42,7 +42,8 @@ CASES: list[tuple[list[str], str]] = [
     (["run", *QUIET, "seed=99999999999999999999999"], "must be >= 0 and < 4294967296"),
     (["run", *QUIET, "run_dir="], "run_dir is empty"),
     (["run", *QUIET, "runs_root="], "runs_root is empty"),
-    (["run", *QUIET, "best_metric=nonsense"], "min:NAME / max:NAME"),
+    (["run", *QUIET, "best_metric=nonsense"], "reports no metric 'nonsense'"),
+    (["run", *QUIET, "best_metric=best:mse"], "min:NAME / max:NAME"),
     (["run", *QUIET, "best_metric=min:nonexistent"], "reports no metric 'nonexistent'"),
     (["run", *QUIET, "best_metric=max:avg_ac"], "did you mean 'max:avg_acc'"),
     # optimiser settings, checked before anything is written or trained

@@ -60,6 +60,7 @@ from twcore.contract.metrics import (
 from twcore.contract.model import Model, flat_input_size, parameters_shared_by_objectives
 from twcore.contract.optim import OptimConfig, build_optimizer
 from twcore.contract.options import NoConfig, option
+from twcore.contract.panels import PANEL_KINDS, Panel
 from twcore.contract.spec import (
     Capability,
     HeadSpec,
@@ -78,6 +79,7 @@ from twcore.contract.weighting_method import WeightingMethod, name_objectives, s
 
 __all__ = [
     "DIRECTIONS",
+    "PANEL_KINDS",
     "Batch",
     "BatchStream",
     "Capability",
@@ -98,6 +100,7 @@ __all__ = [
     "ObjectiveKind",
     "ObjectiveSpec",
     "OptimConfig",
+    "Panel",
     "ReproductionGrid",
     "Requirements",
     "Role",

@@ -32,6 +32,7 @@ from twcore.contract.batch import Batch
 from twcore.contract.model import Model
 from twcore.contract.optim import OptimConfig, build_optimizer
 from twcore.contract.options import NoConfig
+from twcore.contract.panels import Panel
 from twcore.contract.spec import Requirements, TaskSpec
 from twcore.contract.stream import BatchStream
 from twcore.contract.task import Task, stack_objective_losses
@@ -226,6 +227,9 @@ class Method(ABC):
             whose gradients add up to the whole batch's exactly (a method whose step is
             nonlinear in the batch's gradients keeps False and is refused with
             ``accumulate`` > 1). See :attr:`MethodContext.accumulate`.
+        panels: the dashboard panels the method's own logged values are read with (TaskMet's
+            metric heat map, AdaLFL's learned loss), for the team workspace ``twcore report``
+            writes (:class:`~twcore.contract.panels.Panel`).
 
     Subclasses keep everything they learn (weights, networks, their optimisers) in
     :meth:`state_dict` so that a resumed run continues exactly; values must be tensors, numbers,
@@ -238,6 +242,7 @@ class Method(ABC):
     outer_loop: ClassVar[bool] = False
     data_parallel: ClassVar[bool] = True
     accumulates: ClassVar[bool] = False
+    panels: ClassVar[tuple[Panel, ...]] = ()
 
     def __init__(self, config: Any, ctx: MethodContext) -> None:
         self.config = config

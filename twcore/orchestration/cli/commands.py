@@ -27,6 +27,7 @@ from twcore.orchestration.engine.distributed import prints_results
 from twcore.orchestration.engine.trainer import RunResult
 from twcore.orchestration.registry import KINDS, PluginRegistry, get_registry
 from twcore.orchestration.report import write_report
+from twcore.orchestration.report.plots import FigureStyle
 from twcore.orchestration.report.table import Table
 from twcore.orchestration.reproduction import installed_grids, run_reproduction
 from twcore.orchestration.sweep import SweepResult, run_sweep
@@ -124,11 +125,14 @@ def sweep_options(options: argparse.Namespace) -> SweepOptions:
 
 
 def report(options: argparse.Namespace) -> int:
-    """``twcore report SWEEP_DIR ... [--out DIR] [--no-wandb]``"""
-    written = write_report(options.sweep_dirs, out_dir=options.out, wandb=not options.no_wandb)
+    """``twcore report SWEEP_DIR ... [--out DIR] [--no-wandb] [--format png,pdf,svg] [--dpi N]``"""
+    style = FigureStyle(formats=tuple(options.format.split(",")), dpi=options.dpi)
+    written = write_report(
+        options.sweep_dirs, out_dir=options.out, wandb=not options.no_wandb, style=style
+    )
     for table in written.tables:
         print(table.to_markdown())
-    print(f"report written to {written.path} ({len(written.images)} plot(s))")
+    print(f"report written to {written.path} ({len(written.images)} figure(s))")
     return 0
 
 

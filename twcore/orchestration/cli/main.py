@@ -182,13 +182,21 @@ def _add_report(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "report",
         parents=[common],
         help="tables and plots over the runs of sweep directories",
-        description="Write report.md (mean ± std over seeds, best per column in bold), PNGs "
-        "(metric over steps with seed bands, average against worst case, learned weights) "
-        "and a W&B summary run.",
+        description="Write report.md and report.json (mean ± sample std over seeds and n; the "
+        "best of each column in the direction its task declares, in bold), figures (metric "
+        "over steps with seed bands, the main task's metric or average against worst case, "
+        "smoothed learned weights) and a W&B summary run.",
     )
     report.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR")
     report.add_argument("--out", default=None, help="output directory (default: the first)")
     report.add_argument("--no-wandb", action="store_true", help="do not log a W&B summary run")
+    report.add_argument(
+        "--format",
+        default="png",
+        help="figure formats, comma-separated: png, pdf, svg (default png; the first is linked "
+        "from report.md)",
+    )
+    report.add_argument("--dpi", type=int, default=150, help="resolution of PNGs (default 150)")
     report.set_defaults(handler=commands.report)
 
 

@@ -9,7 +9,7 @@ from twcore.contract.optim import validate_optim_config
 from twcore.orchestration.config.schema import RunConfig
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-_BEST_METRIC = re.compile(r"^((min|max):)?[^\s:]*$")
+_BEST_METRIC = re.compile(r"^(((min|max):)?[^\s:]+)?$")
 
 
 def validate_run_config(run: RunConfig) -> None:

@@ -29,7 +29,14 @@ def metric_goal(
     direction the task does not declare or declares as ``none``, and a mode that contradicts
     the declared direction (``max:avg_loss`` would select the worst model without a word)."""
     if not goal:
-        return task.spec.primary_metric, task.spec.primary_mode
+        primary, mode = task.spec.primary_metric, task.spec.primary_mode
+        declared = (task.metric_directions or {}).get(primary)
+        if declared in ("max", "min") and declared != mode:
+            raise ConfigError(
+                f"{task_name}: its primary metric '{primary}' has primary_mode '{mode}' but "
+                f"direction '{declared}' in metric_directions; make them agree"
+            )
+        return primary, mode
     mode, _, metric = goal.rpartition(":")
     names = task.metric_names
     if names is not None and metric not in names:

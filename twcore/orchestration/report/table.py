@@ -9,6 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from twcore.orchestration.report.curves import sample_std
+
 RUN_COLUMNS = ("steps_per_s", "model_updates")
 """Numbers of ``summary.json`` that describe how a run trained (speed, budget), not how well:
 they have no direction, so a table never marks one best."""
@@ -26,8 +30,8 @@ class Cell:
 
     @property
     def std(self) -> float:
-        """Sample standard deviation (n − 1); 0 for a single value."""
-        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+        """Sample standard deviation (n − 1), as the figures' bands; 0 for a single value."""
+        return float(sample_std(np.array(self.values, dtype=float))) if self.values else 0.0
 
     def format(self, digits: int = 4) -> str:
         if not self.values:

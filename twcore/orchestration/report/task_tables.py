@@ -28,8 +28,9 @@ def report_tables(
 ) -> list[Table]:
     """One table per task over its summary metrics on test (validation if a run has no test
     split), plus `extra_metrics` from the summary (e.g. ``steps_per_s``, never marked best).
-    Columns are ranked by the directions the task declared (recorded in each run's summary;
-    a run written before directions were recorded has its columns unranked)."""
+    Columns are ranked by the directions the task declared, recorded in each run's summary
+    (merged over the task's runs; a column no run recorded a direction for is unranked, as in
+    summaries written before directions were recorded)."""
     keys = row_keys(swept, labelled=is_labelled(records))
     tables: dict[str, Table] = {}
     for record in records:
@@ -39,10 +40,9 @@ def report_tables(
             seeds = len({r.seed for r in records if r.task == record.task})
             names = list(record.summary["task"]["summary_metrics"])
             title = f"{record.task} — {split} metrics, mean ± std over {seeds} seed(s)"
-            directions = record.summary["task"].get("metric_directions") or {}
-            tables[record.task] = Table(
-                title, keys, [*names, *extra_metrics], directions=dict(directions)
-            )
+            tables[record.task] = Table(title, keys, [*names, *extra_metrics])
         table = tables[record.task]
+        for metric, direction in (record.summary["task"].get("metric_directions") or {}).items():
+            table.directions.setdefault(metric, direction)
         table.add(record.label(keys), summary_metrics(record.summary, split, table.metrics))
     return list(tables.values())

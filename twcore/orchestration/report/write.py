@@ -1,9 +1,8 @@
-"""Writing ``report.md``, the PNGs and a W&B summary run for one or more sweep directories."""
+"""Writing ``report.md``, its figures and a W&B summary run for one or more sweep directories."""
 
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,12 +10,15 @@ from pathlib import Path
 
 from twcore.orchestration.config.schema import WandbConfig
 from twcore.orchestration.console import warn
+from twcore.orchestration.registry import get_registry
 from twcore.orchestration.report.collect import RunRecord, collect_runs
-from twcore.orchestration.report.plots import PLOTS
+from twcore.orchestration.report.plots import FigureStyle, draw_report_figures, safe_name
 from twcore.orchestration.report.table import Table
 from twcore.orchestration.report.task_tables import is_labelled, report_tables, row_keys
+from twcore.orchestration.report.workspace import workspace_layout, workspace_markdown
 
 REPORT_FILE = "report.md"
+WORKSPACE_FILE = "workspace.md"
 
 
 @dataclass
@@ -35,10 +37,15 @@ def write_report(
     out_dir: str | Path | None = None,
     title: str = "twcore report",
     wandb: bool = True,
+    style: FigureStyle | None = None,
 ) -> Report:
-    """Aggregate the completed runs of `sweep_dirs` into ``report.md`` + PNGs in `out_dir`
-    (default: the first sweep directory), and log them to a W&B summary run (offline unless
-    ``WANDB_MODE`` says otherwise; a W&B failure is a warning, the files are written anyway)."""
+    """Aggregate the completed runs of `sweep_dirs` into ``report.md``, ``report.json``,
+    the W&B workspace definition (``workspace.md``/``workspace.json``) and figures
+    (:mod:`~twcore.orchestration.report.plots`, in `style`'s formats and dpi) in
+    `out_dir` (default: the first sweep directory), and log them to a W&B summary run (offline
+    unless ``WANDB_MODE`` says otherwise; a W&B failure is a warning, the files are written
+    anyway)."""
+    style = style or FigureStyle()
     records: list[RunRecord] = []
     swept: list[str] = []
     for sweep_dir in sweep_dirs:
@@ -60,16 +67,9 @@ def write_report(
     for table in tables:
         lines.append(table.to_markdown())
         task = table.title.split(" — ")[0]
-        for kind, plot in PLOTS.items():
-            name = f"{_safe(task)}_{kind}.png"
-            try:
-                drawn = plot(task, dict(by_task[task]), out / name)
-            except Exception as exc:  # a plot must not cost the tables
-                warn(f"report: cannot draw {name}: {type(exc).__name__}: {exc}")
-                drawn = None
-            if drawn is not None:
-                images.append(drawn)
-                lines += [f"![{task} {kind}]({name})", ""]
+        for kind, drawn in draw_report_figures(task, dict(by_task[task]), out, style, warn=warn):
+            images.append(drawn)
+            lines += [f"![{task} {kind}]({drawn.name})", ""]
     path = out / REPORT_FILE
     path.write_text("\n".join(lines), encoding="utf-8")
     (out / "report.json").write_text(
@@ -82,14 +82,20 @@ def write_report(
         ),
         encoding="utf-8",
     )
+    layout = workspace_layout(records, swept, get_registry())
+    (out / WORKSPACE_FILE).write_text(workspace_markdown(layout), encoding="utf-8")
+    (out / "workspace.json").write_text(json.dumps(layout, indent=2), encoding="utf-8")
     report = Report(path, tables, images)
     if wandb:
-        report.wandb_run = _log_to_wandb(report, records, out)
+        report.wandb_run = _log_to_wandb(report, records, out, png="png" in style.formats)
     return report
 
 
-def _log_to_wandb(report: Report, records: Sequence[RunRecord], out: Path) -> str | None:
-    """A W&B run (job type ``report``, the sweep's group) with the tables and images."""
+def _log_to_wandb(
+    report: Report, records: Sequence[RunRecord], out: Path, *, png: bool
+) -> str | None:
+    """A W&B run (job type ``report``) with the tables and images, in the W&B project,
+    entity, group and mode of the (first) sweep's runs."""
     try:
         import numpy as np
         from PIL import Image as PILImage
@@ -97,9 +103,16 @@ def _log_to_wandb(report: Report, records: Sequence[RunRecord], out: Path) -> st
         from twcore.contract.media import Image
         from twcore.orchestration.tracking.wandb_backend import WandbBackend
 
-        group = records[0].summary["config"].get("wandb", {}).get("group")
+        runs = records[0].summary["config"].get("wandb", {})
         backend = WandbBackend(
-            WandbConfig(group=group, job_type="report", name=f"report-{out.name}"),
+            WandbConfig(
+                group=runs.get("group"),
+                project=runs.get("project") or WandbConfig().project,
+                entity=runs.get("entity"),
+                mode=runs.get("mode"),
+                job_type="report",
+                name=f"report-{out.name}",
+            ),
             run_dir=out,
             resolved_config={"runs": [str(r.run_dir) for r in records]},
             run_name=f"report-{out.name}",
@@ -107,18 +120,15 @@ def _log_to_wandb(report: Report, records: Sequence[RunRecord], out: Path) -> st
         values = {}
         for table in report.tables:
             columns, rows = table.to_columns()
-            values[f"table/{_safe(table.title.split(' — ')[0])}"] = backend._wandb.Table(
+            values[f"table/{safe_name(table.title.split(' — ')[0])}"] = backend._wandb.Table(
                 columns=columns, data=rows
             )
-        for image in report.images:
-            values[f"plot/{image.stem}"] = Image(np.asarray(PILImage.open(image).convert("RGB")))
+        for image in report.images if png else ():  # PDF/SVG-only reports log tables only
+            raster = PILImage.open(image.with_suffix(".png")).convert("RGB")
+            values[f"plot/{image.stem}"] = Image(np.asarray(raster))
         backend.log(values, step=0)
         backend.finish("completed")
         return str(backend.run.id)
     except Exception as exc:  # W&B down or misconfigured: the report files stand on their own
         warn(f"report: not logged to W&B ({type(exc).__name__}: {exc})")
         return None
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")

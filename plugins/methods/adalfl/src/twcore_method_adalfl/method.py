@@ -28,6 +28,7 @@ from torch import Tensor
 from twcore.contract.batch import Batch
 from twcore.contract.method import Method, MethodContext, StepResult
 from twcore.contract.options import option
+from twcore.contract.panels import Panel
 from twcore.contract.spec import Capability, ObjectiveKind, Requirements
 from twcore.contract.task import stack_objective_losses
 from twcore_method_adalfl.rule import AdaLFL, LearnedObjective
@@ -83,6 +84,27 @@ class AdaLFLMethod(Method):
     """Online loss function learning (module docstring)."""
 
     Config = AdaLFLConfig
+    panels = (
+        Panel(
+            "learned loss",
+            ("method/loss_curve/*",),
+            "chart",
+            "the loss network's output against the prediction, next to the base loss it "
+            "started from, at each logged step",
+        ),
+        Panel(
+            "meta loss",
+            ("method/meta_loss",),
+            "line",
+            "the base loss after the one-step lookahead, which the loss network is trained on",
+        ),
+        Panel(
+            "learned loss value",
+            ("method/learned_loss",),
+            "line",
+            "what the model is actually trained on",
+        ),
+    )
     requirements = Requirements(
         objective_kinds=frozenset({ObjectiveKind.CLASSIFICATION, ObjectiveKind.REGRESSION})
     )

@@ -12,6 +12,7 @@ from torch import Tensor
 from twcore.contract.batch import Batch
 from twcore.contract.method import MethodContext, StepResult
 from twcore.contract.options import option
+from twcore.contract.panels import Panel
 from twcore.contract.spec import Capability, Requirements
 from twcore.contract.weighting_method import WeightingMethod, name_objectives, shared_parameters
 from twcore_method_alphavil.rule import AlphaVIL
@@ -40,6 +41,26 @@ class AlphaVILMethod(WeightingMethod):
     Config = AlphaVILConfig
     requirements = Requirements(
         main_auxiliary=True, capabilities=frozenset({Capability.VALIDATION})
+    )
+    panels = (
+        Panel(
+            "task weights",
+            ("method/task_weight/*",),
+            "line",
+            "each task's weight after every epoch's adjustment",
+        ),
+        Panel(
+            "α of the last search",
+            ("method/alpha/*",),
+            "line",
+            "the scale of each task-specific update that lowered the main task's validation loss",
+        ),
+        Panel(
+            "main-task validation loss before and after",
+            ("method/target_val_loss_before", "method/target_val_loss_after"),
+            "line",
+            "what each epoch's weight search gained",
+        ),
     )
 
     rule: AlphaVIL

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from twcore.contract.method import MethodContext
 from twcore.contract.options import option
+from twcore.contract.panels import Panel
 from twcore.contract.spec import Requirements
 from twcore.contract.weighting_method import WeightingMethod
 from twcore_method_gradcos.rule import VARIANTS, GradCos
@@ -27,6 +28,15 @@ class GradCosMethod(WeightingMethod):
 
     Config = GradCosConfig
     requirements = Requirements(main_auxiliary=True)
+    panels = (
+        Panel(
+            "gradient cosines",
+            ("method/cosine/*",),
+            "line",
+            "each auxiliary's gradient cosine with the main task's (its weight, or whether it "
+            "is kept): the helpful ones stay positive",
+        ),
+    )
 
     def build_rule(self, config: GradCosConfig, ctx: MethodContext) -> GradCos:
         assert ctx.spec.main_index is not None  # the requirements ask for a main objective

@@ -11,6 +11,7 @@ from torch import Tensor
 from twcore.contract.batch import Batch
 from twcore.contract.method import MethodContext
 from twcore.contract.options import option
+from twcore.contract.panels import Panel
 from twcore.contract.spec import Requirements
 from twcore.contract.task import stack_objective_losses
 from twcore.contract.weighting_method import WeightingMethod
@@ -43,6 +44,20 @@ class LookaheadDROMethod(WeightingMethod):
 
     Config = LookaheadDROConfig
     requirements = Requirements(min_objectives=2)
+    panels = (
+        Panel(
+            "loss of each objective after the step",
+            ("method/lookahead_loss/*",),
+            "line",
+            "the lookahead losses whose worst case the weights minimise",
+        ),
+        Panel(
+            "best response",
+            ("method/best_response",),
+            "line",
+            "which objective is the worst case after the step",
+        ),
+    )
 
     def __init__(self, config: LookaheadDROConfig, ctx: MethodContext) -> None:
         # Which gradients the cosines compare: the shared parameters, or the trunk's output.

@@ -42,6 +42,7 @@ from twcore.contract.batch import Batch
 from twcore.contract.media import Image
 from twcore.contract.method import Method, MethodContext, StepResult
 from twcore.contract.options import option
+from twcore.contract.panels import Panel
 from twcore.contract.spec import Capability, Requirements
 from twcore_method_taskmet.metric import METRIC_KINDS, MetricNetwork
 from twcore_method_taskmet.rule import HYPERGRADIENT_SOLVERS, TaskMet
@@ -95,6 +96,33 @@ class TaskMetMethod(Method):
     # One step is a whole outer iteration (100 inner steps): far fewer steps than per-step methods.
     run_defaults: ClassVar[dict[str, Any]] = {"steps": 30, "eval_every": 10}
     outer_loop = True
+    panels = (
+        Panel(
+            "learned metric Λ(x)",
+            ("method/metric_image",),
+            "media",
+            "the metric of one training example over outer steps (full metric): which "
+            "prediction dimensions, and which pairs, the task loss makes the model fit",
+        ),
+        Panel(
+            "diagonal of Λ",
+            ("method/metric_diagonal/*",),
+            "line",
+            "the weight of each predicted dimension over outer steps",
+        ),
+        Panel(
+            "task loss (outer objective)",
+            ("method/task_loss",),
+            "line",
+            "the downstream loss the metric is learned from, on validation batches",
+        ),
+        Panel(
+            "inner training",
+            ("method/inner_loss", "method/inner_steps", "method/hypergradient_norm"),
+            "line",
+            "whether the inner training converged and how large the implicit gradient was",
+        ),
+    )
     requirements = (
         Requirements(capabilities=frozenset({Capability.DECISION})),
         Requirements(main_auxiliary=True, capabilities=frozenset({Capability.VALIDATION})),

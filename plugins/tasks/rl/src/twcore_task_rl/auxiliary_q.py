@@ -173,8 +173,14 @@ class AuxiliaryQTask(Task):
     @property
     def metric_directions(self) -> dict[str, Direction]:
         """What :meth:`episode_metrics` reports, averaged over the evaluation episodes, with
-        :attr:`episode_directions` (a metric without one is a KeyError here, not a guess)."""
+        :attr:`episode_directions` (a metric without one is an error here, not a guess)."""
         reported = self.episode_metrics(0.0, 0, 0.0, ended=False)
+        undeclared = [name for name in reported if name not in self.episode_directions]
+        if undeclared:
+            raise TypeError(
+                f"{type(self).__name__}.episode_metrics reports {undeclared} without a direction; "
+                "add them to episode_directions (max, min or none)"
+            )
         return {name: self.episode_directions[name] for name in reported}
 
     @property

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from twcore.contract.batch import Batch
+from twcore.contract.metrics import supervised_directions_of
 from twcore.contract.options import option
 from twcore.contract.spec import Capability, HeadSpec, ObjectiveKind, ObjectiveSpec, Role, TaskSpec
 from twcore.contract.task import TensorTask
@@ -94,7 +95,7 @@ class ToyMultitask(TensorTask):
             objectives=tuple(objectives),
             capabilities=frozenset({Capability.VALIDATION}),
             primary_metric=primary,
-            primary_mode="min" if primary in ("avg_loss", "main_mse") else "max",
+            primary_mode=supervised_directions_of([primary])[primary],
             summary_metrics=summary,
         )
 
