@@ -238,3 +238,26 @@ def test_the_cli_runs_in_process_with_a_registry_made_for_the_test(tmp_path, cap
     assert code == 0
     assert "unknown method 'ew'" in capsys.readouterr().err
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
+
+
+def test_a_dry_run_prints_the_checked_config_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    """``twcore run --dry-run``: the YAML a run would write as its config.yaml, composed and
+    checked as a run checks it (a pairing that cannot run is still exit 2), nothing written;
+    the printed YAML is a config file that composes to itself."""
+    import yaml
+
+    from twcore.orchestration.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    arguments = ["seed=3", "method=gradcos", "optim.lr=0.01"]
+    assert main(["run", "--dry-run", *arguments]) == 0
+    printed = capsys.readouterr().out
+    config = yaml.safe_load(printed)
+    assert (config["seed"], config["method"]["name"], config["optim"]["lr"]) == (3, "gradcos", 0.01)
+    assert config["task"]["name"] == "toy-multitask" and config["run_dir"] is None
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "again.yaml").write_text(printed)
+    assert main(["run", "--dry-run", "--config", str(tmp_path / "again.yaml")]) == 0
+    assert capsys.readouterr().out == printed
+    assert main(["run", "--dry-run", "method=taskmet", "task=digits"]) == 2
+    assert "method 'taskmet' cannot run on task 'digits'" in capsys.readouterr().err

@@ -214,3 +214,33 @@ def test_every_committed_figure_has_the_command_that_recreates_it():
     listed = [figure for job in figures.JOBS for figure in job.figures]
     assert len(listed) == len(set(listed))
     assert sorted(listed) == figures.committed_figures()
+
+
+def test_figures_name_a_swept_value_with_its_key(tmp_path, monkeypatch):
+    """A legend says ``optim.lr=0.001``, not ``0.001`` (the table has the key in its header);
+    labels and method names stay as they are."""
+    from twcore.orchestration.report import plots
+    from twcore.orchestration.report.task_tables import figure_label
+
+    assert figure_label(["label", "optim.lr"], ("paper", "0.001")) == ("paper", "optim.lr=0.001")
+    assert figure_label(["method"], ("gradcos",)) == ("gradcos",)
+    root = tmp_path / "sweep"
+    for lr in ("0.001", "0.01"):
+        run_dir = root / f"lr-{lr}"
+        run_dir.mkdir(parents=True)
+        summary = {
+            "status": "completed",
+            "config": {
+                "method": {"name": "ew"},
+                "task": {"name": "toy"},
+                "seed": 0,
+                "optim": {"lr": float(lr)},
+            },
+            "task": {"primary_metric": "acc", "summary_metrics": ["acc"], "objectives": []},
+            "metrics": {"test": {"acc": 0.5}},
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+    seen = []
+    monkeypatch.setattr(plots, "PLOTS", {"spy": lambda task, groups: seen.append(list(groups))})
+    write_report([root], wandb=False)
+    assert seen == [[("optim.lr=0.001",), ("optim.lr=0.01",)]]

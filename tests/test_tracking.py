@@ -36,6 +36,11 @@ def test_offline_wandb_run_holds_config_per_step_losses_weights_and_evaluations(
     files = find_offline_runs(run_dir)
     assert len(files) == 1
     run = read_offline_run(files[0])
+    # The offline-run-* folder (what `wandb sync` takes) reads the same; a folder of several
+    # runs is refused with what to give instead.
+    assert read_offline_run(files[0].parent).summary == run.summary
+    with pytest.raises(FileNotFoundError, match=r"holds 0 run-\*\.wandb files; give a W&B"):
+        read_offline_run(run_dir)
     assert (run.project, run.group, run.job_type, run.tags) == (
         "proj",
         "grid-1",

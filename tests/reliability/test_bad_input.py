@@ -44,6 +44,8 @@ CASES: list[tuple[list[str], str]] = [
     (["run", *QUIET, "runs_root="], "runs_root is empty"),
     (["run", *QUIET, "best_metric=nonsense"], "reports no metric 'nonsense'"),
     (["run", *QUIET, "best_metric=best:mse"], "min:NAME / max:NAME"),
+    (["run", *QUIET, "model.hidden=128"], "a list is written in brackets: model.hidden=[128]"),
+    (["run", *QUIET, "wandb.mode=offlin"], "did you mean 'offline'"),
     (["run", *QUIET, "best_metric=min:nonexistent"], "reports no metric 'nonexistent'"),
     (["run", *QUIET, "best_metric=max:avg_ac"], "did you mean 'max:avg_acc'"),
     # optimiser settings, checked before anything is written or trained

@@ -36,8 +36,11 @@ COMPARE_SEEDS = "0,1,2"
 
 
 def run(options: argparse.Namespace) -> int:
-    """``twcore run [-m] [--config FILE] key=value ...``"""
+    """``twcore run [-m] [--dry-run] [--config FILE] key=value ...``"""
     warn_failed_plugins(get_registry())
+    if options.dry_run:
+        print(api.preview(options.overrides, config_file=options.config), end="")
+        return 0
     if options.multirun:
         return sweep(options)
     result = api.run(

@@ -78,6 +78,11 @@ def _add_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the cartesian product of comma-separated values (key=a,b,c)",
     )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the composed configuration (YAML) after checking it, and train nothing",
+    )
     _add_training_arguments(run, config_file=True)
     _add_backend_arguments(run)
     run.set_defaults(handler=commands.run)

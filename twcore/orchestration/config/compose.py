@@ -261,7 +261,10 @@ def _wrong_type_message(exc: ValidationError, origin: str) -> str:
     expected = _expected_type(exc)
     value = getattr(exc, "value", None)
     shown = repr(value) if value is not None else _quoted_value(exc)
-    return f"{full_key}={shown} is not a valid {expected} (in {origin})"
+    hint = ""
+    if expected.startswith(("list[", "List[", "tuple[")) and not str(shown).startswith("["):
+        hint = f"; a list is written in brackets: {full_key}=[{str(shown).strip(chr(39))}]"
+    return f"{full_key}={shown} is not a valid {expected} (in {origin}){hint}"
 
 
 def _group_message(key: str, value: Any, group: DictConfig) -> str:

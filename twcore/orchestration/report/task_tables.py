@@ -18,6 +18,19 @@ def row_keys(swept: Sequence[str], *, labelled: bool = False) -> list[str]:
     return [k for k in swept if k not in NOT_ROWS] or ["method"]
 
 
+NAMED_BY_VALUE = ("label", "method")
+"""Row keys whose values name themselves in a figure's legend (a label, a method's name)."""
+
+
+def figure_label(keys: Sequence[str], row: tuple[str, ...]) -> tuple[str, ...]:
+    """A row's name in figures: ``optim.lr=0.001``, not a bare ``0.001`` (a table has the key in
+    its header; a legend does not), with labels and method names as they are."""
+    return tuple(
+        value if key in NAMED_BY_VALUE else f"{key}={value}"
+        for key, value in zip(keys, row, strict=True)
+    )
+
+
 def is_labelled(records: Sequence[RunRecord]) -> bool:
     """Whether any run carries a ``label``."""
     return any(r.summary["config"].get("label") for r in records)

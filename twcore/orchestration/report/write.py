@@ -14,7 +14,12 @@ from twcore.orchestration.registry import get_registry
 from twcore.orchestration.report.collect import RunRecord, collect_runs
 from twcore.orchestration.report.plots import FigureStyle, draw_report_figures, safe_name
 from twcore.orchestration.report.table import Table
-from twcore.orchestration.report.task_tables import is_labelled, report_tables, row_keys
+from twcore.orchestration.report.task_tables import (
+    figure_label,
+    is_labelled,
+    report_tables,
+    row_keys,
+)
 from twcore.orchestration.report.workspace import workspace_layout, workspace_markdown
 
 REPORT_FILE = "report.md"
@@ -61,7 +66,7 @@ def write_report(
         lambda: defaultdict(list)
     )
     for record in records:
-        by_task[record.task][record.label(keys)].append(record)
+        by_task[record.task][figure_label(keys, record.label(keys))].append(record)
     lines = [f"# {title}", "", f"{len(records)} completed run(s) from: "]
     lines += [f"- `{d}`" for d in sweep_dirs] + [""]
     for table in tables:

@@ -43,11 +43,21 @@ def find_offline_runs(run_dir: Path) -> list[Path]:
 
 
 def read_offline_run(path: Path) -> OfflineRun:
-    """Parse a ``run-<id>.wandb`` file into config, history rows and summary."""
+    """Parse an offline W&B run into config, history rows and summary: its ``run-<id>.wandb``
+    file, or the ``offline-run-*`` folder that holds it (the one ``wandb sync`` uploads)."""
     from wandb.proto import wandb_internal_pb2
 
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("run-*.wandb"))
+        if len(files) != 1:
+            raise FileNotFoundError(
+                f"{path} holds {len(files)} run-*.wandb files; give a W&B run folder "
+                "(offline-run-…) or its .wandb file (find_offline_runs(run_dir) lists them)"
+            )
+        path = files[0]
     run = OfflineRun()
-    for payload in _record_payloads(Path(path).read_bytes()):
+    for payload in _record_payloads(path.read_bytes()):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
