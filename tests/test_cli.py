@@ -50,6 +50,15 @@ def test_show_says_what_a_method_needs_of_a_task(run_cli):
         "needs: at least 2 objectives",
         "needs: any task",
     ]
+    # The run-level defaults a plugin suggests, from its class (only TaskMet has any here).
+    from twcore.orchestration.registry import get_registry
+
+    suggested = get_registry().get("method", "taskmet").cls.run_defaults
+    shown = [line.strip() for line in result.stdout.splitlines() if "run defaults" in line]
+    assert shown == [
+        "run defaults it suggests (key=value still wins): "
+        + ", ".join(f"{k}={v}" for k, v in suggested.items())
+    ]
 
 
 def test_show_of_an_unknown_kind_is_a_usage_error(run_cli):

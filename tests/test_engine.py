@@ -16,8 +16,10 @@ import torch
 import twcore
 from twcore.contract.errors import ConfigError, DivergenceError, RunDirectoryError
 from twcore.contract.method import Method, StepResult
+from twcore.orchestration.config.compose import compose
 from twcore.orchestration.engine.checkpoint import load_checkpoint
-from twcore.orchestration.registry import PluginRegistry, use_registry
+from twcore.orchestration.engine.components import build_task
+from twcore.orchestration.registry import PluginRegistry, get_registry, use_registry
 
 QUIET = ["wandb.enabled=false"]
 
@@ -296,6 +298,17 @@ def test_keep_best_can_judge_by_another_metric_and_mode(tmp_path):
     step, value = min(candidates, key=lambda c: (c[1], c[0]))
     assert best.summary["best_step"] == step
     assert best.metrics["val"]["avg_loss"] == value
+    # The selected parameters are kept as checkpoints/best.pt (last.pt keeps the training state
+    # a resume continues from): evaluated afresh they give the selected validation value.
+    kept = load_checkpoint(tmp_path / "best" / "checkpoints" / "best.pt")
+    assert (kept["step"], kept["metric"], kept["value"]) == (step, "avg_loss", value)
+    composed = compose([*QUIET, *options], registry=get_registry())
+    task = build_task(composed)
+    model = composed.plugins["model"].cls(composed.sections["model"], task.spec)
+    model.load_state_dict(kept["model"])
+    again = task.evaluate(model, "val", device=torch.device("cpu"), batch_size=1024)
+    assert again["avg_loss"] == pytest.approx(value, rel=1e-6)
+    assert not (tmp_path / "plain" / "checkpoints" / "best.pt").exists()
 
 
 def test_a_malformed_best_metric_is_a_config_error(tmp_path):

@@ -347,6 +347,10 @@ def show(options: argparse.Namespace) -> int:
             needs = describe_requirements(getattr(registration.cls, "requirements", Requirements()))
             print(f"  needs: {needs}")
             print(f"  {_scaling(registration.cls)}")
+        suggested = getattr(registration.cls, "run_defaults", {})
+        if suggested:
+            settings = ", ".join(f"{key}={value}" for key, value in suggested.items())
+            print(f"  run defaults it suggests (key=value still wins): {settings}")
         keys = describe_config(registration.config_class, prefix=f"{registration.kind}.")
         print(format_keys(keys) if keys else "  (no options)")
     return 0

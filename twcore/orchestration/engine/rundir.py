@@ -15,7 +15,7 @@ CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoints/last.pt"
-BEST_MODEL_FILE = "checkpoints/best_model.pt"
+BEST_MODEL_FILE = "checkpoints/best.pt"
 """The best parameters (``keep_best``), written for ``wandb.log_model=best``."""
 
 

@@ -486,8 +486,22 @@ class Trainer:
                 }
             )
             if summary["status"] in FINISHED_STATUSES:
+                self._save_best_model()
                 self._upload_model()
         return RunResult(self.run_dir.path, summary)
+
+    def _save_best_model(self) -> None:
+        """``keep_best``: the selected parameters as ``checkpoints/best.pt`` (``model``, the
+        ``step`` and the ``metric``/``value`` they were selected by), next to ``last.pt``."""
+        if self.best is None or not self.best.parameters or not self.world.writes:
+            return
+        state = {
+            "model": self.best.parameters,
+            "step": self.best.step,
+            "metric": self.best.metric,
+            "value": self.best.value,
+        }
+        save_checkpoint(self.run_dir.path / BEST_MODEL_FILE, state)
 
     def _upload_model(self) -> None:
         """``wandb.log_model=best|last``: the checkpoint as a W&B ``model`` artifact (a W&B
@@ -497,9 +511,8 @@ class Trainer:
         if choice == "none" or not live:
             return
         path = self.run_dir.path / CHECKPOINT_FILE
-        if choice == "best" and self.best is not None:
+        if choice == "best" and (self.run_dir.path / BEST_MODEL_FILE).exists():
             path = self.run_dir.path / BEST_MODEL_FILE
-            save_checkpoint(path, {"model": self.best.parameters, "step": self.best.step})
         try:
             name = f"model-{live[0].run.id}"
             live[0].log_file(path, name=name, kind="model", aliases=[choice, f"step-{self.step}"])
