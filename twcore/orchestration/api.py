@@ -25,18 +25,16 @@ from twcore.contract.errors import (
     TwcoreError,
     UnknownPluginError,
 )
-from twcore.contract.pairing import check_compatible
-from twcore.contract.spec import Requirements
 from twcore.contract.weighting_method import accumulates
 from twcore.orchestration.config.compose import ComposedConfig, compose, load_yaml_file
 from twcore.orchestration.config.overrides import Override, parse_override
 from twcore.orchestration.console import warn
-from twcore.orchestration.engine.best import metric_goal
 from twcore.orchestration.engine.checkpoint import check_run_checkpoint, load_checkpoint
 from twcore.orchestration.engine.components import (
     build_components,
     build_task,
     check_data_parallel,
+    check_run_plan,
 )
 from twcore.orchestration.engine.device import resolve_device
 from twcore.orchestration.engine.distributed import (
@@ -90,15 +88,12 @@ def preview(
 ) -> str:
     """The configuration `overrides` compose to, as the YAML a run would write to its
     ``config.yaml``, after the checks a run makes before training: the config's keys, types and
-    values, the task's options (it is built), the method/task pairing and ``best_metric``.
+    values, the task's options (it is built), and
+    :func:`~twcore.orchestration.engine.components.check_run_plan` (pairing, ``best_metric``,
+    early stopping, ``wandb.log_model``).
     Nothing is trained or written (``twcore run --dry-run``)."""
     composed = compose(_as_overrides(overrides), config_file=config_file, registry=registry)
-    task = build_task(composed)
-    method = composed.plugins["method"]
-    task_name = composed.plugins["task"].name
-    requirements = getattr(method.cls, "requirements", Requirements())
-    check_compatible(method.name, requirements, task_name, task.spec)
-    metric_goal(composed.run.best_metric, task, task_name=f"task '{task_name}'")
+    check_run_plan(composed, build_task(composed))
     return composed.to_yaml()
 
 

@@ -83,6 +83,23 @@ def check_early_stopping(run: RunConfig, task: Task, task_name: str) -> None:
         )
 
 
+def check_run_plan(composed: ComposedConfig, task: Task) -> None:
+    """The checks a configuration passes before anything trains or is written, once its task
+    is built: the method/task pairing, ``best_metric``, early stopping and ``wandb.log_model``
+    (ConfigError, or IncompatiblePairingError, naming what to change)."""
+    run = composed.run
+    method = composed.plugins["method"]
+    task_name = composed.plugins["task"].name
+    check_compatible(method.name, method.cls.requirements, task_name, task.spec)
+    metric_goal(run.best_metric, task, task_name=f"task '{task_name}'")
+    check_early_stopping(run, task, task_name)
+    if run.wandb.log_model == "best" and not run.keep_best:
+        raise ConfigError(
+            "wandb.log_model=best uploads the parameters keep_best keeps; set keep_best=true "
+            "(or wandb.log_model=last)"
+        )
+
+
 def build_components(composed: ComposedConfig, tracker: Tracker) -> Components:
     """Seed, then build task, model, optimiser and method in a fixed order (so a resumed run
     builds the same objects before loading its checkpoint)."""
@@ -90,20 +107,8 @@ def build_components(composed: ComposedConfig, tracker: Tracker) -> Components:
     world, device = join_world(run.nproc, resolve_device(run.device))
     seed_everything(run.seed, deterministic=run.deterministic)
     task = build_task(composed)
+    check_run_plan(composed, task)
     method_registration = composed.plugins["method"]
-    check_compatible(
-        method_registration.name,
-        method_registration.cls.requirements,
-        composed.plugins["task"].name,
-        task.spec,
-    )
-    metric_goal(run.best_metric, task, task_name=f"task '{composed.plugins['task'].name}'")
-    check_early_stopping(run, task, composed.plugins["task"].name)
-    if run.wandb.log_model == "best" and not run.keep_best:
-        raise ConfigError(
-            "wandb.log_model=best uploads the parameters keep_best keeps; set keep_best=true "
-            "(or wandb.log_model=last)"
-        )
     model_class = composed.plugins["model"].cls
     model = construct(
         composed, "model", lambda: model_class(composed.sections["model"], task.spec).to(device)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from twcore.contract.errors import UsageError
 from twcore.orchestration.engine.summary import finished
+from twcore.orchestration.report.curves import read_metrics
 
 TUNE_FILE = "tune.yaml"
 """The file ``twcore tune`` writes in its directory (its runs are ``trial-N/seed-S``)."""
@@ -21,6 +22,15 @@ class RunRecord:
     run_dir: Path
     summary: dict[str, Any]
     swept: dict[str, str]
+    _log: list[dict] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def log(self) -> list[dict]:
+        """The run's ``metrics.jsonl`` records, read once (figures and the workspace share
+        them)."""
+        if self._log is None:
+            self._log = read_metrics(self.run_dir)
+        return self._log
 
     @property
     def task(self) -> str:

@@ -79,6 +79,12 @@ def seed_curve(logs: Sequence[Sequence[dict]], key: str) -> SeedCurve | None:
     return SeedCurve(np.array(common), values.reshape(len(curves), len(common)))
 
 
+def varies(values: Sequence[float] | np.ndarray) -> bool:
+    """Whether logged values change at all (a constant weighting such as ew does not): the one
+    rule the weight figure and the workspace's weight panels share."""
+    return len(values) > 0 and float(np.ptp(np.asarray(values, dtype=float))) > 1e-9
+
+
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
     """The trailing mean over the last `window` values along the last axis (fewer at the
     start), so a weight that jumps between 0 and 1 reads as the fraction of steps at 1."""

@@ -29,10 +29,10 @@ from twcore.contract.errors import UsageError
 from twcore.orchestration.report.collect import RunRecord
 from twcore.orchestration.report.curves import (
     moving_average,
-    read_metrics,
     sample_std,
     seed_curve,
     smoothing_window,
+    varies,
 )
 
 WORST_PAIRS = (("avg_acc", "worst_acc"), ("avg_loss", "worst_loss"))
@@ -135,7 +135,7 @@ def metric_over_steps(task: str, groups: Groups) -> Any | None:
     figure, axis = plt.subplots(figsize=(7, 4))
     drawn = False
     for label, runs in groups.items():
-        curve = seed_curve([read_metrics(r.run_dir) for r in runs], f"val/{metric}")
+        curve = seed_curve([r.log for r in runs], f"val/{metric}")
         if curve is None or len(curve.steps) < 2:  # one evaluation (the final one) is no curve
             continue
         (line,) = axis.plot(
@@ -234,12 +234,12 @@ def learned_weights(task: str, groups: Groups) -> Any | None:
     rank = {f"train/weight/{name}": index for index, name in enumerate(order)}
     panels = {}
     for label, runs in groups.items():
-        logs = [read_metrics(r.run_dir) for r in runs]
+        logs = [r.log for r in runs]
         found = {k for log in logs for r in log for k in r if k.startswith("train/weight/")}
         keys = sorted(found, key=lambda k: (rank.get(k, len(rank)), k))  # the task's order
         curves = {key.removeprefix("train/weight/"): seed_curve(logs, key) for key in keys}
         kept = {name: c for name, c in curves.items() if c is not None and len(c.steps)}
-        if any(np.ptp(c.values) > 1e-9 for c in kept.values()):
+        if any(varies(c.values) for c in kept.values()):
             panels[label] = kept
     if not panels:
         return None

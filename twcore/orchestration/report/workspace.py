@@ -17,7 +17,7 @@ from typing import Any
 
 from twcore.orchestration.registry import PluginRegistry
 from twcore.orchestration.report.collect import PLUGIN_SECTIONS, RunRecord
-from twcore.orchestration.report.curves import read_metrics, smoothing_window
+from twcore.orchestration.report.curves import smoothing_window, varies
 from twcore.orchestration.report.task_tables import is_labelled, row_keys
 
 RUN_HEALTH = ("run/steps_per_s", "run/wall_time_s", "run/model_updates")
@@ -34,7 +34,7 @@ def workspace_layout(
         {str(g) for r in records if (g := r.summary["config"].get("wandb", {}).get("group"))}
     )
     keys = row_keys(swept, labelled=is_labelled(records))
-    logs = {r.run_dir: read_metrics(r.run_dir) for r in records}
+    logs = {r.run_dir: r.log for r in records}
     logged = {
         run_dir: {k for row in rows for k in row if k != "step"} for run_dir, rows in logs.items()
     }
@@ -130,15 +130,15 @@ def _learned_weights(logs: Sequence[Sequence[dict]]) -> tuple[list[str], int]:
     varying: set[str] = set()
     steps = 0
     for rows in logs:
-        values: dict[str, set[float]] = {}
+        values: dict[str, list[float]] = {}
         logged = 0
         for row in rows:
             weights = {k: v for k, v in row.items() if k.startswith("train/weight/")}
             logged += bool(weights)
             for key, value in weights.items():
                 if isinstance(value, int | float):
-                    values.setdefault(key, set()).add(float(value))
-        varying |= {key for key, seen in values.items() if len(seen) > 1}
+                    values.setdefault(key, []).append(float(value))
+        varying |= {key for key, seen in values.items() if varies(seen)}
         steps = max(steps, logged)
     return sorted(varying), steps
 
