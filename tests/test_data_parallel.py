@@ -151,6 +151,9 @@ def test_a_killed_process_resumes_the_whole_run_exactly(tmp_path: Path, run_cli)
     assert summary["metrics"] == whole["metrics"]
     one, two = _parameters(tmp_path / "whole"), _parameters(killed_dir)
     assert all(torch.equal(one[name], two[name]) for name in one)
+    started, continued = json.loads((killed_dir / "provenance.json").read_text())
+    assert (started["step"], continued["step"]) == (0, 10)
+    assert continued["command"]["argv"][:4] == ["twcore", "--plugins", "twcore_dp_killer", "resume"]
 
 
 def test_process_zero_alone_writes(tmp_path: Path, run_cli) -> None:
@@ -174,6 +177,11 @@ def test_process_zero_alone_writes(tmp_path: Path, run_cli) -> None:
     assert len([line for line in lines if '"train/lr"' in line]) == 6  # each step logged once
     assert len(list(tmp_path.rglob("offline-run-*"))) == 1
     assert done.stdout.count("run written to") == 1  # the launching process reports
+    # The processes record the command that launched them, not the one they were started with.
+    (provenance,) = json.loads((run_dir / "provenance.json").read_text())
+    assert provenance["command"]["argv"][:4] == ["twcore", "run", "method=ew", "task=toy-multitask"]
+    assert provenance["overrides"][:3] == ["method=ew", "task=toy-multitask", *SMALL_TASK[:1]]
+    assert provenance["config_file"] is None
 
 
 def test_a_batch_smaller_than_the_processes_is_refused(tmp_path: Path, run_cli) -> None:

@@ -4,7 +4,10 @@ and every plugin package being complete."""
 from __future__ import annotations
 
 import inspect
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -34,6 +37,22 @@ def test_readme_opens_with_exactly_two_commands_install_and_main_job_then_tests(
 def test_ci_runs_the_readmes_test_command():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert _readme_commands()[1] in ci
+
+
+def test_rerunning_install_sh_on_an_installed_checkout_skips_pip():
+    """After the README's command has installed everything (as it has before the suite runs),
+    install.sh finds torch and every package installed from this checkout and unchanged, so a
+    re-run would skip pip (``--check`` says so and changes nothing)."""
+    environment = {**os.environ, "PYTHON": sys.executable}
+    check = subprocess.run(
+        ["bash", str(ROOT / "install.sh"), "--check"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode == 0, f"{check.stdout}{check.stderr} (run `bash install.sh` first)"
+    assert "up to date" in check.stdout
 
 
 def _hook_names() -> list[str]:
@@ -78,3 +97,27 @@ def test_no_device_literals_in_the_code():
         if re.search(r"\.cuda\(|['\"]cuda:\d['\"]", text):
             offenders.append(str(path.relative_to(ROOT)))
     assert not offenders, f"device literals in {offenders}"
+
+
+def _expand(token: str) -> list[str]:
+    """``optim.{lr,name}`` → ``optim.lr``, ``optim.name``; ``seed`` → ``seed``."""
+    match = re.fullmatch(r"(.*)\{(.*)\}", token)
+    if match is None:
+        return [token]
+    return [match[1] + part for part in match[2].split(",")]
+
+
+def test_the_run_level_key_list_in_the_guide_is_the_schemas():
+    """docs/running.md names every run-level key the schema has, and no other (the generated
+    CLI reference lists them with types and help; this prose list must not drift from it)."""
+    from twcore.orchestration.config.describe import describe_config
+    from twcore.orchestration.config.schema import PLUGIN_SECTIONS, RunConfig
+
+    text = (ROOT / "docs" / "running.md").read_text()
+    paragraph = text.split("Run-level keys", 1)[1].split("):", 1)[1].split("\n\n", 1)[0]
+    named = {key for token in re.findall(r"`([^`]+)`", paragraph) for key in _expand(token)}
+    schema = {k.key for k in describe_config(RunConfig)} - set(PLUGIN_SECTIONS)
+    assert named == schema, (
+        f"missing from docs/running.md: {sorted(schema - named)}; "
+        f"not in the schema: {sorted(named - schema)}"
+    )

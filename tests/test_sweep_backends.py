@@ -81,6 +81,10 @@ def test_a_rerun_sweep_skips_completed_trials(tmp_path, capsys) -> None:
     arguments += [f"run_dir={tmp_path / 'sweep'}", "-q"]
     assert main([*arguments, "--backend", "local"]) == 0
     summary = tmp_path / "sweep" / "method-ew" / "summary.json"
+    # Each trial's line says, as it finishes, how long it took and its primary test metric.
+    recorded = json.loads(summary.read_text())
+    line = f"method=ew: completed ({recorded['wall_time_s']:.1f} s, test main_acc="
+    assert line + f"{recorded['metrics']['test']['main_acc']:.4g})" in capsys.readouterr().err
     written = summary.stat().st_mtime_ns
     assert main([*arguments, "--backend", "local"]) == 0
     assert "(2 already complete)" in capsys.readouterr().err

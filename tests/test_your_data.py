@@ -14,7 +14,7 @@ from twcore.contract import Objective, model_from_trunk, task_from_arrays, task_
 from twcore.contract.errors import ConfigError
 from twcore.contract.spec import Capability, ObjectiveKind, Role
 from twcore.orchestration.registry import PluginRegistry, use_registry
-from twcore.testing import TaskConformance
+from twcore.testing import DecisionLayerConformance, TaskConformance
 
 QUICK = ["steps=12", "eval_every=6", "batch_size=32", "wandb.enabled=false"]
 
@@ -129,16 +129,32 @@ def test_a_task_from_arrays_learns(registry, tmp_path):
 
 
 class _BestOfItems:
-    """Pick among 4 items by the predicted values (softmax at temperature 0.1); the objective
-    is the true value of the pick."""
+    """Pick among 4 items by the predicted values (softmax at temperature 0.1 to train, the
+    argmax exactly); the objective is the true value of the pick. A per-instance layout: one
+    feature vector per instance, the head predicts the 4 values."""
 
     head = "worth"
+    layout = "per-instance"
+    linear = True
 
     def decide(self, predictions, batch):
+        if not torch.isfinite(predictions).all():
+            raise ValueError("the predicted values must be finite")
         return torch.softmax(predictions / 0.1, dim=1)
 
     def objective(self, decisions, batch):
         return (decisions * batch.targets["worth"]).sum(dim=1)
+
+    def values(self, predictions):
+        return predictions
+
+    def true_values(self, batch):
+        return batch.targets["worth"]
+
+    def solve(self, values, batch):
+        if not torch.isfinite(values).all():
+            raise ValueError("the values must be finite")
+        return torch.nn.functional.one_hot(values.argmax(dim=1), values.shape[1]).to(values.dtype)
 
 
 def _decision_task():
@@ -165,11 +181,19 @@ def test_a_decision_task_scores_the_layers_decisions(tmp_path):
 
     metrics = task.evaluate(Heads(), "test", device=torch.device("cpu"), batch_size=16)
     split = task.splits["test"]
-    with torch.no_grad():
-        picks = torch.softmax(linear(split.inputs) / 0.1, dim=1)
-    expected = float((picks * split.targets["worth"]).sum(dim=1).double().mean())
-    assert metrics["objective"] == pytest.approx(expected, rel=1e-6)
+    with torch.no_grad():  # the exact decisions: the argmax of each instance's predictions
+        picked = split.targets["worth"].gather(1, linear(split.inputs).argmax(1, keepdim=True))
+    best = split.targets["worth"].max(dim=1).values
+    assert metrics["objective"] == pytest.approx(float(picked.double().mean()), rel=1e-6)
+    assert metrics["regret"] == pytest.approx(float((best - picked[:, 0]).double().mean()))
+    expected = float((best - picked[:, 0]).double().sum() / best.double().abs().sum())
+    assert metrics["normalised_regret"] == pytest.approx(expected, rel=1e-6)
     assert set(task.metric_names) >= set(metrics)
+    assert task.spec.has(Capability.DECISION_SOLVER) and task.spec.has(Capability.LINEAR_DECISION)
+
+
+class TestAnArrayTasksDecisionLayer(DecisionLayerConformance):
+    task = _decision_task()
 
 
 @pytest.mark.parametrize("method", ["taskmet", "dfl", "two-stage"])

@@ -24,8 +24,12 @@ class counts and output sizes are read from the targets. A ``decision`` layer (a
 ``head``, ``decide(predictions, batch)`` and ``objective(decisions, batch)``, see
 :class:`~twcore.contract.task.DecisionLayer`) gives the task the ``decision`` capability, and its
 evaluation reports ``objective``, the mean true objective of the decisions made from the
-model's predictions (its primary metric). Per-example tensors the layer needs (costs,
-constraints) go in `context`.
+model's predictions (its primary metric). A layer that also solves exactly (a
+:class:`~twcore.contract.decision.SolverDecisionLayer`: ``layout``, ``linear``, ``values``,
+``true_values``, ``solve``) gives the ``decision-solver`` capability (and ``linear-decision``
+where its objective is yᵀz), its exact decisions are the ones evaluated, and evaluation adds
+``regret`` and ``normalised_regret``. Per-example tensors the layer needs (costs, constraints)
+go in `context`.
 """
 
 from __future__ import annotations
@@ -40,6 +44,14 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from twcore.contract.batch import Batch
+from twcore.contract.decision import (
+    DECISION_METRICS,
+    NORMALISED_REGRET,
+    OBJECTIVE,
+    REGRET,
+    SolverDecisionLayer,
+    decision_capabilities,
+)
 from twcore.contract.metrics import Direction
 from twcore.contract.spec import (
     Capability,
@@ -378,14 +390,14 @@ def _spec(
         head = objective.head or name
         if heads.setdefault(head, size) != size:
             raise ValueError(f"objectives sharing head {head!r} need the same size")
-    capabilities = {Capability.VALIDATION} if "val" in splits else set()
+    capabilities: set[str] = {Capability.VALIDATION} if "val" in splits else set()
     if decision is not None:
         if decision.head not in heads:
             raise ValueError(
                 f"decision layer's head {decision.head!r} is not a head of the objectives "
                 f"({', '.join(heads)})"
             )
-        capabilities.add(Capability.DECISION)
+        capabilities |= decision_capabilities(decision)
     specs = tuple(
         ObjectiveSpec(
             name, head=o.head or name, kind=ObjectiveKind(o.kind), role=Role(o.role or Role.PEER)
@@ -464,13 +476,18 @@ class ArrayTask(TensorTask):
 
 class DecisionArrayTask(ArrayTask):
     """An :class:`ArrayTask` with a decision layer: evaluation adds ``objective``, the mean
-    true objective of the layer's decisions from the model's predictions."""
+    true objective of the layer's decisions from the model's predictions (its exact ones, for a
+    :class:`~twcore.contract.decision.SolverDecisionLayer`, which also gives ``regret`` and
+    ``normalised_regret``)."""
 
     @property
     def metric_directions(self) -> Mapping[str, Direction] | None:
-        """The supervised metrics and ``objective`` (a decision layer's objective is higher-is-
-        better, :class:`~twcore.contract.task.DecisionLayer`)."""
-        return {**(super().metric_directions or {}), "objective": "max"}
+        """The supervised metrics and the decision metrics the layer allows (a decision
+        layer's objective is higher-is-better, :class:`~twcore.contract.task.DecisionLayer`)."""
+        names = [OBJECTIVE]
+        if isinstance(self.decision, SolverDecisionLayer):
+            names += [REGRET, NORMALISED_REGRET]
+        return {**(super().metric_directions or {}), **{n: DECISION_METRICS[n] for n in names}}
 
     @torch.no_grad()
     def evaluate(
@@ -479,15 +496,29 @@ class DecisionArrayTask(ArrayTask):
         metrics = super().evaluate(model, split, device=device, batch_size=batch_size)
         layer = self.decision
         assert layer is not None
-        data, total = self.split(split), 0.0
+        data = self.split(split)
+        chosen, best = [], []
         was_training = model.training
         model.eval()
         try:
             for start in range(0, len(data), batch_size):
                 chunk = data.index(slice(start, start + batch_size)).to(device)
-                decisions = layer.decide(model(chunk.inputs)[layer.head], chunk)
-                total += float(layer.objective(decisions, chunk).double().sum())
+                predictions = model(chunk.inputs)[layer.head]
+                if isinstance(layer, SolverDecisionLayer):
+                    decisions = layer.solve(layer.values(predictions), chunk)
+                    optimal = layer.solve(layer.true_values(chunk), chunk)
+                    best.append(layer.objective(optimal, chunk).double())
+                else:
+                    decisions = layer.decide(predictions, chunk)
+                chosen.append(layer.objective(decisions, chunk).double())
         finally:
             model.train(was_training)
-        metrics["objective"] = total / len(data)
+        objective = torch.cat(chosen)
+        metrics[OBJECTIVE] = float(objective.mean())
+        if best:
+            optimal_objective = torch.cat(best)
+            gap = optimal_objective - objective
+            metrics[REGRET] = float(gap.mean())
+            scale = float(optimal_objective.abs().sum())
+            metrics[NORMALISED_REGRET] = float(gap.sum()) / scale if scale > 0 else math.nan
         return metrics

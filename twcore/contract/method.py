@@ -185,7 +185,7 @@ class MethodContext:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())  # CPU state, however it was loaded
         self._stream_count = int(state["streams_opened"])
 
 

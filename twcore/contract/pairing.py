@@ -11,6 +11,8 @@ MAIN_AND_AUXILIARY = "a main objective and at least one auxiliary objective"
 _CAPABILITY_WORDS: dict[str, str] = {
     Capability.VALIDATION: "a validation split",
     Capability.DECISION: "a decision layer",
+    Capability.DECISION_SOLVER: "a decision layer with an exact solver (solve, true_values)",
+    Capability.LINEAR_DECISION: "a decision objective linear in the true values (yᵀz)",
     Capability.ENVIRONMENT: "an environment",
 }
 

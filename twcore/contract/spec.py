@@ -49,12 +49,17 @@ class Capability(StrEnum):
     ``validation``: a held-out split separate from test, which methods may meta-learn on;
     ``decision``: a differentiable decision layer z*(ŷ) and a decision objective (predict-then-
     optimise), exposed as ``task.decision`` (a :class:`twcore.contract.task.DecisionLayer`);
+    ``decision-solver``: the decision layer also solves exactly for any values and knows the
+    true values (a :class:`twcore.contract.decision.SolverDecisionLayer`);
+    ``linear-decision``: besides, its objective is linear in the true values, obj(y, z) = yᵀz;
     ``environment``: the task drives a gymnasium environment and its train stream yields replay
     batches.
     """
 
     VALIDATION = "validation"
     DECISION = "decision"
+    DECISION_SOLVER = "decision-solver"
+    LINEAR_DECISION = "linear-decision"
     ENVIRONMENT = "environment"
 
 

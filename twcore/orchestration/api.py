@@ -135,7 +135,7 @@ def _run_here(composed: ComposedConfig, *, show_progress: bool, callbacks: Callb
         composed.tree.run_dir = str(directory.path)
         composed.run.run_dir = str(directory.path)
         if world.writes:
-            directory.write_config(composed.to_yaml())
+            directory.write_config(composed.reusable_yaml())
         trainer = Trainer(
             composed,
             components,
@@ -189,7 +189,12 @@ def _launch_run(composed: ComposedConfig, *, show_progress: bool) -> RunResult:
         config = Path(scratch) / "config.yaml"
         config.write_text(composed.to_yaml(), encoding="utf-8")
         quiet = [] if show_progress else ["--quiet"]
-        code = launch(composed.run.nproc, ["run", *quiet, "--config", str(config)])
+        code = launch(
+            composed.run.nproc,
+            ["run", *quiet, "--config", str(config)],
+            overrides=list(composed.overrides),
+            config_file=composed.config_file,
+        )
     if _remove_if_unused(directory.path):
         raise _launch_failed(code, "before creating its run directory")
     return _launched_result(directory.path, code, written_after=0)
@@ -294,7 +299,7 @@ def resume(
         tracker = Tracker([])
         components = build_components(composed, tracker)
         if writes:
-            directory.write_config(composed.to_yaml())
+            directory.write_config(composed.reusable_yaml())
         trainer = Trainer(
             composed,
             components,

@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from twcore.contract.errors import ConfigError
 from twcore.orchestration import api
 from twcore.orchestration.config.overrides import parse_override
+from twcore.orchestration.console import info
 from twcore.orchestration.registry import PluginRegistry, get_registry
 from twcore.orchestration.report.table import Table
 
@@ -84,23 +85,33 @@ def benchmark(
         for m in ordered
     }
     seconds = dict.fromkeys(ordered, float("inf"))
-    root = Path(tempfile.mkdtemp(prefix="twcore-bench-"))
-    for repeat in range(repeats):
-        for method in ordered:
-            count = counts[method]
-            quiet = [
-                f"steps={count}",
-                "eval_every=0",
-                "checkpoint_every=0",
-                f"log_every={count}",
-                "wandb.enabled=false",
-                "keep_best=false",
-            ]
-            run_dir = root / f"{method}-{repeat}"
-            result = api.run(
-                [*overrides, f"method={method}", *quiet, f"run_dir={run_dir}"], registry=registry
-            )
-            seconds[method] = min(seconds[method], result.summary["wall_time_s"] / count)
+    total = repeats * len(ordered)
+    with tempfile.TemporaryDirectory(prefix="twcore-bench-") as scratch:
+        for repeat in range(repeats):
+            for index, method in enumerate(ordered):
+                count = counts[method]
+                quiet = [
+                    f"steps={count}",
+                    "eval_every=0",
+                    "checkpoint_every=0",
+                    f"log_every={count}",
+                    "wandb.enabled=false",
+                    "keep_best=false",
+                ]
+                run_dir = Path(scratch) / f"{method}-{repeat}"
+                result = api.run(
+                    [*overrides, f"method={method}", *quiet, f"run_dir={run_dir}"],
+                    registry=registry,
+                )
+                if result.summary["status"] == "interrupted":  # a stop signal ends the benchmark
+                    raise KeyboardInterrupt
+                per_step = result.summary["wall_time_s"] / count
+                seconds[method] = min(seconds[method], per_step)
+                done = repeat * len(ordered) + index + 1
+                info(
+                    f"bench: [{done}/{total}] {method} (run {repeat + 1} of {repeats}): "
+                    f"{1000 * per_step:.3g} ms per step"
+                )
     return BenchResult(baseline, seconds, outer, counts)
 
 

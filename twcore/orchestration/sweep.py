@@ -260,9 +260,27 @@ class _TrialQueue:
         trial.status, trial.error, trial.attempts = outcome.status, outcome.error, outcome.attempts
         trial.summary = outcome.summary if finished(outcome.status) else None
         retried = f" after {outcome.attempts} attempts" if outcome.attempts > 1 else ""
-        info(f"[{self.finished}/{len(self.jobs)}] {job.description}: {outcome.status}{retried}")
+        result = f" ({headline(trial.summary)})" if trial.summary else ""
+        info(
+            f"[{self.finished}/{len(self.jobs)}] {job.description}: {outcome.status}{retried}"
+            f"{result}"
+        )
         if not finished(outcome.status) and outcome.status not in ("interrupted", "pending"):
             warn(f"{job.description}: {outcome.error}")
+
+
+def headline(summary: dict[str, Any]) -> str:
+    """A finished run in a few words: its wall time and its task's primary metric (test, else
+    validation), e.g. ``12.3 s, test main_acc=0.831``."""
+    parts = [f"{float(summary.get('wall_time_s', 0.0)):.1f} s"]
+    metric = (summary.get("task") or {}).get("primary_metric")
+    metrics = summary.get("metrics") or {}
+    for split in ("test", "val"):
+        value = (metrics.get(split) or {}).get(metric)
+        if isinstance(value, int | float):
+            parts.append(f"{split} {metric}={value:.4g}")
+            break
+    return ", ".join(parts)
 
 
 def _queue_sweep(

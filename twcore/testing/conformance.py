@@ -42,8 +42,8 @@ from twcore.testing.reference import REFERENCE_METHOD, REFERENCE_MODEL, REFERENC
 QUIET_RUN = {"wandb.enabled": False, "eval_every": 0, "device": "cpu"}
 
 
-class _Suite:
-    """Shared plumbing: which plugins, which options, and how to run them."""
+class _Plumbing:
+    """Which plugins, which options, and how to run them (every suite's plumbing)."""
 
     method: ClassVar[str | type] = REFERENCE_METHOD
     task: ClassVar[str | type] = REFERENCE_TASK
@@ -90,6 +90,10 @@ class _Suite:
     def engine_run(self, run_dir: Path, **extra: Any) -> RunResult:
         options = self.options(**{"steps": self.steps, "run_dir": str(run_dir), **extra})
         return api.run(options, registry=self.registry())
+
+
+class _Suite(_Plumbing):
+    """The plumbing and the tests shared by the method, task and model suites."""
 
     # -- tests shared by every suite -------------------------------------------------------
 

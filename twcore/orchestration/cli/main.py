@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from twcore.contract.errors import TwcoreError, first_line
 from twcore.orchestration.cli import commands
 from twcore.orchestration.console import error
+from twcore.orchestration.engine.stopping import sigterm_interrupts
 from twcore.orchestration.user_plugins import import_plugins
 from twcore.version import __version__
 
@@ -335,7 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         if modules:
             import_plugins(*modules)
-        return int(options.handler(options) or 0)
+        # SIGTERM stops a command as Ctrl-C does: promptly, cleaning up, exit code 130 (a run's
+        # training loop finishes its step and checkpoints first).
+        with sigterm_interrupts():
+            return int(options.handler(options) or 0)
     except TwcoreError as exc:
         if debug:
             traceback.print_exc()

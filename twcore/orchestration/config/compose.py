@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +38,16 @@ class ComposedConfig:
         run: the run-level settings; ``run.method`` etc. are the plugin names.
         plugins: the registration of each plugin section, by section (``method``...).
         sections: each plugin's config dataclass instance, by section.
+        overrides: the overrides it was composed from, as given (provenance).
+        config_file: the config file it was composed from, if any (provenance).
     """
 
     tree: DictConfig
     run: RunConfig
     plugins: dict[str, Registration]
     sections: dict[str, Any]
+    overrides: list[str] = field(default_factory=list)
+    config_file: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, plugin sections first with ``name`` leading (config.yaml, W&B)."""
@@ -59,6 +63,14 @@ class ComposedConfig:
     def to_yaml(self) -> str:
         """The resolved configuration as YAML."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def reusable_yaml(self) -> str:
+        """A run directory's ``config.yaml``: the resolved configuration with ``run_dir`` null,
+        so the file starts a new run as it is (``twcore run --config``); the run's directory is
+        the one holding the file (``summary.json`` records its path)."""
+        config = self.to_dict()
+        config["run_dir"] = None
+        return yaml.safe_dump(config, sort_keys=False)
 
 
 def compose(
@@ -115,7 +127,14 @@ def compose(
     sections = {section: _section_object(tree, section, plugins[section]) for section in names}
     run = _run_object(tree, names)
     validate_run_config(run)
-    return ComposedConfig(tree=tree, run=run, plugins=plugins, sections=sections)
+    return ComposedConfig(
+        tree=tree,
+        run=run,
+        plugins=plugins,
+        sections=sections,
+        overrides=[str(o) for o in parsed],
+        config_file=str(Path(config_file).absolute()) if config_file is not None else None,
+    )
 
 
 def _union(recorded: Sequence[str], found: Sequence[str]) -> list[str]:

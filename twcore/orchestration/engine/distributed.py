@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from twcore.autodiff.data_parallel import ProcessGroup
 from twcore.contract.errors import ConfigError
+from twcore.orchestration.tracking.provenance import command_environment
 
 LAUNCHED_VARIABLE = "TWCORE_DATA_PARALLEL"
 """Set in the processes the launcher starts, so they do not launch again."""
@@ -186,11 +187,18 @@ def process_device(device: torch.device) -> torch.device:
     return device
 
 
-def launch(nproc: int, twcore_args: list[str]) -> int:
+def launch(
+    nproc: int,
+    twcore_args: list[str],
+    *,
+    overrides: list[str] | None = None,
+    config_file: str | None = None,
+) -> int:
     """Run ``twcore <twcore_args>`` as `nproc` processes under ``torchrun`` on this machine and
     return its exit code. Each process gets cores ÷ nproc threads unless OMP_NUM_THREADS is
-    set."""
-    env = launch_environment(nproc)
+    set. `overrides` and `config_file` are what the run was asked with, for its provenance
+    (the processes may get them another way, e.g. as a composed config file)."""
+    env = {**launch_environment(nproc), **command_environment(overrides, config_file)}
     command = [
         sys.executable,
         "-m",

@@ -51,6 +51,16 @@ class Progress:
         else:
             info(line)
 
+    def note(self, text: str) -> None:
+        """Say what a long phase without steps is doing (above the bar, or as a line)."""
+        if not self.enabled:
+            return
+        line = f"[{self.label}] {text}"
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            info(line)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

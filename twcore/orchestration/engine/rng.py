@@ -54,18 +54,19 @@ def restore_rng_state(state: dict[str, Any], *, own_device_only: bool = False) -
         {
             "bit_generator": "MT19937",
             "state": {
-                "key": numpy_state["key"].numpy().astype(np.uint32),
+                "key": numpy_state["key"].cpu().numpy().astype(np.uint32),
                 "pos": numpy_state["pos"],
             },
             "has_gauss": numpy_state["has_gauss"],
             "gauss": numpy_state["gauss"],
         }
     )
-    torch.set_rng_state(state["torch"])
+    # RNG states are CPU byte tensors, wherever the checkpoint was mapped to (a GPU resume).
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" not in state or not torch.cuda.is_available():
         return
     if own_device_only and "cuda_device" in state:
         written = state["cuda"][int(state["cuda_device"])]
-        torch.cuda.set_rng_state(written, device=torch.cuda.current_device())
+        torch.cuda.set_rng_state(written.cpu(), device=torch.cuda.current_device())
     else:
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

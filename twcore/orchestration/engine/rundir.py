@@ -14,6 +14,8 @@ from twcore.orchestration.engine.lock import RunLock
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
+PROVENANCE_FILE = "provenance.json"
+"""Where the run came from: one entry per start or resume, oldest first."""
 CHECKPOINT_FILE = "checkpoints/last.pt"
 BEST_MODEL_FILE = "checkpoints/best.pt"
 """The best parameters (``keep_best``), written for ``wandb.log_model=best``."""
@@ -116,6 +118,16 @@ class RunDirectory:
         """Write the resolved ``config.yaml``."""
         atomic_write_text(self.config_path, text)
 
+    def record_provenance(self, entry: dict[str, Any]) -> None:
+        """Add `entry` (this start's or resume's provenance) to ``provenance.json``."""
+        path = self.path / PROVENANCE_FILE
+        try:
+            earlier = json.loads(path.read_text()) if path.exists() else []
+        except (OSError, json.JSONDecodeError):
+            earlier = []
+        entries = [*(earlier if isinstance(earlier, list) else []), entry]
+        atomic_write_text(path, json.dumps(entries, indent=2, default=_json_default) + "\n")
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Write ``summary.json`` atomically."""
         text = json.dumps(summary, indent=2, default=_json_default) + "\n"
@@ -132,4 +144,4 @@ def _holds_a_run(path: Path) -> RunDirectoryError:
 def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to summary.json")
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")

@@ -31,11 +31,12 @@ from twcore.orchestration.engine.progress import Progress
 from twcore.orchestration.engine.rng import capture_rng_state, restore_rng_state
 from twcore.orchestration.engine.run_failure import Phase, run_failure
 from twcore.orchestration.engine.rundir import BEST_MODEL_FILE, CHECKPOINT_FILE, RunDirectory
-from twcore.orchestration.engine.stopping import StopRequest, graceful_stop
-from twcore.orchestration.engine.summary import FINISHED_STATUSES, build_summary, plugin_versions
+from twcore.orchestration.engine.stopping import StopRequest, graceful_stop, sigterm_interrupts
+from twcore.orchestration.engine.summary import FINISHED_STATUSES, build_summary
 from twcore.orchestration.tracking import Tracker
 from twcore.orchestration.tracking.jsonl import JsonlBackend
-from twcore.orchestration.tracking.run_identity import git_state, run_name, run_tags
+from twcore.orchestration.tracking.provenance import run_provenance
+from twcore.orchestration.tracking.run_identity import run_name, run_tags
 from twcore.orchestration.tracking.wandb_backend import WandbBackend, resolve_mode
 
 # The engine's own work: a failure here names a plugin only if one's code is on the traceback.
@@ -97,7 +98,7 @@ class Trainer:
         self.stopper = EarlyStopping.for_run(self.run, components.task)
         self.early_stopped = False
         self.callbacks = callbacks or Callbacks()
-        self.provenance = {"plugins": plugin_versions(composed), "git": git_state()}
+        self.provenance: dict[str, Any] = {}
         self.phase = PREPARING
         self.model_updates = 0
         components.optimizer.register_step_post_hook(self._count_update)
@@ -139,7 +140,9 @@ class Trainer:
             raise
         except KeyboardInterrupt:
             status = "interrupted"
-            self._finish_after_error(status, "interrupted by the user")
+            self._finish_after_error(
+                status, f"interrupted at step {self.step}; {self._checkpoint_note()}"
+            )
             raise
         except TwcoreError as exc:
             self._finish_after_error(status, str(exc))
@@ -166,6 +169,9 @@ class Trainer:
         if resume_state is not None:
             with self._during(RESTORING):
                 self._restore(resume_state)
+        if self.world.writes:
+            self.provenance = run_provenance(self.composed, step=self.step)
+            self.run_dir.record_provenance(self.provenance)
         self._attach_backends(resume_state, reuse_directory)
         self._write_summary("running", {})
         self.phase = TRAINING
@@ -194,9 +200,12 @@ class Trainer:
         # The checkpoint comes before on_train_end (which may, e.g., restore the best
         # parameters), so a resume that trains longer continues the training trajectory.
         self._save_checkpoint()
-        with self._during(TRAIN_END):
-            self.components.method.on_train_end()
-        final = self._final_evaluation(progress, known=self._restore_best())
+        # With the checkpoint written, a stop need not wait for the (maybe long) phases after
+        # it: the run records "interrupted" and a resume repeats them.
+        with sigterm_interrupts():
+            with self._during(TRAIN_END):
+                self.components.method.on_train_end()
+            final = self._final_evaluation(progress, known=self._restore_best())
         return self._finish("early_stopped" if self.early_stopped else "completed", final, None)
 
     @contextmanager
@@ -368,6 +377,9 @@ class Trainer:
         """Evaluate every split (reusing `known` metrics of the current parameters) and log the
         run summary."""
         final = {}
+        splits = [s for s in self.components.task.eval_splits if s not in known]
+        if splits:
+            progress.note(f"step {self.step}: final evaluation ({', '.join(splits)})")
         for split in self.components.task.eval_splits:
             final[split] = self._evaluate(split, known.get(split))
             progress.evaluation(

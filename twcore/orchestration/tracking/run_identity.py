@@ -3,16 +3,14 @@
 A W&B run is named ``[label/]method/task/s<seed>-<id>``: readable in a dashboard's run list, and
 unique, because ``<id>`` is a short hash of the run directory (so two sweeps of the same
 configuration differ, and a resumed run keeps its name). Its tags say the method, task, model,
-seed and label, after the user's own. Its provenance is the plugin versions and the git commit
-of the working directory (and whether it had uncommitted changes).
+seed and label, after the user's own. Where its code came from is
+:mod:`~twcore.orchestration.tracking.provenance`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from pathlib import Path
-from typing import Any
 
 from twcore.orchestration.config.compose import ComposedConfig
 
@@ -46,28 +44,3 @@ def run_tags(composed: ComposedConfig) -> list[str]:
         ours.append(f"label:{composed.run.label}")
     tags = list(composed.run.wandb.tags)
     return [*tags, *(t for t in ours if t not in tags)]
-
-
-def git_state(directory: Path | None = None) -> dict[str, Any]:
-    """``{"commit": sha, "dirty": bool}`` of the git work tree holding `directory` (default:
-    the working directory), or ``{}`` outside one (or without git)."""
-    where = str(directory or Path.cwd())
-
-    def git(*arguments: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", "-C", where, *arguments],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                stdin=subprocess.DEVNULL,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
-        return {}
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status)}

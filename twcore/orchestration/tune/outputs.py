@@ -88,10 +88,9 @@ def write_outputs(tuner: TuneSetup, *, wandb: bool = True) -> TuneResult:
 
 def _write_best(tuner: TuneSetup, best: TrialRecord) -> tuple[Path, str]:
     composed = tuner.compose({k: _text(v) for k, v in best.params.items()}, tuner.seeds[0])
-    composed.run.run_dir = composed.tree.run_dir = None
     path = tuner.tune_dir / "best" / "config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, composed.to_yaml())
+    atomic_write_text(path, composed.reusable_yaml())
     if len(tuner.seeds) > 1:
         seeds = ",".join(str(s) for s in tuner.seeds)
         command = f"python3 -m twcore sweep --config {shlex.quote(str(path))} seed={seeds}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from twcore_task_decision import BudgetAllocation, CubicTopK, Portfolio
+from twcore_task_decision import BudgetAllocation, CubicTopK, Knapsack, Portfolio, ShortestPath
 from twcore_task_decision.baselines import least_squares_fit, least_squares_predictions, random_ndq
 from twcore_task_decision.decision_task import HEAD
 
@@ -24,9 +24,12 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"split={args.split} data_seed={args.data_seed} (default task options)\n")
-    print("| task | ndq true y | ndq random | ndq least squares | mse least squares | build s |")
-    print("|---|---|---|---|---|---|")
-    for task_class in (CubicTopK, Portfolio, BudgetAllocation):
+    print(
+        "| task | ndq true y | ndq random | ndq least squares | normalised regret least squares "
+        "| mse least squares | build s |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for task_class in (CubicTopK, Portfolio, BudgetAllocation, Knapsack, ShortestPath):
         task = task_class(task_class.Config(data_seed=args.data_seed))
         start = time.perf_counter()
         data = task.split(args.split)
@@ -36,7 +39,7 @@ def main() -> None:
         fitted = task.score(least_squares_predictions(task, args.split), args.split)
         print(
             f"| {task.name} | {truth:.4f} | {random:+.4f} | {fitted['ndq']:+.4f} | "
-            f"{fitted['mse']:.4g} | {built:.1f} |"
+            f"{fitted['normalised_regret']:.4f} | {fitted['mse']:.4g} | {built:.1f} |"
         )
         if task_class is CubicTopK:
             slope, intercept = least_squares_fit(task).tolist()

@@ -24,7 +24,8 @@ from twcore_task_decision import BudgetAllocation, CubicTopK, Portfolio
 from twcore_task_decision.decision_task import HEAD
 from twcore_task_decision.solvers.budget import solve_budget
 from twcore_task_decision.solvers.portfolio import solve_portfolio, solve_portfolio_cvxpylayers
-from twcore_task_decision.testing import as_double
+
+from twcore.testing.decision import as_double
 
 
 def _time(run: Callable[[], None], repeats: int) -> float:

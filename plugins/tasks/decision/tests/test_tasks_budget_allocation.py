@@ -9,15 +9,14 @@ from twcore_task_decision.baselines import random_ndq
 from twcore_task_decision.budget_allocation import BudgetAllocation, BudgetAllocationConfig
 from twcore_task_decision.testing import (
     DecisionTaskConformance,
-    as_double,
     decision_harness,
-    directional_derivatives,
 )
 
 from twcore.contract.batch import Batch
 from twcore.contract.errors import ConfigError
 from twcore.orchestration.config.compose import compose
-from twcore.testing import Harness
+from twcore.testing import DecisionLayerConformance, Harness
+from twcore.testing.decision import as_double, directional_derivative
 
 SMALL = {"train_size": 64, "val_size": 32, "test_size": 200}
 
@@ -27,6 +26,14 @@ class TestBudgetAllocationConformance(DecisionTaskConformance):
     task_options = SMALL
     model = "mlp"
     model_options = {"hidden": [16]}
+
+
+class TestBudgetAllocationDecisionLayer(DecisionLayerConformance):
+    task = "budget-allocation"
+    task_options = SMALL
+
+    def prediction_point(self, values):
+        return values.clamp(0.01, 0.99)  # reach probabilities (the solver clamps outside)
 
 
 def _task(**options) -> BudgetAllocation:
@@ -149,7 +156,7 @@ def test_decision_gradient_matches_finite_differences():
     noise = torch.randn(30, 50, generator=generator, dtype=torch.float64)
     predictions = (batch.targets["y"] + 0.05 * noise).clamp(0.01, 0.99)
     direction = torch.randn(30, 50, generator=generator, dtype=torch.float64)
-    autograd, finite = directional_derivatives(
+    autograd, finite = directional_derivative(
         task.decision, batch, predictions, direction, step=1e-6
     )
     assert abs(autograd) > 1e-3  # interior decisions: a real, non-zero derivative

@@ -9,9 +9,7 @@ from twcore_task_decision.baselines import least_squares_fit, least_squares_pred
 from twcore_task_decision.cubic_topk import CubicTopK, CubicTopKConfig
 from twcore_task_decision.testing import (
     DecisionTaskConformance,
-    as_double,
     decision_harness,
-    directional_derivatives,
 )
 
 from twcore.contract.errors import ConfigError
@@ -19,13 +17,19 @@ from twcore.contract.spec import Capability
 from twcore.contract.task import DecisionLayer
 from twcore.orchestration.config.compose import compose
 from twcore.orchestration.registry import get_registry
-from twcore.testing import Harness
+from twcore.testing import DecisionLayerConformance, Harness
+from twcore.testing.decision import as_double, directional_derivative
 
 
 class TestCubicTopKConformance(DecisionTaskConformance):
     task = "cubic-topk"
     model = "mlp"
     model_options = {"hidden": [16]}
+
+
+class TestCubicTopKDecisionLayer(DecisionLayerConformance):
+    task = "cubic-topk"
+    task_options = {"budget": 3}
 
 
 class TestCubicTopKBudgetThreeConformance(DecisionTaskConformance):
@@ -50,7 +54,7 @@ def test_spec_offers_a_decision_layer_on_the_per_item_head():
     assert [(h.name, h.size) for h in spec.heads] == [("y", 1)]
     assert spec.has(Capability.DECISION) and spec.has(Capability.VALIDATION)
     assert (spec.primary_metric, spec.primary_mode) == ("ndq", "max")
-    assert spec.summary_metrics == ("ndq", "mse", "objective")
+    assert spec.summary_metrics == ("ndq", "normalised_regret", "mse", "objective")
     assert spec.main_objective.name == "mse" and spec.main_objective.kind == "custom"
     assert isinstance(task.decision, DecisionLayer) and task.decision.head == "y"
 
@@ -126,7 +130,7 @@ def test_soft_decision_gradient_matches_finite_differences():
     generator = torch.Generator().manual_seed(0)
     predictions = batch.targets["y"] + torch.randn(40, 50, generator=generator, dtype=torch.float64)
     direction = torch.randn(40, 50, generator=generator, dtype=torch.float64)
-    autograd, finite = directional_derivatives(task.decision, batch, predictions, direction)
+    autograd, finite = directional_derivative(task.decision, batch, predictions, direction)
     assert autograd == pytest.approx(finite, rel=1e-4, abs=1e-8)
 
 

@@ -9,14 +9,13 @@ from twcore_task_decision.baselines import random_ndq
 from twcore_task_decision.portfolio import Portfolio, PortfolioConfig
 from twcore_task_decision.testing import (
     DecisionTaskConformance,
-    as_double,
     decision_harness,
-    directional_derivatives,
 )
 
 from twcore.contract.errors import ConfigError
 from twcore.orchestration.config.compose import compose
-from twcore.testing import Harness
+from twcore.testing import DecisionLayerConformance, Harness
+from twcore.testing.decision import as_double, directional_derivative
 
 SMALL = {"num_assets": 12, "train_size": 64, "val_size": 32, "test_size": 96}
 
@@ -26,6 +25,14 @@ class TestPortfolioConformance(DecisionTaskConformance):
     task_options = SMALL
     model = "mlp"
     model_options = {"hidden": [16]}
+
+
+class TestPortfolioDecisionLayer(DecisionLayerConformance):
+    task = "portfolio"
+    task_options = SMALL
+    noise = 0.01
+    finite_difference_step = 1e-7
+    gradient_rtol = 1e-3
 
 
 def _task(**options) -> Portfolio:
@@ -118,7 +125,7 @@ def test_decision_gradient_matches_finite_differences():
     noise = torch.randn(30, 12, generator=generator, dtype=torch.float64)
     predictions = batch.targets["y"] + 0.01 * noise
     direction = torch.randn(30, 12, generator=generator, dtype=torch.float64)
-    autograd, finite = directional_derivatives(
+    autograd, finite = directional_derivative(
         task.decision, batch, predictions, direction, step=1e-7
     )
     assert autograd == pytest.approx(finite, rel=1e-3, abs=1e-8)

@@ -11,7 +11,9 @@ local backend (`--workers` processes, one torch thread each). Writes ``cartpole.
 ``cartpole.json`` and ``cartpole_metric.png`` (each TaskMet variant's learned metric at each
 d > 0: the weight of every true state dimension and the distractors' mean, averaged over seeds)
 into the plugin's ``docs/`` (``cartpole_<tag>.*`` with ``--tag``; ``--append`` adds a run's
-trials to that tag's earlier results).
+trials to that tag's earlier results). Each TaskMet run's metric curve (thinned to at most
+500 outer steps, 4 decimals) goes into ``cartpole[_<tag>]_curves.json``, so ``--replot``
+redraws the table and figure from the committed files without the runs' folders.
 """
 
 from __future__ import annotations
@@ -85,8 +87,19 @@ def main() -> None:
         action="store_true",
         help="add these runs to the tag's existing results (same method, d and seed: replaced)",
     )
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="run nothing: redraw the tag's table and figure from its committed JSON",
+    )
     args = parser.parse_args()
     chosen = methods(args.env_steps)
+    stem = f"cartpole_{args.tag}" if args.tag else "cartpole"
+    if args.replot:
+        rows = _read_rows(stem)
+        (DOCS / f"{stem}.md").write_text(results_table(rows, args))
+        plot_metric(rows, DOCS / f"{stem}_metric.png")
+        return
     unknown = sorted(set(args.methods or ()) - set(chosen))
     if unknown:
         parser.error(f"unknown --methods {unknown}; valid: {', '.join(chosen)}")
@@ -131,19 +144,56 @@ def main() -> None:
                     "bellman_error": test["bellman_error"],
                     "wall_time_s": trial.summary["wall_time_s"],
                     "run_dir": trial.summary["run_dir"],
+                    "metric_curve": thin(_diagonal_over_steps(Path(trial.summary["run_dir"]))),
                 }
             )
     DOCS.mkdir(exist_ok=True)
-    stem = f"cartpole_{args.tag}" if args.tag else "cartpole"
     if args.append and (DOCS / f"{stem}.json").exists():
         new = {(r["method"], r["distractors"], r["seed"]) for r in rows}
-        kept = json.loads((DOCS / f"{stem}.json").read_text())
+        kept = _read_rows(stem)
         rows = [r for r in kept if (r["method"], r["distractors"], r["seed"]) not in new] + rows
-    (DOCS / f"{stem}.json").write_text(json.dumps(rows, indent=1))
+    _write_rows(stem, rows)
     table = results_table(rows, args)
     (DOCS / f"{stem}.md").write_text(table)
     print(table)
     plot_metric(rows, DOCS / f"{stem}_metric.png")
+
+
+def _key(row: dict) -> str:
+    return f"{row['method']}|{row['distractors']}|{row['seed']}"
+
+
+def _write_rows(stem: str, rows: list[dict]) -> None:
+    """The rows (``<stem>.json``, readable) and their metric curves (``<stem>_curves.json``,
+    compact)."""
+    curves = {_key(r): r["metric_curve"] for r in rows if r.get("metric_curve")}
+    plain = [{k: v for k, v in r.items() if k != "metric_curve"} for r in rows]
+    (DOCS / f"{stem}.json").write_text(json.dumps(plain, indent=1))
+    (DOCS / f"{stem}_curves.json").write_text(json.dumps(curves, separators=(",", ":")))
+
+
+def _read_rows(stem: str) -> list[dict]:
+    rows = json.loads((DOCS / f"{stem}.json").read_text())
+    path = DOCS / f"{stem}_curves.json"
+    curves = json.loads(path.read_text()) if path.exists() else {}
+    for row in rows:
+        curve = row.get("metric_curve") or curves.get(_key(row))
+        if curve:
+            row["metric_curve"] = curve
+    return rows
+
+
+def thin(curve: tuple[list[int], list[list[float]]], points: int = 500) -> list:
+    """Every k-th point of a metric curve (at most `points`, the last kept), 4 decimals."""
+    steps, values = curve
+    if not steps:
+        return [[], []]
+    every = max(1, -(-len(steps) // points))
+    keep = sorted({*range(0, len(steps), every), len(steps) - 1})
+    return [
+        [steps[i] for i in keep],
+        [[round(series[i], 4) for i in keep] for series in values],
+    ]
 
 
 def results_table(rows: list[dict], args: argparse.Namespace) -> str:
@@ -187,7 +237,11 @@ def plot_metric(rows: list[dict], path: Path) -> None:
 
     from twcore.orchestration.report.plots import outside_legend, write_figure
 
-    present = {(r["method"], r["distractors"]) for r in rows if r["distractors"] > 0}
+    present = {
+        (r["method"], r["distractors"])
+        for r in rows
+        if r["distractors"] > 0 and r.get("metric_curve")
+    }
     panels = [
         (kind, d)
         for kind in methods(1000)
@@ -198,8 +252,12 @@ def plot_metric(rows: list[dict], path: Path) -> None:
         return
     figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for axis, (kind, distractors) in zip(axes[0], panels, strict=True):
-        runs = [r for r in rows if r["method"] == kind and r["distractors"] == distractors]
-        curves = [_diagonal_over_steps(Path(run["run_dir"])) for run in runs]
+        runs = [
+            r
+            for r in rows
+            if r["method"] == kind and r["distractors"] == distractors and r.get("metric_curve")
+        ]
+        curves = [run["metric_curve"] for run in runs]
         length = min(len(steps) for steps, _ in curves)
         steps = curves[0][0][:length]
         mean = [
@@ -218,7 +276,9 @@ def plot_metric(rows: list[dict], path: Path) -> None:
 
 
 def _diagonal_over_steps(run_dir: Path) -> tuple[list[int], list[list[float]]]:
-    """Outer steps, and per step: the 4 true dimensions' weights and the distractors' mean."""
+    """Outer steps, and per step: the 4 true dimensions' weights and the distractors' mean
+    (empty for a run that logs no diagonal metric). Kept in the JSON rows, so the figure can be
+    redrawn after the runs' folders are gone."""
     steps, values = [], [[] for _ in range(5)]
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
@@ -229,7 +289,7 @@ def _diagonal_over_steps(run_dir: Path) -> tuple[list[int], list[list[float]]]:
         steps.append(record["step"])
         for k in range(4):
             values[k].append(weights[k])
-        values[4].append(statistics.mean(weights[4:]))
+        values[4].append(statistics.mean(weights[4:]) if len(weights) > 4 else float("nan"))
     return steps, values
 
 

@@ -1,10 +1,29 @@
-"""Entry point of the predict-then-optimise baselines."""
+"""Entry point of the predict-then-optimise methods."""
 
-from twcore.contract.hookspecs import RegisterMethod, hookimpl
-from twcore_method_dfl.methods import DecisionFocused, TwoStage
+from twcore.contract.hookspecs import RegisterGrid, RegisterMethod, hookimpl
+from twcore_method_dfl.grids import reproduction_grid
+from twcore_method_dfl.methods import (
+    DecisionFocused,
+    LearningToRank,
+    NoiseContrastive,
+    PerturbedFenchelYoung,
+    PerturbedOptimizer,
+    SPOPlus,
+    TwoStage,
+)
 
 
 @hookimpl
 def twcore_register_methods(register: RegisterMethod) -> None:
     register("two-stage", TwoStage)
     register("dfl", DecisionFocused)
+    register("spo-plus", SPOPlus)
+    register("pfyl", PerturbedFenchelYoung)
+    register("dpo", PerturbedOptimizer)
+    register("nce", NoiseContrastive)
+    register("ltr", LearningToRank)
+
+
+@hookimpl
+def twcore_reproduction_grids(register: RegisterGrid) -> None:
+    register(reproduction_grid())

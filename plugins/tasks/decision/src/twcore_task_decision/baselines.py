@@ -5,25 +5,26 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from twcore.contract.decision import PER_INSTANCE, RANDOM_DRAWS, random_predictions
 from twcore_task_decision.decision_task import HEAD, DecisionTask
-from twcore_task_decision.quality import RANDOM_DRAWS, random_predictions
 
 
 def least_squares_fit(task: DecisionTask) -> Tensor:
-    """Closed-form per-item linear fit y ≈ [x, 1] · θ on the training split, θ [F + 1].
-
-    The fit pools every item of every training instance (one linear model applied per item, as
-    the per-item models do), solved by ``torch.linalg.lstsq`` in float64.
-    """
+    """Closed-form linear fit y ≈ [x, 1] · θ on the training split, in float64 by
+    ``torch.linalg.lstsq``: per item (θ [F + 1], pooling every item of every training instance,
+    one linear model applied per item as the per-item models do), or per instance (θ
+    [F + 1, n], one output per item, for a per-instance task)."""
     train = task.split("train")
     features = train.inputs.reshape(-1, train.inputs.shape[-1]).double()
     design = torch.cat([features, torch.ones(len(features), 1, dtype=features.dtype)], dim=1)
+    if task.layout == PER_INSTANCE:
+        return torch.linalg.lstsq(design, train.targets[HEAD].double()).solution
     targets = train.targets[HEAD].reshape(-1, 1).double()
     return torch.linalg.lstsq(design, targets).solution.squeeze(1)
 
 
 def least_squares_predictions(task: DecisionTask, split: str) -> Tensor:
-    """Per-item predictions [N, n] of :func:`least_squares_fit` on `split`."""
+    """Predictions [N, n] of :func:`least_squares_fit` on `split`."""
     coefficients = least_squares_fit(task)
     inputs = task.split(split).inputs.double()
     predictions = inputs @ coefficients[:-1] + coefficients[-1]

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from twcore.contract.batch import Batch
 from twcore.contract.options import option
-from twcore_task_decision.decision_task import HEAD, DecisionTask
+from twcore_task_decision.decision_task import HEAD, DecisionTask, cut_splits, split_sizes
 from twcore_task_decision.generators import budget_instances
 from twcore_task_decision.solvers.budget import (
     budget_objective,
@@ -78,7 +78,7 @@ class BudgetAllocation(DecisionTask):
     def generate_splits(self) -> dict[str, Batch]:
         c = self.config
         generator = torch.Generator().manual_seed(c.data_seed)
-        sizes = {"train": c.train_size, "val": c.val_size, "test": c.test_size}
+        sizes = split_sizes(c)
         features, reach, weights = budget_instances(
             sum(sizes.values()),
             c.num_channels,
@@ -88,14 +88,8 @@ class BudgetAllocation(DecisionTask):
             c.feature_noise,
             generator,
         )
-        splits, start = {}, 0
-        for split, size in sizes.items():
-            part = slice(start, start + size)
-            splits[split] = Batch(
-                inputs=features[part], targets={HEAD: reach[part]}, context={WEIGHTS: weights[part]}
-            )
-            start += size
-        return splits
+        instances = Batch(inputs=features, targets={HEAD: reach}, context={WEIGHTS: weights})
+        return cut_splits(sizes, instances)
 
     def reach(self, items: Tensor) -> Tensor:
         """Per-item values [B, m·n] as a reach matrix [B, m, n]."""

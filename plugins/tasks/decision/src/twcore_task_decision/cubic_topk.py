@@ -16,7 +16,7 @@ from torch import Tensor
 
 from twcore.contract.batch import Batch
 from twcore.contract.options import option
-from twcore_task_decision.decision_task import HEAD, DecisionTask
+from twcore_task_decision.decision_task import HEAD, DecisionTask, cut_splits, split_sizes
 from twcore_task_decision.generators import cubic_instances
 from twcore_task_decision.solvers.topk import hard_topk, soft_topk
 
@@ -46,6 +46,7 @@ class CubicTopK(DecisionTask):
 
     Config = CubicTopKConfig
     name = "cubic-topk"
+    linear_objective = True  # Σ_i y_i z_i
     non_data_options = frozenset({"temperature"})
 
     @property
@@ -55,15 +56,9 @@ class CubicTopK(DecisionTask):
     def generate_splits(self) -> dict[str, Batch]:
         c = self.config
         generator = torch.Generator().manual_seed(c.data_seed)
-        sizes = {"train": c.train_size, "val": c.val_size, "test": c.test_size}
+        sizes = split_sizes(c)
         x, y = cubic_instances(sum(sizes.values()), c.num_items, generator)
-        splits, start = {}, 0
-        for split, size in sizes.items():
-            splits[split] = Batch(
-                inputs=x[start : start + size], targets={HEAD: y[start : start + size]}
-            )
-            start += size
-        return splits
+        return cut_splits(sizes, Batch(inputs=x, targets={HEAD: y}))
 
     def decide(self, predictions: Tensor, batch: Batch) -> Tensor:
         """Soft top-k [B, n] in [0, 1], rows summing to k (differentiable)."""

@@ -1,26 +1,37 @@
 """A TensorTask base for predict-then-optimise problems (the ``decision`` capability).
 
-An instance is a set of n items with F features each; a per-item model predicts one value per
-item (head ``y``: inputs [B, n, F] -> outputs [B, n, 1]), a solver turns the predictions of the
-whole batch into decisions z*(ŷ), and the decisions are scored by the true objective obj(y, z).
+An instance is a set of n items; a model predicts one value per item, a solver turns the
+predictions of the whole batch into decisions z*(ŷ), and the decisions are scored by the true
+objective obj(y, z). In the per-item layout (the default) each item has F features and the model
+runs per item (head ``y``: inputs [B, n, F] -> outputs [B, n, 1]); in the per-instance layout
+(``layout = PER_INSTANCE``) an instance is one feature vector and the head predicts all n values
+(inputs [B, F] -> outputs [B, n]).
 
 Subclasses generate the splits and say how to decide and how to score; this base class provides
 the spec, the ``mse`` training objective, the decision layer, the cached data with its quality
 references and the evaluation metrics:
 
 - ``mse``: mean squared error of the predictions over the items of an instance, averaged;
-- ``objective``: mean true objective of the decisions made from the predictions (evaluation
-  decisions, e.g. hard top-k);
-- ``ndq``: normalised decision quality (see :mod:`twcore_task_decision.quality`), primary;
-- ``dq_optimal``, ``dq_random``: the two ends of the ndq scale for the split;
+- the decision metrics of :mod:`twcore.contract.decision` over the evaluation decisions (e.g.
+  hard top-k): ``objective``, ``regret``, ``normalised_regret``, ``ndq`` (primary),
+  ``dq_optimal`` and ``dq_random``;
 - plus the usual ``loss/mse``, ``loss``, ``avg_loss``, ``worst_loss``, ``main_loss``.
+
+The decision layer (:class:`PredictThenOptimise`) is a
+:class:`~twcore.contract.decision.SolverDecisionLayer` in the task's layout: its exact solver
+is the task's evaluation decision, so every task here has the ``decision-solver`` capability
+(and ``linear-decision`` where the subclass says its objective is Σ_i y_i z_i).
+
+ndq = (DQ − DQ_random) / (DQ_optimal − DQ_random): DQ_optimal uses the true y as the prediction
+(ndq(true y) = 1), DQ_random predictions drawn uniformly from the range of the training targets,
+averaged over 10 seeded draws (random predictions give ndq ≈ 0; a model worse than random has
+ndq < 0).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from abc import abstractmethod
-from functools import partial
 from typing import Any, ClassVar
 
 import torch
@@ -28,15 +39,23 @@ from torch import Tensor
 
 from twcore.contract.batch import Batch
 from twcore.contract.data_cache import cached_tensors
+from twcore.contract.decision import (
+    DECISION_METRICS,
+    PER_ITEM,
+    QualityReference,
+    decision_capabilities,
+    quality_reference,
+)
 from twcore.contract.metrics import Direction, supervised_metric_directions, supervised_metrics
 from twcore.contract.spec import Capability, HeadSpec, ObjectiveKind, ObjectiveSpec, Role, TaskSpec
 from twcore.contract.task import TensorTask
-from twcore_task_decision.quality import QualityReference, quality_reference
 
 HEAD = "y"
 """The prediction head (and target key) of every decision task."""
 
 SPLITS = ("train", "val", "test")
+REFERENCES_VERSION = 2
+"""Bump when what the cached references hold changes (2: the normalised regret's scale)."""
 
 
 def item_values(predictions: Tensor) -> Tensor:
@@ -55,22 +74,39 @@ def check_finite(predictions: Tensor) -> None:
 
 
 class PredictThenOptimise:
-    """The :class:`twcore.contract.task.DecisionLayer` of a :class:`DecisionTask`.
+    """The decision layer of a :class:`DecisionTask`, a
+    :class:`twcore.contract.decision.SolverDecisionLayer` in the task's layout.
 
-    ``decide(predictions [B, n, 1] or [B, n], batch)`` returns the task's differentiable
+    ``decide(predictions [B, n, 1] (per item) or [B, n], batch)`` returns the task's differentiable
     training decisions (e.g. soft top-k) [B, ...]; ``objective(decisions, batch)`` returns the
-    true objective obj(y, z) per instance [B] (higher is better).
+    true objective obj(y, z) per instance [B] (higher is better); ``solve(values [B, n],
+    batch)`` the exact decisions evaluation scores (e.g. hard top-k); ``true_values(batch)``
+    the true y [B, n].
     """
 
     head: str = HEAD
 
     def __init__(self, task: DecisionTask) -> None:
         self.task = task
+        self.layout = task.layout
+        self.linear = task.linear_objective
+        self.sign = -1.0 if task.minimise else 1.0  # values are negated costs
+
+    def values(self, predictions: Tensor) -> Tensor:
+        return self.sign * item_values(predictions)
+
+    def true_values(self, batch: Batch) -> Tensor:
+        return self.sign * batch.targets[HEAD]
 
     def decide(self, predictions: Tensor, batch: Batch) -> Tensor:
         values = item_values(predictions)
         check_finite(values)
         return self.task.decide(values, batch)
+
+    def solve(self, values: Tensor, batch: Batch) -> Tensor:
+        check_finite(values)
+        with torch.no_grad():
+            return self.task.decide_for_evaluation(self.sign * values.detach(), batch)
 
     def objective(self, decisions: Tensor, batch: Batch) -> Tensor:
         return self.task.decision_objective(decisions, batch)
@@ -89,10 +125,20 @@ class DecisionTask(TensorTask):
         non_data_options: config keys that change neither the data nor the quality references
             (left out of the cache key).
         solve_chunk: instances per solver call when scoring a whole split.
+        linear_objective: whether obj(y, z) = Σ_i y_i z_i (the ``linear-decision``
+            capability: SPO+, perturbed Fenchel–Young and the other losses built on it apply).
+        layout: ``per-item`` (default) or ``per-instance``; a per-instance task also gives
+            :attr:`num_items`.
+        minimise: whether the predictions are costs the decisions minimise (the objective is
+            still higher-is-better, e.g. −cᵀz); the layer's values are then the negated
+            predictions, so that ``solve`` maximises valuesᵀz.
     """
 
     name: ClassVar[str]
     data_version: ClassVar[int] = 1
+    linear_objective: ClassVar[bool] = False
+    layout: ClassVar[str] = PER_ITEM
+    minimise: ClassVar[bool] = False
     non_data_options: ClassVar[frozenset[str]] = frozenset()
     solve_chunk: ClassVar[int] = 1024
 
@@ -109,6 +155,11 @@ class DecisionTask(TensorTask):
     def num_features(self) -> int:
         """F, the features per item."""
 
+    @property
+    def num_items(self) -> int:
+        """n, the items per instance (the head's width in the per-instance layout)."""
+        raise NotImplementedError(f"a {self.layout} decision task gives num_items")
+
     @abstractmethod
     def generate_splits(self) -> dict[str, Batch]:
         """``train``/``val``/``test`` from the data seed: inputs [N, n, F], ``targets["y"]``
@@ -123,7 +174,8 @@ class DecisionTask(TensorTask):
         """True objective obj(y, z) per instance [B] of decisions [B, ...]."""
 
     def decide_for_evaluation(self, predictions: Tensor, batch: Batch) -> Tensor:
-        """Decisions scored by evaluation (default: the training decisions)."""
+        """Decisions scored by evaluation, the exact optimum for the predictions (default: the
+        training decisions, where those are exact)."""
         return self.decide(predictions, batch)
 
     def reference_decide(self, predictions: Tensor, batch: Batch) -> Tensor:
@@ -135,12 +187,12 @@ class DecisionTask(TensorTask):
     def build_spec(self) -> TaskSpec:
         return TaskSpec(
             input_shape=(self.num_features,),
-            heads=(HeadSpec(HEAD, 1),),
+            heads=(HeadSpec(HEAD, 1 if self.layout == PER_ITEM else self.num_items),),
             objectives=(ObjectiveSpec("mse", HEAD, ObjectiveKind.CUSTOM, Role.MAIN, target=HEAD),),
-            capabilities=frozenset({Capability.DECISION, Capability.VALIDATION}),
+            capabilities=frozenset({Capability.VALIDATION}) | decision_capabilities(self.decision),
             primary_metric="ndq",
             primary_mode="max",
-            summary_metrics=("ndq", "mse", "objective"),
+            summary_metrics=("ndq", "normalised_regret", "mse", "objective"),
         )
 
     def custom_loss(
@@ -158,7 +210,11 @@ class DecisionTask(TensorTask):
         return {k: v for k, v in options.items() if k not in self.non_data_options}
 
     def build_splits(self) -> dict[str, Batch]:
-        key = {"version": self.data_version, "options": self.data_options()}
+        key = {
+            "version": self.data_version,
+            "references": REFERENCES_VERSION,
+            "options": self.data_options(),
+        }
         tensors = cached_tensors(f"decision-{self.name}", key, self._build_tensors)
         splits: dict[str, Batch] = {}
         for split in SPLITS:
@@ -170,7 +226,9 @@ class DecisionTask(TensorTask):
                 context=_group(fields, "context/"),
             )
             self._references[split] = QualityReference(
-                dq_optimal=float(fields["dq_optimal"]), dq_random=float(fields["dq_random"])
+                dq_optimal=float(fields["dq_optimal"]),
+                dq_random=float(fields["dq_random"]),
+                optimal_magnitude=float(fields["optimal_magnitude"]),
             )
         self._target_range = (float(tensors["target_low"]), float(tensors["target_high"]))
         return splits
@@ -184,20 +242,24 @@ class DecisionTask(TensorTask):
             "target_low": torch.tensor(low, dtype=torch.float64),
             "target_high": torch.tensor(high, dtype=torch.float64),
         }
-        reference_objective = partial(self.mean_objective, reference=True)
         for index, split in enumerate(SPLITS):
             data = splits[split]
             tensors[f"{split}/inputs"] = data.inputs
             tensors.update({f"{split}/targets/{k}": v for k, v in data.targets.items()})
             tensors.update({f"{split}/context/{k}": v for k, v in data.context.items()})
             seed = 7919 * self.config.data_seed + index  # its own random draws per split
-            reference = quality_reference(reference_objective, data, low, high, seed=seed)
-            tensors[f"{split}/dq_optimal"] = torch.tensor(reference.dq_optimal, dtype=torch.float64)
-            tensors[f"{split}/dq_random"] = torch.tensor(reference.dq_random, dtype=torch.float64)
+
+            def objectives_of(values: Tensor, data: Batch = data) -> Tensor:
+                return self.objectives(values, data, reference=True)
+
+            reference = quality_reference(objectives_of, data.targets[HEAD], low, high, seed=seed)
+            for key in ("dq_optimal", "dq_random", "optimal_magnitude"):
+                value = getattr(reference, key)
+                tensors[f"{split}/{key}"] = torch.tensor(value, dtype=torch.float64)
         return tensors
 
     def quality_reference(self, split: str) -> QualityReference:
-        """DQ_optimal and DQ_random of `split` (built with the data)."""
+        """The references of `split`'s decision metrics (built with the data)."""
         self.split(split)  # builds (or loads) the data and the references on first use
         return self._references[split]
 
@@ -210,28 +272,28 @@ class DecisionTask(TensorTask):
     # -- evaluation --------------------------------------------------------------------------
 
     @torch.no_grad()
-    def mean_objective(self, predictions: Tensor, data: Batch, *, reference: bool = False) -> float:
-        """Mean true objective over `data`'s instances of the decisions from `predictions`.
+    def objectives(self, predictions: Tensor, data: Batch, *, reference: bool = False) -> Tensor:
+        """True objective per instance [N] (float64) of the decisions from `predictions`.
 
         Args:
-            predictions: per-item predictions [N, n] for all N instances of `data`.
+            predictions: predicted values [N, n] for all N instances of `data`.
             data: the instances (a split).
             reference: use :meth:`reference_decide` instead of :meth:`decide_for_evaluation`.
         """
         check_finite(predictions)
         decide = self.reference_decide if reference else self.decide_for_evaluation
-        total = torch.zeros((), dtype=torch.float64, device=predictions.device)
+        chunks = []
         for start in range(0, len(data), self.solve_chunk):
             chunk = data.index(slice(start, start + self.solve_chunk)).to(predictions.device)
             decisions = decide(predictions[start : start + self.solve_chunk], chunk)
-            total += self.decision_objective(decisions, chunk).double().sum()
-        return float(total) / len(data)
+            chunks.append(self.decision_objective(decisions, chunk).double())
+        return torch.cat(chunks)
 
     @torch.no_grad()
     def predict(
         self, model: torch.nn.Module, split: str, *, device: torch.device, batch_size: int
     ) -> Tensor:
-        """The model's per-item predictions [N, n] for every instance of `split`."""
+        """The model's predicted values [N, n] for every instance of `split`."""
         data = self.split(split)
         was_training = model.training
         model.eval()
@@ -244,15 +306,8 @@ class DecisionTask(TensorTask):
             model.train(was_training)
         return torch.cat(chunks)
 
-    DECISION_METRICS: ClassVar[dict[str, Direction]] = {
-        "mse": "min",
-        "objective": "max",
-        "ndq": "max",
-        "dq_optimal": "none",
-        "dq_random": "none",
-    }
-    """The decision metrics and their directions (every problem here maximises its objective;
-    the two ends of the ndq scale describe the split, not the model)."""
+    DECISION_METRICS: ClassVar[dict[str, Direction]] = {"mse": "min", **DECISION_METRICS}
+    """The prediction error and the decision metrics (:mod:`twcore.contract.decision`)."""
 
     @property
     def metric_directions(self) -> dict[str, Direction]:
@@ -261,20 +316,14 @@ class DecisionTask(TensorTask):
         return {**supervised_metric_directions(self.spec), **self.DECISION_METRICS}
 
     def score(self, predictions: Tensor, split: str) -> dict[str, float]:
-        """Metrics of per-item predictions [N, n] on `split` (see the module docstring)."""
+        """Metrics of predicted values [N, n] on `split` (see the module docstring)."""
         data = self.split(split)
         reference = self.quality_reference(split)
         targets = data.targets[HEAD].to(predictions.device)
         mse = float((predictions - targets).square().mean(dim=-1).double().mean())
-        objective = self.mean_objective(predictions, data)
+        objective = float(self.objectives(predictions, data).mean())
         metrics = supervised_metrics(self.spec, {"mse": mse}, {}, {})
-        metrics.update(
-            mse=mse,
-            objective=objective,
-            ndq=reference.normalise(objective),
-            dq_optimal=reference.dq_optimal,
-            dq_random=reference.dq_random,
-        )
+        metrics.update(mse=mse, **reference.metrics(objective))
         return metrics
 
     def evaluate(
@@ -282,6 +331,20 @@ class DecisionTask(TensorTask):
     ) -> dict[str, float]:
         predictions = self.predict(model, split, device=device, batch_size=batch_size)
         return self.score(predictions, split)
+
+
+def split_sizes(config: Any) -> dict[str, int]:
+    """``{"train": …, "val": …, "test": …}`` from a config's ``*_size`` options."""
+    return {split: getattr(config, f"{split}_size") for split in SPLITS}
+
+
+def cut_splits(sizes: dict[str, int], instances: Batch) -> dict[str, Batch]:
+    """Consecutive slices of `instances` (every split's, in `sizes` order), one per split."""
+    splits, start = {}, 0
+    for split, size in sizes.items():
+        splits[split] = instances.index(slice(start, start + size))
+        start += size
+    return splits
 
 
 def _group(fields: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:

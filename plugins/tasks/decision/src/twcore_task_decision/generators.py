@@ -153,3 +153,60 @@ def budget_instances(
     features = latent @ mixing + feature_noise * noise
     weights = 0.5 + torch.rand(num_instances, num_targets, generator=generator)
     return features, reach, weights
+
+
+def knapsack_instances(
+    num_instances: int,
+    num_items: int,
+    num_features: int,
+    degree: int,
+    noise_width: float,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """PyEPO's knapsack data (``pyepo.data.knapsack.genData``, one capacity dimension).
+
+    Features x ~ N(0, I_p) per instance; with B ~ Bernoulli(0.5) [n, p] drawn once, item i's
+    value is ⌈5 ((B x / √p + 3)^deg + 1) / 3.5^deg · ε_i⌉ with ε_i ~ U[1 − ε̄, 1 + ε̄]
+    (ε̄ = `noise_width`); item weights are drawn once, uniform on {3.00, 3.01, …, 7.99}.
+
+    Returns:
+        features x [N, p], values y [N, n] and weights w [n].
+    """
+    weights = torch.randint(300, 800, (num_items,), generator=generator).double() / 100
+    mixing = torch.bernoulli(torch.full((num_items, num_features), 0.5), generator=generator)
+    x = torch.randn(num_instances, num_features, generator=generator)
+    signal = (x @ mixing.T / math.sqrt(num_features) + 3).pow(degree) + 1
+    noise = (
+        1
+        - noise_width
+        + 2 * noise_width * torch.rand(num_instances, num_items, generator=generator)
+    )
+    values = torch.ceil(5 * signal / 3.5**degree * noise)
+    return x, values, weights
+
+
+def shortest_path_instances(
+    num_instances: int,
+    num_edges: int,
+    num_features: int,
+    degree: int,
+    noise_width: float,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """PyEPO's shortest-path data (``pyepo.data.shortestpath.genData``).
+
+    Features x ~ N(0, I_p) per instance; with B ~ Bernoulli(0.5) [E, p] drawn once, edge e's cost
+    is ((B x / √p + 3)^deg + 1) / 3.5^deg · ε_e with ε_e ~ U[1 − ε̄, 1 + ε̄].
+
+    Returns:
+        features x [N, p] and edge costs c [N, E].
+    """
+    mixing = torch.bernoulli(torch.full((num_edges, num_features), 0.5), generator=generator)
+    x = torch.randn(num_instances, num_features, generator=generator)
+    signal = ((x @ mixing.T / math.sqrt(num_features) + 3).pow(degree) + 1) / 3.5**degree
+    noise = (
+        1
+        - noise_width
+        + 2 * noise_width * torch.rand(num_instances, num_edges, generator=generator)
+    )
+    return x, signal * noise

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from twcore.contract.batch import Batch
 from twcore.contract.options import option
-from twcore_task_decision.decision_task import HEAD, DecisionTask
+from twcore_task_decision.decision_task import HEAD, DecisionTask, cut_splits, split_sizes
 from twcore_task_decision.generators import (
     MEAN_WINDOWS,
     PORTFOLIO_FEATURES,
@@ -77,7 +77,7 @@ class Portfolio(DecisionTask):
     def generate_splits(self) -> dict[str, Batch]:
         c = self.config
         generator = torch.Generator().manual_seed(c.data_seed)
-        sizes = {"train": c.train_size, "val": c.val_size, "test": c.test_size}
+        sizes = split_sizes(c)
         history = max(RETURN_LAGS, *MEAN_WINDOWS, *VOLATILITY_WINDOWS, c.covariance_window)
         total = sum(sizes.values())
         # Day t's instance uses returns up to day t as features and day t + 1's return as y.
@@ -91,16 +91,12 @@ class Portfolio(DecisionTask):
         # Standardise each feature with training-day statistics only (no look-ahead).
         train = features[: c.train_size].reshape(-1, PORTFOLIO_FEATURES)
         features = (features - train.mean(dim=0)) / train.std(dim=0).clamp_min(1e-12)
-        splits, start = {}, 0
-        for split, size in sizes.items():
-            part = slice(start, start + size)
-            splits[split] = Batch(
-                inputs=features[part].float(),
-                targets={HEAD: targets[part].float()},
-                context={COVARIANCE: covariance[part].float()},
-            )
-            start += size
-        return splits
+        instances = Batch(
+            inputs=features.float(),
+            targets={HEAD: targets.float()},
+            context={COVARIANCE: covariance.float()},
+        )
+        return cut_splits(sizes, instances)
 
     def decide(self, predictions: Tensor, batch: Batch) -> Tensor:
         """Optimal portfolios x [B, n] for predicted returns (differentiable)."""

@@ -4,18 +4,14 @@ Decision tasks apply the model per item: ``spec.input_shape`` is one item's (F,)
 inputs are [B, n_items, F] (see :class:`twcore.contract.model.Model`). The core suite's
 ``test_batches_match_the_spec`` compares ``inputs.shape[1:]`` with the input shape, which holds
 only for one-example-per-row tasks; this suite checks the per-item layout instead and keeps every
-other test of :class:`twcore.testing.TaskConformance` unchanged. It also has helpers for
-finite-difference checks of a decision layer.
+other test of :class:`twcore.testing.TaskConformance` unchanged. The decision layer's own suite
+is :class:`twcore.testing.DecisionLayerConformance`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import Tensor
-
-from twcore.contract.batch import Batch
 from twcore.testing import Harness, TaskConformance, registry_with
 from twcore.testing.harness import resolve
 
@@ -38,40 +34,6 @@ class DecisionTaskConformance(TaskConformance):
         outputs = harness.components.model(batch.inputs)
         for head in spec.heads:
             assert tuple(outputs[head.name].shape) == (len(batch), items, head.size)
-
-
-def directional_derivatives(
-    layer: Any, batch: Batch, predictions: Tensor, direction: Tensor, *, step: float = 1e-6
-) -> tuple[float, float]:
-    """d/dt of the mean decision objective at predictions + t·direction, by autograd and by a
-    central finite difference (use float64 tensors).
-
-    Returns:
-        (autograd, finite_difference).
-    """
-
-    def mean_objective(values: Tensor) -> Tensor:
-        return layer.objective(layer.decide(values, batch), batch).mean()
-
-    t = torch.zeros((), dtype=predictions.dtype, requires_grad=True)
-    (autograd,) = torch.autograd.grad(mean_objective(predictions + t * direction), t)
-    with torch.no_grad():
-        ahead = mean_objective(predictions + step * direction)
-        behind = mean_objective(predictions - step * direction)
-    return float(autograd), float((ahead - behind) / (2 * step))
-
-
-def as_double(batch: Batch) -> Batch:
-    """`batch` with every floating-point tensor in float64."""
-
-    def convert(value: Tensor) -> Tensor:
-        return value.double() if value.is_floating_point() else value
-
-    return Batch(
-        inputs=convert(batch.inputs),
-        targets={k: convert(v) for k, v in batch.targets.items()},
-        context={k: convert(v) for k, v in batch.context.items()},
-    )
 
 
 def decision_harness(
