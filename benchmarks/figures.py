@@ -70,6 +70,15 @@ JOBS = (
         copy=(QUICK_RUNS, "benchmarks/reproduction_quick"),
     ),
     FigureJob(
+        "dfl-losses",
+        (PY, "-m", "twcore", "reproduce", "--only", "dfl-losses", "--backend", "local",
+         "--workers", "2", "--out", "runs/dfl-losses"),
+        ("plugins/methods/dfl/docs/knapsack_curve.png",
+         "plugins/methods/dfl/docs/shortest-path_curve.png"),
+        5.4,
+        copy=("runs/dfl-losses", "plugins/methods/dfl/docs"),
+    ),
+    FigureJob(
         "rl-returns",
         (PY, "plugins/tasks/rl/benchmarks/reproduce.py"),
         ("plugins/tasks/rl/docs/returns.png",),
@@ -133,6 +142,7 @@ def is_report_file(path: Path) -> bool:
 def copy_report(source: Path, target: Path) -> None:
     """Replace the report files (figures, :data:`REPORT_FILES`) under `target` with
     `source`'s, leaving anything else there (a README) alone."""
+    target.mkdir(parents=True, exist_ok=True)
     for old in filter(is_report_file, target.iterdir()):
         old.unlink()
     for new in filter(is_report_file, source.iterdir()):
