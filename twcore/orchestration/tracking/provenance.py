@@ -76,7 +76,7 @@ def run_provenance(composed: ComposedConfig, *, step: int = 0) -> dict[str, Any]
         "overrides": launcher.get("overrides", list(composed.overrides)),
         "config_file": launcher.get("config_file", composed.config_file),
         "plugins": plugin_versions(composed),
-        "git": _cached_git_state_of_cwd(Path.cwd()),
+        "git": _git_state_once(Path.cwd(), scoped=False),
         "sources": code_sources(composed),
         "libraries": library_versions(),
         "python": platform.python_version(),
@@ -164,7 +164,7 @@ def source_entry(
     folder = project_folder(package)
     entry["path"] = str(folder)
     if not INSTALLED_FOLDERS.intersection(package.parts):  # a checkout, not an installed copy
-        entry.update(_cached_git_state(folder))
+        entry.update(_git_state_once(folder, scoped=True))
     return entry
 
 
@@ -181,14 +181,14 @@ def project_folder(package: Path) -> Path:
     return package
 
 
-@cache
-def _cached_git_state(folder: Path) -> dict[str, Any]:
-    return git_state(folder, scoped=True)
+def _git_state_once(folder: Path, *, scoped: bool) -> dict[str, Any]:
+    """:func:`git_state`, asked once per folder and process (a copy each time)."""
+    return dict(_remembered_git_state(folder, scoped))
 
 
 @cache
-def _cached_git_state_of_cwd(cwd: Path) -> dict[str, Any]:
-    return git_state(cwd)
+def _remembered_git_state(folder: Path, scoped: bool) -> dict[str, Any]:
+    return git_state(folder, scoped=scoped)
 
 
 def git_state(directory: Path | None = None, *, scoped: bool = False) -> dict[str, Any]:

@@ -71,17 +71,24 @@ def perturbations(
 
 
 def _perturbed_solutions(
-    layer: SolverDecisionLayer, values: Tensor, batch: Batch, noise: Tensor, sigma: float
-) -> tuple[Tensor, torch.Size]:
-    """z*(values + σ Z_s) for every sample s as rows [S, B, d], in one batched solve, and the
-    shape of one instance's decisions."""
-    samples, instances = noise.shape[0], len(values)
+    layer: SolverDecisionLayer,
+    predictions: Tensor,
+    batch: Batch,
+    *,
+    sigma: float,
+    samples: int,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor, Tensor, torch.Size]:
+    """The predicted values ŷ [B, n], noise Z [S, B, n], the solutions z*(ŷ + σ Z_s) for every
+    sample s as rows [S, B, d] (one batched solve), and one instance's decision shape."""
+    values = layer.values(predictions)
+    noise = perturbations(values.shape, samples, generator, values)
     stacked = (values.detach().unsqueeze(0) + sigma * noise).reshape(-1, values.shape[-1])
-    repeated = batch.index(torch.arange(instances, device=values.device).repeat(samples))
+    repeated = batch.index(torch.arange(len(values), device=values.device).repeat(samples))
     with torch.no_grad():
         decisions = layer.solve(stacked, repeated)
-    rows = decisions.reshape(samples, instances, -1).to(values.dtype)
-    return rows, decisions.shape[1:]
+    rows = decisions.reshape(samples, len(values), -1).to(values.dtype)
+    return values, noise, rows, decisions.shape[1:]
 
 
 def perturbed_fenchel_young(
@@ -94,10 +101,10 @@ def perturbed_fenchel_young(
     generator: torch.Generator,
 ) -> Tensor:
     """The perturbed Fenchel–Young loss per instance [B] (M = `samples` draws of σZ)."""
-    predicted = layer.values(predictions)
+    predicted, noise, solutions, _ = _perturbed_solutions(
+        layer, predictions, batch, sigma=sigma, samples=samples, generator=generator
+    )
     truth = layer.true_values(batch).to(predicted.dtype)
-    noise = perturbations(predicted.shape, samples, generator, predicted)
-    solutions, _ = _perturbed_solutions(layer, predicted, batch, noise, sigma)
     best = _solve(layer, truth, batch)
     perturbed_max = ((predicted.unsqueeze(0) + sigma * noise) * solutions).sum(-1).mean(0)
     return perturbed_max - (predicted * best).sum(-1)
@@ -139,9 +146,9 @@ def perturbed_optimum(
 ) -> Tensor:
     """DPO's differentiable decisions z̄(ŷ) = E[z*(ŷ + σZ)] in the layer's decision shape
     [B, ...] (M = `samples` draws)."""
-    predicted = layer.values(predictions)
-    noise = perturbations(predicted.shape, samples, generator, predicted)
-    solutions, shape = _perturbed_solutions(layer, predicted, batch, noise, sigma)
+    predicted, noise, solutions, shape = _perturbed_solutions(
+        layer, predictions, batch, sigma=sigma, samples=samples, generator=generator
+    )
     decisions: Tensor = _PerturbedOptimum.apply(  # type: ignore[no-untyped-call]
         predicted, solutions, noise, sigma
     )
@@ -191,12 +198,19 @@ class SolutionPool:
 
 
 def noise_contrastive(
-    layer: SolverDecisionLayer, predictions: Tensor, batch: Batch, pool: Tensor
+    layer: SolverDecisionLayer,
+    predictions: Tensor,
+    batch: Batch,
+    pool: Tensor,
+    *,
+    best: Tensor | None = None,
 ) -> Tensor:
-    """NCE per instance [B]: mean over the pool S [P, n] of ŷᵀz − ŷᵀz*(y)."""
+    """NCE per instance [B]: mean over the pool S [P, n] of ŷᵀz − ŷᵀz*(y) (`best`: z*(y) as
+    rows [B, n], if already solved)."""
     predicted = layer.values(predictions)
-    truth = layer.true_values(batch).to(predicted.dtype)
-    best = _solve(layer, truth, batch)
+    if best is None:
+        best = _solve(layer, layer.true_values(batch).to(predicted.dtype), batch)
+    best = best.to(predicted.dtype)
     pooled = pool.to(predicted.dtype)
     return (predicted @ pooled.T).mean(-1) - (predicted * best).sum(-1)
 

@@ -181,21 +181,27 @@ class PooledLossMethod(DecisionLossMethod):
 
     @abstractmethod
     def pooled_loss(
-        self, layer: SolverDecisionLayer, predictions: Tensor, batch: Batch, pool: Tensor
+        self,
+        layer: SolverDecisionLayer,
+        predictions: Tensor,
+        batch: Batch,
+        pool: Tensor,
+        best: Tensor,
     ) -> Tensor:
-        """ℓ per instance [B] against the pool [P, n]."""
+        """ℓ per instance [B] against the pool [P, n], given the true optima z*(y) [B, n]."""
 
     def decision_loss(
         self, layer: SolverDecisionLayer, predictions: Tensor, batch: Batch
     ) -> Tensor:
         with torch.no_grad():
-            self.pool.add(layer.solve(layer.true_values(batch), batch).reshape(len(batch), -1))
+            best = layer.solve(layer.true_values(batch), batch).reshape(len(batch), -1)
+            self.pool.add(best)
             draw = torch.rand((), generator=self.ctx.generator)
             if float(draw) < self.config.solve_ratio:
                 values = layer.values(predictions).detach()
                 self.pool.add(layer.solve(values, batch).reshape(len(batch), -1))
         assert self.pool.solutions is not None
-        return self.pooled_loss(layer, predictions, batch, self.pool.solutions)
+        return self.pooled_loss(layer, predictions, batch, self.pool.solutions, best)
 
     def state_dict(self) -> dict[str, Any]:
         return {"pool": self.pool.state_dict()}
@@ -210,9 +216,14 @@ class NoiseContrastive(PooledLossMethod):
     logged_as = "nce"
 
     def pooled_loss(
-        self, layer: SolverDecisionLayer, predictions: Tensor, batch: Batch, pool: Tensor
+        self,
+        layer: SolverDecisionLayer,
+        predictions: Tensor,
+        batch: Batch,
+        pool: Tensor,
+        best: Tensor,
     ) -> Tensor:
-        return noise_contrastive(layer, predictions, batch, pool)
+        return noise_contrastive(layer, predictions, batch, pool, best=best)
 
 
 @dataclass
@@ -233,7 +244,12 @@ class LearningToRank(PooledLossMethod):
     logged_as = "rank_loss"
 
     def pooled_loss(
-        self, layer: SolverDecisionLayer, predictions: Tensor, batch: Batch, pool: Tensor
+        self,
+        layer: SolverDecisionLayer,
+        predictions: Tensor,
+        batch: Batch,
+        pool: Tensor,
+        best: Tensor,
     ) -> Tensor:
         if self.config.form == "pointwise":
             return rank_pointwise(layer, predictions, batch, pool)
