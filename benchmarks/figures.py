@@ -79,6 +79,16 @@ JOBS = (
         copy=("runs/dfl-losses", "plugins/methods/dfl/docs"),
     ),
     FigureJob(
+        "dfl-losses-lodl",
+        (PY, "-m", "twcore", "reproduce", "--only", "dfl-losses-lodl", "--backend", "local",
+         "--workers", "2", "--out", "runs/dfl-losses-lodl"),
+        ("plugins/methods/dfl/docs/lodl/cubic-topk_curve.png",
+         "plugins/methods/dfl/docs/lodl/portfolio_curve.png",
+         "plugins/methods/dfl/docs/lodl/budget-allocation_curve.png"),
+        25.0,
+        copy=("runs/dfl-losses-lodl", "plugins/methods/dfl/docs/lodl"),
+    ),
+    FigureJob(
         "rl-returns",
         (PY, "plugins/tasks/rl/benchmarks/reproduce.py"),
         ("plugins/tasks/rl/docs/returns.png",),

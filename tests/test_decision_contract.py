@@ -104,6 +104,16 @@ def test_capabilities_follow_what_the_layer_offers():
         Capability.DECISION,
         Capability.DECISION_SOLVER,
         Capability.LINEAR_DECISION,
+        Capability.AFFINE_DECISION,  # a linear objective is affine (r = 0)
+    }
+
+    class Penalised(Quadratic):
+        affine = True  # yᵀz − r(z)
+
+    assert decision_capabilities(Penalised()) == {
+        Capability.DECISION,
+        Capability.DECISION_SOLVER,
+        Capability.AFFINE_DECISION,
     }
     plain = single_objective_spec((3,), "y", 4, "regression")
     spec = dataclasses.replace(plain, capabilities=decision_capabilities(Plain()))

@@ -61,7 +61,8 @@ def test_bench_reports_each_run_and_stops_on_sigterm(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         stdin=subprocess.DEVNULL,
-        env={**os.environ, "TMPDIR": str(scratch)},
+        # torch's compiler cache (created by torch.optim's first import) goes elsewhere
+        env={**os.environ, "TMPDIR": str(scratch), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)},
     )
     assert process.stderr is not None
     lines = []

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
 import pytest
+import torch
 
 from twcore.contract.errors import ConfigError
 from twcore.contract.grids import ReproductionGrid, as_arguments
 from twcore.contract.hookspecs import hookimpl
-from twcore.orchestration.bench import benchmark, matmul_flops_per_step
+from twcore.orchestration.bench import benchmark, matmul_flops_per_step, op_profile
 from twcore.orchestration.cli.main import main
 from twcore.orchestration.registry import PluginRegistry, PluginSource, use_registry
 from twcore.orchestration.report import write_report
@@ -43,6 +45,8 @@ def _write_run(root: Path, method: str, seed: int, values: tuple[float, ...]) ->
             "objectives": [{"name": "main"}, {"name": "aux"}],
         },
         "metrics": {"test": {"avg_acc": avg_acc, "worst_acc": worst_acc, "avg_loss": avg_loss}},
+        "steps_per_s": 40.0 if method == "ew" else 20.0,
+        "model_updates": 30,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary))
     lines = []
@@ -76,8 +80,12 @@ def test_report_tables_match_hand_computed_means_and_mark_the_best(sweep_dir: Pa
             assert cells[metric].mean == pytest.approx(statistics.mean(values))
             assert cells[metric].std == pytest.approx(statistics.stdev(values))
     text = report.path.read_text()
-    assert "| gradcos | **0.88 ± 0.02** | **0.77 ± 0.02** | 0.45 ± 0.1 | 3 |" in text
-    assert "| ew | 0.82 ± 0.028 | 0.65 ± 0.071 | **0.45 ± 0.071** | 2 |" in text
+    # the run columns: ms per step (1000 / steps_per_s) and model updates, never marked best
+    assert "| avg_acc | worst_acc | avg_loss | ms_per_step | model_updates | n |" in text
+    assert (
+        "| gradcos | **0.88 ± 0.02** | **0.77 ± 0.02** | 0.45 ± 0.1 | 50 ± 0 | 30 ± 0 | 3 |" in text
+    )
+    assert "| ew | 0.82 ± 0.028 | 0.65 ± 0.071 | **0.45 ± 0.071** | 25 ± 0 | 30 ± 0 | 2 |" in text
     names = sorted(p.name for p in report.images)
     assert names == ["toy_average_vs_worst.png", "toy_curve.png", "toy_weights.png"]
     for name in names:
@@ -292,3 +300,41 @@ def test_runs_without_a_sweep_record_are_grouped_by_every_config_key_that_differ
     assert sorted(rows[("ew", "0.01")]) == [0.80, 0.82]
     assert sorted(rows[("ew", "0.1")]) == [0.60, 0.64]
     assert rows[("ldro", "0.01")] == [0.7]
+
+
+def test_bench_times_with_the_threads_asked_for_and_restores_them(capsys) -> None:
+    before = torch.get_num_threads()
+    arguments = ["bench", "--steps", "3", "--repeats", "1", "--threads", "1", "--baseline", "ew"]
+    assert main([*arguments, "task=toy-multitask", "task.num_regression=3"]) == 0
+    out = capsys.readouterr().out
+    # the title says what was timed: K (three classification tasks, as by default, and three
+    # regression tasks)
+    assert "K = 6 objectives" in out and "1 torch thread(s)" in out
+    assert "| gradcos |" in out
+    assert torch.get_num_threads() == before
+    assert main(["bench", "--threads", "0", "task=toy-multitask"]) == 2
+    assert "--threads=0" in capsys.readouterr().err
+
+
+def test_op_profile_lists_the_costliest_ops_of_a_step_beside_a_baseline(tmp_path: Path) -> None:
+    common = {
+        "task": "toy-multitask",
+        "steps": 4,
+        "eval_every": 0,
+        "checkpoint_every": 0,
+        "wandb.enabled": False,
+    }
+    text = op_profile(
+        {**common, "method": "gradcos", "run_dir": str(tmp_path / "a")},
+        4,
+        baseline={**common, "method": "ew", "run_dir": str(tmp_path / "b")},
+        rows=5,
+    )
+    lines = text.splitlines()
+    assert lines[0].endswith("ms of op time per step; the largest:")
+    table = [line for line in lines if line.startswith("| aten::")]
+    assert 1 <= len(table) <= 5
+    shares = [float(line.rsplit("|", 2)[1].strip().rstrip("%")) for line in table]
+    assert shares == sorted(shares, reverse=True) and sum(shares) <= 100.5
+    calls, baseline = (float(n) for n in re.findall(r"(\d+)", lines[-1])[-2:])
+    assert calls > baseline > 0  # GradCos's step makes more calls than a plain one

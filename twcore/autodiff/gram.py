@@ -36,6 +36,14 @@ def cosine_matrix(grads: Tensor, eps: float = 1e-12) -> Tensor:
     return unit @ unit.T
 
 
+def cosines_from_gram(gram: Tensor, eps: float = 1e-12) -> Tensor:
+    """The cosine matrix [K, K] of the gradients whose Gram matrix is `gram` [K, K], equal to
+    :func:`cosine_matrix` of the gradients themselves (a zero gradient: cosine 0)."""
+    _check_matrix("gram", gram)
+    norms = gram.diagonal().clamp_min(0).sqrt().clamp_min(eps)
+    return gram / (norms.unsqueeze(0) * norms.unsqueeze(1))
+
+
 def cosine_to(reference: Tensor, others: Tensor, eps: float = 1e-12) -> Tensor:
     """Cosine similarity of each row of others [M, P] to reference [P]; returns [M].
 

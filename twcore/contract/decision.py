@@ -6,7 +6,13 @@ decision-focused losses need more (SPO+, perturbed Fenchel–Young, NCE, learnin
 *exact* optimal decisions for any values, z*(c) = argmax_z obj(c, z), and the true values y of a
 batch. A layer offering them is a :class:`SolverDecisionLayer`; a task with one has the
 ``decision-solver`` capability, and ``linear-decision`` too when obj(y, z) = Σ_i y_i z_i (the
-losses built on that identity need it).
+losses built on that identity need it). A layer whose objective is yᵀz − r(z), with a term
+r(z) that does not depend on the true values (a portfolio's risk penalty αzᵀΣz, a fixed cost),
+says so with an ``affine`` attribute set to True and has ``affine-decision``: SPO+ and the
+perturbed Fenchel–Young loss hold for it exactly as for a linear objective (r = 0), because
+r(z) = yᵀz − obj(y, z) can be read off the objective under the true values
+(:func:`value_independent_term`). A linear layer is affine; a layer without the attribute is
+affine only if it is linear.
 
 Layouts. A head's predictions come in one of two layouts, named by :attr:`SolverDecisionLayer.
 layout` and accepted by every decision method alike:
@@ -77,6 +83,9 @@ class SolverDecisionLayer(DecisionLayer, Protocol):
     Attributes:
         layout: ``per-item`` or ``per-instance`` (see the module docstring).
         linear: whether obj(y, z) = Σ_i y_i z_i for every feasible z (``linear-decision``).
+
+    Optional attribute ``affine`` (see :func:`is_affine`): whether obj(y, z) = yᵀz − r(z) with
+    r independent of y (``affine-decision``); decisions are then [B, n] like the values.
     """
 
     layout: str
@@ -97,6 +106,12 @@ class SolverDecisionLayer(DecisionLayer, Protocol):
         ...
 
 
+def is_affine(layer: SolverDecisionLayer) -> bool:
+    """Whether obj(y, z) = yᵀz − r(z) with r independent of y: the layer's ``affine``
+    attribute when it has one, else whether it is linear."""
+    return bool(getattr(layer, "affine", False)) or bool(layer.linear)
+
+
 def decision_capabilities(layer: object) -> frozenset[str]:
     """The capabilities a task with decision layer `layer` has because of it."""
     capabilities = {Capability.DECISION}
@@ -104,7 +119,22 @@ def decision_capabilities(layer: object) -> frozenset[str]:
         capabilities.add(Capability.DECISION_SOLVER)
         if layer.linear:
             capabilities.add(Capability.LINEAR_DECISION)
+        if is_affine(layer):
+            capabilities.add(Capability.AFFINE_DECISION)
     return frozenset(capabilities)
+
+
+def value_independent_term(
+    layer: SolverDecisionLayer, decisions: Tensor, batch: Batch, truth: Tensor
+) -> Tensor:
+    """r(z) = yᵀz − obj(y, z) per instance [B] for an affine layer's decisions [B, ...]
+    (flattened to [B, n]) under the true values `truth` [B, n]; zeros for a linear layer (no
+    objective evaluated). Not differentiated."""
+    rows = decisions.reshape(len(truth), -1).to(truth.dtype)
+    if layer.linear:
+        return torch.zeros(len(truth), dtype=truth.dtype, device=truth.device)
+    with torch.no_grad():
+        return (truth * rows).sum(-1) - layer.objective(decisions, batch).to(truth.dtype)
 
 
 def regret(layer: SolverDecisionLayer, values: Tensor, batch: Batch) -> Tensor:

@@ -13,6 +13,8 @@ _CAPABILITY_WORDS: dict[str, str] = {
     Capability.DECISION: "a decision layer",
     Capability.DECISION_SOLVER: "a decision layer with an exact solver (solve, true_values)",
     Capability.LINEAR_DECISION: "a decision objective linear in the true values (yᵀz)",
+    Capability.AFFINE_DECISION: "a decision objective yᵀz − r(z) with r independent of the "
+    "true values",
     Capability.ENVIRONMENT: "an environment",
 }
 

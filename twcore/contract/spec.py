@@ -52,6 +52,8 @@ class Capability(StrEnum):
     ``decision-solver``: the decision layer also solves exactly for any values and knows the
     true values (a :class:`twcore.contract.decision.SolverDecisionLayer`);
     ``linear-decision``: besides, its objective is linear in the true values, obj(y, z) = yᵀz;
+    ``affine-decision``: its objective is yᵀz − r(z) with r independent of the true values
+    (e.g. a risk penalty; implied by ``linear-decision``);
     ``environment``: the task drives a gymnasium environment and its train stream yields replay
     batches.
     """
@@ -60,6 +62,7 @@ class Capability(StrEnum):
     DECISION = "decision"
     DECISION_SOLVER = "decision-solver"
     LINEAR_DECISION = "linear-decision"
+    AFFINE_DECISION = "affine-decision"
     ENVIRONMENT = "environment"
 
 

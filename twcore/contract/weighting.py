@@ -18,6 +18,17 @@ share: the parameters on which a rule compares their gradients (a trunk), or, fo
 accepts it, a shared representation (the trunk's output). A rule holds its own state
 (``state_dict``/``load_state_dict``, tensors and numbers only) and logs nothing: it returns what
 it used and measured, and the caller logs it.
+
+Rules that need only inner products of the objectives' gradients (``uses_gram``: GradCos, L-DRO
+on parameters) also take a ``gram`` source: a
+:class:`~twcore.autodiff.layer_gram.GramRecorder` that watched the forward pass gives the K×K
+Gram matrix without forming the K gradients, and the rule then needs one backward pass of the
+weighted loss::
+
+    recorder = GramRecorder(trunk_params, model)
+    with recorder:
+        losses = torch.stack([main_loss(...), aux_loss(...)])
+    step = rule.backward(losses, shared=trunk_params, gram=recorder)
 """
 
 from __future__ import annotations
@@ -25,10 +36,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
+
+
+class GramSource(Protocol):
+    """Something that gives the Gram matrix ⟨∇L_i, ∇L_j⟩ [K, K] of a step's losses on the
+    shared parameters, keeping the losses' graph (e.g. a
+    :class:`~twcore.autodiff.layer_gram.GramRecorder` that recorded the forward pass)."""
+
+    def gram(self, losses: Tensor, *, retain_graph: bool = True) -> Tensor: ...
 
 
 @dataclass
@@ -61,6 +80,9 @@ class Weighting(ABC):
 
     compares_gradients: ClassVar[bool] = False
     linear: ClassVar[bool] = False
+    uses_gram: ClassVar[bool] = False
+    """Whether the rule needs only the Gram matrix of the gradients on the shared parameters
+    and accepts ``backward(..., gram=source)`` (a :class:`GramSource`)."""
 
     def __init__(self, num_objectives: int) -> None:
         if num_objectives < 1:
@@ -86,6 +108,12 @@ class Weighting(ABC):
             params: every parameter to receive a gradient, for rules that write gradients
                 themselves; default: the leaves the losses' graph reaches.
         """
+
+    def compares_this_step(self) -> bool:
+        """Whether the next ``backward`` compares gradients (a rule may reuse its last
+        comparison for a while); the caller records the forward pass for a Gram source only
+        then."""
+        return self.compares_gradients
 
     def check_losses(self, losses: Tensor) -> None:
         """ValueError unless `losses` is a finite [K] vector (a NaN would poison the state)."""
@@ -126,6 +154,32 @@ class HeldWeights(Weighting):
         weights = self.weights.to(losses.detach())
         weighted_backward(losses, weights)
         return WeightedStep(weights.clone())
+
+
+def split_weighted_backward(
+    losses: Tensor, weights: Tensor, shared: Sequence[Tensor], own: Sequence[Tensor]
+) -> None:
+    """Accumulate ∇ Σ_k w_k L_k into the `shared` tensors' ``.grad`` and ∇ Σ_k L_k into the
+    `own` ones' (each objective's own parameters keep their own gradient): two backward calls,
+    the second only through what reaches `own` (the heads). Frees the losses' graph."""
+    weights = weights.detach().to(losses)
+    if own:
+        own_grads = torch.autograd.grad(losses.sum(), own, retain_graph=True, allow_unused=True)
+        _accumulate(own, own_grads)
+    shared_grads = torch.autograd.grad(torch.dot(weights, losses), shared, allow_unused=True)
+    _accumulate(shared, shared_grads)
+
+
+def _accumulate(tensors: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
+    """Add each gradient to its tensor's ``.grad``; a tensor no loss reaches gets zeros (as
+    the gradient rows give it)."""
+    for tensor, grad in zip(tensors, grads, strict=True):
+        if grad is None:
+            grad = torch.zeros_like(tensor)
+        if tensor.grad is None:
+            tensor.grad = grad.detach()
+        else:
+            tensor.grad.add_(grad)
 
 
 def weighted_backward(losses: Tensor, weights: Tensor) -> None:

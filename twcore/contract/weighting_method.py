@@ -6,18 +6,22 @@ once)."""
 from __future__ import annotations
 
 import typing
+import warnings
 from abc import abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from twcore.autodiff.layer_gram import GramRecorder
+from twcore.autodiff.per_objective import per_objective_grads
 from twcore.contract.batch import Batch
 from twcore.contract.method import Method, MethodContext, StepResult
 from twcore.contract.model import Model, parameters_shared_by_objectives
 from twcore.contract.spec import TaskSpec
-from twcore.contract.weighting import Weighting
+from twcore.contract.weighting import GramSource, Weighting
 
 
 def shared_parameters(model: Model, spec: TaskSpec, *, method: str) -> list[nn.Parameter]:
@@ -40,14 +44,70 @@ class WeightingMethod(Method):
     other than the shared parameters, :meth:`losses_and_shared`); the rule's state is the
     method's checkpointed state. A rule that compares gradients gets the parameters the
     objectives share, or the run fails before training with a clear error if there are none.
+
+    A rule that needs only the Gram matrix of those gradients (``uses_gram``) gets it from a
+    :class:`~twcore.autodiff.layer_gram.GramRecorder` of the step's forward pass, unless the
+    method's config says ``gradients: rows`` (the K gradient rows, the reference path), the
+    comparison is not on the shared parameters (:meth:`compares_parameters`), or the run is
+    data-parallel (the recorder would see one process's rows only). The first recorded step
+    checks the Gram matrix against the rows' and, if they differ (a model using its layers in a
+    way the recorder cannot see), warns and uses the rows from then on.
     """
 
     def __init__(self, config: Any, ctx: MethodContext) -> None:
         super().__init__(config, ctx)
         self.rule = self.build_rule(config, ctx)
         self.shared: list[nn.Parameter] = []
+        self.recorder: GramRecorder | None = None
+        self._gram_checked = False
         if self.rule.compares_gradients:
             self.shared = shared_parameters(ctx.model, ctx.spec, method=type(self.rule).__name__)
+            wants_gram = getattr(config, "gradients", GRAM) == GRAM
+            if self.rule.uses_gram and wants_gram and GramRecorder.usable():
+                self.recorder = GramRecorder(self.shared, ctx.model)
+
+    def compares_parameters(self) -> bool:
+        """Whether the rule compares gradients on the shared parameters (the default), so that
+        a Gram recorder applies; a method comparing them on something else says False."""
+        return True
+
+    def _recording(self) -> tuple[AbstractContextManager[Any], GramRecorder | None]:
+        """The context the step's forward pass runs in, and the Gram source for the rule."""
+        recorder = self.recorder
+        if recorder is None or not self.rule.compares_this_step() or not self.compares_parameters():
+            return nullcontext(), None
+        return recorder, recorder
+
+    def _checked(self, recorder: GramRecorder, losses: Tensor) -> GramSource | None:
+        """The recorder on every step but the first; on the first, its Gram matrix checked
+        against the gradient rows' (a model may use its layers in ways a recorder cannot see:
+        a weight also used through a functional call, checkpointing): if they differ, a
+        warning, and the rows from then on (None)."""
+        if self._gram_checked:
+            return recorder
+        self._gram_checked = True
+        recorded = recorder.gram(losses).detach()
+        rows = per_objective_grads(losses, self.shared).detach()
+        reference = (rows @ rows.T).to(recorded)
+        scale = float(reference.abs().max())
+        # Under bf16/fp16 autocast the rows themselves carry 3 significant digits.
+        device = losses.device.type
+        low = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) in (
+            torch.bfloat16,
+            torch.float16,
+        )
+        tolerance = 5e-2 if low else 1e-3
+        if torch.allclose(recorded, reference, rtol=tolerance, atol=tolerance * 1e-2 * scale):
+            return _FixedGram(recorded)
+        self.recorder = None
+        largest = float((recorded - reference).abs().max())
+        warnings.warn(
+            f"{type(self.rule).__name__}: the Gram matrix from the recorded forward pass differs "
+            f"from the gradient rows' on this model (by up to {largest:.3g}); using the rows "
+            "from now on",
+            stacklevel=2,
+        )
+        return None
 
     @property
     def accumulates(self) -> bool:  # type: ignore[override]
@@ -75,12 +135,20 @@ class WeightingMethod(Method):
     def train_step(self, batch: Batch) -> StepResult:
         if self.ctx.accumulate > 1:
             return self._accumulated_step(batch)
-        losses, shared = self.losses_and_shared(batch)
-        if not bool(torch.isfinite(losses.detach()).all()):
-            # Left to the engine, which stops the run as diverged naming the objective.
-            return StepResult(losses=losses.detach())
-        self.ctx.optimizer.zero_grad(set_to_none=True)
-        step = self.rule.backward(losses, shared, params=self.ctx.model.parameters())
+        recording, recorder = self._recording()
+        with recording:
+            losses, shared = self.losses_and_shared(batch)
+        try:
+            if not bool(torch.isfinite(losses.detach()).all()):
+                # Left to the engine, which stops the run as diverged naming the objective.
+                return StepResult(losses=losses.detach())
+            self.ctx.optimizer.zero_grad(set_to_none=True)
+            gram = self._checked(recorder, losses) if recorder is not None else None
+            extra = {"gram": gram} if gram is not None else {}
+            step = self.rule.backward(losses, shared, params=self.ctx.model.parameters(), **extra)
+        finally:
+            if recorder is not None:
+                recorder.clear()
         self.ctx.optimizer_step()
         logs = name_objectives(step.logs, self.ctx.spec.objective_names)
         return StepResult(losses=losses.detach(), weights=step.weights, logs=logs)
@@ -113,6 +181,23 @@ class WeightingMethod(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rule.load_state_dict(state)
+
+
+class _FixedGram:
+    """A Gram matrix already computed (the first step's, checked)."""
+
+    def __init__(self, matrix: Tensor) -> None:
+        self.matrix = matrix
+
+    def gram(self, losses: Tensor, *, retain_graph: bool = True) -> Tensor:
+        return self.matrix
+
+
+GRAM = "gram"
+ROWS = "rows"
+GRADIENT_PATHS = (GRAM, ROWS)
+"""The ``gradients`` option of methods whose rule ``uses_gram``: the Gram matrix from a recorded
+forward pass (the default), or the K gradient rows (the reference path)."""
 
 
 def accumulates(method: type[Method]) -> bool | None:

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -35,6 +36,8 @@ class BenchResult:
     seconds: dict[str, float]
     outer_step: set[str]
     steps: dict[str, int]
+    objectives: int = 0
+    """K, the task's number of objectives (0 if no run finished)."""
 
     def ratio(self, method: str) -> float:
         return self.seconds[method] / self.seconds[self.baseline]
@@ -85,6 +88,7 @@ def benchmark(
         for m in ordered
     }
     seconds = dict.fromkeys(ordered, float("inf"))
+    objectives = 0
     total = repeats * len(ordered)
     with tempfile.TemporaryDirectory(prefix="twcore-bench-") as scratch:
         for repeat in range(repeats):
@@ -106,13 +110,14 @@ def benchmark(
                 if result.summary["status"] == "interrupted":  # a stop signal ends the benchmark
                     raise KeyboardInterrupt
                 per_step = result.summary["wall_time_s"] / count
+                objectives = len(result.summary["task"]["objectives"])
                 seconds[method] = min(seconds[method], per_step)
                 done = repeat * len(ordered) + index + 1
                 info(
                     f"bench: [{done}/{total}] {method} (run {repeat + 1} of {repeats}): "
                     f"{1000 * per_step:.3g} ms per step"
                 )
-    return BenchResult(baseline, seconds, outer, counts)
+    return BenchResult(baseline, seconds, outer, counts, objectives)
 
 
 def matmul_flops_per_step(
@@ -132,3 +137,47 @@ def matmul_flops_per_step(
             api.run({**options, "steps": steps, "run_dir": str(root / str(steps))})
         totals.append(counter.get_total_flops())
     return (totals[1] - totals[0]) / (long - short)
+
+
+def op_profile(
+    options: Mapping[str, object], steps: int, *, baseline: Mapping[str, object], rows: int = 12
+) -> str:
+    """Where the time of a step of the run `options` describe goes, as markdown: the ops with
+    the most self CPU time (``torch.profiler``), in calls and ms per step, and the aten calls a
+    step makes beside the `baseline` run's (both averaged over `steps`, set-up included, so
+    use enough steps). The two runs must differ in their ``run_dir``."""
+    events = _profiled(options)
+    baseline_events = _profiled(baseline)
+    calls, baseline_calls = (
+        sum(e.count for e in found if e.key.startswith("aten::")) / steps
+        for found in (events, baseline_events)
+    )
+    table = profile_table(events, steps, rows=rows)
+    return f"{table}\n\naten calls per step: {calls:.0f}, the baseline's {baseline_calls:.0f}"
+
+
+def profile_table(events: Sequence[Any], steps: int, *, rows: int = 12) -> str:
+    """Markdown of ``torch.profiler`` events (``key_averages()``) over `steps` steps: the op
+    time per step, then the `rows` ops with the most self CPU time, their calls and ms per step
+    and share of the op time."""
+    ordered = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ordered) / 1000 / steps
+    lines = [
+        f"{total:.2f} ms of op time per step; the largest:",
+        "",
+        "| op | calls per step | self ms per step | share |",
+        "|---|---|---|---|",
+    ]
+    for event in ordered[:rows]:
+        per_step = event.self_cpu_time_total / 1000 / steps
+        share = per_step / total if total > 0 else 0.0
+        lines.append(f"| {event.key} | {event.count / steps:.1f} | {per_step:.2f} | {share:.0%} |")
+    return "\n".join(lines)
+
+
+def _profiled(options: Mapping[str, object]) -> list[Any]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        api.run(dict(options))
+    return list(profiler.key_averages())

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from twcore.contract.errors import ConfigError, IncompatiblePairingError
 from twcore.contract.method import Method
 from twcore.contract.pairing import check_compatible, describe_requirements
@@ -168,18 +170,27 @@ def bench(options: argparse.Namespace) -> int:
     warn_failed_plugins(registry)
     overrides = [parse_override(a) for a in options.overrides]
     methods = compatible_methods(registry, overrides, None, command="bench")
-    result = benchmark(
-        options.overrides,
-        methods,
-        steps=options.steps,
-        repeats=options.repeats,
-        baseline=options.baseline,
-        registry=registry,
-    )
+    if options.threads is not None and options.threads < 1:
+        raise ConfigError(f"--threads={options.threads}: give 1 or more")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(options.threads or threads)
+        result = benchmark(
+            options.overrides,
+            methods,
+            steps=options.steps,
+            repeats=options.repeats,
+            baseline=options.baseline,
+            registry=registry,
+        )
+        timed_threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
     described = " ".join(options.overrides) or "default task and model"
     title = (
-        f"time per step ÷ {result.baseline}'s ({described}; {options.steps} steps, best of "
-        f"{options.repeats})"
+        f"time per step ÷ {result.baseline}'s ({described}; K = {result.objectives} "
+        f"objectives; {options.steps} steps, best of {options.repeats}; "
+        f"{timed_threads} torch thread(s))"
     )
     print(result.table(title).to_markdown(mark_best=False, show_count=False))
     return 0

@@ -234,6 +234,13 @@ def _add_bench(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     bench.add_argument("--steps", type=int, default=300, help="steps per run (default 300)")
     bench.add_argument("--repeats", type=int, default=3, help="runs per method (default 3)")
     bench.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads while timing (default: torch's, one per core); 1 isolates the "
+        "methods' own cost from parallel speed-ups",
+    )
+    bench.add_argument(
         "--baseline",
         default=None,
         metavar="METHOD",

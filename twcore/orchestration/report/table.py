@@ -17,6 +17,13 @@ RUN_COLUMNS = ("steps_per_s", "model_updates")
 """Numbers of ``summary.json`` that describe how a run trained (speed, budget), not how well:
 they have no direction, so a table never marks one best."""
 
+MS_PER_STEP = "ms_per_step"
+"""Training milliseconds per step (1000 / ``steps_per_s``; evaluation excluded), derived."""
+
+REPORT_RUN_COLUMNS = (MS_PER_STEP, "model_updates")
+"""The run columns of a report's tables: time per step and the model updates it bought (a
+step of a bilevel method is many model updates)."""
+
 
 @dataclass
 class Cell:
@@ -148,8 +155,10 @@ def summary_metrics(
     summary: dict[str, Any], split: str, metrics: Sequence[str]
 ) -> dict[str, float | None]:
     """The named metrics of one split of a ``summary.json`` (plus the run-level
-    :data:`RUN_COLUMNS`)."""
+    :data:`RUN_COLUMNS` and :data:`MS_PER_STEP`)."""
     values = dict(summary.get("metrics", {}).get(split, {}))
     for column in RUN_COLUMNS:
         values[column] = summary.get(column)
+    rate = summary.get("steps_per_s")
+    values[MS_PER_STEP] = 1000.0 / rate if rate else None
     return {metric: values.get(metric) for metric in metrics}

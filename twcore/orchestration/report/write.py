@@ -13,7 +13,7 @@ from twcore.orchestration.console import warn
 from twcore.orchestration.registry import get_registry
 from twcore.orchestration.report.collect import RunRecord, collect_runs
 from twcore.orchestration.report.plots import FigureStyle, draw_report_figures, safe_name
-from twcore.orchestration.report.table import Table
+from twcore.orchestration.report.table import REPORT_RUN_COLUMNS, Table
 from twcore.orchestration.report.task_tables import (
     figure_label,
     is_labelled,
@@ -59,7 +59,7 @@ def write_report(
         swept.extend(k for k in keys if k not in swept)
     out = Path(out_dir) if out_dir is not None else Path(sweep_dirs[0])
     out.mkdir(parents=True, exist_ok=True)
-    tables = report_tables(records, swept)
+    tables = report_tables(records, swept, extra_metrics=REPORT_RUN_COLUMNS)
     keys = row_keys(swept, labelled=is_labelled(records))
     images: list[Path] = []
     by_task: dict[str, dict[tuple[str, ...], list[RunRecord]]] = defaultdict(

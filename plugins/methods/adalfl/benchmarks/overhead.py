@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from twcore.orchestration import api
-from twcore.orchestration.bench import matmul_flops_per_step
+from twcore.orchestration.bench import matmul_flops_per_step, op_profile
 from twcore.orchestration.config.overrides import parse_override
 
 
@@ -95,45 +95,12 @@ def main() -> None:
         )
     if args.profile:
         for task in args.tasks:
-            profile(
-                task,
+            table = op_profile(
                 options(task, "adalfl", "profile"),
-                options(task, "ew", "profile-plain"),
                 args.steps,
+                baseline=options(task, "ew", "profile-plain"),
             )
-
-
-def profile(task: str, options: dict, plain_options: dict, steps: int, rows: int = 12) -> None:
-    """The ops with the most self CPU time in one AdaLFL run, in ms per step, and the aten
-    calls a step of AdaLFL and of plain training make (set-up included)."""
-    adalfl_events = _events(options)
-    plain_events = _events(plain_options)
-    events = sorted(adalfl_events, key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events) / 1000 / steps
-    print(f"\nAdaLFL on {task}: {total:.2f} ms of op time per step; the largest:\n")
-    print("| op | calls per step | self ms per step |")
-    print("|---|---|---|")
-    for event in events[:rows]:
-        per_step = event.self_cpu_time_total / 1000 / steps
-        print(f"| {event.key} | {event.count / steps:.1f} | {per_step:.2f} |")
-    calls = {
-        name: _aten_calls(found) / steps
-        for name, found in (("AdaLFL", adalfl_events), ("plain", plain_events))
-    }
-    print(f"\naten calls per step: AdaLFL {calls['AdaLFL']:.0f}, plain {calls['plain']:.0f}")
-
-
-def _events(options: dict) -> list:
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
-    with torch_profile(activities=[ProfilerActivity.CPU]) as profiler:
-        api.run(options)
-    return list(profiler.key_averages())
-
-
-def _aten_calls(events: list) -> int:
-    return sum(e.count for e in events if e.key.startswith("aten::"))
+            print(f"\nAdaLFL on {task} (baseline: plain training): {table}")
 
 
 if __name__ == "__main__":

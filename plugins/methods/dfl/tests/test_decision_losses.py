@@ -5,7 +5,10 @@ decision quality where fitting the predictions ranks the items backwards."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import runpy
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,6 +61,32 @@ class ChooseK:
         return feasible[(values @ feasible.T).argmax(dim=-1)]
 
 
+class PenalisedChooseK(ChooseK):
+    """Choose k of n with obj(y, z) = yᵀz − zᵀQz, Q per instance from the batch's context (an
+    affine objective, not linear), solved by enumeration."""
+
+    linear = False
+    affine = True
+
+    def objective(self, decisions, batch):
+        penalty = torch.einsum("bi,bij,bj->b", decisions, batch.context["q"], decisions)
+        return (decisions * batch.targets["y"]).sum(-1) - penalty
+
+    def solve(self, values, batch):
+        feasible = self.feasible.to(values.dtype)
+        scores = values @ feasible.T - torch.einsum(
+            "fi,bij,fj->bf", feasible, batch.context["q"].to(values.dtype), feasible
+        )
+        return feasible[scores.argmax(dim=-1)]
+
+
+def _penalised_instances(n: int = 5, b: int = 6, seed: int = 0) -> tuple[Tensor, Batch]:
+    predictions, batch = _instances(n, b, seed)
+    generator = torch.Generator().manual_seed(seed + 100)
+    q = torch.randn(b, n, n, generator=generator, dtype=torch.float64)
+    return predictions, Batch(inputs=batch.inputs, targets=batch.targets, context={"q": q})
+
+
 def _instances(n: int = 5, b: int = 6, seed: int = 0) -> tuple[Tensor, Batch]:
     generator = torch.Generator().manual_seed(seed)
     y = torch.randn(b, n, generator=generator, dtype=torch.float64)
@@ -85,6 +114,72 @@ def test_spo_plus_is_its_formula_by_brute_force_with_the_spo_plus_subgradient():
         chosen = feasible[(predictions[i] @ feasible.T).argmax()]
         assert float(loss[i]) >= float(y[i] @ best - y[i] @ chosen) - 1e-12
     assert torch.allclose(spo_plus(layer, y, batch), torch.zeros(len(y), dtype=y.dtype))
+
+
+def test_spo_plus_on_an_affine_objective_is_its_formula_by_brute_force():
+    """obj = yᵀz − zᵀQz: SPO+ = max_z [(2ŷ − y)ᵀz − r(z)] − [(2ŷ − y)ᵀz* − r(z*)], enumerated;
+    subgradient 2(ẑ − z*); an upper bound of the regret; zero at the truth."""
+    layer = PenalisedChooseK(5, 2)
+    predictions, batch = _penalised_instances()
+    y, q = batch.targets["y"], batch.context["q"]
+    predictions.requires_grad_(True)
+    loss = spo_plus(layer, predictions, batch)
+    (grad,) = torch.autograd.grad(loss.sum(), predictions)
+    feasible, predictions, loss = layer.feasible, predictions.detach(), loss.detach()
+    for i in range(len(y)):
+        penalties = torch.einsum("fi,ij,fj->f", feasible, q[i], feasible)
+        contrast_values = 2 * predictions[i] - y[i]
+        c, b, chosen = (
+            int((values @ feasible.T - penalties).argmax())
+            for values in (contrast_values, y[i], predictions[i])
+        )
+        expected = float(
+            contrast_values @ feasible[c] - penalties[c] - contrast_values @ feasible[b]
+        ) + float(penalties[b])
+        assert float(loss[i]) == pytest.approx(expected, abs=1e-12)
+        torch.testing.assert_close(grad[i], 2 * (feasible[c] - feasible[b]))
+        true_objectives = y[i] @ feasible.T - penalties
+        regret = float(true_objectives[b] - true_objectives[chosen])
+        assert regret >= 0 and float(loss[i]) >= regret - 1e-12
+    assert torch.allclose(spo_plus(layer, y, batch), torch.zeros(len(y), dtype=y.dtype))
+
+
+class LinearPenaltyChooseK(ChooseK):
+    """obj = yᵀz − cᵀz: affine, and the same problem as the linear one with values shifted by
+    −c, which gives the losses an independent reference."""
+
+    linear = False
+    affine = True
+
+    def objective(self, decisions, batch):
+        return (decisions * (batch.targets["y"] - batch.context["c"])).sum(-1)
+
+    def solve(self, values, batch):
+        return super().solve(values - batch.context["c"].to(values.dtype), batch)
+
+
+def test_the_affine_surrogates_equal_the_linear_ones_on_shifted_values():
+    """With r(z) = cᵀz, SPO+ and PFYL of ŷ against y are the linear losses of ŷ − c against
+    y − c (the same noise drawn from the same seed)."""
+    predictions, batch = _instances(n=6, b=5, seed=3)
+    shift = torch.randn(5, 6, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    affine_batch = Batch(inputs=batch.inputs, targets=batch.targets, context={"c": shift})
+    shifted = Batch(inputs=batch.inputs, targets={"y": batch.targets["y"] - shift})
+    affine, linear = LinearPenaltyChooseK(6, 3), ChooseK(6, 3)
+    torch.testing.assert_close(
+        spo_plus(affine, predictions, affine_batch), spo_plus(linear, predictions - shift, shifted)
+    )
+    for seed in (0, 1):
+        torch.testing.assert_close(
+            perturbed_fenchel_young(
+                affine, predictions, affine_batch, sigma=0.5, samples=7,
+                generator=torch.Generator().manual_seed(seed),
+            ),
+            perturbed_fenchel_young(
+                linear, predictions - shift, shifted, sigma=0.5, samples=7,
+                generator=torch.Generator().manual_seed(seed),
+            ),
+        )  # fmt: skip
 
 
 def _gaussian_max(d: float, scale: float) -> tuple[float, float]:
@@ -178,12 +273,49 @@ class TestPerturbedFenchelYoungConformance(MethodConformance):
     task_options = CUBIC
 
 
+PORTFOLIO = {"train_size": 32, "val_size": 16, "test_size": 32}
+
+
+class TestSPOPlusOnAnAffineObjectiveConformance(MethodConformance):
+    method = "spo-plus"
+    task = "portfolio"  # yᵀx − α xᵀΣx
+    model = "mlp"
+    task_options = PORTFOLIO
+    model_options = {"hidden": [8]}
+
+
+class TestPerturbedFenchelYoungOnAnAffineObjectiveConformance(MethodConformance):
+    method = "pfyl"
+    task = "portfolio"
+    model = "mlp"
+    method_options = {"samples": 3}
+    task_options = PORTFOLIO
+    model_options = {"hidden": [8]}
+
+
 class TestPerturbedOptimizerConformance(MethodConformance):
     method = "dpo"
     task = "budget-allocation"  # any exact solver: the objective need not be linear
     model = "mlp"
     method_options = {"samples": 3}
     task_options = {"train_size": 32, "val_size": 16, "test_size": 32}
+    model_options = {"hidden": [8]}
+
+
+class TestPerturbedOptimizerOnCubicTopKConformance(MethodConformance):
+    method = "dpo"
+    task = "cubic-topk"
+    model = "linear"
+    method_options = {"samples": 2}
+    task_options = CUBIC
+
+
+class TestPerturbedOptimizerOnPortfolioConformance(MethodConformance):
+    method = "dpo"
+    task = "portfolio"
+    model = "mlp"
+    method_options = {"samples": 2, "sigma": 0.02}
+    task_options = PORTFOLIO
     model_options = {"hidden": [8]}
 
 
@@ -222,4 +354,56 @@ def test_a_surrogate_of_the_regret_ranks_the_items_right_where_the_fit_fails(met
 
 def test_losses_on_linear_objectives_refuse_other_tasks(tmp_path):
     with pytest.raises(IncompatiblePairingError, match="linear in the true values"):
-        twcore.run(["method=spo-plus", "task=portfolio", f"run_dir={tmp_path / 'r'}"])
+        twcore.run(["method=nce", "task=portfolio", f"run_dir={tmp_path / 'r'}"])
+    with pytest.raises(IncompatiblePairingError, match="independent of the true values"):
+        twcore.run(["method=spo-plus", "task=budget-allocation", f"run_dir={tmp_path / 's'}"])
+
+
+def test_the_committed_pyepo_comparison_is_what_its_script_computes(tmp_path):
+    """docs/pyepo_comparison.md is the script's output from the committed report and PyEPO's
+    committed rows (no number typed in), and its PyEPO means are the rows' means."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    script = docs.parent / "benchmarks" / "pyepo_comparison.py"
+    main = runpy.run_path(str(script))["main"]
+    assert main(["--out", str(tmp_path / "table.md")]) == 0
+    committed = (docs / "pyepo_comparison.md").read_text(encoding="utf-8")
+    assert (tmp_path / "table.md").read_text(encoding="utf-8") == committed
+    published = json.loads((docs / "pyepo_published.json").read_text(encoding="utf-8"))
+    runs = published["tasks"]["shortest-path"]["methods"]["pfyl"]["normalised_regret"]
+    assert len(runs) == 10
+    assert f"| {sum(runs) / len(runs):.3g} ± " in committed
+
+
+SMALL = {"train_size": 16, "val_size": 8, "test_size": 8}
+PER_INSTANCE_TASKS = {
+    "knapsack": {**SMALL, "num_items": 8, "capacity": 10.0},
+    "shortest-path": SMALL,
+}
+FAST_METHOD_OPTIONS = {
+    "pfyl": {"samples": 2},
+    "dpo": {"samples": 2},
+    "nce": {"solve_ratio": 0.5},
+    "ltr": {"solve_ratio": 0.5},
+}
+
+
+def _conformance_class(method: str, task: str) -> type:
+    """The method conformance suite for `method` on a per-instance (PyEPO) task."""
+    return type(
+        f"Test{method.title().replace('-', '')}On{task.title().replace('-', '')}Conformance",
+        (MethodConformance,),
+        {
+            "method": method,
+            "task": task,
+            "model": "linear",
+            "task_options": PER_INSTANCE_TASKS[task],
+            "method_options": FAST_METHOD_OPTIONS.get(method, {}),
+        },
+    )
+
+
+# Every solver-based loss on both per-instance tasks (the per-item ones are above).
+for _method in ("spo-plus", "pfyl", "dpo", "nce", "ltr"):
+    for _task in PER_INSTANCE_TASKS:
+        _suite = _conformance_class(_method, _task)
+        globals()[_suite.__name__] = _suite

@@ -2,7 +2,7 @@
 
     python3 plugins/methods/gradcos/benchmarks/overhead.py [--steps 640] [--repeats 3] [--model mlp]
         [--task mnist-aux|multimnist] [--auxiliaries harmful ...] [--train-size N]
-        [--set task.pairs_per_digit=4 ...]
+        [--set task.pairs_per_digit=4 ...] [--profile]
 
 On `mnist-aux` (main task + three auxiliaries by default; 1,000 training digits, 16 steps an
 epoch) or `multimnist` (main: left digit, auxiliary: right digit; 3,000 training pairs, 47 steps
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from twcore.orchestration import api
-from twcore.orchestration.bench import matmul_flops_per_step
+from twcore.orchestration.bench import matmul_flops_per_step, op_profile
 from twcore.orchestration.config.overrides import parse_override
 
 TASKS = {
@@ -63,6 +63,9 @@ def main() -> None:
         "--train-size", type=int, default=None, help="training examples (the epoch length)"
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--profile", action="store_true", help="print where a step's time goes, per method"
+    )
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="further run options"
     )
@@ -116,6 +119,18 @@ def main() -> None:
         ratio = seconds / best["ew (plain sum)"]
         flop_ratio = flops[label] / flops["ew (plain sum)"]
         print(f"| {label} | {1000 * seconds:.2f} | {ratio:.2f} | {flop_ratio:.2f} |")
+    if args.profile:
+        for index, (label, options) in enumerate(CONFIGURATIONS.items()):
+            if label == "ew (plain sum)":
+                continue
+            plain = {
+                **common,
+                **CONFIGURATIONS["ew (plain sum)"],
+                "run_dir": str(root / f"e{index}"),
+            }
+            profiled = {**common, **options, "run_dir": str(root / f"p-{index}")}
+            table = op_profile(profiled, args.steps, baseline=plain)
+            print(f"\n{label} (baseline: ew): {table}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from twcore_method_gradcos.rule import GradCos, combine_shared_gradients
 
 import twcore
+from twcore.autodiff import GramRecorder
 from twcore.contract.errors import ConfigError, IncompatiblePairingError
 from twcore.testing import Harness, MethodConformance, WeightingProperties, plugin_harness
 from twcore.testing.own_loop import assert_same_parameters, engine_parameters, plain_setup
@@ -150,19 +152,63 @@ class TestUnweightedGradCosProperties(WeightingProperties):
         return GradCos(num_objectives, main=main, variant="unweighted")
 
 
-@pytest.mark.parametrize("variant", ["weighted", "unweighted"])
-def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path, variant):
+@pytest.mark.parametrize(
+    ("variant", "gradients"), [("weighted", "gram"), ("unweighted", "gram"), ("weighted", "rows")]
+)
+def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path, variant, gradients):
     options = {"method": "gradcos", "method.variant": variant, "steps": 15, "seed": 3}
-    engine = engine_parameters(tmp_path / "engine", options)
+    engine = engine_parameters(tmp_path / "engine", {**options, "method.gradients": gradients})
     setup = plain_setup({"seed": 3})
     rule = GradCos(setup.spec.num_objectives, main=setup.spec.main_index, variant=variant)
     model = setup.model
+    trunk = list(model.trunk.parameters())
+    recorder = GramRecorder(trunk, model) if gradients == "gram" else None
     for batch in itertools.islice(setup.stream, 15):
-        losses = setup.losses(batch)
+        with recorder or contextlib.nullcontext():
+            losses = setup.losses(batch)
         setup.optimizer.zero_grad(set_to_none=True)
-        rule.backward(losses, list(model.trunk.parameters()), params=model.parameters())
+        rule.backward(losses, trunk, params=model.parameters(), gram=recorder)
         setup.optimizer.step()
     assert_same_parameters(model, engine)
+
+
+@pytest.mark.parametrize("variant", ["weighted", "unweighted"])
+def test_the_gram_path_is_the_rows_path_in_float64(variant):
+    """Cosines from the recorded Gram matrix and one weighted backward give the gradients,
+    weights and logs of the K gradient rows, to 1e-10 (a trunk with a shared head too)."""
+    torch.manual_seed(0)
+    trunk = torch.nn.Sequential(
+        torch.nn.Conv1d(2, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(24, 6)
+    ).double()
+    heads = torch.nn.ModuleList(torch.nn.Linear(6, 1) for _ in range(3)).double()
+    x, y = torch.randn(16, 2, 8, dtype=torch.float64), torch.randn(16, 3, dtype=torch.float64)
+    params = [*trunk.parameters(), *heads.parameters()]
+    results = []
+    for use_gram in (False, True):
+        recorder = GramRecorder(list(trunk.parameters()), trunk)
+        with recorder if use_gram else contextlib.nullcontext():
+            features = trunk(x)
+            outs = [head(features).squeeze(-1) for head in heads]
+            losses = torch.stack(
+                [((o - y[:, i]) ** 2).mean() for i, o in enumerate(outs)] + [outs[0].abs().mean()]
+            )
+        for p in params:
+            p.grad = None
+        step = GradCos(4, main=0, variant=variant).backward(
+            losses, list(trunk.parameters()), params=params, gram=recorder if use_gram else None
+        )
+        results.append((step, [p.grad.clone() for p in params]))
+    (rows_step, rows_grads), (gram_step, gram_grads) = results
+    torch.testing.assert_close(gram_step.weights, rows_step.weights, rtol=1e-10, atol=1e-12)
+    for key in (1, 2, 3):
+        torch.testing.assert_close(
+            gram_step.logs["cosine"][key], rows_step.logs["cosine"][key], rtol=1e-10, atol=1e-12
+        )
+    torch.testing.assert_close(
+        gram_step.logs["shared_grad_norm"], rows_step.logs["shared_grad_norm"], rtol=1e-10, atol=0
+    )
+    for gram_grad, rows_grad in zip(gram_grads, rows_grads, strict=True):
+        torch.testing.assert_close(gram_grad, rows_grad, rtol=1e-10, atol=1e-12)
 
 
 def test_without_params_or_shared_the_rule_finds_them_from_the_graph(tmp_path):
@@ -180,3 +226,25 @@ def test_without_params_or_shared_the_rule_finds_them_from_the_graph(tmp_path):
     for name, parameter in setup.model.named_parameters():
         # The same gradient; the parameters come in the graph's order, so sums run in another.
         torch.testing.assert_close(parameter.grad, given[name], rtol=1e-5, atol=1e-7)
+
+
+def test_the_engine_checks_the_recorded_gram_once_and_falls_back_to_the_rows_if_it_differs():
+    """A model whose layers a recorder cannot see correctly (here: a recorder made to err)
+    trains on the gradient rows after one warning; a right recorder is checked once."""
+    options = {"seed": 4}
+    right = plugin_harness("gradcos", task="toy-multitask", model="mlp", options=options)
+    rows_options = {**options, "method.gradients": "rows"}
+    rows = plugin_harness("gradcos", task="toy-multitask", model="mlp", options=rows_options)
+    wrong = plugin_harness("gradcos", task="toy-multitask", model="mlp", options=options)
+    recorder = wrong.components.method.recorder
+    recorder.gram = lambda losses, retain_graph=True: torch.eye(len(losses))
+    with pytest.warns(UserWarning, match="differs from the gradient rows"):
+        wrong.step()
+    assert wrong.components.method.recorder is None
+    right.steps(3)
+    assert right.components.method.recorder is not None  # checked on the first step, kept
+    rows.step()
+    wrong.steps(2)
+    rows.steps(2)
+    for name, value in rows.parameters().items():
+        torch.testing.assert_close(wrong.parameters()[name], value, rtol=0, atol=0)

@@ -3,6 +3,7 @@ against brute force, the gradient interactions, and the synthetic-points claim."
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import pytest
@@ -12,6 +13,7 @@ from twcore_method_ldro.method import LookaheadDROMethod
 from twcore_method_ldro.rule import LookaheadDRO
 
 import twcore
+from twcore.autodiff import GramRecorder
 from twcore.contract.errors import ConfigError
 from twcore.contract.task import stack_objective_losses
 from twcore.testing import Harness, MethodConformance, WeightingProperties, registry_with
@@ -172,7 +174,10 @@ def test_on_the_points_ldro_ends_nearer_the_minimax_point_than_group_dro_and_erm
         )
         worst[name] = result.metrics["test"]["worst_loss"]
     assert worst["ldro"] < worst["group-dro"] < worst["ew"]
-    assert worst["ldro"] < 3.0  # the minimax point's worst loss is ≈ 2.8
+    # The minimax point's worst loss is ≈ 2.8. Where L-DRO ends within 0.3 of it depends on
+    # float32 rounding of near-parallel gradients' cosines (seeds 0-3 on both gradient paths:
+    # 2.86-3.02); group DRO ends at 3.7 and ERM at 5.1.
+    assert worst["ldro"] < 3.1
 
 
 @pytest.mark.parametrize(
@@ -229,25 +234,56 @@ class TestExactLookaheadDROProperties(WeightingProperties):
 
 
 @pytest.mark.parametrize(
-    ("interaction", "mode"),
-    [("parameters", "online"), ("features", "online"), ("parameters", "exact")],
+    ("interaction", "mode", "gradients"),
+    [
+        ("parameters", "online", "gram"),
+        ("parameters", "online", "rows"),
+        ("features", "online", "gram"),
+        ("parameters", "exact", "gram"),
+    ],
 )
-def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path, interaction, mode):
+def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(
+    tmp_path, interaction, mode, gradients
+):
     settings = {"method.interaction_every": 4, "method.step_size": 0.5, "method.mode": mode}
     options = {"method": "ldro", "method.interaction": interaction, **settings}
+    options["method.gradients"] = gradients
     engine = engine_parameters(tmp_path / "engine", {**options, "steps": 15, "seed": 3})
     setup = plain_setup({"seed": 3})
     rule = LookaheadDRO(setup.spec.num_objectives, step_size=0.5, interaction_every=4, mode=mode)
     model = setup.model
+    trunk = list(model.trunk.parameters())
+    recorder = GramRecorder(trunk, model) if gradients == "gram" else None
     for batch in itertools.islice(setup.stream, 15):
+        gram = recorder if interaction == "parameters" and rule.compares_this_step() else None
         if interaction == "parameters":
-            losses, shared = setup.losses(batch), list(model.trunk.parameters())
+            with gram or contextlib.nullcontext():
+                losses, shared = setup.losses(batch), trunk
         else:  # gradients with respect to the trunk's output
             features = model.trunk(batch.inputs)
             outputs = {name: head(features) for name, head in model.heads.items()}
             losses = stack_objective_losses(setup.task, outputs, batch)
             shared = [features]
         setup.optimizer.zero_grad(set_to_none=True)
-        rule.backward(losses, shared)
+        rule.backward(losses, shared, gram=gram)
         setup.optimizer.step()
     assert_same_parameters(model, engine)
+
+
+def test_the_gram_path_gives_the_rows_cosines_in_float64():
+    torch.manual_seed(0)
+    trunk = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh()).double()
+    heads = torch.nn.ModuleList(torch.nn.Linear(7, 1) for _ in range(4)).double()
+    x = torch.randn(9, 5, dtype=torch.float64)
+    cosines = []
+    for use_gram in (False, True):
+        rule = LookaheadDRO(4, interaction_every=1)
+        recorder = GramRecorder(list(trunk.parameters()), trunk)
+        with recorder if use_gram else contextlib.nullcontext():
+            features = trunk(x)
+            losses = torch.stack(
+                [(head(features) ** 2).mean() * (i + 1) for i, head in enumerate(heads)]
+            )
+        rule.backward(losses, list(trunk.parameters()), gram=recorder if use_gram else None)
+        cosines.append(rule.cosines)
+    torch.testing.assert_close(cosines[1], cosines[0], rtol=1e-10, atol=1e-12)

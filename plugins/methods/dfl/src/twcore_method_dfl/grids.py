@@ -1,7 +1,13 @@
-"""The decision-focused losses' reproduction grid for ``twcore reproduce``: PyEPO's comparison
-(two-stage against SPO+, PFYL, DPO, NCE and learning to rank, plus DFL through the relaxed
-decisions) on PyEPO's shortest path and knapsack with a linear model, with TaskMet beside them
-(its own 30 outer steps, as in its grid)."""
+"""The decision-focused losses' reproduction grids for ``twcore reproduce``.
+
+``dfl-losses``: PyEPO's comparison (two-stage against SPO+, PFYL, DPO, NCE and learning to rank,
+plus DFL through the relaxed decisions) on PyEPO's shortest path and knapsack with a linear
+model, with TaskMet beside them (its own 30 outer steps, as in its grid).
+
+``dfl-losses-lodl``: the same losses where each applies on TaskMet's three tasks (cubic top-k,
+portfolio, budget allocation): SPO+ and PFYL need an objective affine in the true values, so
+they run on cubic top-k and portfolio, not on budget allocation (whose reach is a product).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,11 @@ SETTINGS = {
 TASKMET = {"method": "taskmet", "label": "taskmet", "model": "linear", "steps": 30, "eval_every": 0}
 """TaskMet with its suggested run (30 outer steps, each a whole inner training: 3,400 model
 updates in all); it selects on validation inside its own loop."""
+
+
+def reproduction_grids() -> tuple[ReproductionGrid, ...]:
+    """Both grids of this plugin."""
+    return reproduction_grid(), lodl_grid()
 
 
 def reproduction_grid() -> ReproductionGrid:
@@ -52,5 +63,80 @@ def reproduction_grid() -> ReproductionGrid:
         "normalised regret than fitting the costs (two-stage) when the linear model is "
         "misspecified (PyEPO, degree 4)",
         sweeps=sweeps,
+        quick=quick,
+    )
+
+
+LODL_SETTINGS: dict[str, object] = {
+    "steps": 1000,
+    "eval_every": 50,
+    "keep_best": True,
+    "seed": "0,1,2",
+}
+LODL_TASKS: dict[str, dict[str, object]] = {
+    "cubic-topk": {"model": "linear", "optim.lr": 0.05},
+    "portfolio,budget-allocation": {"model": "mlp"},
+}
+AFFINE_ONLY = ("spo-plus", "pfyl")
+"""The losses that need an objective affine in the true values (not budget allocation)."""
+PERTURBED = ("pfyl", "dpo")
+PERTURBATION_SCALE = {"portfolio": 0.02, "budget-allocation": 0.3}
+"""σ of the perturbed losses where the values are not on the unit scale of PyEPO's default
+σ = 1: the standard deviation of the task's training targets to one digit (0.024 for
+portfolio's daily returns, 0.35 for budget allocation's reach; cubic top-k's is 1.5, where σ = 1
+stays). A perturbation 40 times the returns' spread leaves the perturbed optimum blind to the
+predictions."""
+LODL_TASKMET: dict[str, dict[str, object]] = {
+    "cubic-topk": {"model": "linear", "steps": 30},
+    "portfolio,budget-allocation": {
+        "model": "mlp",
+        "steps": 60,
+        "method.inner_steps_first": 200,
+        "method.inner_steps": 20,
+        "method.validate_every": 2,
+    },
+}
+"""TaskMet with the settings of its own grid (``taskmet-decision``)."""
+
+
+def lodl_grid() -> ReproductionGrid:
+    """Two-stage, DFL, SPO+, PFYL, DPO and TaskMet on cubic top-k (linear model) and on
+    portfolio and budget allocation (MLP), 3 seeds, 1,000 steps (TaskMet: its own outer steps),
+    each selecting on validation decision quality; SPO+ and PFYL only where the objective is
+    affine in the true values; PFYL and DPO with σ at the values' scale
+    (:data:`PERTURBATION_SCALE`). The quick version is cubic top-k, one seed, 200 steps."""
+    sweeps = []
+    for tasks, settings in LODL_TASKS.items():
+        for method in ("two-stage", "dfl", "spo-plus", "pfyl", "dpo"):
+            chosen = tasks.split(",")
+            if method in AFFINE_ONLY:
+                chosen = [t for t in chosen if t != "budget-allocation"]
+            runs = {**settings, "method": method, "label": method, **LODL_SETTINGS}
+            if method in PERTURBED and any(t in PERTURBATION_SCALE for t in chosen):
+                sweeps += [
+                    as_arguments({**runs, "task": task, "method.sigma": PERTURBATION_SCALE[task]})
+                    for task in chosen
+                ]
+            else:
+                sweeps.append(as_arguments({**runs, "task": ",".join(chosen)}))
+    sweeps += [
+        as_arguments(
+            {"task": tasks, "method": "taskmet", "label": "taskmet", "eval_every": 0,
+             "seed": LODL_SETTINGS["seed"], **settings}
+        )
+        for tasks, settings in LODL_TASKMET.items()
+    ]  # fmt: skip
+    quick = tuple(
+        as_arguments(
+            {"task": "cubic-topk", "method": method, "label": method,
+             **LODL_TASKS["cubic-topk"], **LODL_SETTINGS, "steps": 200, "seed": "0"}
+        )
+        for method in ("two-stage", "dfl", "spo-plus", "pfyl", "dpo")
+    )  # fmt: skip
+    return ReproductionGrid(
+        name="dfl-losses-lodl",
+        description="on TaskMet's tasks, the losses built on the decisions (SPO+, PFYL, DPO) "
+        "reach the decision quality of DFL, and TaskMet keeps the MSE of two-stage",
+        sweeps=tuple(sweeps),
         quick=quick,
     )

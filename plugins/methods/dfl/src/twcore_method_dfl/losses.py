@@ -7,7 +7,12 @@ z*(c) = argmax_{z ∈ Z} obj(c, z) from the layer's ``solve`` (a
 :class:`twcore.contract.decision.SolverDecisionLayer`). ŷ are the predicted values
 (``layer.values(predictions)``, [B, n]) and y the true ones. The losses built on a linear
 objective obj(y, z) = yᵀz (``layer.linear``) are the maximisation forms of their papers'
-cost-minimisation ones (costs c = −y):
+cost-minimisation ones (costs c = −y). SPO+ and PFYL also hold, with the same gradients, for an
+*affine* objective obj(y, z) = yᵀz − r(z) whose term r does not depend on y (a portfolio's risk
+penalty; :func:`twcore.contract.decision.is_affine`): every ``vᵀz`` below becomes
+``vᵀz − r(z)`` (the objective the solver maximises under values v), and r(z) is read off as
+yᵀz − obj(y, z). For SPO+ the bound still follows from ŷᵀẑ − r(ẑ) ≥ ŷᵀz*(y) − r(z*(y)), and it
+stays convex in ŷ (a maximum of affine functions minus an affine one):
 
 - **SPO+** (Elmachtoub & Grigas 2022, "Smart 'Predict, then Optimize'"):
   ℓ(ŷ, y) = max_z (2ŷ − y)ᵀz − 2ŷᵀz*(y) + yᵀz*(y), a convex upper bound of the regret
@@ -37,28 +42,40 @@ import torch
 from torch import Tensor
 
 from twcore.contract.batch import Batch
-from twcore.contract.decision import SolverDecisionLayer
+from twcore.contract.decision import SolverDecisionLayer, value_independent_term
+
+
+def _solve_raw(layer: SolverDecisionLayer, values: Tensor, batch: Batch) -> Tensor:
+    """Exact decisions for `values` [B, n] in the layer's decision shape (no gradient)."""
+    with torch.no_grad():
+        return layer.solve(values.detach(), batch)
+
+
+def _rows(decisions: Tensor, like: Tensor) -> Tensor:
+    """Decisions [B, ...] as rows [B, d] in `like`'s dtype (d = n for an affine objective)."""
+    return decisions.reshape(len(like), -1).to(like.dtype)
 
 
 def _solve(layer: SolverDecisionLayer, values: Tensor, batch: Batch) -> Tensor:
     """Exact decisions for `values` [B, n], flattened to rows [B, d] (no gradient; d = n for a
     linear objective)."""
-    with torch.no_grad():
-        decisions = layer.solve(values.detach(), batch)
-    return decisions.reshape(len(values), -1).to(values.dtype)
+    return _rows(_solve_raw(layer, values, batch), values)
 
 
 def spo_plus(layer: SolverDecisionLayer, predictions: Tensor, batch: Batch) -> Tensor:
-    """SPO+ per instance [B]; its gradient in the predictions is the SPO+ subgradient."""
+    """SPO+ per instance [B]: with v = 2ŷ − y, ẑ = z*(v) and z* = z*(y),
+    ℓ = (vᵀẑ − r(ẑ)) − (vᵀz* − r(z*)) (r = 0 for a linear objective); its gradient in the
+    predictions is the SPO+ subgradient 2(ẑ − z*)."""
     predicted = layer.values(predictions)
     truth = layer.true_values(batch).to(predicted.dtype)
-    best = _solve(layer, truth, batch)
-    contrast = _solve(layer, 2 * predicted - truth, batch)
-    return (
-        ((2 * predicted - truth) * contrast).sum(-1)
-        - 2 * (predicted * best).sum(-1)
-        + (truth * best).sum(-1)
-    )
+    contrast_values = 2 * predicted - truth
+    best_raw = _solve_raw(layer, truth, batch)
+    contrast_raw = _solve_raw(layer, contrast_values, batch)
+    best, contrast = _rows(best_raw, predicted), _rows(contrast_raw, predicted)
+    penalty_gap = value_independent_term(
+        layer, contrast_raw, batch, truth
+    ) - value_independent_term(layer, best_raw, batch, truth)
+    return (contrast_values * (contrast - best)).sum(-1) - penalty_gap
 
 
 def perturbations(
@@ -84,11 +101,16 @@ def _perturbed_solutions(
     values = layer.values(predictions)
     noise = perturbations(values.shape, samples, generator, values)
     stacked = (values.detach().unsqueeze(0) + sigma * noise).reshape(-1, values.shape[-1])
-    repeated = batch.index(torch.arange(len(values), device=values.device).repeat(samples))
+    repeated = _repeated(batch, len(values), samples)
     with torch.no_grad():
         decisions = layer.solve(stacked, repeated)
     rows = decisions.reshape(samples, len(values), -1).to(values.dtype)
     return values, noise, rows, decisions.shape[1:]
+
+
+def _repeated(batch: Batch, size: int, samples: int) -> Batch:
+    """`batch` (of `size` instances) repeated `samples` times, sample-major."""
+    return batch.index(torch.arange(size, device=batch.inputs.device).repeat(samples))
 
 
 def perturbed_fenchel_young(
@@ -100,14 +122,27 @@ def perturbed_fenchel_young(
     samples: int,
     generator: torch.Generator,
 ) -> Tensor:
-    """The perturbed Fenchel–Young loss per instance [B] (M = `samples` draws of σZ)."""
-    predicted, noise, solutions, _ = _perturbed_solutions(
+    """The perturbed Fenchel–Young loss per instance [B] (M = `samples` draws of σZ):
+    mean_s [(ŷ + σZ_s)ᵀz_s − r(z_s)] − (ŷᵀz* − r(z*)) with z_s = z*(ŷ + σZ_s) and z* = z*(y)
+    (r = 0 for a linear objective); gradient mean_s z_s − z*."""
+    predicted, noise, solutions, shape = _perturbed_solutions(
         layer, predictions, batch, sigma=sigma, samples=samples, generator=generator
     )
     truth = layer.true_values(batch).to(predicted.dtype)
-    best = _solve(layer, truth, batch)
+    best_raw = _solve_raw(layer, truth, batch)
+    best = _rows(best_raw, predicted)
     perturbed_max = ((predicted.unsqueeze(0) + sigma * noise) * solutions).sum(-1).mean(0)
-    return perturbed_max - (predicted * best).sum(-1)
+    loss = perturbed_max - (predicted * best).sum(-1)
+    if layer.linear:
+        return loss
+    size = len(predicted)
+    sampled_penalty = value_independent_term(
+        layer,
+        solutions.reshape(samples * size, *shape),
+        _repeated(batch, size, samples),
+        truth.repeat(samples, 1),
+    ).reshape(samples, size)
+    return loss - sampled_penalty.mean(0) + value_independent_term(layer, best_raw, batch, truth)
 
 
 class _PerturbedOptimum(torch.autograd.Function):

@@ -44,6 +44,9 @@ SOLVER = Requirements(capabilities=frozenset({Capability.DECISION_SOLVER}))
 LINEAR = Requirements(
     capabilities=frozenset({Capability.DECISION_SOLVER, Capability.LINEAR_DECISION})
 )
+AFFINE = Requirements(
+    capabilities=frozenset({Capability.DECISION_SOLVER, Capability.AFFINE_DECISION})
+)
 
 
 class TwoStage(Method):
@@ -104,9 +107,10 @@ class DecisionFocused(DecisionLossMethod):
 
 
 class SPOPlus(DecisionLossMethod):
-    """SPO+ (Elmachtoub & Grigas 2022): a convex surrogate of the regret, from exact solves."""
+    """SPO+ (Elmachtoub & Grigas 2022): a convex surrogate of the regret, from exact solves
+    (linear or affine objectives)."""
 
-    requirements = LINEAR
+    requirements = AFFINE
     logged_as = "spo_plus"
 
     def decision_loss(
@@ -144,9 +148,9 @@ class PerturbedLossMethod(DecisionLossMethod):
 
 
 class PerturbedFenchelYoung(PerturbedLossMethod):
-    """Perturbed Fenchel–Young loss (Berthet et al. 2020)."""
+    """Perturbed Fenchel–Young loss (Berthet et al. 2020; linear or affine objectives)."""
 
-    requirements = LINEAR
+    requirements = AFFINE
     logged_as = "fenchel_young"
     perturbed_loss = perturbed_fenchel_young
 

@@ -1,7 +1,7 @@
 """Entry point of the predict-then-optimise methods."""
 
 from twcore.contract.hookspecs import RegisterGrid, RegisterMethod, hookimpl
-from twcore_method_dfl.grids import reproduction_grid
+from twcore_method_dfl.grids import reproduction_grids
 from twcore_method_dfl.methods import (
     DecisionFocused,
     LearningToRank,
@@ -26,4 +26,5 @@ def twcore_register_methods(register: RegisterMethod) -> None:
 
 @hookimpl
 def twcore_reproduction_grids(register: RegisterGrid) -> None:
-    register(reproduction_grid())
+    for grid in reproduction_grids():
+        register(grid)

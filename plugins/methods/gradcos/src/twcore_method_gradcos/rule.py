@@ -7,11 +7,15 @@ auxiliary losses:
     weighted:    θ ← θ − α (G_main + Σ_i max(0, cos(G_main, G_aux,i)) · G_aux,i)
     unweighted:  θ ← θ − α (G_main + Σ_i 1[cos(G_main, G_aux,i) > 0] · G_aux,i)
 
-Every other parameter (a task's own head) gets its own objective's gradient, unchanged. All K
-gradients come from one vectorised backward pass (one row per objective); the cosines are dot
-products over norms of those rows, and the combined gradient goes straight into ``.grad`` — no
-further backward pass. Converges to critical points of the main loss: at a fixed point with a
-positive weight, G_main = −c·G_aux would have a negative cosine, a contradiction.
+Every other parameter (a task's own head) gets its own objective's gradient, unchanged. The
+cosines need only inner products of the gradients: given a Gram source (``gram=``, e.g. a
+:class:`~twcore.autodiff.layer_gram.GramRecorder` of the forward pass) they come from the K×K
+Gram matrix, and the step is one backward pass of Σ_i w_i L_i to the shared parameters (and of
+Σ_i L_i to the heads) — the K gradients are never formed. Without one, all K gradients come
+from one vectorised backward pass (one row per objective) and the combined gradient goes
+straight into ``.grad``. Both paths give the same step (to rounding). Converges to critical
+points of the main loss: at a fixed point with a positive weight, G_main = −c·G_aux would have
+a negative cosine, a contradiction.
 
     rule = GradCos(num_objectives=2, main=0)
     optimizer.zero_grad()
@@ -29,11 +33,12 @@ from torch import Tensor
 from twcore.autodiff import (
     accumulate_flat_grad,
     cosine_to,
+    cosines_from_gram,
     per_objective_grads,
     reached_leaves,
     shared_leaves,
 )
-from twcore.contract.weighting import WeightedStep, Weighting
+from twcore.contract.weighting import GramSource, WeightedStep, Weighting, split_weighted_backward
 
 VARIANTS = ("weighted", "unweighted")
 
@@ -54,8 +59,20 @@ def combine_shared_gradients(
     """
     cosines = cosine_to(gradients[main_index], gradients)
     cosines[main_index] = 1.0
-    weights = cosines.clamp_min(0) if variant == "weighted" else (cosines > 0).to(cosines.dtype)
+    weights = _weights(cosines, variant)
     return weights @ gradients, cosines, weights
+
+
+def _weights(cosines: Tensor, variant: str) -> Tensor:
+    return cosines.clamp_min(0) if variant == "weighted" else (cosines > 0).to(cosines.dtype)
+
+
+def weights_from_gram(gram: Tensor, main_index: int, variant: str) -> tuple[Tensor, Tensor]:
+    """The cosines [K] with the main objective's gradient and the weights [K] (the main one's
+    both 1), from the Gram matrix [K, K] of the gradients on the shared parameters."""
+    cosines = cosines_from_gram(gram)[main_index].clone()
+    cosines[main_index] = 1.0
+    return cosines, _weights(cosines, variant)
 
 
 class GradCos(Weighting):
@@ -69,6 +86,7 @@ class GradCos(Weighting):
     """
 
     compares_gradients = True
+    uses_gram = True
 
     def __init__(self, num_objectives: int, main: int, variant: str = "weighted") -> None:
         super().__init__(num_objectives)
@@ -84,11 +102,13 @@ class GradCos(Weighting):
         shared: Sequence[Tensor] = (),
         *,
         params: Iterable[Tensor] | None = None,
+        gram: GramSource | None = None,
     ) -> WeightedStep:
         """Write the GradCos gradient of the shared tensors (default: the parameters two or more
         losses reach) and every other parameter's own gradient (`params` gives their order;
         default: every leaf the losses reach; a parameter no loss reaches gets no gradient, as
-        with ``backward``)."""
+        with ``backward``). With `gram` (the Gram matrix of the gradients on `shared`), the
+        cosines come from it and the step is one weighted backward pass."""
         self.check_losses(losses)
         shared = list(shared) or shared_leaves(losses)
         if not shared:
@@ -99,6 +119,8 @@ class GradCos(Weighting):
             reached_ids = {id(p) for p in reached}
             reached = [p for p in params if id(p) in reached_ids]
         own = [p for p in reached if id(p) not in shared_ids]
+        if gram is not None:
+            return self._gram_step(losses, gram.gram(losses), shared, own)
         rows = per_objective_grads(losses, [*shared, *own], retain_graph=False)
         size = sum(p.numel() for p in shared)
         combined, cosines, weights = combine_shared_gradients(
@@ -109,8 +131,20 @@ class GradCos(Weighting):
         accumulate_flat_grad(shared, combined)
         if own:
             accumulate_flat_grad(own, rows[:, size:].sum(dim=0))
+        return self._step(cosines, weights, torch.linalg.vector_norm(combined))
+
+    def _gram_step(
+        self, losses: Tensor, gram: Tensor, shared: Sequence[Tensor], own: Sequence[Tensor]
+    ) -> WeightedStep:
+        cosines, weights = weights_from_gram(gram.detach(), self.main, self.variant)
+        split_weighted_backward(losses, weights, shared, own)
+        # ‖Σ_i w_i G_i‖² = wᵀ Gram w
+        norm = (weights @ gram.detach() @ weights).clamp_min(0).sqrt()
+        return self._step(cosines, weights, norm)
+
+    def _step(self, cosines: Tensor, weights: Tensor, norm: Tensor) -> WeightedStep:
         logs = {
             "cosine": {i: cosines[i] for i in range(self.num_objectives) if i != self.main},
-            "shared_grad_norm": torch.linalg.vector_norm(combined),
+            "shared_grad_norm": norm,
         }
         return WeightedStep(weights.detach(), logs)

@@ -14,7 +14,7 @@ from twcore.contract.options import option
 from twcore.contract.panels import Panel
 from twcore.contract.spec import Requirements
 from twcore.contract.task import stack_objective_losses
-from twcore.contract.weighting_method import WeightingMethod
+from twcore.contract.weighting_method import GRADIENT_PATHS, GRAM, WeightingMethod
 from twcore_method_ldro.rule import MODES, LookaheadDRO
 
 INTERACTIONS = ("auto", "parameters", "features")
@@ -36,6 +36,12 @@ class LookaheadDROConfig:
         help="gradients the cosines use: parameters (shared by several objectives), features "
         "(the trunk's output: heads-only backward passes, much cheaper), or auto (features if "
         "the model's trunk has parameters)",
+    )
+    gradients: str = option(
+        GRAM,
+        choices=GRADIENT_PATHS,
+        help="with interaction=parameters, gram: cosines from the Gram matrix of a recorded "
+        "forward pass; rows: the K gradient rows (the reference path; same cosines)",
     )
 
 
@@ -75,6 +81,9 @@ class LookaheadDROMethod(WeightingMethod):
             interaction_every=config.interaction_every,
             mode=config.mode,
         )
+
+    def compares_parameters(self) -> bool:
+        return self.interaction == "parameters"
 
     def losses_and_shared(self, batch: Batch) -> tuple[Tensor, Sequence[Tensor]]:
         if self.interaction == "parameters":

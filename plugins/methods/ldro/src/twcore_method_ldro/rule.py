@@ -6,7 +6,9 @@ Every step, on the step's objective losses ℓ [K] (see :mod:`twcore_method_ldro
 1. every ``interaction_every`` (k) steps, recompute the cosine matrix C_ij = cos(g_i, g_j) of the
    objectives' gradients on the tensors they share (one vectorised backward pass): shared
    parameters, or the shared representation (a trunk's output, as in MGDA-UB: backward passes
-   through the heads only);
+   through the heads only); on parameters, a Gram source (``gram=``, a
+   :class:`~twcore.autodiff.layer_gram.GramRecorder` of the forward pass) gives C from the K×K
+   Gram matrix without forming the K gradients;
 2. L = ℓ 1ᵀ − λ C, the first-order lookahead losses of every task after a step on every task;
 3. ``mode=online`` (the paper's algorithm): the best-response row i* = argmax_i (L w)_i, the task
    that would be worst after a step on the current mixture, and the exponentiated update
@@ -33,8 +35,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from twcore.autodiff import cosine_matrix, per_objective_grads, shared_leaves
-from twcore.contract.weighting import WeightedStep, Weighting, weighted_backward
+from twcore.autodiff import cosine_matrix, cosines_from_gram, per_objective_grads, shared_leaves
+from twcore.contract.weighting import GramSource, WeightedStep, Weighting, weighted_backward
 from twcore_method_ldro.game import lookahead_matrix, online_update, solve_game_exactly
 
 MODES = ("online", "exact")
@@ -52,6 +54,7 @@ class LookaheadDRO(Weighting):
     """
 
     compares_gradients = True
+    uses_gram = True
 
     def __init__(
         self,
@@ -81,14 +84,20 @@ class LookaheadDRO(Weighting):
         shared: Sequence[Tensor] = (),
         *,
         params: Iterable[Tensor] | None = None,
+        gram: GramSource | None = None,
     ) -> WeightedStep:
+        """The step; with `gram` (the Gram matrix of the gradients on `shared`) the cosines
+        come from it instead of the K gradient rows."""
         self.check_losses(losses)
-        if self.steps_taken % self.interaction_every == 0:
-            shared = list(shared) or shared_leaves(losses)
-            if not shared:
-                raise ValueError("L-DRO needs tensors the objectives share; these share none")
-            gradients = per_objective_grads(losses, shared)  # [K, P] or [K, B·F]
-            self.cosines = cosine_matrix(gradients).detach()
+        if self.compares_this_step():
+            if gram is not None:
+                self.cosines = cosines_from_gram(gram.gram(losses)).detach()
+            else:
+                shared = list(shared) or shared_leaves(losses)
+                if not shared:
+                    raise ValueError("L-DRO needs tensors the objectives share; these share none")
+                gradients = per_objective_grads(losses, shared)  # [K, P] or [K, B·F]
+                self.cosines = cosine_matrix(gradients).detach()
         self.weights = self.weights.to(losses.detach())
         matrix = lookahead_matrix(losses.detach(), self.cosines.to(losses.detach()), self.lookahead)
         lookahead_losses = matrix @ self.weights
@@ -101,6 +110,10 @@ class LookaheadDRO(Weighting):
         self.steps_taken += 1
         logs = {"lookahead_loss": lookahead_losses, "best_response": best_response}
         return WeightedStep(self.weights.clone(), logs)
+
+    def compares_this_step(self) -> bool:
+        """Every ``interaction_every`` steps."""
+        return self.steps_taken % self.interaction_every == 0
 
     def state_dict(self) -> dict[str, Any]:
         return {

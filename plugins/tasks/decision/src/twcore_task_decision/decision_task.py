@@ -90,6 +90,7 @@ class PredictThenOptimise:
         self.task = task
         self.layout = task.layout
         self.linear = task.linear_objective
+        self.affine = task.linear_objective or task.affine_objective
         self.sign = -1.0 if task.minimise else 1.0  # values are negated costs
 
     def values(self, predictions: Tensor) -> Tensor:
@@ -127,6 +128,8 @@ class DecisionTask(TensorTask):
         solve_chunk: instances per solver call when scoring a whole split.
         linear_objective: whether obj(y, z) = Σ_i y_i z_i (the ``linear-decision``
             capability: SPO+, perturbed Fenchel–Young and the other losses built on it apply).
+        affine_objective: whether obj(y, z) = Σ_i y_i z_i − r(z) with r independent of y (the
+            ``affine-decision`` capability: SPO+ and perturbed Fenchel–Young apply).
         layout: ``per-item`` (default) or ``per-instance``; a per-instance task also gives
             :attr:`num_items`.
         minimise: whether the predictions are costs the decisions minimise (the objective is
@@ -137,6 +140,7 @@ class DecisionTask(TensorTask):
     name: ClassVar[str]
     data_version: ClassVar[int] = 1
     linear_objective: ClassVar[bool] = False
+    affine_objective: ClassVar[bool] = False
     layout: ClassVar[str] = PER_ITEM
     minimise: ClassVar[bool] = False
     non_data_options: ClassVar[frozenset[str]] = frozenset()

@@ -69,6 +69,7 @@ class Portfolio(DecisionTask):
     Config = PortfolioConfig
     name = "portfolio"
     non_data_options = frozenset({"solver"})
+    affine_objective = True  # yᵀx − α xᵀΣx: the risk term does not depend on the returns
 
     @property
     def num_features(self) -> int:

@@ -1,0 +1,218 @@
+"""Time per step of the gradient-comparing weightings against equal weighting, for K objectives.
+
+    python3 benchmarks/gram_weighting.py [--ks 2 5 10 20] [--models mlp cnn] [--steps 20]
+        [--repeats 3] [--threads 1] [--batch 64] [--out benchmarks/results/gram_weighting.md]
+    python3 benchmarks/gram_weighting.py --profile mlp 20 "gradcos (gram)"   # where it goes
+
+Each model is twcore's default ``mlp`` (128-128) or ``cnn`` (LeNet-style, 16-32 channels, a
+128 dense layer) trunk on 28×28 inputs with K ten-class linear heads, one per objective (objective
+0 is GradCos's main one), trained by Adam on seeded random data in a plain loop that calls the
+rules exactly as the engine does. Per step, the fastest of ``--repeats`` runs of ``--steps``
+steps, all in this one process and thread count, one configuration after another:
+
+- ``ew``: one backward pass of the mean loss;
+- ``gradcos`` and ``ldro`` (``interaction=parameters``, cosines every step, k = 1), each on both
+  gradient paths: ``rows`` (the K gradients on the trunk from one vectorised backward pass) and
+  ``gram`` (the K×K Gram matrix from a recorded forward pass, then one weighted backward pass).
+
+Columns: ms per step, the ratio to ew's, and backward-pass equivalents — (step − forward) ÷
+(ew's step − forward), with the forward pass (losses included) timed on its own: how many of
+ew's backward-and-update the method's step costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+from twcore_method_gradcos.rule import GradCos
+from twcore_method_ldro.rule import LookaheadDRO
+from twcore_model_cnn.model import CNNConfig, ImageTrunk
+
+from twcore.autodiff import GramRecorder
+from twcore.orchestration.bench import profile_table
+
+CLASSES = 10
+
+
+def mlp_trunk() -> tuple[nn.Module, int]:
+    """twcore's default ``mlp`` trunk (hidden 128, 128) on flattened 28×28 inputs."""
+    layers = nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU()
+    )
+    return layers, 128
+
+
+def cnn_trunk() -> tuple[nn.Module, int]:
+    """twcore's default ``cnn`` trunk on 1×28×28 images."""
+    trunk = ImageTrunk(CNNConfig(), (1, 28, 28), 3)
+    return trunk, trunk.features_size
+
+
+TRUNKS: dict[str, Callable[[], tuple[nn.Module, int]]] = {"mlp": mlp_trunk, "cnn": cnn_trunk}
+
+
+class Setup:
+    """A trunk, K heads, an optimiser and one fixed batch."""
+
+    def __init__(self, model: str, num: int, batch: int) -> None:
+        torch.manual_seed(0)
+        self.trunk, width = TRUNKS[model]()
+        self.heads = nn.ModuleList(nn.Linear(width, CLASSES) for _ in range(num))
+        self.params = [*self.trunk.parameters(), *self.heads.parameters()]
+        self.shared = list(self.trunk.parameters())
+        self.optimizer = torch.optim.Adam(self.params, lr=1e-3)
+        self.inputs = torch.randn(batch, 1, 28, 28)
+        self.labels = torch.randint(0, CLASSES, (num, batch))
+
+    def losses(self) -> Tensor:
+        features = self.trunk(self.inputs)
+        return torch.stack(
+            [
+                functional.cross_entropy(head(features), labels)
+                for head, labels in zip(self.heads, self.labels, strict=True)
+            ]
+        )
+
+
+Step = Callable[[Setup], None]
+
+
+def ew_step(setup: Setup) -> None:
+    setup.optimizer.zero_grad(set_to_none=True)
+    setup.losses().mean().backward()
+    setup.optimizer.step()
+
+
+def forward_only(setup: Setup) -> None:
+    setup.losses()
+
+
+def rule_step(make: Callable[[int], object], path: str) -> Callable[[Setup], Step]:
+    """A step calling a rule as the engine does, on the `path` ("rows" or "gram")."""
+
+    def bind(setup: Setup) -> Step:
+        rule = make(len(setup.heads))
+        recorder = GramRecorder(setup.shared, setup.trunk) if path == "gram" else None
+
+        def step(setup: Setup) -> None:
+            with recorder if recorder is not None else nullcontext():
+                losses = setup.losses()
+            setup.optimizer.zero_grad(set_to_none=True)
+            extra = {"gram": recorder} if recorder is not None else {}
+            rule.backward(losses, setup.shared, params=setup.params, **extra)  # type: ignore[attr-defined]
+            if recorder is not None:
+                recorder.clear()
+            setup.optimizer.step()
+
+        return step
+
+    return bind
+
+
+CONFIGURATIONS: dict[str, Callable[[Setup], Step]] = {
+    "ew": lambda setup: ew_step,
+    "gradcos (rows)": rule_step(lambda k: GradCos(k, main=0), "rows"),
+    "gradcos (gram)": rule_step(lambda k: GradCos(k, main=0), "gram"),
+    "ldro k=1 (rows)": rule_step(lambda k: LookaheadDRO(k, interaction_every=1), "rows"),
+    "ldro k=1 (gram)": rule_step(lambda k: LookaheadDRO(k, interaction_every=1), "gram"),
+}
+
+
+def seconds_per_step(setup: Setup, step: Step, steps: int, repeats: int) -> float:
+    """The fastest of `repeats` runs of `steps` steps, per step (one warm-up step first)."""
+    step(setup)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(steps):
+            step(setup)
+        best = min(best, (time.perf_counter() - started) / steps)
+    return best
+
+
+def measure(model: str, num: int, options: argparse.Namespace) -> list[str]:
+    """The table rows of one model and K."""
+    setup = Setup(model, num, options.batch)
+    forward = seconds_per_step(setup, forward_only, options.steps, options.repeats)
+    times = {
+        name: seconds_per_step(setup, bind(setup), options.steps, options.repeats)
+        for name, bind in CONFIGURATIONS.items()
+    }
+    rows = []
+    for name, seconds in times.items():
+        ratio = seconds / times["ew"]
+        equivalents = (seconds - forward) / (times["ew"] - forward)
+        rows.append(
+            f"| {model} | {num} | {name} | {1000 * seconds:.2f} | {ratio:.2f} | {equivalents:.1f} |"
+        )
+    return rows
+
+
+def profile(model: str, num: int, name: str, options: argparse.Namespace) -> str:
+    """Where the time of `options.steps` steps of one configuration goes (after three warm-up
+    steps), as markdown."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    setup = Setup(model, num, options.batch)
+    step = CONFIGURATIONS[name](setup)
+    for _ in range(3):
+        step(setup)
+    with torch_profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(options.steps):
+            step(setup)
+    table = profile_table(profiler.key_averages(), options.steps)
+    return f"{name} on {model}, K = {num}: {table}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ks", type=int, nargs="+", default=[2, 5, 10, 20])
+    parser.add_argument("--models", nargs="+", choices=sorted(TRUNKS), default=["mlp", "cnn"])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+    parser.add_argument(
+        "--profile",
+        nargs=3,
+        metavar=("MODEL", "K", "METHOD"),
+        default=None,
+        help="instead of the table, where the time of one configuration's step goes, e.g. "
+        '--profile mlp 20 "gradcos (gram)"',
+    )
+    options = parser.parse_args(argv)
+    torch.set_num_threads(options.threads)
+    if options.profile is not None:
+        model, num, name = options.profile
+        print(profile(model, int(num), name, options))
+        return 0
+    lines = [
+        f"Batch {options.batch}, {options.threads} thread(s), fastest of {options.repeats} × "
+        f"{options.steps} steps (`python3 benchmarks/gram_weighting.py`).",
+        "",
+        "| model | K | method | ms/step | ÷ ew | backward equivalents |",
+        "|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    for model in options.models:
+        for num in options.ks:
+            rows = measure(model, num, options)
+            print("\n".join(rows), flush=True)
+            lines += rows
+    if options.out is not None:
+        options.out.parent.mkdir(parents=True, exist_ok=True)
+        options.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
