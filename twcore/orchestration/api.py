@@ -10,6 +10,7 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from twcore.orchestration.config.overrides import Override, parse_override
 from twcore.orchestration.console import warn
 from twcore.orchestration.engine.checkpoint import check_run_checkpoint, load_checkpoint
 from twcore.orchestration.engine.components import (
+    Components,
     build_components,
     build_task,
     check_data_parallel,
@@ -50,6 +52,12 @@ from twcore.orchestration.engine.distributed import (
 from twcore.orchestration.engine.lock import LOCK_FILE
 from twcore.orchestration.engine.rundir import RunDirectory
 from twcore.orchestration.engine.summary import finished
+from twcore.orchestration.engine.threads import (
+    ThreadChoice,
+    busy_warning,
+    choose_threads,
+    run_threads,
+)
 from twcore.orchestration.engine.trainer import RunResult, Trainer
 from twcore.orchestration.plugin_modules import named_modules
 from twcore.orchestration.registry import PluginRegistry
@@ -121,10 +129,47 @@ def run_composed(
 
 
 def _run_here(composed: ComposedConfig, *, show_progress: bool, callbacks: Callbacks) -> RunResult:
+    threads = _chosen_threads(composed)
+    with run_threads(threads):
+        return _run_with(composed, threads, show_progress=show_progress, callbacks=callbacks)
+
+
+def _train(
+    composed: ComposedConfig,
+    components: Components,
+    directory: RunDirectory,
+    tracker: Tracker,
+    show_progress: bool,
+    callbacks: Callbacks,
+    resume_state: dict[str, Any] | None = None,
+    *,
+    reuse_directory: bool = False,
+) -> RunResult:
+    """Train a run whose directory is claimed: afresh, or (`reuse_directory`) as a resume of
+    it, from `resume_state` where it has a checkpoint."""
+    trainer = Trainer(
+        composed, components, directory, tracker, show_progress=show_progress, callbacks=callbacks
+    )
+    return trainer.train(resume_state=resume_state, reuse_directory=reuse_directory)
+
+
+def _chosen_threads(composed: ComposedConfig) -> ThreadChoice:
+    """The run's torch threads (ConfigError for a bad ``threads``), with the busy-machine
+    warning from the process that writes."""
+    threads = choose_threads(composed.run.threads)
+    message = busy_warning(threads)
+    if message is not None and os.environ.get("RANK", "0") == "0":
+        warn(message)
+    return threads
+
+
+def _run_with(
+    composed: ComposedConfig, threads: ThreadChoice, *, show_progress: bool, callbacks: Callbacks
+) -> RunResult:
     tracker = Tracker([])
     run_dir: RunDirectory | None = None
     try:
-        components = build_components(composed, tracker)
+        components = build_components(composed, tracker, threads=threads)
         world = components.world
         # The process count is part of the run (a resume must match it), however it started.
         composed.tree.nproc = composed.run.nproc = world.size
@@ -136,15 +181,7 @@ def _run_here(composed: ComposedConfig, *, show_progress: bool, callbacks: Callb
         composed.run.run_dir = str(directory.path)
         if world.writes:
             directory.write_config(composed.reusable_yaml())
-        trainer = Trainer(
-            composed,
-            components,
-            directory,
-            tracker,
-            show_progress=show_progress,
-            callbacks=callbacks,
-        )
-        return trainer.train()
+        return _train(composed, components, directory, tracker, show_progress, callbacks)
     finally:
         if run_dir is not None:
             run_dir.release()
@@ -297,18 +334,22 @@ def resume(
         elif writes:
             warn(f"{directory.path} has no checkpoint yet; training it again from step 0")
         tracker = Tracker([])
-        components = build_components(composed, tracker)
-        if writes:
-            directory.write_config(composed.reusable_yaml())
-        trainer = Trainer(
-            composed,
-            components,
-            directory,
-            tracker,
-            show_progress=show_progress,
-            callbacks=as_callbacks(callbacks),
-        )
-        return trainer.train(resume_state=state, reuse_directory=True)
+        threads = _chosen_threads(composed)
+        with run_threads(threads):
+            components = build_components(composed, tracker, threads=threads)
+            if writes:
+                directory.write_config(composed.reusable_yaml())
+            hooks = as_callbacks(callbacks)
+            return _train(
+                composed,
+                components,
+                directory,
+                tracker,
+                show_progress,
+                hooks,
+                state,
+                reuse_directory=True,
+            )
     finally:
         directory.release()
         leave_world()

@@ -38,6 +38,8 @@ class BenchResult:
     steps: dict[str, int]
     objectives: int = 0
     """K, the task's number of objectives (0 if no run finished)."""
+    threads: int = 0
+    """The torch threads the runs used (0 if no run finished)."""
 
     def ratio(self, method: str) -> float:
         return self.seconds[method] / self.seconds[self.baseline]
@@ -88,7 +90,7 @@ def benchmark(
         for m in ordered
     }
     seconds = dict.fromkeys(ordered, float("inf"))
-    objectives = 0
+    objectives = threads = 0
     total = repeats * len(ordered)
     with tempfile.TemporaryDirectory(prefix="twcore-bench-") as scratch:
         for repeat in range(repeats):
@@ -111,13 +113,14 @@ def benchmark(
                     raise KeyboardInterrupt
                 per_step = result.summary["wall_time_s"] / count
                 objectives = len(result.summary["task"]["objectives"])
+                threads = int(result.summary.get("threads", {}).get("threads", 0))
                 seconds[method] = min(seconds[method], per_step)
                 done = repeat * len(ordered) + index + 1
                 info(
                     f"bench: [{done}/{total}] {method} (run {repeat + 1} of {repeats}): "
                     f"{1000 * per_step:.3g} ms per step"
                 )
-    return BenchResult(baseline, seconds, outer, counts, objectives)
+    return BenchResult(baseline, seconds, outer, counts, objectives, threads)
 
 
 def matmul_flops_per_step(

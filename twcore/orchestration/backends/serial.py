@@ -12,6 +12,7 @@ from twcore.orchestration.backends.base import Backend, OnOutcome, TrialJob, Tri
 from twcore.orchestration.backends.trial import has_started, wait_for_earlier_worker
 from twcore.orchestration.backends.trial_callbacks import callbacks_for
 from twcore.orchestration.console import warn
+from twcore.orchestration.engine.threads import pinned_threads
 
 
 class SerialBackend(Backend):
@@ -24,13 +25,17 @@ class SerialBackend(Backend):
         threads = torch.get_num_threads()
         torch.set_num_threads(self.options.threads_per_trial)
         try:
-            for job in jobs:
-                outcome = self._run_one(job)
-                on_outcome(job, outcome)
-                if outcome.status == "interrupted":
-                    raise KeyboardInterrupt
+            with pinned_threads(self.options.threads_per_trial):  # what threads=auto uses
+                self._run_all(jobs, on_outcome)
         finally:
             torch.set_num_threads(threads)
+
+    def _run_all(self, jobs: Iterable[TrialJob], on_outcome: OnOutcome) -> None:
+        for job in jobs:
+            outcome = self._run_one(job)
+            on_outcome(job, outcome)
+            if outcome.status == "interrupted":
+                raise KeyboardInterrupt
 
     def _run_one(self, job: TrialJob) -> TrialOutcome:
         wait_for_earlier_worker(job)

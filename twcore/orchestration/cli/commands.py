@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from twcore.contract.errors import ConfigError, IncompatiblePairingError
 from twcore.contract.method import Method
@@ -26,6 +25,7 @@ from twcore.orchestration.config.schema import PLUGIN_SECTIONS, RunConfig
 from twcore.orchestration.console import info, warn
 from twcore.orchestration.engine.components import build_task
 from twcore.orchestration.engine.distributed import prints_results
+from twcore.orchestration.engine.threads import pinned_threads
 from twcore.orchestration.engine.trainer import RunResult
 from twcore.orchestration.registry import KINDS, PluginRegistry, get_registry
 from twcore.orchestration.report import write_report
@@ -172,9 +172,8 @@ def bench(options: argparse.Namespace) -> int:
     methods = compatible_methods(registry, overrides, None, command="bench")
     if options.threads is not None and options.threads < 1:
         raise ConfigError(f"--threads={options.threads}: give 1 or more")
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(options.threads or threads)
+    pinned = pinned_threads(options.threads) if options.threads else contextlib.nullcontext()
+    with pinned:
         result = benchmark(
             options.overrides,
             methods,
@@ -183,14 +182,11 @@ def bench(options: argparse.Namespace) -> int:
             baseline=options.baseline,
             registry=registry,
         )
-        timed_threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(threads)
     described = " ".join(options.overrides) or "default task and model"
     title = (
         f"time per step ÷ {result.baseline}'s ({described}; K = {result.objectives} "
         f"objectives; {options.steps} steps, best of {options.repeats}; "
-        f"{timed_threads} torch thread(s))"
+        f"{result.threads} torch thread(s))"
     )
     print(result.table(title).to_markdown(mark_best=False, show_count=False))
     return 0

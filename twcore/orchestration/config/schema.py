@@ -127,6 +127,11 @@ class RunConfig:
         "where that is exact; others refuse)",
     )
     deterministic: bool = option(False, help="use torch deterministic algorithms (slower on GPU)")
+    threads: str = option(
+        "auto",
+        help="torch threads: auto (OMP_NUM_THREADS or a sweep's choice if set, 1 on a busy "
+        "machine, else the usable cores) or a number",
+    )
     run_dir: str | None = option(None, help="run directory; default: a new one under runs_root")
     runs_root: str = option("runs", help="where default run directories are created")
     plugin_modules: list[str] = option(

@@ -22,6 +22,7 @@ from twcore.orchestration.engine.device import resolve_device
 from twcore.orchestration.engine.distributed import World, join_world
 from twcore.orchestration.engine.rng import seed_everything
 from twcore.orchestration.engine.run_failure import Phase, run_failure
+from twcore.orchestration.engine.threads import ThreadChoice
 from twcore.orchestration.tracking import Tracker
 
 T = TypeVar("T")
@@ -38,6 +39,7 @@ class Components:
     method: Method
     context: MethodContext
     world: World
+    threads: ThreadChoice | None = None
 
 
 def build_task(composed: ComposedConfig) -> Task:
@@ -100,9 +102,12 @@ def check_run_plan(composed: ComposedConfig, task: Task) -> None:
         )
 
 
-def build_components(composed: ComposedConfig, tracker: Tracker) -> Components:
+def build_components(
+    composed: ComposedConfig, tracker: Tracker, *, threads: ThreadChoice | None = None
+) -> Components:
     """Seed, then build task, model, optimiser and method in a fixed order (so a resumed run
-    builds the same objects before loading its checkpoint)."""
+    builds the same objects before loading its checkpoint). `threads`: the run's thread
+    choice, already applied (recorded in the summary)."""
     run = composed.run
     world, device = join_world(run.nproc, resolve_device(run.device))
     seed_everything(run.seed, deterministic=run.deterministic)
@@ -138,7 +143,7 @@ def build_components(composed: ComposedConfig, tracker: Tracker) -> Components:
             "accumulate micro-batches (its step is not linear in the batch's gradients); use "
             "accumulate=1, or a method whose weights are fixed before each step"
         )
-    return Components(device, task, model, optimizer, method, context, world)
+    return Components(device, task, model, optimizer, method, context, world, threads)
 
 
 def check_data_parallel(composed: ComposedConfig, nproc: int) -> None:

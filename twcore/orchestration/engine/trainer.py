@@ -484,19 +484,13 @@ class Trainer:
             ended["error"] = error
         with self._during(FINISHING):
             summary = self._write_summary(status, metrics, {**ended, **(extra or {})})
-            self.tracker.log_summary(
-                {
-                    "run": {
-                        key: summary[key]
-                        for key in (
-                            "steps",
-                            "wall_time_s",
-                            "steps_per_s",
-                            "model_updates",
-                        )
-                    }
-                }
-            )
+            logged = {
+                key: summary[key]
+                for key in ("steps", "wall_time_s", "steps_per_s", "model_updates")
+            }
+            if "threads" in summary:  # the number W&B can chart; summary.json has the why
+                logged["threads"] = summary["threads"]["threads"]
+            self.tracker.log_summary({"run": logged})
             if summary["status"] in FINISHED_STATUSES:
                 self._save_best_model()
                 self._upload_model()
@@ -558,6 +552,11 @@ class Trainer:
             task=self.components.task,
             extra={
                 "world_size": self.world.size,
+                **(
+                    {"threads": self.components.threads.record()}
+                    if self.components.threads is not None
+                    else {}
+                ),
                 "provenance": self.provenance,
                 **self._communication(),
                 **(extra or {}),
