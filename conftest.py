@@ -1,10 +1,14 @@
 """Test-wide settings: W&B offline and quiet, every test in its own working directory so runs
 never land in the repository, and prepared task data cached in a directory private to the test
-session, signed with a key in another such directory (never the user's cache or config)."""
+session, signed with a key in another such directory (never the user's cache or config), and
+one torch thread per process unless OMP_NUM_THREADS says otherwise."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -12,7 +16,18 @@ def _private_data_cache(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TWCORE_CACHE_DIR", str(tmp_path_factory.mktemp("data-cache")))
         patch.setenv("TWCORE_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+        # One torch thread per process unless the caller chose: the suite runs subprocesses
+        # beside itself on few cores, where more threads wait on each other (and runs' thread
+        # choice stays out of the busy-machine branch, whose warning would join the stderr
+        # the tests read).
+        threads = os.environ.get("OMP_NUM_THREADS", "1")
+        patch.setenv("OMP_NUM_THREADS", threads)
+        # ... and this process computes with as many as the runs it starts (a plain loop and
+        # an engine run compared bit for bit must round alike).
+        previous = torch.get_num_threads()
+        torch.set_num_threads(int(threads))
         yield
+        torch.set_num_threads(previous)
 
 
 @pytest.fixture(autouse=True)

@@ -24,6 +24,12 @@ from twcore.orchestration.engine.threads import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_as_at_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test session sets torch's threads itself; here they count as never changed."""
+    monkeypatch.setattr(threads, "_TORCH_AT_IMPORT", torch.get_num_threads())
+
+
 @pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5", ""])
 def test_a_bad_setting_names_the_key_and_what_is_valid(bad: str) -> None:
     with pytest.raises(ConfigError, match=f"threads={bad}: give auto or a whole number"):
@@ -71,6 +77,8 @@ def test_auto_keeps_what_was_chosen_outside_the_run_then_backs_off_on_a_busy_mac
     busy = _choose(load=lambda: 20.0)
     assert busy.threads == 1 and busy.oversubscribed
     assert "load 20.0 on 2 usable cores" in (busy_warning(busy) or "")
+    # a choice made outside the run is kept without a warning, busy or not
+    assert busy_warning(_choose(environ={"OMP_NUM_THREADS": "2"}, load=lambda: 20.0)) is None
     idle = _choose()
     assert idle.threads == 2 and busy_warning(idle) is None
     assert _choose(cores=lambda: 64).threads == MAX_AUTO_THREADS

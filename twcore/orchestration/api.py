@@ -154,13 +154,16 @@ def _train(
 
 
 def _chosen_threads(composed: ComposedConfig) -> ThreadChoice:
-    """The run's torch threads (ConfigError for a bad ``threads``), with the busy-machine
-    warning from the process that writes."""
-    threads = choose_threads(composed.run.threads)
+    """The run's torch threads (ConfigError for a bad ``threads``)."""
+    return choose_threads(composed.run.threads)
+
+
+def _warn_if_busy(threads: ThreadChoice) -> None:
+    """The busy-machine warning, from the process that writes, once the run is about to train
+    (a run refused for bad input says only why)."""
     message = busy_warning(threads)
     if message is not None and os.environ.get("RANK", "0") == "0":
         warn(message)
-    return threads
 
 
 def _run_with(
@@ -181,6 +184,7 @@ def _run_with(
         composed.run.run_dir = str(directory.path)
         if world.writes:
             directory.write_config(composed.reusable_yaml())
+        _warn_if_busy(threads)
         return _train(composed, components, directory, tracker, show_progress, callbacks)
     finally:
         if run_dir is not None:
@@ -340,6 +344,7 @@ def resume(
             if writes:
                 directory.write_config(composed.reusable_yaml())
             hooks = as_callbacks(callbacks)
+            _warn_if_busy(threads)
             return _train(
                 composed,
                 components,

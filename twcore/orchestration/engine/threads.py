@@ -35,6 +35,7 @@ import torch
 from twcore.contract.errors import ConfigError
 
 AUTO = "auto"
+BUSY = "the machine is busy"
 MAX_AUTO_THREADS = 16
 """Beyond this many cores, more intra-op threads do not speed up the small models a run of
 this framework trains; ``threads=N`` goes higher."""
@@ -160,7 +161,7 @@ def choose_threads(
     if current != _TORCH_AT_IMPORT:
         return choice(current, "torch.set_num_threads in this program")
     if measured is not None and measured > available:
-        return choice(1, f"the machine is busy (load {measured:.1f} on {available} cores)")
+        return choice(1, f"{BUSY} (load {measured:.1f} on {available} cores)")
     return choice(min(available, MAX_AUTO_THREADS), f"the {available} usable cores")
 
 
@@ -177,8 +178,9 @@ def run_threads(choice: ThreadChoice) -> Iterator[None]:
 
 
 def busy_warning(choice: ThreadChoice) -> str | None:
-    """The one-line warning for an oversubscribed start, or None."""
-    if not choice.oversubscribed:
+    """The one-line warning when ``auto`` backed off to 1 thread on a busy machine, or None
+    (a choice made outside the run is not second-guessed)."""
+    if not (choice.setting == AUTO and choice.reason.startswith(BUSY)):
         return None
     return (
         f"the machine is busy (load {choice.load:.1f} on {choice.cores} usable cores): this run "
