@@ -161,25 +161,15 @@ def split_weighted_backward(
 ) -> None:
     """Accumulate ∇ Σ_k w_k L_k into the `shared` tensors' ``.grad`` and ∇ Σ_k L_k into the
     `own` ones' (each objective's own parameters keep their own gradient): two backward calls,
-    the second only through what reaches `own` (the heads). Frees the losses' graph."""
-    weights = weights.detach().to(losses)
+    the first only through what reaches `own` (the heads). A tensor no loss reaches gets zeros
+    (as the gradient rows give it). Frees the losses' graph."""
     if own:
-        own_grads = torch.autograd.grad(losses.sum(), own, retain_graph=True, allow_unused=True)
-        _accumulate(own, own_grads)
-    shared_grads = torch.autograd.grad(torch.dot(weights, losses), shared, allow_unused=True)
-    _accumulate(shared, shared_grads)
-
-
-def _accumulate(tensors: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
-    """Add each gradient to its tensor's ``.grad``; a tensor no loss reaches gets zeros (as
-    the gradient rows give it)."""
-    for tensor, grad in zip(tensors, grads, strict=True):
-        if grad is None:
-            grad = torch.zeros_like(tensor)
+        torch.autograd.backward(losses.sum(), inputs=list(own), retain_graph=True)
+    weighted = torch.dot(weights.detach().to(losses), losses)
+    torch.autograd.backward(weighted, inputs=list(shared))
+    for tensor in (*shared, *own):
         if tensor.grad is None:
-            tensor.grad = grad.detach()
-        else:
-            tensor.grad.add_(grad)
+            tensor.grad = torch.zeros_like(tensor)
 
 
 def weighted_backward(losses: Tensor, weights: Tensor) -> None:

@@ -175,11 +175,13 @@ def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path, varia
 @pytest.mark.parametrize("variant", ["weighted", "unweighted"])
 def test_the_gram_path_is_the_rows_path_in_float64(variant):
     """Cosines from the recorded Gram matrix and one weighted backward give the gradients,
-    weights and logs of the K gradient rows, to 1e-10 (a trunk with a shared head too)."""
+    weights and logs of the K gradient rows, to 1e-10 (a trunk with a shared head too, and a
+    shared parameter no loss reaches: zeros on both paths)."""
     torch.manual_seed(0)
     trunk = torch.nn.Sequential(
         torch.nn.Conv1d(2, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(24, 6)
     ).double()
+    trunk.register_parameter("unused", torch.nn.Parameter(torch.ones(3, dtype=torch.float64)))
     heads = torch.nn.ModuleList(torch.nn.Linear(6, 1) for _ in range(3)).double()
     x, y = torch.randn(16, 2, 8, dtype=torch.float64), torch.randn(16, 3, dtype=torch.float64)
     params = [*trunk.parameters(), *heads.parameters()]
@@ -209,6 +211,7 @@ def test_the_gram_path_is_the_rows_path_in_float64(variant):
     )
     for gram_grad, rows_grad in zip(gram_grads, rows_grads, strict=True):
         torch.testing.assert_close(gram_grad, rows_grad, rtol=1e-10, atol=1e-12)
+    assert torch.equal(gram_grads[0], torch.zeros(3, dtype=torch.float64))  # trunk.unused
 
 
 def test_without_params_or_shared_the_rule_finds_them_from_the_graph(tmp_path):

@@ -38,6 +38,8 @@ predictions (a fraction ``solve_ratio`` of the steps).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -87,6 +89,19 @@ def perturbations(
     return noise.to(dtype=like.dtype, device=like.device)
 
 
+@dataclass(frozen=True)
+class _Perturbed:
+    """The predicted values ŷ [B, n], noise Z [S, B, n], the exact decisions for every
+    perturbation as solved ([S·B, ...], sample-major) and as rows [S, B, d], and the batch
+    repeated to match the solved decisions."""
+
+    values: Tensor
+    noise: Tensor
+    decisions: Tensor
+    rows: Tensor
+    repeated: Batch
+
+
 def _perturbed_solutions(
     layer: SolverDecisionLayer,
     predictions: Tensor,
@@ -95,22 +110,16 @@ def _perturbed_solutions(
     sigma: float,
     samples: int,
     generator: torch.Generator,
-) -> tuple[Tensor, Tensor, Tensor, torch.Size]:
-    """The predicted values ŷ [B, n], noise Z [S, B, n], the solutions z*(ŷ + σ Z_s) for every
-    sample s as rows [S, B, d] (one batched solve), and one instance's decision shape."""
+) -> _Perturbed:
+    """z*(ŷ + σ Z_s) for every sample s, in one batched solve."""
     values = layer.values(predictions)
     noise = perturbations(values.shape, samples, generator, values)
     stacked = (values.detach().unsqueeze(0) + sigma * noise).reshape(-1, values.shape[-1])
-    repeated = _repeated(batch, len(values), samples)
+    repeated = batch.index(torch.arange(len(values), device=batch.inputs.device).repeat(samples))
     with torch.no_grad():
         decisions = layer.solve(stacked, repeated)
     rows = decisions.reshape(samples, len(values), -1).to(values.dtype)
-    return values, noise, rows, decisions.shape[1:]
-
-
-def _repeated(batch: Batch, size: int, samples: int) -> Batch:
-    """`batch` (of `size` instances) repeated `samples` times, sample-major."""
-    return batch.index(torch.arange(size, device=batch.inputs.device).repeat(samples))
+    return _Perturbed(values, noise, decisions, rows, repeated)
 
 
 def perturbed_fenchel_young(
@@ -125,23 +134,20 @@ def perturbed_fenchel_young(
     """The perturbed Fenchel–Young loss per instance [B] (M = `samples` draws of σZ):
     mean_s [(ŷ + σZ_s)ᵀz_s − r(z_s)] − (ŷᵀz* − r(z*)) with z_s = z*(ŷ + σZ_s) and z* = z*(y)
     (r = 0 for a linear objective); gradient mean_s z_s − z*."""
-    predicted, noise, solutions, shape = _perturbed_solutions(
+    perturbed = _perturbed_solutions(
         layer, predictions, batch, sigma=sigma, samples=samples, generator=generator
     )
+    predicted = perturbed.values
     truth = layer.true_values(batch).to(predicted.dtype)
     best_raw = _solve_raw(layer, truth, batch)
     best = _rows(best_raw, predicted)
-    perturbed_max = ((predicted.unsqueeze(0) + sigma * noise) * solutions).sum(-1).mean(0)
-    loss = perturbed_max - (predicted * best).sum(-1)
+    perturbed_values = predicted.unsqueeze(0) + sigma * perturbed.noise
+    loss = (perturbed_values * perturbed.rows).sum(-1).mean(0) - (predicted * best).sum(-1)
     if layer.linear:
         return loss
-    size = len(predicted)
     sampled_penalty = value_independent_term(
-        layer,
-        solutions.reshape(samples * size, *shape),
-        _repeated(batch, size, samples),
-        truth.repeat(samples, 1),
-    ).reshape(samples, size)
+        layer, perturbed.decisions, perturbed.repeated, truth.repeat(samples, 1)
+    ).reshape(samples, len(predicted))
     return loss - sampled_penalty.mean(0) + value_independent_term(layer, best_raw, batch, truth)
 
 
@@ -181,13 +187,13 @@ def perturbed_optimum(
 ) -> Tensor:
     """DPO's differentiable decisions z̄(ŷ) = E[z*(ŷ + σZ)] in the layer's decision shape
     [B, ...] (M = `samples` draws)."""
-    predicted, noise, solutions, shape = _perturbed_solutions(
+    perturbed = _perturbed_solutions(
         layer, predictions, batch, sigma=sigma, samples=samples, generator=generator
     )
     decisions: Tensor = _PerturbedOptimum.apply(  # type: ignore[no-untyped-call]
-        predicted, solutions, noise, sigma
+        perturbed.values, perturbed.rows, perturbed.noise, sigma
     )
-    return decisions.reshape(len(predicted), *shape)
+    return decisions.reshape(len(perturbed.values), *perturbed.decisions.shape[1:])
 
 
 def perturbed_regret(
