@@ -89,6 +89,21 @@ JOBS = (
         copy=("runs/dfl-losses-lodl", "plugins/methods/dfl/docs/lodl"),
     ),
     FigureJob(
+        "mtl-weightings",
+        (PY, "-m", "twcore", "reproduce", "--only", "mtl-weightings",
+         "--out", "runs/mtl-weightings"),
+        tuple(
+            f"plugins/methods/mtl/docs/{name}.png"
+            for name in (
+                "mnist-multitask_curve", "mnist-multitask_average_vs_worst",
+                "mnist-multitask_weights", "multimnist_curve", "multimnist_main",
+                "multimnist_weights",
+            )
+        ),
+        18.0,
+        copy=("runs/mtl-weightings", "plugins/methods/mtl/docs"),
+    ),
+    FigureJob(
         "rl-returns",
         (PY, "plugins/tasks/rl/benchmarks/reproduce.py"),
         ("plugins/tasks/rl/docs/returns.png",),

@@ -53,6 +53,14 @@ METHODS = {
     "group-dro": ("toy-multitask", SMALL_TASK, 8, 1e-6),
     "alphavil": ("toy-multitask", SMALL_TASK, 8, 1e-6),  # one epoch end: one α fit
     "adalfl": ("toy-multitask", SMALL_TASK, 8, 1e-6),
+    # The classic multitask weightings (the gradient-combining ones on their rows path, as
+    # GradCos; mgda-ub on the trunk's output).
+    **{
+        name: ("toy-multitask", [*SMALL_TASK, "method.gradients=rows"], 8, 1e-6)
+        for name in ("mgda", "pcgrad", "cagrad", "nash-mtl", "imtl", "aligned-mtl", "gradnorm")
+    },
+    **{name: ("toy-multitask", SMALL_TASK, 8, 1e-6) for name in ("mgda-ub", "uw", "rlw", "famo")},
+    "dwa": ("toy-multitask", [*SMALL_TASK, "method.period=2"], 8, 1e-6),
     # TaskMet's inner loop amplifies float32 rounding: two single-process runs of this task
     # (3 outer steps), one with OMP_NUM_THREADS=1 and one with 2, end 4.9e-4 apart, so the
     # check is at that scale.

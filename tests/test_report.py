@@ -214,6 +214,12 @@ def test_bench_times_every_method_against_ew() -> None:
     assert result.outer_step == {"taskmet"}
     text = result.table("t").to_markdown(mark_best=False, show_count=False)
     assert "| taskmet (outer step) |" in text
+    # Backward-pass equivalents: the baseline's is 1 by definition; a forward pass is cheaper
+    # than a whole step, and GradCos's step costs more backward work than ew's.
+    assert 0 < result.forward < result.seconds["ew"]
+    assert result.backward_equivalents("ew") == pytest.approx(1.0)
+    assert result.backward_equivalents("gradcos") > 1.0
+    assert "backward_equivalents" in text
 
 
 def test_bench_refuses_a_method_override() -> None:

@@ -14,8 +14,9 @@ worker processes must see too). Plugin authors import :mod:`twcore.contract`, wh
 of the orchestration.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from twcore.contract.lazy import lazy_exports
 from twcore.version import __version__
 
 if TYPE_CHECKING:  # the real signatures for editors and type checkers; loaded lazily below
@@ -40,24 +41,5 @@ __all__ = [
     "task_from_dataset",
 ]
 
-_LAZY = {
-    "run": "twcore.orchestration.api",
-    "resume": "twcore.orchestration.api",
-    "register": "twcore.orchestration.user_plugins",
-    "import_plugins": "twcore.orchestration.user_plugins",
-    "task_from_arrays": "twcore.contract.array_task",
-    "task_from_dataset": "twcore.contract.array_task",
-    "Objective": "twcore.contract.array_task",
-    "model_from_trunk": "twcore.contract.trunk_model",
-    "Callback": "twcore.contract.callbacks",
-    "RunResult": "twcore.orchestration.engine.trainer",
-}
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy, so that importing the contract does not import the engine.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'twcore' has no attribute '{name}'")
+if not TYPE_CHECKING:  # type checkers read the imports above
+    __getattr__, __dir__ = lazy_exports(__name__, __file__)

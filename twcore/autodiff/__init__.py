@@ -26,7 +26,7 @@ from twcore.autodiff.gram import (
     gram_matrix,
     normalize_rows,
 )
-from twcore.autodiff.graph import reached_leaves, shared_leaves
+from twcore.autodiff.graph import own_leaves, reached_leaves, shared_leaves
 from twcore.autodiff.implicit import (
     conjugate_gradient,
     hessian_vector_product,
@@ -48,6 +48,7 @@ __all__ = [
     "hessian_vector_product",
     "implicit_hypergradient",
     "normalize_rows",
+    "own_leaves",
     "per_objective_grads",
     "reached_leaves",
     "shared_leaves",

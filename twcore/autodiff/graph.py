@@ -3,6 +3,8 @@ computed."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import torch
 from torch import Tensor
 from torch.autograd.graph import Node
@@ -55,6 +57,24 @@ def shared_leaves(losses: Tensor) -> list[Tensor]:
             counts[key] = counts.get(key, 0) + 1
             order.setdefault(key, leaf)
     return [leaf for key, leaf in order.items() if counts[key] > 1]
+
+
+def own_leaves(
+    losses: Tensor, shared: Sequence[Tensor], params: Iterable[Tensor] | None = None
+) -> list[Tensor]:
+    """The leaves the losses reach other than the `shared` ones (each objective's own
+    parameters, a head), in `params`' order when given (a parameter the losses do not reach is
+    left out), else in the order first met. When `shared` are not leaves (a representation the
+    objectives share), the leaves reached through them are left out too."""
+    excluded = {id(t) for t in shared}
+    for tensor in shared:
+        if not tensor.is_leaf:
+            excluded.update(id(leaf) for leaf in reached_leaves(tensor))
+    reached = reached_leaves(losses)
+    if params is not None:
+        reached_ids = {id(p) for p in reached}
+        reached = [p for p in params if id(p) in reached_ids]
+    return [p for p in reached if id(p) not in excluded]
 
 
 def _walk(start: Node | None) -> dict[int, Tensor]:

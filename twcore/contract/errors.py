@@ -36,6 +36,11 @@ class DuplicatePluginError(UsageError):
     """Two distributions register the same plugin name."""
 
 
+class BrokenPluginError(UsageError):
+    """A plugin registered its class by import path and that path does not import, or does not
+    name a plugin class (the installation needs fixing; the message says which plugin)."""
+
+
 class IncompatiblePairingError(UsageError):
     """A method cannot run on a task: the task lacks something the method needs."""
 

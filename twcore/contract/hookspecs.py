@@ -12,7 +12,14 @@ and that implements one or more hooks below, marked with :data:`hookimpl`::
 
     @hookimpl
     def twcore_register_methods(register):
-        register("my-method", MyMethod)
+        register("my-method", "my_package.method:MyMethod")
+
+Registering the class by its import path, as here, keeps the entry-point module light: twcore
+imports ``my_package.method`` (and with it torch and whatever else the class needs) only when a
+run, ``twcore show`` or ``twcore plugins --check`` uses the plugin, so ``twcore plugins``,
+``--help`` and a run of another plugin never pay for it. Import nothing heavy at the top of the
+entry-point module (``twcore.contract.hookspecs`` imports only pluggy); passing the class itself
+(``register("my-method", MyMethod)``) works too, at the cost of importing it with the plugin list.
 
 Each entry point is loaded on its own: a plugin that fails to import, implements a hook that is
 not listed here, implements one with a wrong signature, or raises while registering is reported
@@ -57,22 +64,24 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 class Register(Protocol[PluginClass]):
-    """The callback a registration hook receives: ``register(name, cls)`` once per plugin, with
+    """The callback a registration hook receives: ``register(name, cls)`` once per plugin (`cls`:
+    the class, or its import path ``"package.module:Class"``, imported on first use), with
     ``default=True`` for the one a run uses when it names none of its kind (a distribution that
     is the obvious choice, as ``ew``, ``toy-multitask`` and ``mlp`` are in this repository)."""
 
     def __call__(self, name: str, cls: PluginClass, *, default: bool = False) -> None: ...
 
 
-RegisterMethod: TypeAlias = Register["type[Method]"]
-RegisterTask: TypeAlias = Register["type[Task]"]
-RegisterModel: TypeAlias = Register["type[Model]"]
+RegisterMethod: TypeAlias = Register["type[Method] | str"]
+RegisterTask: TypeAlias = Register["type[Task] | str"]
+RegisterModel: TypeAlias = Register["type[Model] | str"]
 
 
 @hookspec
 def twcore_register_methods(register: RegisterMethod) -> None:
     """Register method plugins: call ``register(name, MethodClass)`` once per method
-    (``register(name, MethodClass, default=True)`` for the default method, see :class:`Register`).
+    (``register(name, MethodClass, default=True)`` for the default method, see :class:`Register`;
+    ``"package.module:MethodClass"`` in place of the class defers its import to first use).
 
     Called once per process, when plugins are first needed. `register` raises nothing for a
     name another distribution also registers; that conflict is reported when the name is used.

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from twcore.contract.errors import ConfigError, did_you_mean, format_choices
 from twcore.contract.options import check_options, option
+
+if TYPE_CHECKING:  # imported when an optimiser is built, so reading the options needs no torch
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -44,19 +47,25 @@ class OptimConfig:
     gamma: float = option(0.1, gt=0, help="step schedule: the factor of each decay")
 
 
-OptimizerBuilder = Callable[[Iterable[nn.Parameter], OptimConfig], torch.optim.Optimizer]
+OptimizerBuilder = Callable[["Iterable[nn.Parameter]", OptimConfig], "torch.optim.Optimizer"]
+
+
+def _torch_optimizer(name: str) -> Any:
+    """The optimiser class ``torch.optim.<name>`` (torch is imported on the first build)."""
+    return getattr(importlib.import_module("torch.optim"), name)
+
 
 OPTIMIZERS: dict[str, OptimizerBuilder] = {
-    "sgd": lambda params, c: torch.optim.SGD(
+    "sgd": lambda params, c: _torch_optimizer("SGD")(
         params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay
     ),
-    "adam": lambda params, c: torch.optim.Adam(
+    "adam": lambda params, c: _torch_optimizer("Adam")(
         params, lr=c.lr, betas=(c.betas[0], c.betas[1]), weight_decay=c.weight_decay
     ),
-    "adamw": lambda params, c: torch.optim.AdamW(
+    "adamw": lambda params, c: _torch_optimizer("AdamW")(
         params, lr=c.lr, betas=(c.betas[0], c.betas[1]), weight_decay=c.weight_decay
     ),
-    "rmsprop": lambda params, c: torch.optim.RMSprop(
+    "rmsprop": lambda params, c: _torch_optimizer("RMSprop")(
         params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay
     ),
 }

@@ -157,14 +157,25 @@ class HeldWeights(Weighting):
 
 
 def split_weighted_backward(
-    losses: Tensor, weights: Tensor, shared: Sequence[Tensor], own: Sequence[Tensor]
+    losses: Tensor,
+    weights: Tensor,
+    shared: Sequence[Tensor],
+    own: Sequence[Tensor],
+    *,
+    own_weights: Tensor | None = None,
 ) -> None:
     """Accumulate ∇ Σ_k w_k L_k into the `shared` tensors' ``.grad`` and ∇ Σ_k L_k into the
-    `own` ones' (each objective's own parameters keep their own gradient): two backward calls,
-    the first only through what reaches `own` (the heads). A tensor no loss reaches gets zeros
-    (as the gradient rows give it). Frees the losses' graph."""
+    `own` ones' (each objective's own parameters keep their own gradient; `own_weights` b
+    makes that ∇ Σ_k b_k L_k): two backward calls, the first only through what reaches `own`
+    (the heads). A tensor no loss reaches gets zeros (as the gradient rows give it). Frees the
+    losses' graph."""
     if own:
-        torch.autograd.backward(losses.sum(), inputs=list(own), retain_graph=True)
+        head_loss = (
+            losses.sum()
+            if own_weights is None
+            else torch.dot(own_weights.detach().to(losses), losses)
+        )
+        torch.autograd.backward(head_loss, inputs=list(own), retain_graph=True)
     weighted = torch.dot(weights.detach().to(losses), losses)
     torch.autograd.backward(weighted, inputs=list(shared))
     for tensor in (*shared, *own):

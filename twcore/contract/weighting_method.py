@@ -21,6 +21,7 @@ from twcore.contract.batch import Batch
 from twcore.contract.method import Method, MethodContext, StepResult
 from twcore.contract.model import Model, parameters_shared_by_objectives
 from twcore.contract.spec import TaskSpec
+from twcore.contract.task import stack_objective_losses
 from twcore.contract.weighting import GramSource, Weighting
 
 
@@ -66,10 +67,16 @@ class WeightingMethod(Method):
             if self.rule.uses_gram and wants_gram and GramRecorder.usable():
                 self.recorder = GramRecorder(self.shared, ctx.model)
 
+    on_features: bool = False
+    """Whether the rule compares the gradients on the trunk's output (the shared representation
+    z = ``model.features(x)``, as MGDA-UB does: backward passes through the heads only) instead
+    of on the shared parameters. A method sets it before ``super().__init__`` (see
+    :func:`compares_on_features` for an ``interaction`` option)."""
+
     def compares_parameters(self) -> bool:
         """Whether the rule compares gradients on the shared parameters (the default), so that
         a Gram recorder applies; a method comparing them on something else says False."""
-        return True
+        return not self.on_features
 
     def _recording(self) -> tuple[AbstractContextManager[Any], GramRecorder | None]:
         """The context the step's forward pass runs in, and the Gram source for the rule."""
@@ -129,8 +136,14 @@ class WeightingMethod(Method):
         """The rule this method steps, from its options and the run's context."""
 
     def losses_and_shared(self, batch: Batch) -> tuple[Tensor, Sequence[Tensor]]:
-        """The step's losses [K] and the tensors they share (default: the shared parameters)."""
-        return self.ctx.objective_losses(batch), self.shared
+        """The step's losses [K] and the tensors they share: the shared parameters, or with
+        :attr:`on_features` the trunk's output (one forward pass either way)."""
+        if not self.on_features:
+            return self.ctx.objective_losses(batch), self.shared
+        model = self.ctx.model
+        features = model.features(batch.inputs)
+        outputs = model.predict_heads(features)
+        return stack_objective_losses(self.ctx.task, outputs, batch), [features]
 
     def train_step(self, batch: Batch) -> StepResult:
         if self.ctx.accumulate > 1:
@@ -191,6 +204,18 @@ class _FixedGram:
 
     def gram(self, losses: Tensor, *, retain_graph: bool = True) -> Tensor:
         return self.matrix
+
+
+INTERACTIONS = ("auto", "parameters", "features")
+"""The ``interaction`` option of methods that can compare gradients on either: the shared
+parameters, the trunk's output, or auto (features if the model's trunk has parameters)."""
+
+
+def compares_on_features(interaction: str, model: Model) -> bool:
+    """Whether an ``interaction`` option (:data:`INTERACTIONS`) means the trunk's output."""
+    if interaction == "auto":
+        return bool(model.shared_parameters())
+    return interaction == "features"
 
 
 GRAM = "gram"

@@ -7,22 +7,35 @@ counts. The ratio is whole-run wall time per step ÷ the baseline's, so per-epoc
 amortised over the epoch. Methods that declare an outer-loop step (``Method.outer_loop``:
 TaskMet's step is a whole inner training) run their own suggested number of steps (at most
 ``steps``) and are marked.
+
+Beside the ratio, each method's **backward-pass equivalents**: (its step − a forward pass) ÷
+(the baseline's step − a forward pass), with the forward pass (the objectives' losses on a
+training batch, with their graph) of the same task and model timed on its own, in the same
+process and threads: how many of the baseline's backward-and-update a method's step costs.
 """
 
 from __future__ import annotations
 
+import itertools
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from twcore.contract.errors import ConfigError
+from twcore.contract.task import stack_objective_losses
 from twcore.orchestration import api
+from twcore.orchestration.config.compose import compose
 from twcore.orchestration.config.overrides import parse_override
 from twcore.orchestration.console import info
+from twcore.orchestration.engine.components import build_task
+from twcore.orchestration.engine.device import resolve_device
+from twcore.orchestration.engine.rng import seed_everything
 from twcore.orchestration.registry import PluginRegistry, get_registry
 from twcore.orchestration.report.table import Table
 
@@ -40,16 +53,26 @@ class BenchResult:
     """K, the task's number of objectives (0 if no run finished)."""
     threads: int = 0
     """The torch threads the runs used (0 if no run finished)."""
+    forward: float = 0.0
+    """Seconds of one forward pass of the task's model on a training batch (losses included)."""
 
     def ratio(self, method: str) -> float:
         return self.seconds[method] / self.seconds[self.baseline]
+
+    def backward_equivalents(self, method: str) -> float:
+        """(the method's step − a forward pass) ÷ (the baseline's step − a forward pass)."""
+        return (self.seconds[method] - self.forward) / (self.seconds[self.baseline] - self.forward)
 
     def table(self, title: str) -> Table:
         table = Table(
             title,
             ["method"],
-            ["steps", "ms_per_step", "ratio_to_baseline"],
-            directions={"ms_per_step": "min", "ratio_to_baseline": "min"},
+            ["steps", "ms_per_step", "ratio_to_baseline", "backward_equivalents"],
+            directions={
+                "ms_per_step": "min",
+                "ratio_to_baseline": "min",
+                "backward_equivalents": "min",
+            },
         )
         for method, seconds in self.seconds.items():
             label = f"{method} (outer step)" if method in self.outer_step else method
@@ -59,6 +82,7 @@ class BenchResult:
                     "steps": self.steps[method],
                     "ms_per_step": 1000 * seconds,
                     "ratio_to_baseline": self.ratio(method),
+                    "backward_equivalents": self.backward_equivalents(method),
                 },
             )
         return table
@@ -120,7 +144,36 @@ def benchmark(
                     f"bench: [{done}/{total}] {method} (run {repeat + 1} of {repeats}): "
                     f"{1000 * per_step:.3g} ms per step"
                 )
-    return BenchResult(baseline, seconds, outer, counts, objectives, threads)
+        forward = forward_seconds(
+            [*overrides, f"method={baseline}"], steps=steps, repeats=repeats, registry=registry
+        )
+    return BenchResult(baseline, seconds, outer, counts, objectives, threads, forward)
+
+
+def forward_seconds(
+    overrides: Sequence[str], *, steps: int, repeats: int, registry: PluginRegistry
+) -> float:
+    """Seconds of one forward pass — the objectives' losses on a training batch, with their
+    graph — of the task and model `overrides` choose: the fastest of `repeats` passes over
+    `steps` batches, drawn beforehand (data loading is not timed), in this process's threads."""
+    composed = compose([parse_override(o) for o in overrides], registry=registry)
+    run = composed.run
+    seed_everything(run.seed, deterministic=run.deterministic)
+    device = resolve_device(run.device)
+    task = build_task(composed)
+    model = composed.plugins["model"].cls(composed.sections["model"], task.spec).to(device)
+    stream = task.stream("train", run.batch_size, seed=run.seed, device=device, model=model)
+    batches = list(itertools.islice(stream, min(steps, 50)))
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for batch in itertools.islice(itertools.cycle(batches), steps):
+            losses = stack_objective_losses(task, model(batch.inputs), batch)
+            del losses
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, (time.perf_counter() - started) / steps)
+    return best
 
 
 def matmul_flops_per_step(

@@ -8,7 +8,9 @@ with clear errors for unknown and duplicated names.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.metadata
+import importlib.util
 import os
 import re
 import traceback
@@ -21,15 +23,13 @@ import pluggy
 
 from twcore.contract import hookspecs
 from twcore.contract.errors import (
+    BrokenPluginError,
     ConfigError,
     DuplicatePluginError,
     UnknownPluginError,
     did_you_mean,
     format_choices,
 )
-from twcore.contract.method import Method
-from twcore.contract.model import Model
-from twcore.contract.task import Task
 from twcore.orchestration.plugin_modules import (
     import_module_named,
     named_modules,
@@ -45,21 +45,30 @@ ONLY_PLUGINS_ENV = "TWCORE_PLUGINS"
 EXCLUDE_PLUGINS_ENV = "TWCORE_EXCLUDE_PLUGINS"
 
 NAME_PATTERN = re.compile(hookspecs.NAME_RULE)
+_DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+IMPORT_PATH_PATTERN = re.compile(f"^{_DOTTED}:{_DOTTED}$")
+"""A class registered by import path: ``package.module:Class`` (imported on first use)."""
 
 
 @dataclass(frozen=True)
 class PluginKind:
-    """One kind of plugin: the hook that registers it and the class it must subclass."""
+    """One kind of plugin: the hook that registers it and the class it must subclass (named
+    by import path, so that listing plugins imports none of the contract's torch modules)."""
 
     name: str
     hook: str
-    base: type
+    base_path: str
+
+    @property
+    def base(self) -> type:
+        """The class every plugin of this kind subclasses."""
+        return _import_path(self.base_path)
 
 
 KINDS: dict[str, PluginKind] = {
-    "method": PluginKind("method", "twcore_register_methods", Method),
-    "task": PluginKind("task", "twcore_register_tasks", Task),
-    "model": PluginKind("model", "twcore_register_models", Model),
+    "method": PluginKind("method", "twcore_register_methods", "twcore.contract.method:Method"),
+    "task": PluginKind("task", "twcore_register_tasks", "twcore.contract.task:Task"),
+    "model": PluginKind("model", "twcore_register_models", "twcore.contract.model:Model"),
 }
 
 
@@ -101,13 +110,55 @@ class PluginStatus:
 @dataclass(frozen=True)
 class Registration:
     """A named method, task or model class and the plugin that registered it (`default`: the
-    plugin offers itself as the one to use when a run names none of its kind)."""
+    plugin offers itself as the one to use when a run names none of its kind).
+
+    `target` is the class, or its import path ``package.module:Class``: then the class is
+    imported, and checked, the first time :attr:`cls` is read (:meth:`PluginRegistry.get` does
+    that), so listing plugins costs no imports of theirs.
+    """
 
     kind: str
     name: str
-    cls: type
+    target: type | str
     source: PluginSource
     default: bool = False
+
+    @property
+    def class_path(self) -> str:
+        """Where the class is, as ``module:Class`` (without importing it)."""
+        if isinstance(self.target, str):
+            return self.target
+        return f"{self.target.__module__}:{self.target.__qualname__}"
+
+    @property
+    def cls(self) -> type:
+        """The plugin class, imported (and checked) on first use when registered by import path.
+
+        Raises:
+            BrokenPluginError: the import path does not import, or names no valid plugin class.
+        """
+        if not isinstance(self.target, str):
+            return self.target
+        resolved = self.__dict__.get("_resolved")
+        if resolved is None:
+            resolved = self._resolve()
+            object.__setattr__(self, "_resolved", resolved)  # a cache, not a field
+        return resolved
+
+    def _resolve(self) -> type:
+        assert isinstance(self.target, str)
+        where = f"{self.kind} '{self.name}' of plugin {self.source.describe()}"
+        try:
+            cls = _import_path(self.target)
+        except (Exception, SystemExit) as exc:  # sys.exit() in a plugin fails that plugin
+            raise BrokenPluginError(
+                f"{where}: its class {self.target!r} does not import: {_describe(exc)}"
+            ) from exc
+        try:
+            _validate_registration(KINDS[self.kind], self.name, cls)
+        except PluginLoadError as exc:
+            raise BrokenPluginError(f"{where}: {exc}") from None
+        return cls
 
     @property
     def config_class(self) -> type:
@@ -309,11 +360,13 @@ class PluginRegistry:
     # -- lookup ----------------------------------------------------------------------------
 
     def get(self, kind: str, name: str) -> Registration:
-        """The plugin of `kind` called `name`.
+        """The plugin of `kind` called `name`, its class imported.
 
         Raises:
             UnknownPluginError: no plugin has that name (the message lists the installed ones).
             DuplicatePluginError: two distributions register that name (the message names both).
+            BrokenPluginError: its class, registered by import path, does not import or is not a
+                plugin class (the message names the plugin and the import error).
         """
         candidates = self._by_name[kind].get(name)
         if not candidates:
@@ -325,6 +378,7 @@ class PluginRegistry:
             )
         if len(candidates) > 1:
             raise DuplicatePluginError(self.ambiguity(kind, name))
+        candidates[0].cls  # noqa: B018 - imports and checks a class registered by import path
         return candidates[0]
 
     def ambiguity(self, kind: str, name: str) -> str:
@@ -399,20 +453,50 @@ class PluginRegistry:
 
 def _registrar(
     kind: PluginKind, source: PluginSource, registrations: list[Registration]
-) -> Callable[[str, type], None]:
-    def register(name: str, cls: type, *, default: bool = False) -> None:
-        _validate_registration(kind, name, cls)
+) -> Callable[[str, type | str], None]:
+    def register(name: str, cls: type | str, *, default: bool = False) -> None:
+        if isinstance(cls, str):
+            _validate_import_path(kind, name, cls)
+        else:
+            _validate_registration(kind, name, cls)
         registrations.append(Registration(kind.name, name, cls, source, default=bool(default)))
 
     return register
 
 
-def _validate_registration(kind: PluginKind, name: Any, cls: Any) -> None:
+def _validate_name(kind: PluginKind, name: Any) -> None:
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise PluginLoadError(
             f"registered {kind.name} name {name!r}: names are lowercase letters and digits with "
             "one '-', '_' or '.' between them, starting and ending with a letter or a digit"
         )
+
+
+def _validate_import_path(kind: PluginKind, name: Any, path: str) -> None:
+    """The name, the path's form, and that its module exists (found without running it: only
+    its parent packages are imported, which a light plugin keeps cheap)."""
+    _validate_name(kind, name)
+    if not IMPORT_PATH_PATTERN.fullmatch(path):
+        raise PluginLoadError(
+            f"registered {kind.name} '{name}' as {path!r}, which is not an import path: write "
+            "'package.module:Class' (or pass the class itself)"
+        )
+    module = path.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError) as exc:  # a parent package that does not import
+        raise PluginLoadError(
+            f"registered {kind.name} '{name}' as {path!r}, whose module cannot be found: "
+            f"{_describe(exc)}"
+        ) from exc
+    if not found:
+        raise PluginLoadError(
+            f"registered {kind.name} '{name}' as {path!r}, but there is no module {module!r}"
+        )
+
+
+def _validate_registration(kind: PluginKind, name: Any, cls: Any) -> None:
+    _validate_name(kind, name)
     if not (isinstance(cls, type) and issubclass(cls, kind.base)):
         raise PluginLoadError(
             f"registered {kind.name} '{name}' as {cls!r}, which is not a subclass of "
@@ -425,6 +509,15 @@ def _validate_registration(kind: PluginKind, name: Any, cls: Any) -> None:
             f"{kind.name} '{name}': its Config has a field 'name', which is reserved for the "
             f"plugin name ({kind.name}.name); rename the field"
         )
+
+
+def _import_path(path: str) -> Any:
+    """The object an import path ``package.module:Name[.Attribute]`` names."""
+    module_name, _, qualname = path.partition(":")
+    value: Any = importlib.import_module(module_name)
+    for attribute in qualname.split("."):
+        value = getattr(value, attribute)
+    return value
 
 
 def _source_of(entry_point: importlib.metadata.EntryPoint) -> PluginSource:

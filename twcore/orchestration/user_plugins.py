@@ -26,11 +26,9 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from twcore.contract.errors import ConfigError
-from twcore.contract.method import Method
-from twcore.contract.model import Model
-from twcore.contract.task import Task
 from twcore.orchestration.plugin_modules import (
     find_from_working_directory,
     import_module_named,
@@ -38,6 +36,11 @@ from twcore.orchestration.plugin_modules import (
     remember,
 )
 from twcore.orchestration.registry import Registration, get_registry
+
+if TYPE_CHECKING:
+    from twcore.contract.method import Method
+    from twcore.contract.model import Model
+    from twcore.contract.task import Task
 
 
 def register(
@@ -56,7 +59,8 @@ def register(
         name: its name in configs (``task=NAME``): lowercase letters, digits and ``-_.``.
         cls: the class: a :class:`~twcore.contract.method.Method`,
             :class:`~twcore.contract.task.Task` or :class:`~twcore.contract.model.Model`
-            subclass (e.g. from :func:`~twcore.contract.task_from_arrays`).
+            subclass (e.g. from :func:`~twcore.contract.task_from_arrays`) — the class itself,
+            already imported (an installed plugin's hook may name it by import path instead).
         default: offer it as its kind's default.
 
     Raises:

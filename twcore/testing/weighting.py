@@ -13,7 +13,8 @@ Subclass it in a pytest module and say how to build the rule::
 Each test builds a small model in float64 — a shared trunk and one head per objective — and
 checks the rule through its public :meth:`~twcore.contract.weighting.Weighting.backward`:
 weights that permute with the objectives, plain training for one objective, the simplex when
-promised, identical weights for identical objectives, a zero-gradient objective handled, a
+promised, identical weights for identical objectives (both in distribution for a rule that
+draws random numbers, :attr:`WeightingProperties.randomized`), a zero-gradient objective handled, a
 non-finite loss refused with a clear error, gradients that accumulate as ``backward`` does, and
 a state that survives a ``weights_only`` checkpoint: a restored rule steps exactly as the
 original.
@@ -72,6 +73,13 @@ class WeightingProperties:
     weight_tolerance: ClassVar[float | None] = None
     """Absolute tolerance of weight comparisons, for rules that solve for their weights
     numerically (default: torch's float comparison)."""
+    randomized: ClassVar[bool] = False
+    """Whether the rule draws random numbers every step (random loss weighting, PCGrad's
+    projection order): then the weights permute with the objectives, and identical objectives
+    get identical weights, in distribution — checked on the mean weights over :attr:`draws`
+    steps of one rule, to within :attr:`mean_tolerance`."""
+    draws: ClassVar[int] = 400
+    mean_tolerance: ClassVar[float] = 0.08
 
     def make(self, num_objectives: int, main: int) -> Weighting:
         """A fresh rule for `num_objectives` losses whose main one (if the rule has one) is
@@ -89,10 +97,24 @@ class WeightingProperties:
         else:
             torch.testing.assert_close(actual, expected, atol=tolerance, rtol=0)
 
+    def _mean_weights(
+        self, model: _Model, rule: Weighting, order: list[int] | None = None
+    ) -> Tensor:
+        """The mean weights of `draws` steps on the same losses (the model does not move)."""
+        total = sum(self._step(model, rule, order).weights for _ in range(self.draws))
+        return torch.as_tensor(total) / self.draws
+
     def test_weights_permute_with_the_objectives(self) -> None:
         k = self.num_objectives
         order = [k - 1 - i for i in range(k)]  # reversed: the main one moves to the end
         model = _Model(k)
+        if self.randomized:
+            plain_mean = self._mean_weights(model, self.make(k, main=0))
+            permuted_mean = self._mean_weights(model, self.make(k, main=order.index(0)), order)
+            torch.testing.assert_close(
+                permuted_mean, plain_mean[order], atol=self.mean_tolerance, rtol=0
+            )
+            return
         plain = self._step(model, self.make(k, main=0))
         gradients = model.gradients()
         permuted = self._step(model, self.make(k, main=order.index(0)), order)
@@ -124,6 +146,10 @@ class WeightingProperties:
         with torch.no_grad():  # head 1 becomes a copy of head 0, with the same targets
             model.heads[1].load_state_dict(model.heads[0].state_dict())
             model.targets[1] = model.targets[0]
+        if self.randomized:
+            mean = self._mean_weights(model, self.make(2, main=0))
+            torch.testing.assert_close(mean[0], mean[1], atol=self.mean_tolerance, rtol=0)
+            return
         weights = self._step(model, self.make(2, main=0)).weights
         self._assert_weights_close(weights[0], weights[1])
 

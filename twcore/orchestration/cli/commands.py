@@ -4,32 +4,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
-from twcore.contract.errors import ConfigError, IncompatiblePairingError
-from twcore.contract.method import Method
-from twcore.contract.pairing import check_compatible, describe_requirements
-from twcore.contract.spec import Requirements
-from twcore.contract.weighting_method import accumulates
+from twcore.contract.errors import BrokenPluginError, ConfigError, IncompatiblePairingError
+from twcore.contract.pairing import check_compatible
 from twcore.orchestration import api
 from twcore.orchestration.backends import SweepOptions
 from twcore.orchestration.backends.trial_callbacks import worker_callbacks
 from twcore.orchestration.bench import benchmark
+from twcore.orchestration.cli.listing import warn_failed_plugins
 from twcore.orchestration.config.compose import compose
-from twcore.orchestration.config.describe import KeyDescription, describe_config, format_keys
 from twcore.orchestration.config.overrides import Override, parse_override, split_sweep
-from twcore.orchestration.config.schema import PLUGIN_SECTIONS, RunConfig
 from twcore.orchestration.console import info, warn
 from twcore.orchestration.engine.components import build_task
 from twcore.orchestration.engine.distributed import prints_results
 from twcore.orchestration.engine.threads import pinned_threads
 from twcore.orchestration.engine.trainer import RunResult
-from twcore.orchestration.registry import KINDS, PluginRegistry, get_registry
-from twcore.orchestration.report import write_report
-from twcore.orchestration.report.plots import FigureStyle
+from twcore.orchestration.registry import PluginRegistry, get_registry
 from twcore.orchestration.report.table import Table
 from twcore.orchestration.reproduction import installed_grids, run_reproduction
 from twcore.orchestration.sweep import SweepResult, run_sweep
@@ -129,18 +121,6 @@ def sweep_options(options: argparse.Namespace) -> SweepOptions:
     )
 
 
-def report(options: argparse.Namespace) -> int:
-    """``twcore report SWEEP_DIR ... [--out DIR] [--no-wandb] [--format png,pdf,svg] [--dpi N]``"""
-    style = FigureStyle(formats=tuple(options.format.split(",")), dpi=options.dpi)
-    written = write_report(
-        options.sweep_dirs, out_dir=options.out, wandb=not options.no_wandb, style=style
-    )
-    for table in written.tables:
-        print(table.to_markdown())
-    print(f"report written to {written.path} ({len(written.images)} figure(s))")
-    return 0
-
-
 def reproduce(options: argparse.Namespace) -> int:
     """``twcore reproduce [--quick] [--only GRID ...] [--list] [backend flags] [key=value ...]``"""
     registry = get_registry()
@@ -234,8 +214,9 @@ def compatible_methods(
     command: str,
 ) -> list[str]:
     """Installed methods that can run on the configured task. Each one left out is reported on
-    a line of its own, prefixed by `command`: a method the task cannot serve, and a name that two
-    plugins register (ambiguous, with the hint that resolves it)."""
+    a line of its own, prefixed by `command`: a method the task cannot serve, a name that two
+    plugins register (ambiguous, with the hint that resolves it), and a plugin whose class does
+    not import."""
     names = registry.names("method")
     if not names:
         raise ConfigError("no method plugins are installed; see `twcore plugins`")
@@ -243,8 +224,13 @@ def compatible_methods(
     for name in names:
         if registry.is_ambiguous("method", name):
             info(f"{command}: skipping method '{name}': {registry.ambiguity('method', name)}")
-        else:
-            unambiguous.append(name)
+            continue
+        try:
+            registry.get("method", name)  # imports a class registered by import path
+        except BrokenPluginError as exc:
+            info(f"{command}: skipping method '{name}': {exc}")
+            continue
+        unambiguous.append(name)
     if not unambiguous:
         raise ConfigError("every installed method name is ambiguous; see `twcore plugins`")
     first_values = [Override(o.key, split_sweep(o.text)[0]) for o in overrides]
@@ -266,131 +252,6 @@ def compatible_methods(
     if not fitting:
         raise IncompatiblePairingError(f"no installed method can run on task '{task_name}'")
     return fitting
-
-
-def plugins(options: argparse.Namespace) -> int:
-    """``twcore plugins [--json]``"""
-    rows = plugin_rows(get_registry())
-    if options.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    columns = ("name", "kind", "distribution", "version", "status", "default")
-    shown = [{**row, "default": "yes" if row["default"] else ""} for row in rows]
-    table = [columns] + [
-        tuple(str(row[c] or ("" if c == "default" else "-")) for c in columns) for row in shown
-    ]
-    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
-    for row_values, row in zip(table, [None, *rows], strict=True):
-        print("  ".join(v.ljust(widths[i]) for i, v in enumerate(row_values)).rstrip())
-        if row and row.get("error"):
-            print(f"    error: {row['error']}")
-    return 0
-
-
-def plugin_rows(registry: PluginRegistry) -> list[dict[str, Any]]:
-    """One row per registered name (duplicates marked; ``default`` says the plugin offers to be
-    its kind's default) and per plugin that failed to load."""
-    rows: list[dict[str, Any]] = []
-    for registration in registry.registrations():
-        ambiguous = registry.is_ambiguous(registration.kind, registration.name)
-        rows.append(
-            {
-                "name": registration.name,
-                "kind": registration.kind,
-                "distribution": registration.source.distribution,
-                "version": registration.source.version,
-                "status": "duplicate" if ambiguous else "loaded",
-                "default": registration.default,
-                "error": (
-                    registry.ambiguity(registration.kind, registration.name) if ambiguous else None
-                ),
-                "entry_point": registration.source.name,
-            }
-        )
-    for failure in registry.failures:
-        rows.append(
-            {
-                "name": failure.source.name,
-                "kind": "plugin",
-                "distribution": failure.source.distribution,
-                "version": failure.source.version,
-                "status": "failed",
-                "default": False,
-                "error": failure.error,
-                "entry_point": failure.source.name,
-            }
-        )
-    return rows
-
-
-def show(options: argparse.Namespace) -> int:
-    """``twcore show [method=NAME] [task=NAME] [model=NAME]``"""
-    registry = get_registry()
-    if not options.selection:
-        print("run options (set as key=value; plugin options under method.*, task.*, model.*):")
-        print(format_keys(_with_installed_defaults(describe_config(RunConfig), registry)))
-        return 0
-    for index, argument in enumerate(options.selection):
-        override = parse_override(argument)
-        if override.key not in PLUGIN_SECTIONS:
-            raise ConfigError(
-                f"cannot show '{override.key}'; write one of "
-                f"{', '.join(f'{k}=NAME' for k in KINDS)}"
-            )
-        registration = registry.get(override.key, override.text)
-        if index:
-            print()
-        doc = (registration.cls.__doc__ or "").strip().split("\n\n")[0].split()
-        source = registration.source
-        origin = (
-            f"from {source.distribution} {source.version or ''}".rstrip()
-            if source.distribution
-            else f"registered in this process by {source.name}"
-        )
-        print(f"{registration.kind} '{registration.name}' {origin}")
-        if doc:
-            print(f"  {' '.join(doc)}")
-        if registration.kind == "method":
-            needs = describe_requirements(getattr(registration.cls, "requirements", Requirements()))
-            print(f"  needs: {needs}")
-            print(f"  {_scaling(registration.cls)}")
-        suggested = getattr(registration.cls, "run_defaults", {})
-        if suggested:
-            settings = ", ".join(f"{key}={value}" for key, value in suggested.items())
-            print(f"  run defaults it suggests (key=value still wins): {settings}")
-        keys = describe_config(registration.config_class, prefix=f"{registration.kind}.")
-        print(format_keys(keys) if keys else "  (no options)")
-    return 0
-
-
-def _scaling(method: type[Method]) -> str:
-    """Whether a method class runs data-parallel and accumulates micro-batches (a weighting
-    method's accumulation depends on its rule, known once built)."""
-    parallel = "yes" if getattr(method, "data_parallel", True) else "no (refused with nproc > 1)"
-    known = accumulates(method)
-    accumulation = {True: "yes", False: "no", None: "depends on its rule"}[known]
-    return f"data-parallel (nproc > 1): {parallel}; accumulate > 1: {accumulation}"
-
-
-def _with_installed_defaults(
-    keys: list[KeyDescription], registry: PluginRegistry
-) -> list[KeyDescription]:
-    """The run-level keys, with the plugin each section defaults to on this installation."""
-    shown = []
-    for key in keys:
-        if key.key in PLUGIN_SECTIONS:
-            try:
-                key = dataclasses.replace(key, default=registry.default_name(key.key))
-            except ConfigError:
-                key = dataclasses.replace(key, default="(none: name one)")
-        shown.append(key)
-    return shown
-
-
-def warn_failed_plugins(registry: PluginRegistry) -> None:
-    """One warning per plugin that failed to load (the others keep working)."""
-    for failure in registry.failures:
-        warn(f"plugin {failure.source.describe()} failed to load and is skipped: {failure.error}")
 
 
 def report_run(result: RunResult) -> int:
@@ -450,12 +311,9 @@ def report_sweep(result: SweepResult) -> int:
 __all__ = [
     "bench",
     "compare",
-    "plugins",
-    "report",
     "reproduce",
     "resume",
     "run",
-    "show",
     "sweep",
     "tune",
 ]

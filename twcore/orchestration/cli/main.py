@@ -7,13 +7,13 @@ plugin, wrong type, incompatible pairing, ...); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twcore.contract.errors import TwcoreError, first_line
-from twcore.orchestration.cli import commands
 from twcore.orchestration.console import error
 from twcore.orchestration.engine.stopping import sigterm_interrupts
 from twcore.orchestration.user_plugins import import_plugins
@@ -63,6 +63,21 @@ def _add_plugins_flag(parser: argparse.ArgumentParser, *, dest: str) -> None:
 
 
 Subparsers = argparse._SubParsersAction
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _command(module: str, name: str) -> Handler:
+    """The command `name` of ``twcore.orchestration.cli.<module>``, imported when it runs: so
+    ``--help``, ``--version``, ``plugins`` and ``show`` import none of the training code."""
+
+    def handler(options: argparse.Namespace) -> int:
+        command: Handler = getattr(
+            importlib.import_module(f"twcore.orchestration.cli.{module}"), name
+        )
+        return command(options)
+
+    handler.target = (f"twcore.orchestration.cli.{module}", name)  # type: ignore[attr-defined]
+    return handler
 
 
 def _add_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -86,7 +101,7 @@ def _add_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     _add_training_arguments(run, config_file=True)
     _add_backend_arguments(run)
-    run.set_defaults(handler=commands.run)
+    run.set_defaults(handler=_command("commands", "run"))
 
 
 def _add_sweep(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -100,7 +115,7 @@ def _add_sweep(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     _add_training_arguments(sweep, config_file=True)
     _add_backend_arguments(sweep)
-    sweep.set_defaults(handler=commands.sweep)
+    sweep.set_defaults(handler=_command("commands", "sweep"))
 
 
 def _add_tune(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -155,7 +170,7 @@ def _add_tune(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         help="prune no trial before this step (default 0: from the first evaluation)",
     )
     _add_backend_arguments(tune)
-    tune.set_defaults(handler=commands.tune)
+    tune.set_defaults(handler=_command("commands", "tune"))
 
 
 def _add_resume(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -167,7 +182,7 @@ def _add_resume(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     resume.add_argument("run_dir", help="the run directory")
     _add_training_arguments(resume, config_file=False)
-    resume.set_defaults(handler=commands.resume)
+    resume.set_defaults(handler=_command("commands", "resume"))
 
 
 def _add_compare(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -180,7 +195,7 @@ def _add_compare(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     _add_training_arguments(compare, config_file=True)
     _add_backend_arguments(compare)
-    compare.set_defaults(handler=commands.compare)
+    compare.set_defaults(handler=_command("commands", "compare"))
 
 
 def _add_report(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -197,13 +212,16 @@ def _add_report(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     report.add_argument("--out", default=None, help="output directory (default: the first)")
     report.add_argument("--no-wandb", action="store_true", help="do not log a W&B summary run")
     report.add_argument(
+        "--no-plots", action="store_true", help="tables and workspace only, no figures"
+    )
+    report.add_argument(
         "--format",
         default="png",
         help="figure formats, comma-separated: png, pdf, svg (default png; the first is linked "
         "from report.md)",
     )
     report.add_argument("--dpi", type=int, default=150, help="resolution of PNGs (default 150)")
-    report.set_defaults(handler=commands.report)
+    report.set_defaults(handler=_command("reports", "report"))
 
 
 def _add_reproduce(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -220,7 +238,7 @@ def _add_reproduce(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     reproduce.add_argument("--out", default=None, help="output directory")
     reproduce.add_argument("overrides", nargs="*", metavar="key=value")
     _add_backend_arguments(reproduce)
-    reproduce.set_defaults(handler=commands.reproduce)
+    reproduce.set_defaults(handler=_command("commands", "reproduce"))
 
 
 def _add_bench(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -247,13 +265,18 @@ def _add_bench(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         help="the method the ratios divide by (default: the installed default method)",
     )
     bench.add_argument("overrides", nargs="*", metavar="key=value")
-    bench.set_defaults(handler=commands.bench)
+    bench.set_defaults(handler=_command("commands", "bench"))
 
 
 def _add_plugins(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     plugins = sub.add_parser("plugins", parents=[common], help="list installed plugins")
     plugins.add_argument("--json", action="store_true", help="print JSON")
-    plugins.set_defaults(handler=commands.plugins)
+    plugins.add_argument(
+        "--check",
+        action="store_true",
+        help="also import every plugin's class and report those that fail (exit code 1)",
+    )
+    plugins.set_defaults(handler=_command("listing", "plugins"))
 
 
 def _add_show(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -265,7 +288,7 @@ def _add_show(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "default and help; no argument lists the run-level keys.",
     )
     show.add_argument("selection", nargs="*", metavar="kind=NAME")
-    show.set_defaults(handler=commands.show)
+    show.set_defaults(handler=_command("listing", "show"))
 
 
 SUBCOMMANDS = (

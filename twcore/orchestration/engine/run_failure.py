@@ -86,7 +86,8 @@ def innermost_plugin(
     package provides several of the run's plugins, the `prefer` section's)."""
     by_package: dict[str, list[Registration]] = {}
     for section, registration in plugins.items():
-        owners = by_package.setdefault(_package(registration.cls.__module__), [])
+        module = registration.class_path.partition(":")[0]  # without importing it
+        owners = by_package.setdefault(_package(module), [])
         if section == prefer:
             owners.insert(0, registration)
         else:

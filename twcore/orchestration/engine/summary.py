@@ -19,13 +19,15 @@ from __future__ import annotations
 import math
 import platform
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from twcore.contract.task import Task
 from twcore.orchestration.config.compose import ComposedConfig
 from twcore.version import __version__
+
+if TYPE_CHECKING:  # reading summaries (reports, sweeps) needs no torch
+    import torch
+
+    from twcore.contract.task import Task
 
 FINISHED_STATUSES = ("completed", "early_stopped")
 """Statuses of a run that trained to its end: its final metrics are results."""
@@ -71,11 +73,17 @@ def build_summary(
         "run_dir": run_dir,
         "device": str(device),
         "task": describe_task(task),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "versions": {"python": platform.python_version(), "torch": _torch_version()},
         "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     summary.update(extra or {})
     return summary
+
+
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
 
 
 def describe_task(task: Task) -> dict[str, Any]:

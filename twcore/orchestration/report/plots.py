@@ -123,6 +123,15 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, int | float) else math.nan
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def series_style(index: int) -> dict[str, str]:
+    """Colour and marker of the `index`-th row in a figure: the ten default colours, then the
+    same colours with the next marker, so more than ten rows stay distinguishable."""
+    return {"color": f"C{index % 10}", "marker": MARKERS[(index // 10) % len(MARKERS)]}
+
+
 def row_name(label: tuple[str, ...], n: int) -> str:
     return f"{' '.join(label)} (n={n})"
 
@@ -134,13 +143,14 @@ def metric_over_steps(task: str, groups: Groups) -> Any | None:
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4))
     drawn = False
-    for label, runs in groups.items():
+    for index, (label, runs) in enumerate(groups.items()):
         curve = seed_curve([r.log for r in runs], f"val/{metric}")
         if curve is None or len(curve.steps) < 2:  # one evaluation (the final one) is no curve
             continue
         (line,) = axis.plot(
-            curve.steps, curve.mean, marker="o", markersize=3, label=row_name(label, curve.n)
-        )
+            curve.steps, curve.mean, markersize=3, label=row_name(label, curve.n),
+            **series_style(index),
+        )  # fmt: skip
         axis.fill_between(
             curve.steps, curve.mean - curve.std, curve.mean + curve.std, alpha=0.2, lw=0,
             color=line.get_color(),
@@ -211,9 +221,10 @@ def average_vs_worst(task: str, groups: Groups) -> Any | None:
             continue
         drawn = True
         mean, std = values.mean(axis=0), sample_std(values)
+        style = series_style(index)
         axis.errorbar(
-            mean[0], mean[1], xerr=std[0], yerr=std[1], fmt="o", capsize=3, color=f"C{index}",
-            label=row_name(label, len(values)),
+            mean[0], mean[1], xerr=std[0], yerr=std[1], fmt=style["marker"], capsize=3,
+            color=style["color"], label=row_name(label, len(values)),
         )  # fmt: skip
     if not drawn:
         plt.close(figure)

@@ -12,9 +12,10 @@ NOT_ROWS = ("seed", "task")
 
 def row_keys(swept: Sequence[str], *, labelled: bool = False) -> list[str]:
     """The keys that label rows: ``label`` when runs set one, then what the sweeps varied
-    except seed and task (``method`` if nothing else)."""
+    except seed and task (``method`` if nothing else; with labels, ``method`` only where a
+    labelled sweep varied it, since a label usually names its method)."""
     if labelled:
-        return ["label", *(k for k in swept if k not in (*NOT_ROWS, "label", "method"))]
+        return ["label", *(k for k in swept if k not in (*NOT_ROWS, "label"))]
     return [k for k in swept if k not in NOT_ROWS] or ["method"]
 
 

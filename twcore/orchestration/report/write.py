@@ -43,13 +43,14 @@ def write_report(
     title: str = "twcore report",
     wandb: bool = True,
     style: FigureStyle | None = None,
+    plots: bool = True,
 ) -> Report:
     """Aggregate the completed runs of `sweep_dirs` into ``report.md``, ``report.json``,
     the W&B workspace definition (``workspace.md``/``workspace.json``) and figures
     (:mod:`~twcore.orchestration.report.plots`, in `style`'s formats and dpi) in
     `out_dir` (default: the first sweep directory), and log them to a W&B summary run (offline
     unless ``WANDB_MODE`` says otherwise; a W&B failure is a warning, the files are written
-    anyway)."""
+    anyway). `plots`: False writes no figures (and imports no matplotlib)."""
     style = style or FigureStyle()
     records: list[RunRecord] = []
     swept: list[str] = []
@@ -72,7 +73,10 @@ def write_report(
     for table in tables:
         lines.append(table.to_markdown())
         task = table.title.split(" — ")[0]
-        for kind, drawn in draw_report_figures(task, dict(by_task[task]), out, style, warn=warn):
+        drawn_figures = (
+            draw_report_figures(task, dict(by_task[task]), out, style, warn=warn) if plots else []
+        )
+        for kind, drawn in drawn_figures:
             images.append(drawn)
             lines += [f"![{task} {kind}]({drawn.name})", ""]
     path = out / REPORT_FILE

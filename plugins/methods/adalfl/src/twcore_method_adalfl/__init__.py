@@ -6,9 +6,14 @@ lookahead.
 learned loss :class:`LearnedLoss` as an ``nn.Module``); :class:`AdaLFLMethod` its engine adapter
 (the ``adalfl`` plugin)."""
 
-from twcore_method_adalfl.loss_network import LearnedLoss, LossNetwork, SmoothLeakyReLU
-from twcore_method_adalfl.method import AdaLFLConfig, AdaLFLMethod
-from twcore_method_adalfl.rule import AdaLFL, LearnedObjective, MetaSlot
+from typing import TYPE_CHECKING
+
+from twcore.contract.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from twcore_method_adalfl.loss_network import LearnedLoss, LossNetwork, SmoothLeakyReLU
+    from twcore_method_adalfl.method import AdaLFLConfig, AdaLFLMethod
+    from twcore_method_adalfl.rule import AdaLFL, LearnedObjective, MetaSlot
 
 __all__ = [
     "AdaLFL",
@@ -20,3 +25,6 @@ __all__ = [
     "MetaSlot",
     "SmoothLeakyReLU",
 ]
+
+if not TYPE_CHECKING:  # type checkers read the imports above
+    __getattr__, __dir__ = lazy_exports(__name__, __file__)

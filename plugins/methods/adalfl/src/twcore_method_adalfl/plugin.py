@@ -1,15 +1,15 @@
 """Entry point of the AdaLFL method plugin."""
 
 from twcore.contract.hookspecs import RegisterGrid, RegisterMethod, hookimpl
-from twcore_method_adalfl.grids import reproduction_grid
-from twcore_method_adalfl.method import AdaLFLMethod
 
 
 @hookimpl
 def twcore_register_methods(register: RegisterMethod) -> None:
-    register("adalfl", AdaLFLMethod)
+    register("adalfl", "twcore_method_adalfl.method:AdaLFLMethod")
 
 
 @hookimpl
 def twcore_reproduction_grids(register: RegisterGrid) -> None:
+    from twcore_method_adalfl.grids import reproduction_grid
+
     register(reproduction_grid())

@@ -1,15 +1,15 @@
 """Entry point of the alphaVIL method plugin."""
 
 from twcore.contract.hookspecs import RegisterGrid, RegisterMethod, hookimpl
-from twcore_method_alphavil.grids import reproduction_grid
-from twcore_method_alphavil.method import AlphaVILMethod
 
 
 @hookimpl
 def twcore_register_methods(register: RegisterMethod) -> None:
-    register("alphavil", AlphaVILMethod)
+    register("alphavil", "twcore_method_alphavil.method:AlphaVILMethod")
 
 
 @hookimpl
 def twcore_reproduction_grids(register: RegisterGrid) -> None:
+    from twcore_method_alphavil.grids import reproduction_grid
+
     register(reproduction_grid())

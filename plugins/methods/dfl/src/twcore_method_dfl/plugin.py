@@ -1,30 +1,22 @@
 """Entry point of the predict-then-optimise methods."""
 
 from twcore.contract.hookspecs import RegisterGrid, RegisterMethod, hookimpl
-from twcore_method_dfl.grids import reproduction_grids
-from twcore_method_dfl.methods import (
-    DecisionFocused,
-    LearningToRank,
-    NoiseContrastive,
-    PerturbedFenchelYoung,
-    PerturbedOptimizer,
-    SPOPlus,
-    TwoStage,
-)
 
 
 @hookimpl
 def twcore_register_methods(register: RegisterMethod) -> None:
-    register("two-stage", TwoStage)
-    register("dfl", DecisionFocused)
-    register("spo-plus", SPOPlus)
-    register("pfyl", PerturbedFenchelYoung)
-    register("dpo", PerturbedOptimizer)
-    register("nce", NoiseContrastive)
-    register("ltr", LearningToRank)
+    register("two-stage", "twcore_method_dfl.methods:TwoStage")
+    register("dfl", "twcore_method_dfl.methods:DecisionFocused")
+    register("spo-plus", "twcore_method_dfl.methods:SPOPlus")
+    register("pfyl", "twcore_method_dfl.methods:PerturbedFenchelYoung")
+    register("dpo", "twcore_method_dfl.methods:PerturbedOptimizer")
+    register("nce", "twcore_method_dfl.methods:NoiseContrastive")
+    register("ltr", "twcore_method_dfl.methods:LearningToRank")
 
 
 @hookimpl
 def twcore_reproduction_grids(register: RegisterGrid) -> None:
+    from twcore_method_dfl.grids import reproduction_grids
+
     for grid in reproduction_grids():
         register(grid)

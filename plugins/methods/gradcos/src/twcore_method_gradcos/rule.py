@@ -34,8 +34,8 @@ from twcore.autodiff import (
     accumulate_flat_grad,
     cosine_to,
     cosines_from_gram,
+    own_leaves,
     per_objective_grads,
-    reached_leaves,
     shared_leaves,
 )
 from twcore.contract.weighting import GramSource, WeightedStep, Weighting, split_weighted_backward
@@ -113,12 +113,8 @@ class GradCos(Weighting):
         shared = list(shared) or shared_leaves(losses)
         if not shared:
             raise ValueError("GradCos needs parameters the objectives share; these share none")
-        shared_ids = {id(p) for p in shared}
-        reached = reached_leaves(losses)
-        if params is not None:  # in the caller's order; a parameter no loss reaches gets no grad
-            reached_ids = {id(p) for p in reached}
-            reached = [p for p in params if id(p) in reached_ids]
-        own = [p for p in reached if id(p) not in shared_ids]
+        # In the caller's order; a parameter no loss reaches gets no grad.
+        own = own_leaves(losses, shared, params)
         if gram is not None:
             return self._gram_step(losses, gram.gram(losses), shared, own)
         rows = per_objective_grads(losses, [*shared, *own], retain_graph=False)

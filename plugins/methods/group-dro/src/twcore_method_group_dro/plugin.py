@@ -1,9 +1,8 @@
 """Entry point of the group DRO method plugin."""
 
 from twcore.contract.hookspecs import RegisterMethod, hookimpl
-from twcore_method_group_dro.method import GroupDROMethod
 
 
 @hookimpl
 def twcore_register_methods(register: RegisterMethod) -> None:
-    register("group-dro", GroupDROMethod)
+    register("group-dro", "twcore_method_group_dro.method:GroupDROMethod")

@@ -3,21 +3,20 @@ comparing gradients on the shared parameters or on the trunk's output."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from torch import Tensor
-
-from twcore.contract.batch import Batch
 from twcore.contract.method import MethodContext
 from twcore.contract.options import option
 from twcore.contract.panels import Panel
 from twcore.contract.spec import Requirements
-from twcore.contract.task import stack_objective_losses
-from twcore.contract.weighting_method import GRADIENT_PATHS, GRAM, WeightingMethod
+from twcore.contract.weighting_method import (
+    GRADIENT_PATHS,
+    GRAM,
+    INTERACTIONS,
+    WeightingMethod,
+    compares_on_features,
+)
 from twcore_method_ldro.rule import MODES, LookaheadDRO
-
-INTERACTIONS = ("auto", "parameters", "features")
 
 
 @dataclass
@@ -67,10 +66,8 @@ class LookaheadDROMethod(WeightingMethod):
 
     def __init__(self, config: LookaheadDROConfig, ctx: MethodContext) -> None:
         # Which gradients the cosines compare: the shared parameters, or the trunk's output.
-        self.interaction = config.interaction
-        if self.interaction == "auto":
-            has_trunk = bool(ctx.model.shared_parameters())
-            self.interaction = "features" if has_trunk else "parameters"
+        self.on_features = compares_on_features(config.interaction, ctx.model)
+        self.interaction = "features" if self.on_features else "parameters"
         super().__init__(config, ctx)
 
     def build_rule(self, config: LookaheadDROConfig, ctx: MethodContext) -> LookaheadDRO:
@@ -81,14 +78,3 @@ class LookaheadDROMethod(WeightingMethod):
             interaction_every=config.interaction_every,
             mode=config.mode,
         )
-
-    def compares_parameters(self) -> bool:
-        return self.interaction == "parameters"
-
-    def losses_and_shared(self, batch: Batch) -> tuple[Tensor, Sequence[Tensor]]:
-        if self.interaction == "parameters":
-            return self.ctx.objective_losses(batch), self.shared
-        model = self.ctx.model
-        features = model.features(batch.inputs)
-        outputs = model.predict_heads(features)
-        return stack_objective_losses(self.ctx.task, outputs, batch), [features]

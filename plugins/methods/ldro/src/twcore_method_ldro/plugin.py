@@ -1,15 +1,15 @@
 """Entry point of the Lookahead-DRO method plugin."""
 
 from twcore.contract.hookspecs import RegisterGrid, RegisterMethod, hookimpl
-from twcore_method_ldro.grids import reproduction_grid
-from twcore_method_ldro.method import LookaheadDROMethod
 
 
 @hookimpl
 def twcore_register_methods(register: RegisterMethod) -> None:
-    register("ldro", LookaheadDROMethod)
+    register("ldro", "twcore_method_ldro.method:LookaheadDROMethod")
 
 
 @hookimpl
 def twcore_reproduction_grids(register: RegisterGrid) -> None:
+    from twcore_method_ldro.grids import reproduction_grid
+
     register(reproduction_grid())

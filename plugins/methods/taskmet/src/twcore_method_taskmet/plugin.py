@@ -1,15 +1,15 @@
 """Entry point of the TaskMet method plugin."""
 
 from twcore.contract.hookspecs import RegisterGrid, RegisterMethod, hookimpl
-from twcore_method_taskmet.grids import reproduction_grid
-from twcore_method_taskmet.method import TaskMetMethod
 
 
 @hookimpl
 def twcore_register_methods(register: RegisterMethod) -> None:
-    register("taskmet", TaskMetMethod)
+    register("taskmet", "twcore_method_taskmet.method:TaskMetMethod")
 
 
 @hookimpl
 def twcore_reproduction_grids(register: RegisterGrid) -> None:
+    from twcore_method_taskmet.grids import reproduction_grid
+
     register(reproduction_grid())

@@ -1,10 +1,9 @@
 """Entry point of the ``mlp`` model plugin."""
 
 from twcore.contract.hookspecs import hookimpl
-from twcore_model_mlp.model import MLP
 
 
 @hookimpl
 def twcore_register_models(register):
     # Fits any vector or image input: the model a run uses when it names none.
-    register("mlp", MLP, default=True)
+    register("mlp", "twcore_model_mlp.model:MLP", default=True)

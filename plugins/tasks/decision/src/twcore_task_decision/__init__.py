@@ -7,12 +7,17 @@ the decision metrics (``ndq``, ``regret``, ``normalised_regret``) of those decis
 true y.
 """
 
-from twcore_task_decision.budget_allocation import BudgetAllocation, BudgetAllocationConfig
-from twcore_task_decision.cubic_topk import CubicTopK, CubicTopKConfig
-from twcore_task_decision.decision_task import DecisionTask, PredictThenOptimise
-from twcore_task_decision.knapsack import Knapsack, KnapsackConfig
-from twcore_task_decision.portfolio import Portfolio, PortfolioConfig
-from twcore_task_decision.shortest_path import ShortestPath, ShortestPathConfig
+from typing import TYPE_CHECKING
+
+from twcore.contract.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from twcore_task_decision.budget_allocation import BudgetAllocation, BudgetAllocationConfig
+    from twcore_task_decision.cubic_topk import CubicTopK, CubicTopKConfig
+    from twcore_task_decision.decision_task import DecisionTask, PredictThenOptimise
+    from twcore_task_decision.knapsack import Knapsack, KnapsackConfig
+    from twcore_task_decision.portfolio import Portfolio, PortfolioConfig
+    from twcore_task_decision.shortest_path import ShortestPath, ShortestPathConfig
 
 __all__ = [
     "BudgetAllocation",
@@ -28,3 +33,6 @@ __all__ = [
     "ShortestPath",
     "ShortestPathConfig",
 ]
+
+if not TYPE_CHECKING:  # type checkers read the imports above
+    __getattr__, __dir__ = lazy_exports(__name__, __file__)

@@ -1,15 +1,11 @@
 """Entry point of the MNIST task plugins."""
 
 from twcore.contract.hookspecs import hookimpl
-from twcore_task_mnist.digits import Mnist
-from twcore_task_mnist.mnist_aux import MnistAux
-from twcore_task_mnist.multimnist import MultiMnist
-from twcore_task_mnist.multitask import MnistMultitask
 
 
 @hookimpl
 def twcore_register_tasks(register):
-    register("mnist", Mnist)
-    register("mnist-multitask", MnistMultitask)
-    register("multimnist", MultiMnist)
-    register("mnist-aux", MnistAux)
+    register("mnist", "twcore_task_mnist.digits:Mnist")
+    register("mnist-multitask", "twcore_task_mnist.multitask:MnistMultitask")
+    register("multimnist", "twcore_task_mnist.multimnist:MultiMnist")
+    register("mnist-aux", "twcore_task_mnist.mnist_aux:MnistAux")
