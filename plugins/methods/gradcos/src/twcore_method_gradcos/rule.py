@@ -13,9 +13,11 @@ cosines need only inner products of the gradients: given a Gram source (``gram=`
 Gram matrix, and the step is one backward pass of Σ_i w_i L_i to the shared parameters (and of
 Σ_i L_i to the heads) — the K gradients are never formed. Without one, all K gradients come
 from one vectorised backward pass (one row per objective) and the combined gradient goes
-straight into ``.grad``. Both paths give the same step (to rounding). Converges to critical
-points of the main loss: at a fixed point with a positive weight, G_main = −c·G_aux would have
-a negative cosine, a contradiction.
+straight into ``.grad``. Both paths give the same step (to rounding); they are
+:class:`~twcore.contract.gram_weighting.GramWeighting`'s, which every rule that combines the
+gradients from their Gram matrix shares (MGDA, PCGrad, CAGrad, ... in ``twcore_method_mtl``).
+Converges to critical points of the main loss: at a fixed point with a positive weight,
+G_main = −c·G_aux would have a negative cosine, a contradiction.
 
     rule = GradCos(num_objectives=2, main=0)
     optimizer.zero_grad()
@@ -25,20 +27,12 @@ a negative cosine, a contradiction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from typing import Any
 
-import torch
 from torch import Tensor
 
-from twcore.autodiff import (
-    accumulate_flat_grad,
-    cosine_to,
-    cosines_from_gram,
-    own_leaves,
-    per_objective_grads,
-    shared_leaves,
-)
-from twcore.contract.weighting import GramSource, WeightedStep, Weighting, split_weighted_backward
+from twcore.autodiff import cosine_to, cosines_from_gram
+from twcore.contract.gram_weighting import GramWeighting
 
 VARIANTS = ("weighted", "unweighted")
 
@@ -75,18 +69,20 @@ def weights_from_gram(gram: Tensor, main_index: int, variant: str) -> tuple[Tens
     return cosines, _weights(cosines, variant)
 
 
-class GradCos(Weighting):
+class GradCos(GramWeighting):
     """Auxiliary gradients on the shared parameters kept only as far as they agree with the
     main objective's (see the module docstring).
+
+    The cosines come from the Gram matrix of the gradients on the shared tensors, however
+    :class:`~twcore.contract.gram_weighting.GramWeighting` gets it (a recorded forward pass,
+    the gradient rows, or a shared representation); each objective's own parameters keep their
+    own gradient.
 
     Args:
         num_objectives: K.
         main: the index of the main objective among the K losses.
         variant: ``weighted`` (max(0, cos) · G_aux) or ``unweighted`` (G_aux when cos > 0).
     """
-
-    compares_gradients = True
-    uses_gram = True
 
     def __init__(self, num_objectives: int, main: int, variant: str = "weighted") -> None:
         super().__init__(num_objectives)
@@ -96,51 +92,7 @@ class GradCos(Weighting):
             raise ValueError(f"variant={variant!r} is not one of {', '.join(VARIANTS)}")
         self.main, self.variant = main, variant
 
-    def backward(
-        self,
-        losses: Tensor,
-        shared: Sequence[Tensor] = (),
-        *,
-        params: Iterable[Tensor] | None = None,
-        gram: GramSource | None = None,
-    ) -> WeightedStep:
-        """Write the GradCos gradient of the shared tensors (default: the parameters two or more
-        losses reach) and every other parameter's own gradient (`params` gives their order;
-        default: every leaf the losses reach; a parameter no loss reaches gets no gradient, as
-        with ``backward``). With `gram` (the Gram matrix of the gradients on `shared`), the
-        cosines come from it and the step is one weighted backward pass."""
-        self.check_losses(losses)
-        shared = list(shared) or shared_leaves(losses)
-        if not shared:
-            raise ValueError("GradCos needs parameters the objectives share; these share none")
-        # In the caller's order; a parameter no loss reaches gets no grad.
-        own = own_leaves(losses, shared, params)
-        if gram is not None:
-            return self._gram_step(losses, gram.gram(losses), shared, own)
-        rows = per_objective_grads(losses, [*shared, *own], retain_graph=False)
-        size = sum(p.numel() for p in shared)
-        combined, cosines, weights = combine_shared_gradients(
-            rows[:, :size], self.main, self.variant
-        )
-        # Own parameters serve one objective each: the sum of the rows is each one's gradient.
-        # Both vectors are fresh, so a missing .grad can be a view of them.
-        accumulate_flat_grad(shared, combined)
-        if own:
-            accumulate_flat_grad(own, rows[:, size:].sum(dim=0))
-        return self._step(cosines, weights, torch.linalg.vector_norm(combined))
-
-    def _gram_step(
-        self, losses: Tensor, gram: Tensor, shared: Sequence[Tensor], own: Sequence[Tensor]
-    ) -> WeightedStep:
-        cosines, weights = weights_from_gram(gram.detach(), self.main, self.variant)
-        split_weighted_backward(losses, weights, shared, own)
-        # ‖Σ_i w_i G_i‖² = wᵀ Gram w
-        norm = (weights @ gram.detach() @ weights).clamp_min(0).sqrt()
-        return self._step(cosines, weights, norm)
-
-    def _step(self, cosines: Tensor, weights: Tensor, norm: Tensor) -> WeightedStep:
-        logs = {
-            "cosine": {i: cosines[i] for i in range(self.num_objectives) if i != self.main},
-            "shared_grad_norm": norm,
-        }
-        return WeightedStep(weights.detach(), logs)
+    def coefficients(self, gram: Tensor, losses: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        cosines, weights = weights_from_gram(gram, self.main, self.variant)
+        auxiliary = {i: cosines[i] for i in range(self.num_objectives) if i != self.main}
+        return weights, {"cosine": auxiliary}
