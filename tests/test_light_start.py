@@ -271,3 +271,19 @@ def test_submodules_stay_attributes_of_a_lazy_package():
     code = "import twcore.contract as c, sys; print(c.errors.__name__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "twcore.contract.errors"
+
+
+def test_plugins_check_exits_1_when_a_class_does_not_import(lazy_method_module, capsys):
+    import argparse
+
+    from twcore.orchestration.cli.listing import plugins
+    from twcore.orchestration.registry import use_registry
+
+    registry = PluginRegistry(autoload=False)
+    registry.add_plugin(_lazy_plugin("broken-one", f"{lazy_method_module}:Missing"), "broken")
+    with use_registry(registry):
+        assert plugins(argparse.Namespace(json=True, check=False)) == 0
+        capsys.readouterr()
+        assert plugins(argparse.Namespace(json=True, check=True)) == 1
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["status"] == "failed" and "does not import" in row["error"]

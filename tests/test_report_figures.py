@@ -244,3 +244,19 @@ def test_figures_name_a_swept_value_with_its_key(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "PLOTS", {"spy": lambda task, groups: seen.append(list(groups))})
     write_report([root], wandb=False)
     assert seen == [[("optim.lr=0.001",), ("optim.lr=0.01",)]]
+
+
+def test_rows_beyond_ten_colours_get_another_marker():
+    from twcore.orchestration.report.plots import series_style
+
+    styles = [tuple(series_style(index).items()) for index in range(20)]
+    assert len(set(styles)) == 20
+    assert series_style(3)["color"] == series_style(13)["color"]
+
+
+def test_a_labelled_sweep_that_varies_the_method_keeps_a_method_column():
+    from twcore.orchestration.report.task_tables import row_keys
+
+    assert row_keys(["method", "seed"], labelled=True) == ["label", "method"]
+    assert row_keys(["seed"], labelled=True) == ["label"]
+    assert row_keys(["seed", "task"]) == ["method"]

@@ -18,7 +18,8 @@ it needs; a test checks this in a fresh interpreter)::
 - losses and metrics with stable names: :mod:`~twcore.contract.losses`,
   :mod:`~twcore.contract.metrics`;
 - per-step weightings, usable in any training loop: :class:`Weighting` (returning a
-  :class:`WeightedStep`), :class:`HeldWeights` for rules holding their weight vector,
+  :class:`WeightedStep`), :class:`LossWeighting` for rules that weight the losses
+  (:class:`HeldWeights` for rules holding their weight vector),
   :func:`weighted_backward`, :class:`GramWeighting` for rules that combine the gradients from
   their Gram matrix (MGDA, PCGrad, CAGrad, ...), and the engine's adapter for them,
   :class:`WeightingMethod` (a weighting plugin implements ``build_rule`` and nothing else);
@@ -86,7 +87,13 @@ if TYPE_CHECKING:  # the real names for editors and type checkers; loaded lazily
     from twcore.contract.stream import BatchStream, TensorBatchStream
     from twcore.contract.task import DecisionLayer, Task, TensorTask, stack_objective_losses
     from twcore.contract.trunk_model import model_from_trunk
-    from twcore.contract.weighting import HeldWeights, WeightedStep, Weighting, weighted_backward
+    from twcore.contract.weighting import (
+        HeldWeights,
+        LossWeighting,
+        WeightedStep,
+        Weighting,
+        weighted_backward,
+    )
     from twcore.contract.weighting_method import WeightingMethod, name_objectives, shared_parameters
 
 __all__ = [
@@ -105,6 +112,7 @@ __all__ = [
     "IncompatiblePairingError",
     "LinePlot",
     "Logger",
+    "LossWeighting",
     "Method",
     "MethodContext",
     "Model",

@@ -135,13 +135,18 @@ class Weighting(ABC):
         """Restore :meth:`state_dict`."""
 
 
-class HeldWeights(Weighting):
-    """A weighting whose weights are a vector it holds, ``self.weights`` [K], set or moved by
-    the rule outside the step (equal weighting's constant, αVIL's between-epoch update): each
-    step accumulates ∇ Σ_k w_k L_k."""
+class LossWeighting(Weighting):
+    """A weighting whose step is ∇ Σ_k w_k L_k with weights w [K] computed from the step's
+    losses (detached): group DRO, uncertainty weighting, DWA, random loss weighting, FAMO, and
+    every rule holding its weights (:class:`HeldWeights`). A subclass implements
+    :meth:`loss_weights`; the check of the losses, the weighted backward pass and the returned
+    step are written here once."""
 
-    linear: ClassVar[bool] = True
-    weights: Tensor
+    @abstractmethod
+    def loss_weights(self, losses: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        """The weights [K] of this step and what the rule measured, from the detached losses
+        [K] (the rule may update its own state here: the backward pass does not depend on it).
+        """
 
     def backward(
         self,
@@ -151,9 +156,21 @@ class HeldWeights(Weighting):
         params: Iterable[Tensor] | None = None,
     ) -> WeightedStep:
         self.check_losses(losses)
-        weights = self.weights.to(losses.detach())
+        weights, logs = self.loss_weights(losses.detach())
         weighted_backward(losses, weights)
-        return WeightedStep(weights.clone())
+        return WeightedStep(weights.detach().to(losses.dtype).clone(), logs)
+
+
+class HeldWeights(LossWeighting):
+    """A weighting whose weights are a vector it holds, ``self.weights`` [K], set or moved by
+    the rule outside the step (equal weighting's constant, αVIL's between-epoch update): each
+    step accumulates ∇ Σ_k w_k L_k."""
+
+    linear: ClassVar[bool] = True
+    weights: Tensor
+
+    def loss_weights(self, losses: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        return self.weights.to(losses), {}
 
 
 def split_weighted_backward(

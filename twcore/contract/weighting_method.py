@@ -63,8 +63,13 @@ class WeightingMethod(Method):
         self._gram_checked = False
         if self.rule.compares_gradients:
             self.shared = shared_parameters(ctx.model, ctx.spec, method=type(self.rule).__name__)
-            wants_gram = getattr(config, "gradients", GRAM) == GRAM
-            if self.rule.uses_gram and wants_gram and GramRecorder.usable():
+            records = (
+                self.rule.uses_gram
+                and getattr(config, "gradients", GRAM) == GRAM
+                and self.compares_parameters()  # fixed before this point: on_features
+                and GramRecorder.usable()
+            )
+            if records:
                 self.recorder = GramRecorder(self.shared, ctx.model)
 
     on_features: bool = False
@@ -81,7 +86,7 @@ class WeightingMethod(Method):
     def _recording(self) -> tuple[AbstractContextManager[Any], GramRecorder | None]:
         """The context the step's forward pass runs in, and the Gram source for the rule."""
         recorder = self.recorder
-        if recorder is None or not self.rule.compares_this_step() or not self.compares_parameters():
+        if recorder is None or not self.rule.compares_this_step():
             return nullcontext(), None
         return recorder, recorder
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from twcore.contract.errors import ConfigError
+from twcore.orchestration.engine.threads import usable_cores
 
 
 @dataclass
@@ -48,7 +48,7 @@ class SweepOptions:
         if self.threads is not None:
             return self.threads
         parallel = 1 if self.backend == "serial" else self.workers
-        return max(1, (os.cpu_count() or 1) // parallel)
+        return max(1, usable_cores() // parallel)
 
 
 @dataclass

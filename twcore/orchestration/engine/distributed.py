@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from twcore.autodiff.data_parallel import ProcessGroup
 from twcore.contract.errors import ConfigError
+from twcore.orchestration.engine.threads import usable_cores
 from twcore.orchestration.tracking.provenance import command_environment
 
 LAUNCHED_VARIABLE = "TWCORE_DATA_PARALLEL"
@@ -174,8 +175,7 @@ def launch_environment(nproc: int) -> dict[str, str]:
     cores ÷ nproc threads each unless OMP_NUM_THREADS is set."""
     env = dict(os.environ)
     env[LAUNCHED_VARIABLE] = "1"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (cores or 1) // nproc)))
+    env.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // nproc)))
     return env
 
 

@@ -16,16 +16,15 @@ so weight flows to whichever objective currently has the largest loss. q starts 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from twcore.contract.weighting import WeightedStep, Weighting, weighted_backward
+from twcore.contract.weighting import LossWeighting
 
 
-class GroupDRO(Weighting):
+class GroupDRO(LossWeighting):
     """Weights q on the simplex, moved towards the objectives with the largest losses.
 
     Args:
@@ -41,19 +40,11 @@ class GroupDRO(Weighting):
         # float64, so that 1/K is as exact as the losses' dtype can hold it.
         self.weights = torch.full((num_objectives,), 1.0 / num_objectives, dtype=torch.float64)
 
-    def backward(
-        self,
-        losses: Tensor,
-        shared: Sequence[Tensor] = (),
-        *,
-        params: Iterable[Tensor] | None = None,
-    ) -> WeightedStep:
-        self.check_losses(losses)
+    def loss_weights(self, losses: Tensor) -> tuple[Tensor, dict[str, Any]]:
         # Sagawa et al. Alg. 1, line 5: q_g ← q_g exp(η ℓ_g), then normalise.
-        logits = self.weights.to(losses.detach()).log() + self.step_size * losses.detach()
+        logits = self.weights.to(losses).log() + self.step_size * losses
         self.weights = torch.softmax(logits, dim=0)
-        weighted_backward(losses, self.weights)
-        return WeightedStep(self.weights.clone())
+        return self.weights, {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"weights": self.weights.clone()}

@@ -17,16 +17,15 @@ steps here (the engine has no epochs of its own; set it to your steps per epoch)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from twcore.contract.weighting import WeightedStep, Weighting, weighted_backward
+from twcore.contract.weighting import LossWeighting
 
 
-class DynamicWeightAverage(Weighting):
+class DynamicWeightAverage(LossWeighting):
     """Weights from the ratio of the last two periods' mean losses (see the module docstring).
 
     Args:
@@ -47,17 +46,9 @@ class DynamicWeightAverage(Weighting):
         self.steps_in_period = 0
         self.weights = torch.ones(num_objectives, dtype=torch.float64)
 
-    def backward(
-        self,
-        losses: Tensor,
-        shared: Sequence[Tensor] = (),
-        *,
-        params: Iterable[Tensor] | None = None,
-    ) -> WeightedStep:
-        self.check_losses(losses)
+    def loss_weights(self, losses: Tensor) -> tuple[Tensor, dict[str, Any]]:
         weights = self.weights.clone()
-        weighted_backward(losses, weights)
-        self.running += losses.detach().to(self.running)
+        self.running += losses.to(self.running)
         self.steps_in_period += 1
         if self.steps_in_period == self.period:
             mean = (self.running / self.period).unsqueeze(0)
@@ -67,7 +58,7 @@ class DynamicWeightAverage(Weighting):
             if self.history.shape[0] == 2:
                 ratios = self.history[1] / self.history[0].clamp_min(1e-300)
                 self.weights = self.num_objectives * torch.softmax(ratios / self.temperature, 0)
-        return WeightedStep(weights.to(losses.dtype))
+        return weights, {}
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -25,20 +25,19 @@ step's losses instead (a different batch) when it calls ``backward`` again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from twcore.contract.weighting import WeightedStep, Weighting, weighted_backward
+from twcore.contract.weighting import LossWeighting
 from twcore_method_mtl.learned import LearnedVector
 
 FLOOR = 1e-8
 """Losses are clamped to at least this before their logarithm (the paper assumes ℓ > 0)."""
 
 
-class FAMO(Weighting):
+class FAMO(LossWeighting):
     """Fast adaptive multitask optimisation (see the module docstring).
 
     Args:
@@ -52,24 +51,15 @@ class FAMO(Weighting):
         self.logits = LearnedVector(torch.zeros(num_objectives), lr, weight_decay)
         self.pending: Tensor | None = None  # the last step's losses, until update()
 
-    def backward(
-        self,
-        losses: Tensor,
-        shared: Sequence[Tensor] = (),
-        *,
-        params: Iterable[Tensor] | None = None,
-    ) -> WeightedStep:
-        self.check_losses(losses)
-        current = losses.detach().to(torch.float64).clamp_min(FLOOR)
+    def loss_weights(self, losses: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        current = losses.to(torch.float64).clamp_min(FLOOR)
         if self.pending is not None:  # update() was not called: the next batch's losses
             self.update(current)
         shares = torch.softmax(self.logits.value, dim=0)
         scale = 1.0 / (shares / current).sum()
-        weights = scale * shares / current
-        weighted_backward(losses, weights)
         self.pending = current
         logs = {"share": {k: shares[k] for k in range(self.num_objectives)}}
-        return WeightedStep(weights.to(losses.dtype), logs)
+        return scale * shares / current, logs
 
     def update(self, losses_after: Tensor) -> None:
         """The logits' step from the losses after the model's step (same batch)."""

@@ -15,16 +15,15 @@ sharp minima. The draws come from the rule's own generator (``seed``), saved wit
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from twcore.contract.weighting import WeightedStep, Weighting, weighted_backward
+from twcore.contract.weighting import LossWeighting
 
 
-class RandomLossWeighting(Weighting):
+class RandomLossWeighting(LossWeighting):
     """Softmax of standard normal draws, every step (see the module docstring).
 
     Args:
@@ -36,18 +35,9 @@ class RandomLossWeighting(Weighting):
         super().__init__(num_objectives)
         self.generator = torch.Generator().manual_seed(seed)
 
-    def backward(
-        self,
-        losses: Tensor,
-        shared: Sequence[Tensor] = (),
-        *,
-        params: Iterable[Tensor] | None = None,
-    ) -> WeightedStep:
-        self.check_losses(losses)
+    def loss_weights(self, losses: Tensor) -> tuple[Tensor, dict[str, Any]]:
         draws = torch.randn(self.num_objectives, generator=self.generator, dtype=torch.float64)
-        weights = torch.softmax(draws, dim=0)
-        weighted_backward(losses, weights)
-        return WeightedStep(weights.to(losses.dtype))
+        return torch.softmax(draws, dim=0), {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

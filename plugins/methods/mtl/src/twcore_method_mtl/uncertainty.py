@@ -22,17 +22,16 @@ defaults to the run's learning rate).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from twcore.contract.weighting import WeightedStep, Weighting, weighted_backward
+from twcore.contract.weighting import LossWeighting
 from twcore_method_mtl.learned import LearnedVector
 
 
-class UncertaintyWeighting(Weighting):
+class UncertaintyWeighting(LossWeighting):
     """Weights e^{−s_k} with learned log-variances s (see the module docstring).
 
     Args:
@@ -44,20 +43,11 @@ class UncertaintyWeighting(Weighting):
         super().__init__(num_objectives)
         self.log_variances = LearnedVector(torch.zeros(num_objectives), lr)
 
-    def backward(
-        self,
-        losses: Tensor,
-        shared: Sequence[Tensor] = (),
-        *,
-        params: Iterable[Tensor] | None = None,
-    ) -> WeightedStep:
-        self.check_losses(losses)
+    def loss_weights(self, losses: Tensor) -> tuple[Tensor, dict[str, Any]]:
         log_variances = self.log_variances.value
         weights = (-log_variances).exp()
-        weighted_backward(losses, weights)
-        self.log_variances.step(0.5 - weights * losses.detach().to(weights))
-        logs = {"log_variance": {k: log_variances[k] for k in range(self.num_objectives)}}
-        return WeightedStep(weights.to(losses.dtype), logs)
+        self.log_variances.step(0.5 - weights * losses.to(weights))
+        return weights, {"log_variance": {k: log_variances[k] for k in range(self.num_objectives)}}
 
     def state_dict(self) -> dict[str, Any]:
         return {"log_variances": self.log_variances.state_dict()}
