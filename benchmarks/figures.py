@@ -11,6 +11,11 @@ machine (their timings go into the tables). The list below is the single record 
 command makes which committed figure; ``tests/test_report_figures.py`` fails when a committed
 figure is missing from it, so a new figure comes with the command that makes it.
 
+The reproduction jobs run their grids into ``runs/reproduction/GRID`` and write each plugin's
+``docs/`` (report and claims ledger); ``claims-ledger`` then writes the ledger of every grid
+there into ``benchmarks/reproduction/`` (run it after the others; it runs nothing itself), and
+``ldro-points-paths`` draws from the ``ldro`` job's runs.
+
 Minutes are wall time on the 2-core development machine. ``cartpole-200k`` (the paper's
 budget) is the long one; leave it out with ``--skip cartpole-200k``.
 """
@@ -28,7 +33,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
-QUICK_RUNS = "runs/reproduce-quick"
 
 
 @dataclass(frozen=True)
@@ -40,92 +44,120 @@ class FigureJob:
         command: the command, run from the repository root.
         figures: the committed figures it re-creates (paths from the repository root).
         minutes: its wall time on 2 cores, as measured.
-        copy: ``(from, to)``: a directory whose report files (figures, report.md and
-            report.json) replace those under ``to`` afterwards (for a report written next to
-            its runs); ``from`` is removed first, so every run is made afresh.
+        clean: directories removed first, so that every run is made afresh (a reproduction's
+            grid directories).
+        report_dir: the directory its report goes to, whose report files (figures,
+            :data:`REPORT_FILES`) are removed first so that none is stale.
     """
 
     name: str
     command: tuple[str, ...]
     figures: tuple[str, ...]
     minutes: float
-    copy: tuple[str, str] | None = None
+    clean: tuple[str, ...] = ()
+    report_dir: str | None = None
 
 
 PY = sys.executable
+RUNS = "runs/reproduction"
+"""Where every full reproduction job runs its grids (each into its own ``GRID/``), so that the
+claims ledger of them all is one ``--report-only`` over this directory (the last job)."""
+QUICK_RUNS = "runs/reproduce-quick"
+"""The quick reproduction's runs (quick and full runs of a grid do not mix)."""
+
+
+def reproduction(
+    name: str,
+    grids: tuple[str, ...],
+    docs: str,
+    figures: tuple[str, ...],
+    minutes: float,
+    *,
+    quick: bool = False,
+) -> FigureJob:
+    """The job that runs `grids` with ``twcore reproduce`` (local backend, 2 workers) into
+    :data:`RUNS` (:data:`QUICK_RUNS` for `quick`) and writes their report and claims ledger
+    into `docs`: the one command behind a plugin's ``docs/``."""
+    runs = QUICK_RUNS if quick else RUNS
+    command = (
+        PY, "-m", "twcore", "reproduce", *(("--quick",) if quick else ()),
+        *(("--only", *grids) if grids else ()), "--backend", "local", "--workers", "2",
+        "--out", runs, "--report-dir", docs,
+    )  # fmt: skip
+    clean = (runs,) if not grids else tuple(f"{runs}/{grid}" for grid in grids)
+    return FigureJob(name, command, tuple(f"{docs}/{f}.png" for f in figures), minutes, clean, docs)
+
+
+AUXILIARY_FIGURES = tuple(
+    f"{task}_{kind}"
+    for task in ("mnist-aux", "multimnist")
+    for kind in ("curve", "main", "weights")
+)
 JOBS = (
-    FigureJob(
-        "reproduce-quick",
-        (PY, "-m", "twcore", "reproduce", "--quick", "--backend", "local", "--workers", "2",
-         "--out", QUICK_RUNS),
-        tuple(
-            f"benchmarks/reproduction_quick/{name}.png"
-            for name in (
-                "cubic-topk_curve", "digits_curve", "gridworld-aux_curve", "gridworld-aux_main",
-                "gridworld-aux_weights", "ldro-points_average_vs_worst", "ldro-points_curve",
-                "ldro-points_weights", "mnist-aux_curve", "mnist-aux_main", "mnist-aux_weights",
-            )
-        ),
-        1.0,
-        copy=(QUICK_RUNS, "benchmarks/reproduction_quick"),
+    reproduction(
+        "reproduce-quick", (), "benchmarks/reproduction_quick",
+        ("cartpole-distractors_curve", "cubic-topk_curve", "digits_curve", "gridworld-aux_curve",
+         "gridworld-aux_main", "gridworld-aux_weights", "ldro-points_average_vs_worst",
+         "ldro-points_curve", "ldro-points_weights", "mnist-aux_curve", "mnist-aux_main",
+         "mnist-aux_weights", "mnist-multitask_average_vs_worst", "mnist-multitask_weights",
+         "multimnist_main", "multimnist_weights"),
+        2.6, quick=True,
     ),
-    FigureJob(
-        "dfl-losses",
-        (PY, "-m", "twcore", "reproduce", "--only", "dfl-losses", "--backend", "local",
-         "--workers", "2", "--out", "runs/dfl-losses"),
-        ("plugins/methods/dfl/docs/knapsack_curve.png",
-         "plugins/methods/dfl/docs/shortest-path_curve.png"),
-        5.4,
-        copy=("runs/dfl-losses", "plugins/methods/dfl/docs"),
+    reproduction(
+        "dfl-losses", ("dfl-losses",), "plugins/methods/dfl/docs",
+        ("knapsack_curve", "shortest-path_curve"), 5.4,
     ),
-    FigureJob(
-        "dfl-losses-lodl",
-        (PY, "-m", "twcore", "reproduce", "--only", "dfl-losses-lodl", "--backend", "local",
-         "--workers", "2", "--out", "runs/dfl-losses-lodl"),
-        ("plugins/methods/dfl/docs/lodl/cubic-topk_curve.png",
-         "plugins/methods/dfl/docs/lodl/portfolio_curve.png",
-         "plugins/methods/dfl/docs/lodl/budget-allocation_curve.png"),
-        25.0,
-        copy=("runs/dfl-losses-lodl", "plugins/methods/dfl/docs/lodl"),
+    reproduction(
+        "dfl-losses-lodl", ("dfl-losses-lodl",), "plugins/methods/dfl/docs/lodl",
+        ("cubic-topk_curve", "portfolio_curve", "budget-allocation_curve"), 25.0,
     ),
-    FigureJob(
-        "mtl-weightings",
-        (PY, "-m", "twcore", "reproduce", "--only", "mtl-weightings",
-         "--out", "runs/mtl-weightings"),
-        tuple(
-            f"plugins/methods/mtl/docs/{name}.png"
-            for name in (
-                "mnist-multitask_curve", "mnist-multitask_average_vs_worst",
-                "mnist-multitask_weights", "multimnist_curve", "multimnist_main",
-                "multimnist_weights",
-            )
-        ),
+    reproduction(
+        "mtl-weightings", ("mtl-weightings",), "plugins/methods/mtl/docs",
+        ("mnist-multitask_curve", "mnist-multitask_average_vs_worst", "mnist-multitask_weights",
+         "multimnist_curve", "multimnist_main", "multimnist_weights"),
         18.0,
-        copy=("runs/mtl-weightings", "plugins/methods/mtl/docs"),
+    ),
+    reproduction(
+        "gradcos-auxiliary", ("gradcos-auxiliary",), "plugins/methods/gradcos/docs",
+        AUXILIARY_FIGURES, 3.7,
+    ),
+    reproduction(
+        "alphavil-auxiliary", ("alphavil-auxiliary",), "plugins/methods/alphavil/docs",
+        AUXILIARY_FIGURES, 2.6,
+    ),
+    reproduction(
+        "adalfl-base-loss", ("adalfl-base-loss",), "plugins/methods/adalfl/docs",
+        ("diabetes_curve", "digits_curve", "mnist_curve"), 9.0,
+    ),
+    reproduction(
+        "ldro", ("ldro-points", "ldro-mnist"), "plugins/methods/ldro/docs",
+        ("ldro-points_average_vs_worst", "ldro-points_curve", "ldro-points_weights",
+         "mnist-multitask_average_vs_worst", "mnist-multitask_curve", "mnist-multitask_weights"),
+        6.5,
     ),
     FigureJob(
-        "rl-returns",
-        (PY, "plugins/tasks/rl/benchmarks/reproduce.py"),
-        ("plugins/tasks/rl/docs/returns.png",),
-        2.0,
+        "ldro-points-paths",
+        (PY, "plugins/tasks/synthetic/benchmarks/plot_ldro_points.py",
+         *(f"{RUNS}/ldro-points/sweep-{i}/seed-0" for i in range(3)),
+         "--out", "plugins/methods/ldro/docs/diagnostics/points_paths.png"),
+        ("plugins/methods/ldro/docs/diagnostics/points_paths.png",),
+        0.1,
+    ),
+    reproduction(
+        "gridworld-auxiliary", ("gridworld-auxiliary",), "plugins/tasks/rl/docs/gridworld",
+        ("gridworld-aux_curve", "gridworld-aux_main", "gridworld-aux_weights"), 3.4,
+    ),
+    reproduction(
+        "taskmet-decision", ("taskmet-decision",), "plugins/methods/taskmet/docs",
+        ("budget-allocation_curve", "cubic-topk_curve", "portfolio_curve"), 16.6,
     ),
     FigureJob(
-        "gradcos-alphavil-weights",
-        (PY, "plugins/methods/gradcos/benchmarks/reproduce.py"),
-        ("plugins/methods/gradcos/docs/weights.png", "plugins/methods/alphavil/docs/weights.png"),
-        2.5,
-    ),
-    FigureJob(
-        "adalfl-loss-curves",
-        (PY, "plugins/methods/adalfl/benchmarks/reproduce.py"),
-        ("plugins/methods/adalfl/docs/loss_curves.png",),
-        7.6,
-    ),
-    FigureJob(
-        "ldro-points-mnist",
-        (PY, "plugins/methods/ldro/benchmarks/reproduce.py"),
-        ("plugins/methods/ldro/docs/points.png", "plugins/methods/ldro/docs/mnist.png"),
-        5.4,
+        "claims-ledger",
+        (PY, "-m", "twcore", "reproduce", "--report-only", "--no-plots", "--out", RUNS,
+         "--report-dir", "benchmarks/reproduction"),
+        (),
+        0.2,
+        report_dir="benchmarks/reproduction",
     ),
     FigureJob(
         "cartpole",
@@ -156,7 +188,9 @@ def committed_figures(root: Path = ROOT) -> list[str]:
     return sorted(listed)
 
 
-REPORT_FILES = ("report.md", "report.json", "workspace.md")
+REPORT_FILES = (
+    "report.md", "report.json", "workspace.md", "workspace.json", "CLAIMS.md", "claims.json",
+)  # fmt: skip
 """What a copied report consists of, besides its figures."""
 
 
@@ -164,25 +198,22 @@ def is_report_file(path: Path) -> bool:
     return path.is_file() and (path.suffix in FIGURE_SUFFIXES or path.name in REPORT_FILES)
 
 
-def copy_report(source: Path, target: Path) -> None:
-    """Replace the report files (figures, :data:`REPORT_FILES`) under `target` with
-    `source`'s, leaving anything else there (a README) alone."""
-    target.mkdir(parents=True, exist_ok=True)
-    for old in filter(is_report_file, target.iterdir()):
+def remove_report(directory: Path) -> None:
+    """Remove the report files (figures, :data:`REPORT_FILES`) under `directory`, leaving
+    anything else there (a README) alone."""
+    for old in filter(is_report_file, directory.iterdir() if directory.is_dir() else ()):
         old.unlink()
-    for new in filter(is_report_file, source.iterdir()):
-        shutil.copy2(new, target / new.name)
 
 
 def run_job(job: FigureJob) -> tuple[float, list[str]]:
     """Run one job; its wall minutes and the figures it should have written but did not."""
-    if job.copy is not None:
-        shutil.rmtree(ROOT / job.copy[0], ignore_errors=True)
+    for directory in job.clean:
+        shutil.rmtree(ROOT / directory, ignore_errors=True)
+    if job.report_dir is not None:
+        remove_report(ROOT / job.report_dir)
     started = time.time()
     env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
     subprocess.run(job.command, cwd=ROOT, env=env, check=True)
-    if job.copy is not None:
-        copy_report(ROOT / job.copy[0], ROOT / job.copy[1])
     missing = [
         f
         for f in job.figures

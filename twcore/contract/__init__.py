@@ -27,7 +27,8 @@ it needs; a test checks this in a fresh interpreter)::
   a model's activation and dropout options: :func:`activation_option`,
   :func:`dropout_option`, :func:`make_activation`;
 - logging values: :class:`Image`, :class:`LinePlot`;
-- reproduction grids: :class:`ReproductionGrid`, :func:`as_arguments`;
+- reproduction grids: :class:`ReproductionGrid`, the claims they test (:class:`Claim`),
+  :func:`as_arguments`;
 - errors a plugin may raise for bad input: :class:`ConfigError` and the others in
   :mod:`~twcore.contract.errors`.
 
@@ -53,7 +54,7 @@ if TYPE_CHECKING:  # the real names for editors and type checkers; loaded lazily
         UsageError,
     )
     from twcore.contract.gram_weighting import GramWeighting
-    from twcore.contract.grids import ReproductionGrid, as_arguments
+    from twcore.contract.grids import Claim, ReproductionGrid, as_arguments
     from twcore.contract.hookspecs import hookimpl
     from twcore.contract.losses import (
         base_loss,
@@ -102,6 +103,7 @@ __all__ = [
     "Batch",
     "BatchStream",
     "Capability",
+    "Claim",
     "ConfigError",
     "DecisionLayer",
     "Direction",

@@ -23,7 +23,7 @@ from twcore.orchestration.engine.threads import pinned_threads
 from twcore.orchestration.engine.trainer import RunResult
 from twcore.orchestration.registry import PluginRegistry, get_registry
 from twcore.orchestration.report.table import Table
-from twcore.orchestration.reproduction import installed_grids, run_reproduction
+from twcore.orchestration.reproduction import installed_grids, missing_plugins, run_reproduction
 from twcore.orchestration.sweep import SweepResult, run_sweep
 
 COMPARE_SEEDS = "0,1,2"
@@ -122,23 +122,37 @@ def sweep_options(options: argparse.Namespace) -> SweepOptions:
 
 
 def reproduce(options: argparse.Namespace) -> int:
-    """``twcore reproduce [--quick] [--only GRID ...] [--list] [backend flags] [key=value ...]``"""
+    """``twcore reproduce [--quick] [--only GRID ...] [--list] [--out DIR] [--report-dir DIR]
+    [--report-only] [backend flags] [key=value ...]``"""
     registry = get_registry()
     warn_failed_plugins(registry)
     if options.list:
         for grid in installed_grids(registry):
-            print(f"{grid.name}: {grid.description}")
+            why = missing_plugins(grid, registry)
+            print(f"{grid.name}: {grid.description}" + (f" [skipped: {why}]" if why else ""))
+            plugins = "; ".join(f"{k}: {', '.join(v)}" for k, v in grid.plugins().items())
+            print(f"  plugins: {plugins}")
+            for claim in grid.claims:
+                print(f"  claim: {claim.text}")
         return 0
     done = run_reproduction(
         quick=options.quick,
         only=options.only,
         out_dir=options.out,
+        report_dir=options.report_dir,
         options=sweep_options(options),
         registry=registry,
         extra=options.overrides,
+        run=not options.report_only,
+        plots=not options.no_plots,
     )
     failed = sum(len(s.failed) for s in done.sweeps)
-    print(f"reproduction written to {done.report.path} in {done.seconds / 60:.1f} min")
+    took = f" in {done.seconds / 60:.1f} min" if done.seconds is not None else ""
+    counts = ", ".join(f"{n} {verdict}" for verdict, n in done.ledger.counts().items() if n)
+    where = done.report.path if done.report is not None else "(no report: no run completed)"
+    print(f"reproduction written to {where}{took}; claims: {counts or 'none'}")
+    if done.report is None:
+        return 1
     if any(s.interrupted for s in done.sweeps):
         return 130
     return 1 if failed else 0

@@ -228,14 +228,32 @@ def _add_reproduce(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     reproduce = sub.add_parser(
         "reproduce",
         parents=[common],
-        help="run every installed plugin's paper-reproduction grids, one report",
-        description="Each method plugin contributes its grids; --quick runs the small "
-        "versions (under 10 minutes on 2 cores). Extra key=value settings apply to every run.",
+        help="run every installed plugin's paper-reproduction grids: one report, one claims ledger",
+        description="Each plugin contributes its grids and the claims they test; --quick runs "
+        "the small versions (under 5 minutes on 2 cores). The report and the claims ledger "
+        "(CLAIMS.md, claims.json) are written next to the runs or into --report-dir. A grid "
+        "whose plugins are not installed is skipped with its reason. Extra key=value settings "
+        "apply to every run.",
     )
     reproduce.add_argument("--quick", action="store_true", help="the small version of each grid")
     reproduce.add_argument("--only", nargs="*", default=[], metavar="GRID", help="grids to run")
-    reproduce.add_argument("--list", action="store_true", help="list the installed grids")
-    reproduce.add_argument("--out", default=None, help="output directory")
+    reproduce.add_argument(
+        "--list", action="store_true", help="list the installed grids, their claims and plugins"
+    )
+    reproduce.add_argument("--out", default=None, help="directory of the runs")
+    reproduce.add_argument(
+        "--report-dir",
+        default=None,
+        help="where the report and the claims ledger go (default: --out)",
+    )
+    reproduce.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: report and decide the claims from the runs already in --out",
+    )
+    reproduce.add_argument(
+        "--no-plots", action="store_true", help="the report's tables without figures"
+    )
     reproduce.add_argument("overrides", nargs="*", metavar="key=value")
     _add_backend_arguments(reproduce)
     reproduce.set_defaults(handler=_command("commands", "reproduce"))

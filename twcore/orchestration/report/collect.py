@@ -60,8 +60,22 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[RunRecord], list[str]]:
 
     Uses the sweep's ``results.json`` when there is one (it records what each trial swept), and
     otherwise every ``*/summary.json`` below the directory (``*/*/summary.json`` in a ``twcore
-    tune`` directory, marked by its ``tune.yaml``).
+    tune`` directory, marked by its ``tune.yaml``). UsageError if it holds no completed run.
     """
+    records = read_runs(sweep_dir)
+    if not records:
+        raise UsageError(f"{sweep_dir} holds no completed run (no */summary.json)")
+    keys: list[str] = []
+    for record in records:
+        keys.extend(k for k in record.swept if k not in keys)
+    keys.extend(k for k in differing_keys(records) if k not in keys)
+    return records, keys
+
+
+def read_runs(sweep_dir: str | Path, *, completed: bool = True) -> list[RunRecord]:
+    """The runs under `sweep_dir` (see :func:`collect_runs`): those that completed, or with
+    `completed` False every run with a readable ``summary.json`` (diverged, failed and
+    interrupted ones too). UsageError if `sweep_dir` is not a directory."""
     root = Path(sweep_dir)
     if not root.is_dir():
         raise UsageError(f"{sweep_dir} is not a directory; give a sweep directory")
@@ -73,23 +87,16 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[RunRecord], list[str]]:
     records = []
     # A sweep's runs are its subdirectories; a tune's one level further (trial-N/seed-S).
     pattern = "*/*/summary.json" if (root / TUNE_FILE).exists() else "*/summary.json"
-    summaries = sorted(root.glob(pattern))
-    for summary_path in summaries:
+    for summary_path in sorted(root.glob(pattern)):
         try:
             summary = json.loads(summary_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if not finished(summary.get("status")):
+        if completed and not finished(summary.get("status")):
             continue
         run_dir = summary_path.parent.resolve()
         records.append(RunRecord(run_dir, summary, swept_by_dir.get(run_dir, {})))
-    if not records:
-        raise UsageError(f"{sweep_dir} holds no completed run (no */summary.json)")
-    keys: list[str] = []
-    for record in records:
-        keys.extend(k for k in record.swept if k not in keys)
-    keys.extend(k for k in differing_keys(records) if k not in keys)
-    return records, keys
+    return records
 
 
 NOT_CONFIGURATION = (

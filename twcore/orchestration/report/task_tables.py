@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 
-from twcore.orchestration.report.collect import RunRecord
+from twcore.orchestration.report.collect import RunRecord, differing_keys
 from twcore.orchestration.report.table import Table, summary_metrics
 
 NOT_ROWS = ("seed", "task")
@@ -30,6 +31,21 @@ def figure_label(keys: Sequence[str], row: tuple[str, ...]) -> tuple[str, ...]:
         value if key in NAMED_BY_VALUE else f"{key}={value}"
         for key, value in zip(keys, row, strict=True)
     )
+
+
+def keys_merged_in_rows(records: Sequence[RunRecord], swept: Sequence[str]) -> list[str]:
+    """Config keys whose values differ between runs that would share a row (the same task and
+    row label): runs of different sweeps, each of which held the key fixed at its own value
+    (one grid's ``task.extra_dims=60`` beside another's default). As row keys they keep those
+    configurations apart."""
+    keys = row_keys(swept, labelled=is_labelled(records))
+    rows: dict[tuple[str, tuple[str, ...]], list[RunRecord]] = defaultdict(list)
+    for record in records:
+        rows[(record.task, record.label(keys))].append(record)
+    found: list[str] = []
+    for runs in rows.values():
+        found.extend(k for k in differing_keys(runs) if k not in (*NOT_ROWS, *found))
+    return found
 
 
 def is_labelled(records: Sequence[RunRecord]) -> bool:

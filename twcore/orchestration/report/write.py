@@ -17,6 +17,7 @@ from twcore.orchestration.report.table import REPORT_RUN_COLUMNS, Table
 from twcore.orchestration.report.task_tables import (
     figure_label,
     is_labelled,
+    keys_merged_in_rows,
     report_tables,
     row_keys,
 )
@@ -44,13 +45,16 @@ def write_report(
     wandb: bool = True,
     style: FigureStyle | None = None,
     plots: bool = True,
+    wandb_dir: str | Path | None = None,
 ) -> Report:
     """Aggregate the completed runs of `sweep_dirs` into ``report.md``, ``report.json``,
     the W&B workspace definition (``workspace.md``/``workspace.json``) and figures
     (:mod:`~twcore.orchestration.report.plots`, in `style`'s formats and dpi) in
     `out_dir` (default: the first sweep directory), and log them to a W&B summary run (offline
     unless ``WANDB_MODE`` says otherwise; a W&B failure is a warning, the files are written
-    anyway). `plots`: False writes no figures (and imports no matplotlib)."""
+    anyway). `plots`: False writes no figures (and imports no matplotlib). `wandb_dir`: where
+    that W&B run's files go (default `out_dir`; ``twcore reproduce`` keeps them with the runs
+    when the report goes into a documentation folder)."""
     style = style or FigureStyle()
     records: list[RunRecord] = []
     swept: list[str] = []
@@ -58,6 +62,7 @@ def write_report(
         found, keys = collect_runs(sweep_dir)
         records.extend(found)
         swept.extend(k for k in keys if k not in swept)
+    swept.extend(k for k in keys_merged_in_rows(records, swept) if k not in swept)
     out = Path(out_dir) if out_dir is not None else Path(sweep_dirs[0])
     out.mkdir(parents=True, exist_ok=True)
     tables = report_tables(records, swept, extra_metrics=REPORT_RUN_COLUMNS)
@@ -96,12 +101,14 @@ def write_report(
     (out / "workspace.json").write_text(json.dumps(layout, indent=2), encoding="utf-8")
     report = Report(path, tables, images)
     if wandb:
-        report.wandb_run = _log_to_wandb(report, records, out, png="png" in style.formats)
+        report.wandb_run = _log_to_wandb(
+            report, records, out, Path(wandb_dir or out), png="png" in style.formats
+        )
     return report
 
 
 def _log_to_wandb(
-    report: Report, records: Sequence[RunRecord], out: Path, *, png: bool
+    report: Report, records: Sequence[RunRecord], out: Path, run_dir: Path, *, png: bool
 ) -> str | None:
     """A W&B run (job type ``report``) with the tables and images, in the W&B project,
     entity, group and mode of the (first) sweep's runs."""
@@ -122,7 +129,7 @@ def _log_to_wandb(
                 job_type="report",
                 name=f"report-{out.name}",
             ),
-            run_dir=out,
+            run_dir=run_dir,
             resolved_config={"runs": [str(r.run_dir) for r in records]},
             run_name=f"report-{out.name}",
         )

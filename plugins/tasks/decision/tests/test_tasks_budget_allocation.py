@@ -63,6 +63,25 @@ def test_data_shapes_ranges_and_seed():
     assert not torch.equal(other, task.split("train").inputs)
 
 
+def test_extra_dimensions_dilute_the_features_and_leave_reach_and_weights_alone():
+    """LODL's random extra features: the same instances, features of unit variance from which
+    a least-squares fit explains less and less of the reach as dimensions are added."""
+
+    def explained(features: torch.Tensor, reach: torch.Tensor) -> float:
+        inputs = torch.cat([features.reshape(-1, 8), torch.ones(reach.numel(), 1)], 1).double()
+        target = reach.reshape(-1, 1).double()
+        residual = target - inputs @ torch.linalg.lstsq(inputs, target).solution
+        return 1 - float(residual.var() / target.var())
+
+    plain, diluted = _task().split("test"), _task(extra_dims=60).split("test")
+    assert torch.equal(plain.targets["y"], diluted.targets["y"])
+    assert torch.equal(plain.context["target_weights"], diluted.context["target_weights"])
+    assert 0.8 < float(diluted.inputs.var(dim=(0, 1)).mean()) < 1.25
+    # The signal's share of a feature's variance is L / (L + E) = 4 / 64.
+    assert explained(plain.inputs, plain.targets["y"]) > 0.5
+    assert explained(diluted.inputs, diluted.targets["y"]) < 0.15
+
+
 def _numpy_gradient(z: np.ndarray, reach: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """∂obj/∂z_i = Σ_j w_j Y_ij Π_{k≠i} (1 − z_k Y_kj), in closed form [B, m]."""
     missed = 1.0 - z[:, :, None] * reach  # [B, m, n]

@@ -101,6 +101,78 @@ def test_multitask_labels_are_positions_in_each_subset_and_masks_are_right():
         assert task.spec.heads[k].size == len(subset)
 
 
+def test_label_noise_and_a_rare_class_change_only_the_chosen_tasks_training_labels():
+    sizes = {"train_size": 3000, "val_size": 100, "test_size": 100}
+    clean = _task("mnist-multitask", num_tasks=4, **sizes)
+    noise, keep = [0.0, 0.4, 0.0, 0.0], [1.0, 1.0, 0.1, 1.0]
+    hard = _task(
+        "mnist-multitask", num_tasks=4, label_noise=noise, rare_class_fraction=keep, **sizes
+    )
+    for split in ("val", "test"):  # evaluation stays clean
+        for k in range(4):
+            assert torch.equal(
+                hard.split(split).targets[f"task{k}"], clean.split(split).targets[f"task{k}"]
+            )
+    before = {k: clean.split("train").targets[f"task{k}"] for k in range(4)}
+    after = {k: hard.split("train").targets[f"task{k}"] for k in range(4)}
+    assert torch.equal(before[0], after[0]) and torch.equal(before[3], after[3])
+    # Task 1: the same members; about 40 % redrawn uniformly over 5 classes, so about 32 % differ.
+    assert torch.equal(before[1] >= 0, after[1] >= 0)
+    changed = (before[1] != after[1])[before[1] >= 0].float().mean().item()
+    assert 0.27 < changed < 0.37
+    assert set(after[1][after[1] >= 0].tolist()) == set(range(5))
+    # Task 2: its last digit keeps about 10 % of its labels; every other label is untouched.
+    last = len(DEFAULT_SUBSETS[2]) - 1
+    rare_before, rare_after = (before[2] == last).sum().item(), (after[2] == last).sum().item()
+    assert 0.05 < rare_after / rare_before < 0.15
+    others = before[2] != last
+    assert torch.equal(before[2][others], after[2][others])
+    assert torch.equal(
+        after[2][~others & (after[2] != last)],
+        torch.full_like(after[2][~others & (after[2] != last)], -1),
+    )
+    # The loss's p_t follows the thinned membership.
+    assert hard.train_fraction[2] < clean.train_fraction[2]
+
+
+def test_label_noise_and_rare_class_options_name_the_bad_key():
+    with pytest.raises(ConfigError, match="label_noise has 1 entries but num_tasks=2"):
+        _task("mnist-multitask", num_tasks=2, label_noise=[0.1], **SMALL)
+    with pytest.raises(
+        ConfigError, match=r"rare_class_fraction has 0.0; give fractions in \(0, 1\]"
+    ):
+        _task("mnist-multitask", num_tasks=2, rare_class_fraction=[0.0, 1.0], **SMALL)
+
+
+def test_scarce_main_labels_keep_every_auxiliary_label_and_an_unbiased_main_loss():
+    sizes = {"train_size": 600, "val_size": 100, "test_size": 100}
+    full = _task("mnist-aux", **sizes)
+    scarce = _task("mnist-aux", main_labels=60, **sizes)
+    train, full_train = scarce.split("train"), full.split("train")
+    kept = train.targets["digit"] >= 0
+    assert int(kept.sum()) == 60
+    assert torch.equal(train.targets["digit"][kept], full_train.targets["digit"][kept])
+    for auxiliary in ("helpful", "unrelated", "harmful"):
+        assert torch.equal(train.targets[auxiliary], full_train.targets[auxiliary])
+    for split in ("val", "test"):
+        assert torch.equal(scarce.split(split).targets["digit"], full.split(split).targets["digit"])
+    assert scarce.spec.objectives[0].kind == "custom"
+    # The main loss: the labelled images' cross-entropy over the fraction labelled, so its mean
+    # over the training set is the mean cross-entropy of the labelled images.
+    logits = torch.randn(600, 10, generator=torch.Generator().manual_seed(0))
+    loss = scarce.objective_loss(scarce.spec.objectives[0], {"digit": logits}, train)
+    assert torch.all(loss[~kept] == 0)
+    labelled = torch.nn.functional.cross_entropy(logits[kept], train.targets["digit"][kept])
+    assert loss.mean().item() == pytest.approx(labelled.item(), rel=1e-6)
+    # Evaluation reports the main accuracy (same computation as the fully labelled task).
+    model = _harness("mnist-aux", **{f"task.{k}": v for k, v in sizes.items()}).components.model
+    assert scarce.evaluate(model, "test", device=torch.device("cpu"), batch_size=64) == (
+        pytest.approx(full.evaluate(model, "test", device=torch.device("cpu"), batch_size=64))
+    )
+    with pytest.raises(ConfigError, match="main_labels=700 exceeds train_size=600"):
+        _task("mnist-aux", main_labels=700, **sizes)
+
+
 def test_multitask_loss_is_an_unbiased_estimate_of_each_tasks_own_loss():
     harness = _harness("mnist-multitask", **{f"task.{k}": v for k, v in SMALL.items()})
     task, model = harness.components.task, harness.components.model

@@ -10,6 +10,7 @@ def twcore_register_methods(register: RegisterMethod) -> None:
 
 @hookimpl
 def twcore_reproduction_grids(register: RegisterGrid) -> None:
-    from twcore_method_ldro.grids import reproduction_grid
+    from twcore_method_ldro.grids import reproduction_grids
 
-    register(reproduction_grid())
+    for grid in reproduction_grids():
+        register(grid)

@@ -10,6 +10,7 @@ def twcore_register_methods(register: RegisterMethod) -> None:
 
 @hookimpl
 def twcore_reproduction_grids(register: RegisterGrid) -> None:
-    from twcore_method_taskmet.grids import reproduction_grid
+    from twcore_method_taskmet.grids import cartpole_grid, reproduction_grid
 
     register(reproduction_grid())
+    register(cartpole_grid())

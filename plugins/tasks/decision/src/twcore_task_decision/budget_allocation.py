@@ -51,6 +51,12 @@ class BudgetAllocationConfig:
         4, ge=1, help="latent dimension of an item (reach and features depend on it)"
     )
     feature_noise: float = option(0.1, ge=0, help="noise σ added to the features")
+    extra_dims: int = option(
+        0,
+        ge=0,
+        help="LODL's random extra features: latent dimensions per item mixed into its features "
+        "but not into its reach (0: none)",
+    )
     train_size: int = option(200, ge=1, help="training instances")
     val_size: int = option(200, ge=1, help="validation instances")
     test_size: int = option(400, ge=1, help="test instances")
@@ -87,6 +93,7 @@ class BudgetAllocation(DecisionTask):
             c.latent_dim,
             c.feature_noise,
             generator,
+            extra_dims=c.extra_dims,
         )
         instances = Batch(inputs=features, targets={HEAD: reach}, context={WEIGHTS: weights})
         return cut_splits(sizes, instances)

@@ -129,6 +129,7 @@ def budget_instances(
     latent_dim: int,
     feature_noise: float,
     generator: torch.Generator,
+    extra_dims: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Budget-allocation instances: reach probabilities, item features and target weights.
 
@@ -137,6 +138,12 @@ def budget_instances(
     a tenth of the items above 0.9), and its features are a
     noisy linear view x = u A + σ ε with a fixed random A [L, F]. A model must undo the mixing and
     learn the nonlinearity. Target weights w_j ~ U[0.5, 1.5] per instance.
+
+    `extra_dims` > 0 adds LODL's random extra features: each item also has r ~ N(0, I_E), mixed
+    into its features by a fixed random B [E, F] but not into its reach, x = √(L/(L+E)) u A +
+    r B / √(L+E) + σ ε, so a feature keeps unit variance of which only the fraction L/(L+E)
+    says anything about the reach (as LODL mixes its targets with 500 random ones through one
+    random linear layer). The draws for ``extra_dims = 0`` are the same as without the option.
 
     Returns:
         features [N, m·n, F] (items in channel-major order: item i·n + j), reach [N, m·n] in
@@ -152,6 +159,12 @@ def budget_instances(
     noise = torch.randn(num_instances, items, num_features, generator=generator)
     features = latent @ mixing + feature_noise * noise
     weights = 0.5 + torch.rand(num_instances, num_targets, generator=generator)
+    if extra_dims:
+        dims = latent_dim + extra_dims
+        extra_mixing = torch.randn(extra_dims, num_features, generator=generator)
+        extra = torch.randn(num_instances, items, extra_dims, generator=generator)
+        signal = math.sqrt(latent_dim / dims) * (latent @ mixing)
+        features = signal + extra @ (extra_mixing / math.sqrt(dims)) + feature_noise * noise
     return features, reach, weights
 
 

@@ -10,6 +10,15 @@ Evaluation counts only each task's own images.
 The default subsets mix easy tasks (digits that look different), hard tasks (confusable digits:
 3/5/8, 4/9/7, 1/7), overlapping tasks (4 of 5 digits shared) and exact duplicates (redundant
 tasks, which bias the average metric — the case L-DRO's worst-case view is about).
+
+Two options make chosen tasks harder in training only (validation and test stay clean):
+``label_noise`` replaces a fraction of a task's training labels with a uniformly random class
+of its subset (a task whose loss cannot fall to zero: the case where a worst-case weighting
+that chases the current loss over-weights a task it cannot help), and ``rare_class_fraction``
+keeps a task's labels for only that fraction of the training images of its subset's last
+digit (a class-imbalanced task whose rare class its test accuracy still counts in full). On a
+task with both, the noise draws from the labels left after thinning, so a few noisy labels
+land on the rare class.
 """
 
 from __future__ import annotations
@@ -22,10 +31,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from twcore.contract.batch import Batch
-from twcore.contract.metrics import Direction, supervised_directions_of, supervised_metrics
+from twcore.contract.metrics import Direction
 from twcore.contract.options import option
 from twcore.contract.spec import Capability, HeadSpec, ObjectiveKind, ObjectiveSpec, Role, TaskSpec
 from twcore.contract.task import TensorTask
+from twcore_task_mnist.evaluation import classification_directions, masked_classification_metrics
 from twcore_task_mnist.source import SPLITS, SplitConfig, load_mnist, split_indices
 
 DEFAULT_SUBSETS: tuple[tuple[int, ...], ...] = (
@@ -63,8 +73,32 @@ class MnistMultitaskConfig(SplitConfig):
         help="digit subsets, one per task (empty: the curated defaults, then seeded extras)",
     )
 
+    label_noise: list[float] = option(
+        default_factory=list,
+        help="per task, the fraction of its training labels replaced by a random class of its "
+        "subset (empty: none)",
+    )
+    rare_class_fraction: list[float] = option(
+        default_factory=list,
+        help="per task, the fraction of the training images of its subset's last digit that "
+        "keep their label for it (empty: all)",
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        for key, values, low_open in (
+            ("label_noise", self.label_noise, False),
+            ("rare_class_fraction", self.rare_class_fraction, True),
+        ):
+            if values and len(values) != self.num_tasks:
+                raise ValueError(
+                    f"{key} has {len(values)} entries but num_tasks={self.num_tasks}; give one "
+                    "per task or none"
+                )
+            bad = [v for v in values if not (0 < v <= 1 if low_open else 0 <= v <= 1)]
+            if bad:
+                valid = "in (0, 1]" if low_open else "in [0, 1]"
+                raise ValueError(f"{key} has {bad[0]}; give fractions {valid}")
         if self.subsets and len(self.subsets) != self.num_tasks:
             raise ValueError(
                 f"subsets has {len(self.subsets)} entries but num_tasks="
@@ -94,6 +128,29 @@ def task_subsets(config: MnistMultitaskConfig) -> list[tuple[int, ...]]:
         digits = torch.randperm(10, generator=generator)[: config.classes_per_task]
         subsets.append(tuple(int(d) for d in digits))
     return subsets
+
+
+def harder_training_labels(
+    labels: Tensor,
+    subsets: list[tuple[int, ...]],
+    *,
+    label_noise: list[float],
+    rare_class_fraction: list[float],
+    generator: torch.Generator,
+) -> Tensor:
+    """Training labels [N, T] with the rare classes thinned (label -1: not a member) and then
+    the noisy tasks' labels replaced (a uniformly random position in the subset), every task at
+    once; `labels` is left alone."""
+    tasks = len(subsets)
+    sizes = torch.tensor([len(s) for s in subsets])
+    keep = torch.tensor(rare_class_fraction or [1.0] * tasks)
+    noise = torch.tensor(label_noise or [0.0] * tasks)
+    draws = torch.rand((3, *labels.shape), generator=generator)
+    thinned = (labels == sizes - 1) & (draws[0] >= keep)
+    result = torch.where(thinned, torch.full_like(labels, -1), labels)
+    noisy = (result >= 0) & (draws[1] < noise)
+    random_labels = (draws[2] * sizes).long().clamp_max(sizes - 1)
+    return torch.where(noisy, random_labels, result)
 
 
 def subset_labels(digits: Tensor, subsets: list[tuple[int, ...]]) -> Tensor:
@@ -132,7 +189,15 @@ class MnistMultitask(TensorTask):
         images, digits = load_mnist()
         indices = split_indices(self.config)
         labels = subset_labels(digits, self.subsets)
-        train_fraction = (labels[indices["train"]] >= 0).double().mean(dim=0)
+        by_split = {name: labels[indices[name]] for name in SPLITS}
+        by_split["train"] = harder_training_labels(
+            by_split["train"],
+            self.subsets,
+            label_noise=list(self.config.label_noise),
+            rare_class_fraction=list(self.config.rare_class_fraction),
+            generator=torch.Generator().manual_seed(self.config.data_seed + 2),
+        )
+        train_fraction = (by_split["train"] >= 0).double().mean(dim=0)
         if (train_fraction == 0).any():
             empty = int((train_fraction == 0).nonzero()[0])
             raise ValueError(f"task{empty} has no training images; use more training digits")
@@ -140,9 +205,7 @@ class MnistMultitask(TensorTask):
         return {
             name: Batch(
                 inputs=images[indices[name]],
-                targets={
-                    f"task{k}": labels[indices[name], k] for k in range(self.config.num_tasks)
-                },
+                targets={f"task{k}": by_split[name][:, k] for k in range(self.config.num_tasks)},
             )
             for name in SPLITS
         }
@@ -162,38 +225,12 @@ class MnistMultitask(TensorTask):
     @property
     def metric_directions(self) -> dict[str, Direction]:
         """Loss and accuracy of every task (each a classification on its own members)."""
-        every = dict.fromkeys(self.spec.objective_names, 0.0)
-        return supervised_directions_of(supervised_metrics(self.spec, every, every, {}))
+        return dict(classification_directions(self.spec))
 
-    @torch.no_grad()
     def evaluate(
         self, model: torch.nn.Module, split: str, *, device: torch.device, batch_size: int
     ) -> dict[str, float]:
-        data = self.split(split)
-        names = self.spec.objective_names
-        loss_sum = torch.zeros(len(names), dtype=torch.float64, device=device)
-        correct = torch.zeros_like(loss_sum)
-        count = torch.zeros_like(loss_sum)
-        was_training = model.training
-        model.eval()
-        try:
-            for start in range(0, len(data), batch_size):
-                chunk = data.index(slice(start, start + batch_size)).to(device)
-                outputs = model(chunk.inputs)
-                for k, name in enumerate(names):
-                    labels = chunk.targets[name]
-                    member = labels >= 0
-                    logits = outputs[name][member]
-                    loss_sum[k] += F.cross_entropy(logits, labels[member], reduction="sum").double()
-                    correct[k] += (logits.argmax(dim=1) == labels[member]).double().sum()
-                    count[k] += member.sum()
-        finally:
-            model.train(was_training)
-        count = count.clamp_min(1)
-        losses, accuracies = (loss_sum / count).tolist(), (correct / count).tolist()
-        return supervised_metrics(
-            self.spec,
-            dict(zip(names, losses, strict=True)),
-            dict(zip(names, accuracies, strict=True)),
-            {},
+        """Loss and accuracy of every task on its own images."""
+        return masked_classification_metrics(
+            self, model, split, device=device, batch_size=batch_size
         )
