@@ -6,10 +6,11 @@
 
 Each figure is written by the script that computes its numbers (a figure is never redrawn from
 numbers typed in by hand), so a job re-runs that script: the experiments, the tables next to
-the figure (``results.md``/``results.json``) and the figure. Jobs run one at a time on a quiet
-machine (their timings go into the tables). The list below is the single record of which
-command makes which committed figure; ``tests/test_report_figures.py`` fails when a committed
-figure is missing from it, so a new figure comes with the command that makes it.
+the figure (a reproduction's ``report.md`` and ``CLAIMS.md``) and the figure. Jobs run one at a
+time on a quiet machine (their timings go into the tables). The list below is the single
+record of which command makes which committed figure; ``tests/test_report_figures.py`` fails
+when a committed figure is missing from it, so a new figure comes with the command that makes
+it.
 
 The reproduction jobs run their grids into ``runs/reproduction/GRID`` and write each plugin's
 ``docs/`` (report and claims ledger); ``claims-ledger`` then writes the ledger of every grid
