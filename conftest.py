@@ -1,7 +1,9 @@
 """Test-wide settings: W&B offline and quiet, every test in its own working directory so runs
 never land in the repository, and prepared task data cached in a directory private to the test
 session, signed with a key in another such directory (never the user's cache or config), and
-one torch thread per process unless OMP_NUM_THREADS says otherwise."""
+one torch thread per process unless OMP_NUM_THREADS says otherwise. The suite runs in one
+pytest-xdist worker per usable core (``-n auto`` in pyproject's addopts; ``-n 0`` runs it in
+this process)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,19 @@ import os
 
 import pytest
 import torch
+
+from twcore.orchestration.engine.threads import usable_cores
+
+MOST_WORKERS = 8
+"""More workers than this buy little for a suite of a few minutes, and each holds its own torch,
+data cache and subprocesses."""
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per core this process may use (its affinity and cgroup quota,
+    as twcore counts cores everywhere), at most :data:`MOST_WORKERS`. Each test computes with
+    one torch thread, so one worker per core keeps every core busy without oversubscribing."""
+    return min(usable_cores(), MOST_WORKERS)
 
 
 @pytest.fixture(autouse=True, scope="session")

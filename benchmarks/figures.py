@@ -2,7 +2,7 @@
 
     python3 benchmarks/figures.py                    # every job, one after another
     python3 benchmarks/figures.py --list             # the jobs, their figures and their cost
-    python3 benchmarks/figures.py --only rl-returns reproduce-quick
+    python3 benchmarks/figures.py --only dfl-losses reproduce-quick
 
 Each figure is written by the script that computes its numbers (a figure is never redrawn from
 numbers typed in by hand), so a job re-runs that script: the experiments, the tables next to
@@ -15,10 +15,12 @@ it.
 The reproduction jobs run their grids into ``runs/reproduction/GRID`` and write each plugin's
 ``docs/`` (report and claims ledger); ``claims-ledger`` then writes the ledger of every grid
 there into ``benchmarks/reproduction/`` (run it after the others; it runs nothing itself), and
-``ldro-points-paths`` draws from the ``ldro`` job's runs.
+``ldro-points-paths`` and ``cartpole-metric`` draw from the ``ldro`` and ``taskmet-cartpole``
+jobs' runs.
 
-Minutes are wall time on the 2-core development machine. ``cartpole-200k`` (the paper's
-budget) is the long one; leave it out with ``--skip cartpole-200k``.
+Minutes are wall time on the 2-core development machine. ``taskmet-cartpole`` (the paper's
+budget of 200,000 environment steps) is the long one; leave it out with
+``--skip taskmet-cartpole cartpole-metric``.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ JOBS = (
     ),
     reproduction(
         "dfl-losses-lodl", ("dfl-losses-lodl",), "plugins/methods/dfl/docs/lodl",
-        ("cubic-topk_curve", "portfolio_curve", "budget-allocation_curve"), 25.0,
+        ("cubic-topk_curve", "portfolio_curve", "budget-allocation_curve"), 60.0,
     ),
     reproduction(
         "mtl-weightings", ("mtl-weightings",), "plugins/methods/mtl/docs",
@@ -152,6 +154,17 @@ JOBS = (
         "taskmet-decision", ("taskmet-decision",), "plugins/methods/taskmet/docs",
         ("budget-allocation_curve", "cubic-topk_curve", "portfolio_curve"), 16.6,
     ),
+    reproduction(
+        "taskmet-cartpole", ("taskmet-cartpole",), "plugins/tasks/rl/docs/cartpole",
+        ("cartpole-distractors_curve",), 100.0,
+    ),
+    FigureJob(
+        "cartpole-metric",
+        (PY, "plugins/tasks/rl/benchmarks/cartpole.py", RUNS,
+         "--out", "plugins/tasks/rl/docs/cartpole/metric.png"),
+        ("plugins/tasks/rl/docs/cartpole/metric.png",),
+        0.1,
+    ),
     FigureJob(
         "claims-ledger",
         (PY, "-m", "twcore", "reproduce", "--report-only", "--no-plots", "--out", RUNS,
@@ -159,20 +172,6 @@ JOBS = (
         (),
         0.2,
         report_dir="benchmarks/reproduction",
-    ),
-    FigureJob(
-        "cartpole",
-        (PY, "plugins/tasks/rl/benchmarks/cartpole.py"),
-        ("plugins/tasks/rl/docs/cartpole_metric.png",),
-        20.7,
-    ),
-    FigureJob(
-        "cartpole-200k",
-        (PY, "plugins/tasks/rl/benchmarks/cartpole.py", "--env-steps", "200000",
-         "--distractors", "0,32,128", "--methods", "MLE", "TaskMet diagonal",
-         "TaskMet diagonal floor 0.1", "--tag", "200k"),
-        ("plugins/tasks/rl/docs/cartpole_200k_metric.png",),
-        80.0,
     ),
 )  # fmt: skip
 

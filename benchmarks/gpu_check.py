@@ -10,12 +10,15 @@ others go on. The data-parallel check trains ``ew`` and ``gradcos`` with ``nproc
 of GPUs (NCCL; it needs two) and compares the final metrics with a single-GPU run. The solver
 check times forward + backward of each decision task's batched solver on the test split, on
 the CPU and on ``--device``. ``--device cpu`` runs the same checks without a GPU (the test suite
-does, on a small selection), so the script itself never rots.
+does, on a small selection), so the script itself never rots. The precision check runs
+``ew``, ``uw`` and ``gradcos`` in bf16 and in float16 with its loss scale (``16-mixed``,
+which GradCos refuses) against float32.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -27,7 +30,7 @@ from typing import Any
 import torch
 
 import twcore
-from twcore.contract.errors import IncompatiblePairingError, first_line
+from twcore.contract.errors import ConfigError, IncompatiblePairingError, first_line
 from twcore.contract.pairing import check_compatible
 from twcore.orchestration.config.compose import compose
 from twcore.orchestration.engine.components import build_task
@@ -118,6 +121,57 @@ def data_parallel(device: str, steps: int, root: Path) -> list[str]:
     return rows
 
 
+PRECISION_METHODS = ("ew", "uw", "gradcos")
+"""A weighting with held weights, one weighting the losses' values (both take float16's loss
+scale) and one that compares gradients (bfloat16 only: it refuses ``16-mixed``)."""
+
+
+def reduced_precision(device: str, steps: int, root: Path) -> list[str]:
+    """Rows comparing bf16 and 16-mixed runs with a float32 run of the same method: the
+    largest relative gap of a test loss, the speed, and float16's loss scale at the end."""
+    rows = []
+    for method in PRECISION_METHODS:
+        common = [
+            f"method={method}",
+            "task=toy-multitask",
+            "task.train_size=512",
+            f"steps={steps * 10}",
+            "batch_size=128",
+            "eval_every=0",
+            f"device={device}",
+            "wandb.enabled=false",
+        ]
+        full = twcore.run([*common, f"run_dir={root / (method + '-32')}"])
+        for precision in ("bf16", "16-mixed"):
+            try:
+                half = twcore.run(
+                    [*common, f"precision={precision}", f"run_dir={root / (method + precision)}"]
+                )
+            except ConfigError as refusal:
+                rows.append(f"| {method}, precision={precision} | refused: {first_line(refusal)} |")
+                continue
+            gap = max(
+                abs(half.metrics["test"][k] - v) / max(abs(v), 1e-8)
+                for k, v in full.metrics["test"].items()
+                if k.startswith("loss")
+            )
+            scale = ""
+            if precision == "16-mixed":
+                logged = (half.run_dir / "metrics.jsonl").read_text().splitlines()
+                scales = [
+                    r["train/loss_scale"]
+                    for r in map(json.loads, logged)
+                    if "train/loss_scale" in r
+                ]
+                scale = f", loss scale {scales[-1]:g} at the end"
+            rows.append(
+                f"| {method}, precision={precision} | test losses within {gap:.1e} (relative) of "
+                f"float32's; {half.summary['steps_per_s']:.1f} vs "
+                f"{full.summary['steps_per_s']:.1f} steps/s{scale} |"
+            )
+    return rows
+
+
 def solver_times(device: str, repeats: int) -> list[str]:
     """Forward + backward of each decision task's solver on its test split, CPU vs `device`."""
     rows = []
@@ -178,6 +232,7 @@ def main() -> int:
     parser.add_argument("--tasks", help="comma-separated (default: every installed task)")
     parser.add_argument("--skip-data-parallel", action="store_true")
     parser.add_argument("--skip-solvers", action="store_true")
+    parser.add_argument("--skip-precision", action="store_true")
     parser.add_argument("--out", type=Path, help="also write the table here")
     options = parser.parse_args()
     if options.device.startswith("cuda") and not torch.cuda.is_available():
@@ -206,6 +261,10 @@ def main() -> int:
             "data-parallel": (
                 lambda: data_parallel(options.device, options.steps, root),
                 not options.skip_data_parallel,
+            ),
+            "precision": (
+                lambda: reduced_precision(options.device, options.steps, root),
+                not options.skip_precision,
             ),
             "solvers": (
                 lambda: solver_times(options.device, options.repeats),

@@ -261,6 +261,56 @@ def test_in_a_grid_without_labels_an_arm_is_a_method(tmp_path: Path) -> None:
     assert entry.treatment.values == (0.9, 0.92, 0.91)
 
 
+def test_a_claim_on_two_learned_weights_of_one_arm_reads_their_last_logged_values(
+    tmp_path: Path,
+) -> None:
+    """``last:KEY`` is the last value a run logged under KEY; the same arm's two weights are
+    paired by seed, in the claim's own direction (the task declares none for a weight)."""
+    finals = {0: (0.7, 0.5), 1: (0.72, 0.49), 2: (0.69, 0.52)}
+    for seed, (helpful, harmful) in finals.items():
+        write_run(tmp_path / "w" / "sweep-0", f"r{seed}", "w/m", seed, "easy", 0.9)
+        lines = [
+            {"step": 1, "train/weight/helpful": 1.0, "train/weight/harmful": 1.0},
+            {"step": 2, "train/weight/helpful": helpful, "train/weight/harmful": harmful},
+            {"step": 2, "test/acc": 0.9},  # a later line without the key
+        ]
+        text = "\n".join(json.dumps(line) for line in lines) + "\n"
+        (tmp_path / "w" / "sweep-0" / f"r{seed}" / "metrics.jsonl").write_text(text)
+    above = Claim(
+        "m weights helpful above harmful", "last:train/weight/helpful", "m", "m",
+        baseline_metric="last:train/weight/harmful", direction="max",
+    )  # fmt: skip
+    below = Claim(
+        "m weights helpful below harmful", "last:train/weight/helpful", "m", "m",
+        baseline_metric="last:train/weight/harmful", direction="min",
+    )  # fmt: skip
+    undirected = Claim(
+        "no direction", "last:train/weight/helpful", "m", "m",
+        baseline_metric="last:train/weight/harmful",
+    )  # fmt: skip
+    grid = ReproductionGrid("w", "weights", (), (), paper="P", claims=(above, below, undirected))
+    ledger = compute_ledger([grid], tmp_path, quick=False)
+    first, second, third = ledger.entries
+    assert first.treatment.values == (0.7, 0.72, 0.69)
+    assert first.baseline.values == (0.5, 0.49, 0.52)
+    assert first.decision.verdict == HOLDS and first.decision.test.startswith("paired")
+    assert second.decision.verdict == DOES_NOT_HOLD
+    assert third.decision.verdict == NOT_RUN and "give the claim a direction" in (
+        third.decision.reason
+    )
+    text = write_ledger(ledger, tmp_path / "out").read_text()
+    assert "last:train/weight/helpful vs last:train/weight/harmful (max)" in text
+    document = json.loads((tmp_path / "out" / "claims.json").read_text())
+    assert document["claims"][0]["baseline_metric"] == "last:train/weight/harmful"
+
+
+def test_a_claim_that_compares_an_arm_with_itself_or_names_no_direction_is_refused() -> None:
+    with pytest.raises(ValueError, match="compares 'm' with itself on acc"):
+        Claim("m beats m", "acc", "m", "m")
+    with pytest.raises(ValueError, match="direction='up'; give 'max', 'min'"):
+        Claim("m beats n", "acc", "m", "n", direction="up")
+
+
 def test_a_quick_ledger_is_labelled_a_smoke_version(tmp_path: Path) -> None:
     grid = hand_written_grid(tmp_path)
     assert "Smoke version" in ledger_markdown(compute_ledger([grid], tmp_path, quick=True))

@@ -65,15 +65,23 @@ METHODS = {
     # (3 outer steps), one with OMP_NUM_THREADS=1 and one with 2, end 4.9e-4 apart, so the
     # check is at that scale.
     "taskmet": ("cubic-topk", ["method.inner_steps_first=50", "method.inner_steps=20"], 2, 2e-3),
+    # float16 with its loss scale (the "@" names the precision): every process unscales the same
+    # global gradients, so all skip the steps one process skips (checked below; this run skips
+    # from its third step). Each sums its rows' weight gradients in float16 before the
+    # all-reduce, so the sums round differently than one process's, and Adam's normalised steps
+    # carry that to coordinates with tiny gradients: the parameters end 1.8e-3 apart at most.
+    "uw@16-mixed": ("toy-multitask", SMALL_TASK, 8, 3e-3),
 }
 
 
 def _overrides(method: str, run_dir: Path, nproc: int) -> list[str]:
     task, extra, steps, _ = METHODS[method]
+    name, _, precision = method.partition("@")
     return [
-        f"method={method}",
+        f"method={name}",
         f"task={task}",
         *extra,
+        *([f"precision={precision}"] if precision else []),
         f"steps={steps}",
         "batch_size=33",  # uneven over two processes
         "eval_every=4",
@@ -115,6 +123,17 @@ def test_two_processes_end_where_one_ends(
     for split, values in single.metrics.items():
         for key, value in values.items():
             assert double["metrics"][split][key] == pytest.approx(value, abs=50 * tolerance), key
+    if "@16-mixed" in method:  # the same steps skipped, at the same loss scales
+        schedules = [
+            [
+                (r["train/loss_scale"], r["train/skipped_steps"])
+                for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                if "train/loss_scale" in r
+            ]
+            for run in (tmp_path / "one", two_dir)
+        ]
+        assert schedules[0] == schedules[1] and len(schedules[0]) == 8
+        assert schedules[0][-1][1] > 0  # the check covers a skipped step
 
 
 KILLED = [
@@ -259,8 +278,12 @@ def test_the_gpu_check_runs_its_checks_on_the_cpu(tmp_path: Path) -> None:
         "| ew × cubic-topk | ok",
         "| two-stage × cubic-topk | ok",
         "| solver portfolio |",
+        "| uw, precision=16-mixed | test losses within",
+        "| gradcos, precision=bf16 | test losses within",
+        "| gradcos, precision=16-mixed | refused: precision=16-mixed: method 'gradcos'",
     ):
         assert row in table, row
+    assert "loss scale 65536 at the end" in table
     assert "two-stage × toy-multitask" not in table  # not a pair two-stage can run
 
 

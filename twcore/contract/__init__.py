@@ -27,6 +27,7 @@ it needs; a test checks this in a fresh interpreter)::
   a model's activation and dropout options: :func:`activation_option`,
   :func:`dropout_option`, :func:`make_activation`;
 - logging values: :class:`Image`, :class:`LinePlot`;
+- float16 loss scaling at the model's outputs: :class:`DynamicLossScale`;
 - reproduction grids: :class:`ReproductionGrid`, the claims they test (:class:`Claim`),
   :func:`as_arguments`;
 - errors a plugin may raise for bad input: :class:`ConfigError` and the others in
@@ -56,6 +57,7 @@ if TYPE_CHECKING:  # the real names for editors and type checkers; loaded lazily
     from twcore.contract.gram_weighting import GramWeighting
     from twcore.contract.grids import Claim, ReproductionGrid, as_arguments
     from twcore.contract.hookspecs import hookimpl
+    from twcore.contract.loss_scale import DynamicLossScale
     from twcore.contract.losses import (
         base_loss,
         cross_entropy_per_example,
@@ -107,6 +109,7 @@ __all__ = [
     "ConfigError",
     "DecisionLayer",
     "Direction",
+    "DynamicLossScale",
     "GramWeighting",
     "HeadSpec",
     "HeldWeights",

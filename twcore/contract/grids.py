@@ -21,9 +21,18 @@ class Claim:
     margin says "no worse than, within ``-margin``" (a non-inferiority claim). The ledger
     decides it from the runs of both arms, paired by seed where both ran the same seeds.
 
+    A claim about what a method learned compares two metrics of the same runs: `treatment`
+    and `baseline` name the same arm, `baseline_metric` the metric it is compared with, and
+    `direction` says which way is better where the task declares none (a learned weight):
+    ``Claim("αVIL weights the helpful auxiliary above the harmful one",
+    "last:train/weight/helpful", "alphavil", "alphavil",
+    baseline_metric="last:train/weight/harmful", direction="max")``.
+
     Attributes:
         text: the claim in one sentence.
-        metric: the test metric compared (a name in the runs' ``summary.json``, ``main_acc``).
+        metric: the metric compared: a test metric (a name in the runs' ``summary.json``,
+            ``main_acc``), or ``last:KEY`` for the last value a run logged under ``KEY`` in
+            its ``metrics.jsonl`` (``last:train/weight/harmful``).
         treatment: the label of the runs the claim is about (``my-method``); in a grid whose
             sweeps set no label, a method name.
         baseline: the label (or method) of the runs it is compared with (``baseline``).
@@ -32,6 +41,9 @@ class Claim:
         margin: how much better (positive) or how much worse at most (negative) the treatment
             must be, in the metric's units.
         paper: the paper's published numbers for this comparison, as text ("" if none).
+        baseline_metric: the baseline's metric where it is not `metric` ("": the same).
+        direction: ``max`` or ``min``, for a metric whose task declares no direction ("": the
+            task's declared direction of `metric`).
     """
 
     text: str
@@ -41,6 +53,25 @@ class Claim:
     where: Mapping[str, Any] = field(default_factory=dict)
     margin: float = 0.0
     paper: str = ""
+    baseline_metric: str = ""
+    direction: str = ""
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("", "max", "min"):
+            raise ValueError(
+                f"Claim {self.text!r}: direction={self.direction!r}; give 'max', 'min' or '' "
+                "(the task's declared direction)"
+            )
+        if self.treatment == self.baseline and self.metric == self.compared_metric:
+            raise ValueError(
+                f"Claim {self.text!r} compares '{self.treatment}' with itself on {self.metric}; "
+                "give another baseline arm or a baseline_metric"
+            )
+
+    @property
+    def compared_metric(self) -> str:
+        """The baseline arm's metric: `baseline_metric`, or `metric` where that is empty."""
+        return self.baseline_metric or self.metric
 
 
 @dataclass(frozen=True)

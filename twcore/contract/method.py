@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from twcore.contract.batch import Batch
+from twcore.contract.loss_scale import DynamicLossScale
 from twcore.contract.model import Model
 from twcore.contract.optim import OptimConfig, build_optimizer
 from twcore.contract.options import NoConfig
@@ -83,6 +84,9 @@ class MethodContext:
         step: the number of completed training steps (kept up to date by the engine).
         accumulate: micro-batches per step (the run's ``accumulate``; only methods with
             :attr:`Method.accumulates` see more than 1).
+        loss_scale: the float16 loss scale of a ``precision=16-mixed`` run (only methods with
+            :attr:`Method.loss_scaling` get one; None otherwise): the model's outputs pass
+            their gradients back scaled, and :meth:`optimizer_step` unscales them first.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class MethodContext:
         batch_size: int,
         optim_config: OptimConfig,
         accumulate: int = 1,
+        loss_scale: DynamicLossScale | None = None,
     ) -> None:
         self.model = model
         self.task = task
@@ -109,6 +114,7 @@ class MethodContext:
         self.batch_size = batch_size
         self.optim_config = optim_config
         self.accumulate = accumulate
+        self.loss_scale = loss_scale
         self.step = 0
         self._stream_count = 0
 
@@ -170,7 +176,13 @@ class MethodContext:
         return build_optimizer(params, config)
 
     def optimizer_step(self) -> None:
-        """Clip gradients as configured (``optim.grad_clip``) and step the model's optimiser."""
+        """Clip gradients as configured (``optim.grad_clip``) and step the model's optimiser.
+
+        In a float16 run the model's gradients are unscaled first, and a step whose gradients
+        are not all finite is skipped (the gradients are cleared, the loss scale backs off)."""
+        if self.loss_scale is not None and not self.loss_scale.unscale(self.model.parameters()):
+            self.optimizer.zero_grad(set_to_none=True)
+            return
         if self.optim_config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_config.grad_clip)
         self.optimizer.step()
@@ -180,13 +192,22 @@ class MethodContext:
         self.tracker.log({"method": dict(values)}, step=self.step)
 
     def state_dict(self) -> dict[str, Any]:
-        """The context's own state (method RNG, streams opened), saved in checkpoints."""
-        return {"generator": self.generator.get_state(), "streams_opened": self._stream_count}
+        """The context's own state (method RNG, streams opened, the loss scale of a float16
+        run), saved in checkpoints."""
+        state: dict[str, Any] = {
+            "generator": self.generator.get_state(),
+            "streams_opened": self._stream_count,
+        }
+        if self.loss_scale is not None:
+            state["loss_scale"] = self.loss_scale.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
         self.generator.set_state(state["generator"].cpu())  # CPU state, however it was loaded
         self._stream_count = int(state["streams_opened"])
+        if self.loss_scale is not None and "loss_scale" in state:
+            self.loss_scale.load_state_dict(state["loss_scale"])
 
 
 METHOD_GENERATOR_OFFSET = 104_729
@@ -227,6 +248,13 @@ class Method(ABC):
             whose gradients add up to the whole batch's exactly (a method whose step is
             nonlinear in the batch's gradients keeps False and is refused with
             ``accumulate`` > 1). See :attr:`MethodContext.accumulate`.
+        loss_scaling: whether the method is exact under float16 loss scaling
+            (``precision=16-mixed``): every gradient it computes goes into the model
+            optimiser's step through :meth:`MethodContext.optimizer_step`, none into its own
+            decisions (weights computed from the losses' values are fine; gradient cosines,
+            Gram matrices, lookaheads and meta-gradients are not, since they would see the
+            gradients scaled). A method that keeps False is refused with
+            ``precision=16-mixed``. See :mod:`twcore.contract.loss_scale`.
         panels: the dashboard panels the method's own logged values are read with (TaskMet's
             metric heat map, AdaLFL's learned loss), for the team workspace ``twcore report``
             writes (:class:`~twcore.contract.panels.Panel`).
@@ -242,6 +270,7 @@ class Method(ABC):
     outer_loop: ClassVar[bool] = False
     data_parallel: ClassVar[bool] = True
     accumulates: ClassVar[bool] = False
+    loss_scaling: ClassVar[bool] = False
     panels: ClassVar[tuple[Panel, ...]] = ()
 
     def __init__(self, config: Any, ctx: MethodContext) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import typing
 import warnings
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -22,7 +22,7 @@ from twcore.contract.method import Method, MethodContext, StepResult
 from twcore.contract.model import Model, parameters_shared_by_objectives
 from twcore.contract.spec import TaskSpec
 from twcore.contract.task import stack_objective_losses
-from twcore.contract.weighting import GramSource, Weighting
+from twcore.contract.weighting import GramSource, LossWeighting, Weighting
 
 
 def shared_parameters(model: Model, spec: TaskSpec, *, method: str) -> list[nn.Parameter]:
@@ -125,6 +125,12 @@ class WeightingMethod(Method):
     def accumulates(self) -> bool:  # type: ignore[override]
         """Micro-batches add up exactly when the rule is linear (weights held before the step)."""
         return self.rule.linear
+
+    @property
+    def loss_scaling(self) -> bool:  # type: ignore[override]
+        """Float16 loss scaling is exact when the rule weights the losses from their values
+        (a :class:`LossWeighting`): its only gradients are those of the weighted backward."""
+        return isinstance(self.rule, LossWeighting)
 
     @classmethod
     def rule_class(cls) -> type[Weighting] | None:
@@ -230,18 +236,37 @@ GRADIENT_PATHS = (GRAM, ROWS)
 forward pass (the default), or the K gradient rows (the reference path)."""
 
 
-def accumulates(method: type[Method]) -> bool | None:
-    """Whether a method class accumulates micro-batches, known before it is built: its
-    ``accumulates`` flag, or for a weighting method its annotated rule's ``linear`` (None when
-    only the built method can tell)."""
+RULE_ANSWERS: dict[str, Callable[[type[Weighting]], bool]] = {
+    "accumulates": lambda rule: rule.linear,
+    "loss_scaling": lambda rule: issubclass(rule, LossWeighting),
+}
+"""How a weighting method's flags follow from its rule's class."""
+
+
+def known_flag(method: type[Method], name: str) -> bool | None:
+    """A method class's flag `name` (``accumulates``, ``loss_scaling``), known before it is
+    built: the class attribute, or for a weighting method what its annotated rule's class
+    says (None when only the built method can tell)."""
     # The class attribute as written (on a weighting method: the property, not its value).
-    flag = next(k.__dict__["accumulates"] for k in method.__mro__ if "accumulates" in k.__dict__)
+    flag = next(k.__dict__[name] for k in method.__mro__ if name in k.__dict__)
     if isinstance(flag, bool):
         return flag
     if issubclass(method, WeightingMethod):
         rule = method.rule_class()
-        return rule.linear if rule is not None else None
+        return RULE_ANSWERS[name](rule) if rule is not None else None
     return None
+
+
+def accumulates(method: type[Method]) -> bool | None:
+    """Whether a method class accumulates micro-batches, known before it is built
+    (:func:`known_flag`)."""
+    return known_flag(method, "accumulates")
+
+
+def scales_losses(method: type[Method]) -> bool | None:
+    """Whether a method class is exact under float16 loss scaling, known before it is built
+    (:func:`known_flag`)."""
+    return known_flag(method, "loss_scaling")
 
 
 def name_objectives(logs: dict[Any, Any], names: Sequence[str]) -> dict[Any, Any]:

@@ -26,7 +26,7 @@ from twcore.contract.errors import (
     TwcoreError,
     UnknownPluginError,
 )
-from twcore.contract.weighting_method import accumulates
+from twcore.contract.weighting_method import accumulates, scales_losses
 from twcore.orchestration.config.compose import ComposedConfig, compose, load_yaml_file
 from twcore.orchestration.config.overrides import Override, parse_override
 from twcore.orchestration.console import warn
@@ -37,6 +37,7 @@ from twcore.orchestration.engine.components import (
     build_task,
     check_data_parallel,
     check_run_plan,
+    check_step_settings,
 )
 from twcore.orchestration.engine.device import resolve_device
 from twcore.orchestration.engine.distributed import (
@@ -207,11 +208,12 @@ def _check_before_launch(composed: ComposedConfig, nproc: int) -> None:
         list(composed.plugins.values()), launch_environment(nproc), backend="data-parallel"
     )
     method = composed.plugins["method"]
-    if composed.run.accumulate > 1 and accumulates(method.cls) is False:
-        raise ConfigError(
-            f"accumulate={composed.run.accumulate}: method '{method.name}' does not accumulate "
-            "micro-batches (its step is not linear in the batch's gradients); use accumulate=1"
-        )
+    check_step_settings(
+        composed.run,
+        method.name,
+        accumulates=accumulates(method.cls),
+        scales_losses=scales_losses(method.cls),
+    )
     device = resolve_device(composed.run.device)
     if device.type == "cuda" and torch.cuda.device_count() < nproc:
         raise ConfigError(

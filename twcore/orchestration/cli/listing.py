@@ -132,14 +132,16 @@ def show(options: argparse.Namespace) -> int:
 
 
 def _scaling(method: type[Method]) -> str:
-    """Whether a method class runs data-parallel and accumulates micro-batches (a weighting
-    method's accumulation depends on its rule, known once built)."""
-    from twcore.contract.weighting_method import accumulates
+    """Whether a method class runs data-parallel, accumulates micro-batches and takes float16's
+    loss scale (a weighting method's answers depend on its rule, known once built)."""
+    from twcore.contract.weighting_method import accumulates, scales_losses
 
     parallel = "yes" if getattr(method, "data_parallel", True) else "no (refused with nproc > 1)"
-    known = accumulates(method)
-    accumulation = {True: "yes", False: "no", None: "depends on its rule"}[known]
-    return f"data-parallel (nproc > 1): {parallel}; accumulate > 1: {accumulation}"
+    answers = {True: "yes", False: "no", None: "depends on its rule"}
+    return (
+        f"data-parallel (nproc > 1): {parallel}; accumulate > 1: {answers[accumulates(method)]}; "
+        f"precision=16-mixed: {answers[scales_losses(method)]}"
+    )
 
 
 def _with_installed_defaults(

@@ -117,8 +117,10 @@ class RunConfig:
     )
     precision: str = option(
         "32",
-        choices=("32", "bf16"),
-        help="32 (float32) or bf16 (bfloat16 autocast of the forward passes, on CPU and CUDA)",
+        choices=("32", "bf16", "16-mixed"),
+        help="32 (float32), bf16 (bfloat16 autocast of the forward passes, on CPU and CUDA) or "
+        "16-mixed (float16 autocast with dynamic loss scaling, for methods whose gradients go "
+        "only into the optimiser's step)",
     )
     accumulate: int = option(
         1,

@@ -15,11 +15,13 @@ from twcore.contract.model import Model
 from twcore.contract.optim import build_optimizer
 from twcore.contract.pairing import check_compatible
 from twcore.contract.task import Task
+from twcore.contract.weighting_method import accumulates, scales_losses
 from twcore.orchestration.config.compose import ComposedConfig
 from twcore.orchestration.config.schema import RunConfig
 from twcore.orchestration.engine.best import metric_goal
 from twcore.orchestration.engine.device import resolve_device
 from twcore.orchestration.engine.distributed import World, join_world
+from twcore.orchestration.engine.precision import loss_scale
 from twcore.orchestration.engine.rng import seed_everything
 from twcore.orchestration.engine.run_failure import Phase, run_failure
 from twcore.orchestration.engine.threads import ThreadChoice
@@ -93,6 +95,12 @@ def check_run_plan(composed: ComposedConfig, task: Task) -> None:
     method = composed.plugins["method"]
     task_name = composed.plugins["task"].name
     check_compatible(method.name, method.cls.requirements, task_name, task.spec)
+    check_step_settings(
+        run,
+        method.name,
+        accumulates=accumulates(method.cls),
+        scales_losses=scales_losses(method.cls),
+    )
     metric_goal(run.best_metric, task, task_name=f"task '{task_name}'")
     check_early_stopping(run, task, task_name)
     if run.wandb.log_model == "best" and not run.keep_best:
@@ -122,6 +130,7 @@ def build_components(
         check_data_parallel(composed, world.size)
         construct(composed, "model", lambda: shard_module(model.trunk, world.process_group()))
     optimizer = build_optimizer(model.parameters(), run.optim)
+    scale = loss_scale(run.precision)
     context = MethodContext(
         model=model,
         task=task,
@@ -133,17 +142,39 @@ def build_components(
         batch_size=run.batch_size,
         optim_config=run.optim,
         accumulate=run.accumulate,
+        loss_scale=scale,
     )
     method = construct(
         composed, "method", lambda: method_registration.cls(composed.sections["method"], context)
     )
-    if run.accumulate > 1 and not method.accumulates:
-        raise ConfigError(
-            f"accumulate={run.accumulate}: method '{method_registration.name}' does not "
-            "accumulate micro-batches (its step is not linear in the batch's gradients); use "
-            "accumulate=1, or a method whose weights are fixed before each step"
-        )
+    check_step_settings(
+        run,
+        method_registration.name,
+        accumulates=method.accumulates,
+        scales_losses=method.loss_scaling,
+    )
+    if scale is not None:  # every forward pass of the model passes its gradients back scaled
+        model.register_forward_hook(lambda _model, _inputs, out: scale.scale_gradients(out))
     return Components(device, task, model, optimizer, method, context, world, threads)
+
+
+def check_step_settings(
+    run: RunConfig, method: str, *, accumulates: bool | None, scales_losses: bool | None
+) -> None:
+    """ConfigError for ``accumulate`` > 1 or ``precision=16-mixed`` with a method that cannot
+    run them exactly (False; None, unknown until the method is built, passes)."""
+    if run.accumulate > 1 and accumulates is False:
+        raise ConfigError(
+            f"accumulate={run.accumulate}: method '{method}' does not accumulate micro-batches "
+            "(its step is not linear in the batch's gradients); use accumulate=1, or a method "
+            "whose weights are fixed before each step"
+        )
+    if run.precision == "16-mixed" and scales_losses is False:
+        raise ConfigError(
+            f"precision=16-mixed: method '{method}' computes with gradients beyond the "
+            "optimiser's step (cosines, lookaheads, fits or meta-gradients), which float16 loss "
+            "scaling would scale; use precision=bf16 (which needs no loss scale) or 32"
+        )
 
 
 def check_data_parallel(composed: ComposedConfig, nproc: int) -> None:

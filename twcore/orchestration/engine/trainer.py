@@ -312,6 +312,10 @@ class Trainer:
         }
         if result.weights is not None:
             values["train"]["weight"] = dict(zip(names, result.weights.detach(), strict=True))
+        scale = self.components.context.loss_scale
+        if scale is not None:  # a float16 run: its loss scale, and the steps it skipped
+            values["train"]["loss_scale"] = scale.scale
+            values["train"]["skipped_steps"] = scale.skipped_steps
         if result.logs:
             values["method"] = result.logs
         self.tracker.log(values, step=self.step)

@@ -1,10 +1,11 @@
 """The claims ledger: each paper's claims decided from the runs of ``twcore reproduce``.
 
 A claim (:class:`twcore.contract.grids.Claim`) compares two labelled arms of a grid on one test
-metric. Its verdict comes from a one-sided t-test at level :data:`ALPHA` of the effect (the
-treatment's advantage over the baseline, in the metric's declared direction) against the
-claim's margin: paired by seed where both arms ran the same seeds (the runs then share their
-data order and initialisation), Welch's otherwise.
+metric (or one arm on two metrics, such as two learned weights read from its logs). Its verdict
+comes from a one-sided t-test at level :data:`ALPHA` of the effect (the treatment's advantage
+over the baseline, in the metric's declared direction) against the claim's margin: paired by
+seed where both arms ran the same seeds (the runs then share their data order and
+initialisation), Welch's otherwise.
 
 - **holds**: the effect exceeds the margin (p < α);
 - **does not hold**: the effect is below the margin (p < α the other way);
@@ -212,6 +213,7 @@ class LedgerEntry:
             "grid": self.grid,
             "claim": self.claim.text,
             "metric": self.claim.metric,
+            "baseline_metric": self.claim.compared_metric,
             "direction": self.metric_direction,
             "where": dict(self.claim.where),
             "margin": self.claim.margin,
@@ -242,9 +244,28 @@ def _json_number(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def arm_values(records: Sequence[RunRecord], grid: str, arm: str, claim: Claim) -> ArmResult:
-    """The claim's metric in the runs of `arm` that match the claim's ``where``, one value per
-    seed, and how many such runs did not finish (`records` holds every run, finished or not).
+LAST_LOGGED = "last:"
+"""The prefix of a claim's metric read from the runs' logs (``last:KEY``: the last value logged
+under ``KEY``) rather than from their test metrics."""
+
+
+def run_metric(record: RunRecord, metric: str) -> float | None:
+    """`metric` of one run: a test metric from its ``summary.json``, or for ``last:KEY`` the
+    last value it logged under ``KEY`` in ``metrics.jsonl`` (None where it has neither)."""
+    if metric.startswith(LAST_LOGGED):
+        key = metric.removeprefix(LAST_LOGGED)
+        logged = next((line[key] for line in reversed(record.log) if key in line), None)
+        return None if logged is None else float(logged)
+    value = record.summary["metrics"].get("test", {}).get(metric)
+    return None if value is None else float(value)
+
+
+def arm_values(
+    records: Sequence[RunRecord], grid: str, arm: str, claim: Claim, metric: str = ""
+) -> ArmResult:
+    """`metric` (the claim's own where empty) in the runs of `arm` that match the claim's
+    ``where``, one value per seed, and how many such runs did not finish (`records` holds every
+    run, finished or not).
 
     An arm is a label of the grid (runs labelled ``GRID/ARM``) or, in a sweep without labels
     (runs labelled ``GRID``), a method name. ValueError if two finished runs share a seed
@@ -258,7 +279,7 @@ def arm_values(records: Sequence[RunRecord], grid: str, arm: str, claim: Claim) 
             continue
         if not matches(record, claim):
             continue
-        value = record.summary["metrics"].get("test", {}).get(claim.metric)
+        value = run_metric(record, metric or claim.metric)
         if not finished(record.summary.get("status")) or value is None:
             unfinished += 1
             continue
@@ -320,19 +341,24 @@ def grid_entries(grid: ReproductionGrid, records: Sequence[RunRecord]) -> list[L
         empty = ArmResult("", (), ())
         try:
             treatment = arm_values(records, grid.name, claim.treatment, claim)
-            baseline = arm_values(records, grid.name, claim.baseline, claim)
+            baseline = arm_values(records, grid.name, claim.baseline, claim, claim.compared_metric)
         except ValueError as error:
             entries.append(_entry(grid, claim, "", empty, empty, NOT_RUN, str(error)))
             continue
         finished_runs = [r for r in records if finished(r.summary.get("status"))]
-        direction = metric_direction([r for r in finished_runs if matches(r, claim)], claim.metric)
+        direction = claim.direction or metric_direction(
+            [r for r in finished_runs if matches(r, claim)], claim.metric
+        )
         if not treatment.n or not baseline.n:
             missing = claim.treatment if not treatment.n else claim.baseline
-            reason = f"no finished run of '{missing}'{where} reports {claim.metric}"
+            metric = claim.metric if not treatment.n else claim.compared_metric
+            reason = f"no finished run of '{missing}'{where} reports {metric}"
             entries.append(_entry(grid, claim, direction, treatment, baseline, NOT_RUN, reason))
             continue
         if not direction:
-            reason = f"the task declares no direction for {claim.metric}"
+            reason = (
+                f"the task declares no direction for {claim.metric}; give the claim a direction"
+            )
             entries.append(_entry(grid, claim, direction, treatment, baseline, NOT_RUN, reason))
             continue
         decision = decide(treatment, baseline, direction=direction, margin=claim.margin)
@@ -495,7 +521,10 @@ def ledger_markdown(ledger: Ledger) -> str:
         ]
         for e in entries:
             where = ", ".join(f"{k}={v}" for k, v in e.claim.where.items())
-            metric = f"{e.claim.metric} ({e.metric_direction or '?'})"
+            metric = e.claim.metric
+            if e.claim.compared_metric != metric:
+                metric += f" vs {e.claim.compared_metric}"
+            metric = f"{metric} ({e.metric_direction or '?'})"
             margin = f"; margin {e.claim.margin:g}" if e.claim.margin else ""
             low, high = e.decision.interval
             advantage = (

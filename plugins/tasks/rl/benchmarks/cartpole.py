@@ -1,19 +1,19 @@
-"""CartPole with distractors: MLE, TaskMet (full, diagonal, floored diagonal) and DFL (OMD-style).
+"""TaskMet's learned metric on CartPole with distractors, read from the ``taskmet-cartpole`` grid.
 
-    python3 plugins/tasks/rl/benchmarks/cartpole.py                    # 3 seeds, d = 0 and 32
-    python3 plugins/tasks/rl/benchmarks/cartpole.py --env-steps 5000 --seeds 1 --workers 2
-    python3 plugins/tasks/rl/benchmarks/cartpole.py --env-steps 200000 --distractors 0,32,128 \
-        --methods MLE "TaskMet diagonal" "TaskMet diagonal floor 0.1" --tag 200k  # the paper's
+    python3 -m twcore reproduce --only taskmet-cartpole --out runs/reproduction \\
+        --report-dir plugins/tasks/rl/docs/cartpole
+    python3 plugins/tasks/rl/benchmarks/cartpole.py runs/reproduction \\
+        --out plugins/tasks/rl/docs/cartpole/metric.png
 
-Every run takes the same number of real environment steps (one per model batch, so TaskMet's
-outer steps are converted: 500 inner steps first, 100 after). The trials run as one sweep on the
-local backend (`--workers` processes, one torch thread each). Writes ``cartpole.md``,
-``cartpole.json`` and ``cartpole_metric.png`` (each TaskMet variant's learned metric at each
-d > 0: the weight of every true state dimension and the distractors' mean, averaged over seeds)
-into the plugin's ``docs/`` (``cartpole_<tag>.*`` with ``--tag``; ``--append`` adds a run's
-trials to that tag's earlier results). Each TaskMet run's metric curve (thinned to at most
-500 outer steps, 4 decimals) goes into ``cartpole[_<tag>]_curves.json``, so ``--replot``
-redraws the table and figure from the committed files without the runs' folders.
+Runs nothing: the returns, model errors and claims are the grid's report and ledger. This draws
+what they do not show: the diagonal metric Λ that each TaskMet arm learned over its outer steps,
+one panel per (arm, d > 0), with the weight of each of CartPole's 4 true state dimensions and
+the mean weight of the d distractor dimensions, averaged over the seeds (read from each run's
+``metrics.jsonl``, where TaskMet logs ``method/metric_diagonal/<i>``). It prints, as markdown,
+the final weights per panel, and per TaskMet run (all d) the rank correlation between the task
+loss the metric is learned from (the one-step Bellman error on real transitions) and the
+agent's return, over the run's validations: whether that loss is a usable stand-in for what
+the paper's claim measures.
 """
 
 from __future__ import annotations
@@ -21,215 +21,123 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
+from collections import defaultdict
 from pathlib import Path
 
-from twcore.orchestration.backends import SweepOptions
-from twcore.orchestration.sweep import SweepSpec, run_sweeps
+GRID = "taskmet-cartpole"
+STATE_NAMES = ("cart position", "cart velocity", "pole angle", "pole angular velocity")
+DIAGONAL = "method/metric_diagonal/"
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
-FIRST, LATER = 500, 100  # TaskMet's inner steps at the first / every later outer step
-
-
-def methods(env_steps: int) -> dict[str, list[str]]:
-    outer = 1 + (env_steps - FIRST) // LATER
-    evaluations = 12
-    return {
-        "MLE": ["method=ew", f"steps={env_steps}", f"eval_every={env_steps // evaluations}"],
-        "TaskMet": [
-            "method=taskmet",
-            f"steps={outer}",
-            f"eval_every={max(1, outer // evaluations)}",
-            f"method.inner_steps_first={FIRST}",
-            f"method.inner_steps={LATER}",
-            "method.validate_every=10",
-        ],
-        "TaskMet diagonal": [
-            "method=taskmet",
-            "method.metric=diagonal",
-            f"steps={outer}",
-            f"eval_every={max(1, outer // evaluations)}",
-            f"method.inner_steps_first={FIRST}",
-            f"method.inner_steps={LATER}",
-            "method.validate_every=10",
-        ],
-        "TaskMet diagonal floor 0.1": [
-            "method=taskmet",
-            "method.metric=diagonal",
-            "method.metric_floor=0.1",
-            f"steps={outer}",
-            f"eval_every={max(1, outer // evaluations)}",
-            f"method.inner_steps_first={FIRST}",
-            f"method.inner_steps={LATER}",
-            "method.validate_every=10",
-        ],
-        "DFL (OMD-style)": [
-            "method=dfl",
-            f"steps={env_steps}",
-            f"eval_every={env_steps // evaluations}",
-        ],
-    }
+Curve = tuple[list[int], list[list[float]]]
+"""Outer steps, and per step the 4 true dimensions' weights and the distractors' mean."""
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--env-steps", type=int, default=30_000)
-    parser.add_argument("--distractors", default="0,32")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--root", type=Path, default=None)
-    parser.add_argument(
-        "--methods", nargs="*", default=None, help="a subset of: " + ", ".join(methods(1000))
-    )
-    parser.add_argument("--tag", default="", help="suffix of the output files' names")
-    parser.add_argument(
-        "--append",
-        action="store_true",
-        help="add these runs to the tag's existing results (same method, d and seed: replaced)",
-    )
-    parser.add_argument(
-        "--replot",
-        action="store_true",
-        help="run nothing: redraw the tag's table and figure from its committed JSON",
-    )
-    args = parser.parse_args()
-    chosen = methods(args.env_steps)
-    stem = f"cartpole_{args.tag}" if args.tag else "cartpole"
-    if args.replot:
-        rows = _read_rows(stem)
-        (DOCS / f"{stem}.md").write_text(results_table(rows, args))
-        plot_metric(rows, DOCS / f"{stem}_metric.png")
-        return
-    unknown = sorted(set(args.methods or ()) - set(chosen))
-    if unknown:
-        parser.error(f"unknown --methods {unknown}; valid: {', '.join(chosen)}")
-    root = args.root or Path(tempfile.mkdtemp(prefix="cartpole-"))
-    seeds = ",".join(str(s) for s in range(args.seeds))
-    specs = []
-    for label, arguments in chosen.items():
-        if args.methods is not None and label not in args.methods:
+def diagonal_over_steps(run_dir: Path) -> Curve:
+    """The curve of one run (empty for a run that logs no diagonal metric)."""
+    steps: list[int] = []
+    values: list[list[float]] = [[] for _ in range(len(STATE_NAMES) + 1)]
+    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        count = sum(key.startswith(DIAGONAL) for key in record)
+        if not count:
             continue
-        specs.append(
-            SweepSpec(
-                [
-                    "task=cartpole-distractors",
-                    f"task.distractors={args.distractors}",
-                    f"seed={seeds}",
-                    f"label={label}",
-                    "wandb.enabled=false",
-                    "checkpoint_every=0",
-                    *arguments,
-                    f"run_dir={root / label.split()[0]}-{len(specs)}",
-                ],
-                label.split()[0],
-            )
-        )
-    results = run_sweeps(
-        specs, options=SweepOptions(backend="local", workers=args.workers, threads=1)
-    )
-    rows = []
-    for result in results:
-        for trial in result.trials:
-            if trial.summary is None:
-                continue
-            config = trial.summary["config"]
-            test = trial.summary["metrics"]["test"]
-            rows.append(
-                {
-                    "method": config["label"],
-                    "distractors": config["task"]["distractors"],
-                    "seed": config["seed"],
-                    "return": test["return"],
-                    "model_mse": test["model_mse"],
-                    "bellman_error": test["bellman_error"],
-                    "wall_time_s": trial.summary["wall_time_s"],
-                    "run_dir": trial.summary["run_dir"],
-                    "metric_curve": thin(_diagonal_over_steps(Path(trial.summary["run_dir"]))),
-                }
-            )
-    DOCS.mkdir(exist_ok=True)
-    if args.append and (DOCS / f"{stem}.json").exists():
-        new = {(r["method"], r["distractors"], r["seed"]) for r in rows}
-        kept = _read_rows(stem)
-        rows = [r for r in kept if (r["method"], r["distractors"], r["seed"]) not in new] + rows
-    _write_rows(stem, rows)
-    table = results_table(rows, args)
-    (DOCS / f"{stem}.md").write_text(table)
-    print(table)
-    plot_metric(rows, DOCS / f"{stem}_metric.png")
+        weights = [float(record[f"{DIAGONAL}{i}"]) for i in range(count)]
+        steps.append(int(record["step"]))
+        for k in range(len(STATE_NAMES)):
+            values[k].append(weights[k])
+        rest = weights[len(STATE_NAMES) :]
+        values[-1].append(statistics.mean(rest) if rest else float("nan"))
+    return steps, values
 
 
-def _key(row: dict) -> str:
-    return f"{row['method']}|{row['distractors']}|{row['seed']}"
+def learned_metrics(runs: Path) -> dict[tuple[str, int], list[Curve]]:
+    """Per (arm label, distractors d > 0), the curve of every completed seed that logged one."""
+    found: dict[tuple[str, int], list[Curve]] = defaultdict(list)
+    for path in sorted(runs.glob(f"{GRID}/sweep-*/*/summary.json")):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        if summary.get("status") != "completed":
+            continue
+        config = summary["config"]
+        distractors = int(config["task"]["distractors"])
+        if distractors == 0:
+            continue
+        curve = diagonal_over_steps(path.parent)
+        if curve[0]:
+            label = str(config["label"]).removeprefix(f"{GRID}/")
+            found[(label, distractors)].append(curve)
+    return dict(sorted(found.items()))
 
 
-def _write_rows(stem: str, rows: list[dict]) -> None:
-    """The rows (``<stem>.json``, readable) and their metric curves (``<stem>_curves.json``,
-    compact)."""
-    curves = {_key(r): r["metric_curve"] for r in rows if r.get("metric_curve")}
-    plain = [{k: v for k, v in r.items() if k != "metric_curve"} for r in rows]
-    (DOCS / f"{stem}.json").write_text(json.dumps(plain, indent=1))
-    (DOCS / f"{stem}_curves.json").write_text(json.dumps(curves, separators=(",", ":")))
+TASK_LOSS, RETURN = "method/validation/task_loss", "method/validation/return"
 
 
-def _read_rows(stem: str) -> list[dict]:
-    rows = json.loads((DOCS / f"{stem}.json").read_text())
-    path = DOCS / f"{stem}_curves.json"
-    curves = json.loads(path.read_text()) if path.exists() else {}
-    for row in rows:
-        curve = row.get("metric_curve") or curves.get(_key(row))
-        if curve:
-            row["metric_curve"] = curve
-    return rows
+def proxy_correlations(runs: Path) -> dict[tuple[str, int], list[float]]:
+    """Per (TaskMet arm, d), each seed's Spearman rank correlation between the task loss
+    TaskMet learns its metric from (the one-step Bellman error on real transitions, at each of
+    its validations) and the return of the agent at the same validations. Strongly negative:
+    the loss tracks what the claim measures; near zero: lowering it says little about return."""
+    from scipy.stats import spearmanr
+
+    found: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for path in sorted(runs.glob(f"{GRID}/sweep-*/*/summary.json")):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        if summary.get("status") != "completed":
+            continue
+        records = [
+            json.loads(line)
+            for line in (path.parent / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        ]
+        pairs = [(r[TASK_LOSS], r[RETURN]) for r in records if TASK_LOSS in r and RETURN in r]
+        if len(pairs) < 3:
+            continue
+        losses, returns = zip(*pairs, strict=True)
+        if len(set(losses)) < 2 or len(set(returns)) < 2:
+            continue
+        config = summary["config"]
+        label = str(config["label"]).removeprefix(f"{GRID}/")
+        distractors = int(config["task"]["distractors"])
+        found[(label, distractors)].append(float(spearmanr(losses, returns).statistic))
+    return dict(sorted(found.items()))
 
 
-def thin(curve: tuple[list[int], list[list[float]]], points: int = 500) -> list:
-    """Every k-th point of a metric curve (at most `points`, the last kept), 4 decimals."""
-    steps, values = curve
-    if not steps:
-        return [[], []]
-    every = max(1, -(-len(steps) // points))
-    keep = sorted({*range(0, len(steps), every), len(steps) - 1})
-    return [
-        [steps[i] for i in keep],
-        [[round(series[i], 4) for i in keep] for series in values],
-    ]
-
-
-def results_table(rows: list[dict], args: argparse.Namespace) -> str:
+def correlations_table(correlations: dict[tuple[str, int], list[float]]) -> str:
+    """The correlations per arm and d, each seed's and their mean, as markdown."""
     lines = [
-        f"CartPole-v1 + d distractors, {args.env_steps} real environment steps, {args.seeds} "
-        "seeds; test: mean return of 10 greedy episodes (max 500), model MSE on the 4 true "
-        "dimensions; mean ± std.\n",
-        "| d | method | return | model MSE (true dims) | real Bellman error | minutes per run |",
-        "|---|---|---|---|---|---|",
+        "| arm | d | Spearman(task loss, return) per seed | mean |",
+        "|---|---|---|---|",
     ]
-    for distractors in sorted({r["distractors"] for r in rows}):
-        for method in methods(args.env_steps):
-            group = [r for r in rows if r["distractors"] == distractors and r["method"] == method]
-            if not group:
-                continue
-            lines.append(
-                f"| {distractors} | {method} | {_mean_std(group, 'return', 1)} | "
-                f"{_mean_std(group, 'model_mse', 5)} | {_mean_std(group, 'bellman_error', 3)} | "
-                f"{statistics.mean(r['wall_time_s'] for r in group) / 60:.1f} |"
-            )
+    for (label, distractors), values in correlations.items():
+        seeds = ", ".join(f"{v:+.2f}" for v in values)
+        lines.append(f"| {label} | {distractors} | {seeds} | {statistics.mean(values):+.2f} |")
     return "\n".join(lines) + "\n"
 
 
-def _mean_std(group: list[dict], key: str, digits: int) -> str:
-    values = [r[key] for r in group]
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
+def seed_mean(curves: list[Curve]) -> Curve:
+    """The seeds' mean curve, over the steps every seed reached."""
+    length = min(len(steps) for steps, _ in curves)
+    steps = curves[0][0][:length]
+    mean = [
+        [statistics.mean(values[k][i] for _, values in curves) for i in range(length)]
+        for k in range(len(STATE_NAMES) + 1)
+    ]
+    return steps, mean
 
 
-STATE_NAMES = ("cart position", "cart velocity", "pole angle", "pole angular velocity")
+def final_weights_table(panels: dict[tuple[str, int], list[Curve]]) -> str:
+    """The last outer step's weights per panel (mean over seeds), as markdown."""
+    lines = [
+        "| arm | d | seeds | " + " | ".join(STATE_NAMES) + " | distractors (mean) |",
+        "|---|---|---|" + "---|" * (len(STATE_NAMES) + 1),
+    ]
+    for (label, distractors), curves in panels.items():
+        _, mean = seed_mean(curves)
+        cells = " | ".join(f"{series[-1]:.4f}" for series in mean)
+        lines.append(f"| {label} | {distractors} | {len(curves)} | {cells} |")
+    return "\n".join(lines) + "\n"
 
 
-def plot_metric(rows: list[dict], path: Path) -> None:
-    """TaskMet's diagonal metric over outer steps: one panel per (TaskMet variant, d > 0), the
-    weight of each true state dimension and the mean weight of the distractors, averaged over
-    seeds."""
+def plot(panels: dict[tuple[str, int], list[Curve]], out: Path) -> None:
+    """One panel per (arm, d): the true dimensions' weights and the distractors' mean."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -237,61 +145,41 @@ def plot_metric(rows: list[dict], path: Path) -> None:
 
     from twcore.orchestration.report.plots import outside_legend, write_figure
 
-    present = {
-        (r["method"], r["distractors"])
-        for r in rows
-        if r["distractors"] > 0 and r.get("metric_curve")
-    }
-    panels = [
-        (kind, d)
-        for kind in methods(1000)
-        if kind.startswith("TaskMet")
-        for d in sorted({d for m, d in present if m == kind})
-    ]
-    if not panels:
-        return
     figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
-    for axis, (kind, distractors) in zip(axes[0], panels, strict=True):
-        runs = [
-            r
-            for r in rows
-            if r["method"] == kind and r["distractors"] == distractors and r.get("metric_curve")
-        ]
-        curves = [run["metric_curve"] for run in runs]
-        length = min(len(steps) for steps, _ in curves)
-        steps = curves[0][0][:length]
-        mean = [
-            [statistics.mean(values[k][i] for _, values in curves) for i in range(length)]
-            for k in range(5)
-        ]
+    for axis, ((label, distractors), curves) in zip(axes[0], panels.items(), strict=True):
+        steps, mean = seed_mean(curves)
         for name, values in zip(STATE_NAMES, mean, strict=False):
             axis.plot(steps, values, label=name)
-        axis.plot(steps, mean[4], color="black", linestyle="--", label="distractors (mean)")
+        axis.plot(steps, mean[-1], color="black", linestyle="--", label="distractors (mean)")
         axis.set_xlabel("TaskMet outer step")
         axis.set_ylabel("diagonal entry of Λ")
-        axis.set_title(f"{kind}, d = {distractors} (mean of {len(runs)} seeds)")
+        axis.set_title(f"{label}, d = {distractors} (mean of {len(curves)} seeds)")
     outside_legend(axes[0][-1], fontsize=8)
     figure.tight_layout()
-    write_figure(figure, path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_figure(figure, out)
 
 
-def _diagonal_over_steps(run_dir: Path) -> tuple[list[int], list[list[float]]]:
-    """Outer steps, and per step: the 4 true dimensions' weights and the distractors' mean
-    (empty for a run that logs no diagonal metric). Kept in the JSON rows, so the figure can be
-    redrawn after the runs' folders are gone."""
-    steps, values = [], [[] for _ in range(5)]
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        keys = [k for k in record if k.startswith("method/metric_diagonal/")]
-        if not keys:
-            continue
-        weights = [record[f"method/metric_diagonal/{i}"] for i in range(len(keys))]
-        steps.append(record["step"])
-        for k in range(4):
-            values[k].append(weights[k])
-        values[4].append(statistics.mean(weights[4:]) if len(weights) > 4 else float("nan"))
-    return steps, values
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, help=f"the --out of the reproduction ({GRID}/ inside)")
+    parser.add_argument("--out", type=Path, default=Path("cartpole-metric.png"))
+    args = parser.parse_args()
+    panels = learned_metrics(args.runs)
+    if not panels:
+        parser.exit(
+            2,
+            f"cartpole.py: no completed {GRID} run with distractors and a diagonal metric "
+            f"under {args.runs}; run the grid first (see this script's docstring)\n",
+        )
+    plot(panels, args.out)
+    print("Final diagonal of Λ (mean over seeds):\n")
+    print(final_weights_table(panels))
+    print("Does the task loss TaskMet learns from track the return (its validations)?\n")
+    print(correlations_table(proxy_correlations(args.runs)))
+    print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -375,6 +375,87 @@ def test_task_loss_gradient_matches_finite_differences() -> None:
     assert flat is None or float(flat.abs().max()) == 0.0
 
 
+def test_many_lookahead_terms_give_the_damped_newton_steps_implicit_gradient() -> None:
+    """K terms of the Neumann series converge to ω − (H + λI)⁻¹ g: the decisions and the task
+    loss's gradient with respect to ŝ' equal those of that step solved with the explicit
+    Hessian (float64, a small Q network); K = 1 is the one-step lookahead ω − η g."""
+    from torch.func import functional_call
+
+    harness = _cartpole_harness(**{"task.agent_hidden": 4})
+    harness.steps(3)
+    task = harness.components.task
+    batch = next(harness.stream)
+    agent = task.agent.double()
+    context = {k: (v.double() if v.is_floating_point() else v) for k, v in batch.context.items()}
+    batch.context = context
+    generator = torch.Generator().manual_seed(1)
+    base = batch.targets["next_obs"].double() + 0.05 * torch.randn(
+        batch.targets["next_obs"].shape, generator=generator, dtype=torch.float64
+    )
+    names = [n for n, _ in agent.q.named_parameters()]
+    shapes = [p.shape for _, p in agent.q.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in agent.q.parameters()])
+
+    def unflatten(vector: torch.Tensor) -> dict[str, torch.Tensor]:
+        parts = torch.split(vector, [s.numel() for s in shapes])
+        return {n: part.reshape(s) for n, part, s in zip(names, parts, shapes, strict=True)}
+
+    def chosen(parameters: dict[str, torch.Tensor]) -> torch.Tensor:
+        values = functional_call(agent.q, parameters, (context["observation"],))
+        return values.gather(1, context["action"].unsqueeze(1)).squeeze(1)
+
+    def regression(vector: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
+        done = (predictions[:, 0].abs() > 2.4) | (predictions[:, 2].abs() > 12 * torch.pi / 180)
+        value = agent.temperature * torch.logsumexp(agent.target(predictions) / 0.05, dim=1)
+        targets = 1 + agent.gamma * (1 - done.double()) * value
+        return (chosen(unflatten(vector)) - targets).pow(2).mean()
+
+    # Away from its optimum the regression's Hessian is indefinite; damping past its most
+    # negative eigenvalue makes the step a Newton step on a convex model, whose series converges.
+    curvature = torch.autograd.functional.hessian(lambda v: regression(v, base), flat)
+    lowest = float(torch.linalg.eigvalsh(curvature).min())
+    assert lowest < 0  # indefinite: without damping the series would diverge
+    damping = 1.0 - lowest
+    eigenvalues = torch.linalg.eigvalsh(curvature + damping * torch.eye(len(flat)))
+    task.config.lookahead_lr = 1.0 / float(eigenvalues.max())
+    task.config.lookahead_damping = damping
+    task.config.lookahead_terms = 400
+
+    def newton_decisions(predictions: torch.Tensor) -> torch.Tensor:
+        vector = flat.clone().requires_grad_()
+        (gradient,) = torch.autograd.grad(
+            regression(vector, predictions), vector, create_graph=True
+        )
+        hessian = torch.stack(
+            [
+                torch.autograd.grad(g, vector, retain_graph=True, create_graph=True)[0]
+                for g in gradient
+            ]
+        )
+        step = torch.linalg.solve(hessian + damping * torch.eye(len(flat)), gradient)
+        return chosen(unflatten(flat - step))
+
+    def task_loss(decide, predictions: torch.Tensor) -> torch.Tensor:
+        return -task.decision.objective(decide(predictions), batch).mean()
+
+    predictions = base.clone().requires_grad_()
+    series = task.decision.decide(predictions, batch)
+    reference = newton_decisions(predictions)
+    assert torch.allclose(series, reference, rtol=1e-7, atol=1e-9)
+    (ours,) = torch.autograd.grad(
+        task_loss(lambda p: task.decision.decide(p, batch), predictions), predictions
+    )
+    (closed,) = torch.autograd.grad(task_loss(newton_decisions, predictions), predictions)
+    assert float(closed.abs().max()) > 1e-6
+    assert torch.allclose(ours, closed, rtol=1e-6, atol=1e-9)
+
+    task.config.lookahead_terms = 1  # one gradient step: ω − η g
+    vector = flat.clone().requires_grad_()
+    (gradient,) = torch.autograd.grad(regression(vector, base), vector)
+    one_step = chosen(unflatten(flat - task.config.lookahead_lr * gradient))
+    assert torch.allclose(task.decision.decide(base, batch), one_step, rtol=1e-7, atol=1e-9)
+
+
 def test_a_diverged_soft_q_agent_neither_updates_on_non_finite_targets_nor_stops_acting() -> None:
     from twcore_task_rl.soft_q import SoftQAgent
 
@@ -448,3 +529,78 @@ def test_environment_tasks_stream_only_train_batches_and_need_the_model(name: st
         task.stream("val", 8, seed=0, device=torch.device("cpu"), model=model)
     with pytest.raises(ValueError, match="pass model="):
         task.stream("train", 8, seed=0, device=torch.device("cpu"))
+
+
+def _benchmark_script(name: str):
+    """A script of this plugin's ``benchmarks/`` folder, imported as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"rl_benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_cartpole_reader_draws_the_metric_the_grids_taskmet_runs_logged(tmp_path) -> None:
+    import json
+
+    cartpole = _benchmark_script("cartpole")
+    sweep = tmp_path / "runs" / cartpole.GRID / "sweep-0"
+    for seed in (0, 1):
+        twcore.run(
+            [
+                "method=taskmet",
+                "method.metric=diagonal",
+                "method.inner_steps_first=20",
+                "method.inner_steps=5",
+                "method.validate_every=1",
+                "task=cartpole-distractors",
+                "task.distractors=3",
+                "steps=3",
+                "eval_every=0",
+                "checkpoint_every=0",
+                f"seed={seed}",
+                f"label={cartpole.GRID}/taskmet",
+                "wandb.enabled=false",
+                f"run_dir={sweep / f'seed-{seed}'}",
+            ]
+        )
+    panels = cartpole.learned_metrics(tmp_path / "runs")
+    assert list(panels) == [("taskmet", 3)] and len(panels[("taskmet", 3)]) == 2
+    # The curve is the logged diagonal: the 4 true dimensions, then the distractors' mean.
+    logged = [
+        json.loads(line)
+        for line in (sweep / "seed-1" / "metrics.jsonl").read_text().splitlines()
+        if "method/metric_diagonal/0" in line
+    ]
+    steps, values = panels[("taskmet", 3)][1]
+    assert steps == [record["step"] for record in logged] and len(steps) == 3
+    last = [logged[-1][f"method/metric_diagonal/{i}"] for i in range(7)]
+    assert [series[-1] for series in values] == pytest.approx([*last[:4], sum(last[4:]) / 3])
+    # The task loss's rank correlation with the return, per seed: Pearson's r of the ranks.
+    from scipy.stats import rankdata
+
+    lines = (sweep / "seed-1" / "metrics.jsonl").read_text().splitlines()
+    pairs = [
+        (record[cartpole.TASK_LOSS], record[cartpole.RETURN])
+        for record in map(json.loads, lines)
+        if cartpole.TASK_LOSS in record
+    ]
+    assert len(pairs) == 3
+    ranks = rankdata(np.array(pairs), axis=0)
+    expected = np.corrcoef(ranks[:, 0], ranks[:, 1])[0, 1]
+    assert cartpole.proxy_correlations(tmp_path / "runs")[("taskmet", 3)][-1] == pytest.approx(
+        expected
+    )
+    out = tmp_path / "metric.png"
+    import sys
+
+    argv = sys.argv
+    sys.argv = ["cartpole.py", str(tmp_path / "runs"), "--out", str(out)]
+    try:
+        assert cartpole.main() == 0
+    finally:
+        sys.argv = argv
+    assert out.stat().st_size > 0

@@ -43,6 +43,15 @@ CLAIMS = (
         "On MultiMNIST, αVIL beats main-only with the other digit as auxiliary",
         "main_acc", "alphavil", "main-only", where={"task": "multimnist"},
     ),
+    *(
+        Claim(
+            f"With helpful, unrelated and harmful auxiliaries together, αVIL ends with a higher "
+            f"weight on the helpful auxiliary than on the {other} one",
+            "last:train/weight/helpful", "alphavil", "alphavil", where=ALL_THREE,
+            baseline_metric=f"last:train/weight/{other}", direction="max",
+        )
+        for other in ("harmful", "unrelated")
+    ),
 )  # fmt: skip
 
 

@@ -39,6 +39,9 @@ class AlphaVILMethod(WeightingMethod):
     with weights moved between epochs (see :mod:`twcore_method_alphavil.rule`)."""
 
     Config = AlphaVILConfig
+    # Its steps are a held weighting, but between epochs it fits α from the dot products of
+    # validation gradients with the copies' updates: scaled gradients would scale them.
+    loss_scaling = False
     requirements = Requirements(
         main_auxiliary=True, capabilities=frozenset({Capability.VALIDATION})
     )

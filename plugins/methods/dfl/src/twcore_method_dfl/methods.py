@@ -53,6 +53,7 @@ class TwoStage(Method):
     """Fit the predictions (the mean of the task's objective losses), ignore the decisions."""
 
     requirements = DECISION
+    loss_scaling = True  # its one backward goes into the optimiser's step
 
     def train_step(self, batch: Batch) -> StepResult:
         losses = self.ctx.objective_losses(batch)

@@ -14,7 +14,15 @@ Bellman error on those real transitions *after one Q-learning step on the model'
 
     L_task = E_real (Q'(s, a) − r − γ (1 − terminated) V(s'))²
 
-a one-step unrolled version of OMD's implicit gradient through the agent's learning.
+a one-step unrolled version of OMD's implicit gradient through the agent's learning. With
+``lookahead_terms`` K > 1 the step is ω' = ω − η Σ_{j<K} (I − η (H + λI))^j g, the first K
+terms of the Neumann series of the damped Newton step ω − (H + λI)^{-1} g (g and H the gradient
+and Hessian of the agent's regression loss on the model transitions with respect to its
+parameters ω, λ = ``lookahead_damping``). As K grows, the task loss's gradient becomes the
+implicit gradient through the fixed point of that regression (at a fixed point, g = 0 and
+dω*/dŝ' = −H⁻¹ ∂g/∂ŝ'), with the target network held fixed: the targets' own dependence on
+ω, which the fixed point of the soft-Bellman operator itself would add, is not differentiated.
+K = 1 is the one-step lookahead.
 """
 
 from __future__ import annotations
@@ -64,6 +72,15 @@ class CartpoleDistractorsConfig:
     capacity: int = option(50_000, ge=1, help="replay buffer size")
     eval_episodes: int = option(10, ge=10, help="greedy episodes per evaluation (at least 10)")
     lookahead_lr: float = option(0.01, help="η of the task loss's one-step Q lookahead")
+    lookahead_terms: int = option(
+        1,
+        ge=1,
+        help="K, terms of the Neumann series of the task loss's Q step (1: one gradient step; "
+        "more: towards the implicit gradient through the agent's fixed point)",
+    )
+    lookahead_damping: float = option(
+        0.0, ge=0, help="λ, damping of the Hessian in the task loss's Q step (K > 1 only)"
+    )
 
 
 class BellmanDecision:
@@ -75,8 +92,9 @@ class BellmanDecision:
         self.task = task
 
     def decide(self, predictions: Tensor, batch: Batch) -> Tensor:
-        """Q'(s, a) [B] after one Q-learning step on the model transitions (s, a, ŝ')."""
-        agent = self.task.agent
+        """Q'(s, a) [B] after the Q step on the model transitions (s, a, ŝ'): one gradient step,
+        or K terms of the damped Newton step's Neumann series (module docstring)."""
+        agent, config = self.task.agent, self.task.config
         observations, actions = batch.context["observation"], batch.context["action"]
         params = dict(agent.q.named_parameters())
         rewards = torch.ones(len(batch), device=predictions.device)
@@ -86,8 +104,18 @@ class BellmanDecision:
         chosen = values.gather(1, actions.unsqueeze(1)).squeeze(1)
         loss = (chosen - targets).pow(2).mean()
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
-        lr = self.task.config.lookahead_lr
-        ahead = {n: p - lr * g for (n, p), g in zip(params.items(), grads, strict=True)}
+        lr = config.lookahead_lr
+        term, total = list(grads), list(grads)
+        for _ in range(config.lookahead_terms - 1):  # term ← (I − η(H + λI)) term
+            curvature = torch.autograd.grad(
+                grads, list(params.values()), grad_outputs=term, create_graph=True
+            )
+            term = [
+                t - lr * (h + config.lookahead_damping * t)
+                for t, h in zip(term, curvature, strict=True)
+            ]
+            total = [a + t for a, t in zip(total, term, strict=True)]
+        ahead = {n: p - lr * s for (n, p), s in zip(params.items(), total, strict=True)}
         after = functional_call(agent.q, ahead, (observations,))
         return after.gather(1, actions.unsqueeze(1)).squeeze(1)
 
