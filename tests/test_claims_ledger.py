@@ -304,6 +304,25 @@ def test_a_claim_on_two_learned_weights_of_one_arm_reads_their_last_logged_value
     assert document["claims"][0]["baseline_metric"] == "last:train/weight/harmful"
 
 
+def test_a_claim_whose_direction_contradicts_the_tasks_or_whose_value_is_not_finite(
+    tmp_path: Path,
+) -> None:
+    grid = hand_written_grid(tmp_path)  # acc: the task's primary metric, maximised
+    write_run(tmp_path / "g" / "sweep-0", "nan", "g/a", 9, "easy", float("nan"))
+    against = Claim("a beats b, lower is better", "acc", "a", "b", where={"task": "easy"},
+                    direction="min")  # fmt: skip
+    grid = ReproductionGrid("g", "hand-written", (), (), paper="Paper A", claims=(against,))
+    (entry,) = compute_ledger([grid], tmp_path, quick=False).entries
+    assert entry.decision.verdict == NOT_RUN
+    assert entry.decision.reason == "the claim's direction min contradicts the task's max for acc"
+    same = Claim("a beats b", "acc", "a", "b", where={"task": "easy"}, direction="max")
+    grid = ReproductionGrid("g", "hand-written", (), (), paper="Paper A", claims=(same,))
+    (entry,) = compute_ledger([grid], tmp_path, quick=False).entries
+    assert entry.treatment.values == (0.9, 0.92, 0.91)  # the NaN run is not a value ...
+    assert entry.treatment.unfinished == 1  # ... but a run that did not give one
+    assert entry.decision.verdict == INCONCLUSIVE  # so a verdict in a's favour is not taken
+
+
 def test_a_claim_that_compares_an_arm_with_itself_or_names_no_direction_is_refused() -> None:
     with pytest.raises(ValueError, match="compares 'm' with itself on acc"):
         Claim("m beats m", "acc", "m", "m")

@@ -107,6 +107,7 @@ def two_process_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.xdist_group("two-process-runs")  # one worker builds the module fixture
 @pytest.mark.parametrize("method", list(METHODS))
 def test_two_processes_end_where_one_ends(
     method: str, tmp_path: Path, two_process_runs: Path

@@ -21,6 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 INSTALL_HINT = "run `bash install.sh` (as root it installs the Debian package chromium)"
 
 
+# The site is built once, by the worker that runs all of these tests.
+pytestmark = pytest.mark.xdist_group("docs-site")
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if subprocess.run([sys.executable, "-c", "import mkdocs"], capture_output=True).returncode:

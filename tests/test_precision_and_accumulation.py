@@ -14,6 +14,7 @@ import torch
 import twcore
 from twcore.contract.errors import ConfigError
 from twcore.contract.loss_scale import DynamicLossScale
+from twcore.orchestration.engine.precision import autocast
 from twcore.testing import Harness, plugin_harness
 
 SMALL_TASK = [
@@ -77,8 +78,6 @@ def _assert_losses_close(
 
 
 def test_bf16_forward_passes_really_run_in_bfloat16() -> None:
-    from twcore.orchestration.engine.precision import autocast
-
     layer = torch.nn.Linear(4, 4)
     with autocast("bf16", torch.device("cpu")):
         assert layer(torch.randn(2, 4)).dtype == torch.bfloat16
@@ -86,12 +85,16 @@ def test_bf16_forward_passes_really_run_in_bfloat16() -> None:
         assert layer(torch.randn(2, 4)).dtype == torch.float32
 
 
+# Plain SGD with a large step: a gradient scaled once too often (or unscaled twice) would move
+# the model 2¹⁶ times too far (or too little), which Adam's normalised step would hide.
+SGD = ["optim.name=sgd", "optim.lr=0.1", "optim.momentum=0"]
 FP16_METHOD_TASKS = {
-    "ew": SMALL_TASK,
-    "group-dro": SMALL_TASK,
-    "uw": SMALL_TASK,
-    "dwa": SMALL_TASK,
-    "two-stage": ["task=cubic-topk"],
+    "ew": [*SMALL_TASK, *SGD],
+    "group-dro": [*SMALL_TASK, *SGD],
+    "uw": [*SMALL_TASK, *SGD],
+    "dwa": [*SMALL_TASK, *SGD],
+    "rlw": [*SMALL_TASK, *SGD],
+    "two-stage": ["task=cubic-topk", *SGD],
 }
 
 
@@ -111,13 +114,43 @@ def test_fp16_mixed_stays_close_to_float32(method: str, tmp_path: Path) -> None:
     _assert_losses_close(half, full, rel=2e-3, abs=1e-4)
 
 
-@pytest.mark.parametrize("method", ["gradcos", "ldro", "alphavil", "adalfl", "taskmet", "dfl"])
+def test_the_scale_keeps_a_small_gradient_that_float16_would_lose() -> None:
+    """A loss whose gradient at the float16 outputs is below float16's smallest number: with
+    the scale the weight's gradient is float32's to float16 rounding; without, it is lost."""
+    generator = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(8, 4)
+    inputs = torch.randn(64, 8, generator=generator)
+    targets = torch.randn(64, 4, generator=generator)
+
+    def gradient(precision: str, scale: DynamicLossScale | None) -> torch.Tensor:
+        layer.zero_grad(set_to_none=True)
+        with autocast(precision, torch.device("cpu")):
+            outputs = layer(inputs)
+            outputs = scale.scale_gradients(outputs) if scale is not None else outputs
+            loss = 1e-6 * torch.nn.functional.mse_loss(outputs.float(), targets)
+        loss.backward()
+        if scale is not None:
+            assert scale.unscale(layer.parameters())
+        assert layer.weight.grad is not None
+        return layer.weight.grad.clone()
+
+    exact = gradient("32", None)
+    scaled = gradient("16-mixed", DynamicLossScale())
+    unscaled = gradient("16-mixed", None)
+    error = float((scaled - exact).norm() / exact.norm())
+    assert error < 1e-2
+    assert float((unscaled - exact).norm() / exact.norm()) > 0.5  # float16 lost it
+
+
+@pytest.mark.parametrize(
+    "method", ["gradcos", "ldro", "alphavil", "adalfl", "taskmet", "dfl", "famo"]
+)
 def test_methods_that_compute_with_gradients_refuse_fp16(method: str, tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError, match=f"precision=16-mixed: method '{method}' computes with gradients"
     ):
-        _run(tmp_path, "run", f"method={method}", *METHOD_TASKS[method], "steps=1",
-             "precision=16-mixed")  # fmt: skip
+        _run(tmp_path, "run", f"method={method}", *METHOD_TASKS.get(method, SMALL_TASK),
+             "steps=1", "precision=16-mixed")  # fmt: skip
     assert not (tmp_path / "run" / "summary.json").exists()  # refused before anything ran
 
 

@@ -56,6 +56,7 @@ def sequential(tmp_path_factory) -> dict:
     return _numbers(_sweep(tmp_path_factory.mktemp("serial"), "sweep", backend="serial"))
 
 
+@pytest.mark.xdist_group("sequential-sweep")  # one worker builds the module fixture
 def test_local_backend_gives_the_numbers_of_a_sequential_sweep(tmp_path, sequential) -> None:
     sweep_dir = _sweep(tmp_path, "local", backend="local", workers=2)
     assert _numbers(sweep_dir) == sequential
@@ -66,6 +67,7 @@ def test_local_backend_gives_the_numbers_of_a_sequential_sweep(tmp_path, sequent
     assert "- seed:1" in config
 
 
+@pytest.mark.xdist_group("sequential-sweep")  # one worker builds the module fixture
 def test_ray_backend_on_a_local_cluster_gives_the_same_numbers(tmp_path, sequential) -> None:
     pytest.importorskip("ray")
     import ray

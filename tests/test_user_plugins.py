@@ -74,6 +74,7 @@ def serial_numbers(tmp_path_factory) -> dict:
     return _metrics(result.sweep_dir)
 
 
+@pytest.mark.xdist_group("serial-numbers")  # one worker builds the module fixture
 @pytest.mark.parametrize("backend", ["local", "ray"])
 def test_in_process_plugins_give_the_serial_numbers_on_every_backend(
     clean, tmp_path, serial_numbers, backend

@@ -43,7 +43,8 @@ class Claim:
         paper: the paper's published numbers for this comparison, as text ("" if none).
         baseline_metric: the baseline's metric where it is not `metric` ("": the same).
         direction: ``max`` or ``min``, for a metric whose task declares no direction ("": the
-            task's declared direction of `metric`).
+            task's declared direction of `metric`; a claim whose direction contradicts the
+            task's is not decided, and the ledger says why).
     """
 
     text: str

@@ -3,10 +3,12 @@
 Under float16 autocast, small gradients of the activations underflow to zero. Loss scaling
 multiplies the gradient that enters the backward pass by a large factor s and divides the
 parameters' gradients by s before the optimiser's step. Here s enters at the model's outputs:
-:meth:`DynamicLossScale.scale_gradients` passes every output through unchanged and multiplies
-the gradient flowing back into it by s. The losses a method computes from the outputs, and the
-weights it derives from them, keep their values, and every gradient that reaches the model's
-parameters is scaled alike, whichever losses it came from.
+:meth:`DynamicLossScale.scale_gradients` passes every output through unchanged in value (a
+float16 output comes out in float32, so that whatever follows computes in float32) and
+multiplies the gradient flowing back into it by s before rounding it to float16. The losses a
+method computes from the outputs, and the weights it derives from them, keep their values, and
+every gradient that reaches the model's parameters is scaled alike, whichever losses it came
+from.
 
 That is exact for a method whose gradients go only into the model optimiser's step, after
 :meth:`DynamicLossScale.unscale` (see :attr:`twcore.contract.method.Method.loss_scaling`). A
@@ -15,7 +17,8 @@ meta-gradients) would see them scaled, and is refused with ``precision=16-mixed`
 
 The schedule is ``torch.amp.GradScaler``'s: a step whose gradients are not all finite is
 skipped and s is multiplied by ``backoff``; after ``growth_interval`` finite steps in a row s is
-multiplied by ``growth``. The state is two numbers, saved in checkpoints.
+multiplied by ``growth``. The state is three numbers (s, the finite steps in a row and the
+steps skipped), saved in checkpoints.
 """
 
 from __future__ import annotations
@@ -28,16 +31,18 @@ from torch import Tensor
 
 
 class _ScaleGradient(torch.autograd.Function):
-    """Identity forward; the gradient flowing back is multiplied by `scale`."""
+    """Identity in value, but a half-precision tensor comes out in float32; the gradient
+    flowing back is multiplied by `scale` in float32 and only then rounded to the tensor's own
+    dtype, so that a small gradient of a float32 loss survives the rounding to float16."""
 
     @staticmethod
     def forward(ctx: Any, tensor: Tensor, scale: float) -> Tensor:
-        ctx.scale = scale
-        return tensor.view_as(tensor)
+        ctx.scale, ctx.dtype = scale, tensor.dtype
+        return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor.clone()
 
     @staticmethod
     def backward(ctx: Any, gradient: Tensor) -> tuple[Tensor, None]:
-        return gradient * ctx.scale, None
+        return (gradient.float() * ctx.scale).to(ctx.dtype), None
 
 
 class DynamicLossScale:
@@ -85,16 +90,18 @@ class DynamicLossScale:
 
     def unscale(self, parameters: Iterable[Tensor]) -> bool:
         """Divide the gradients of `parameters` by s and update the schedule; whether they are
-        all finite (if not, the caller skips the step: s has already backed off)."""
+        then all finite (if not, the caller skips the step: s has already backed off). One
+        device synchronisation, for the check."""
         gradients = [p.grad for p in parameters if p.grad is not None]
-        finite = all(bool(torch.isfinite(g).all()) for g in gradients)
+        finite = True
+        if gradients:
+            torch._foreach_mul_(gradients, 1.0 / self.scale)
+            finite = bool(torch.stack([torch.isfinite(g).all() for g in gradients]).all())
         if not finite:
             self.scale *= self.backoff
             self.finite_steps = 0
             self.skipped_steps += 1
             return False
-        if gradients:
-            torch._foreach_mul_(gradients, 1.0 / self.scale)
         self.finite_steps += 1
         if self.finite_steps >= self.growth_interval:
             self.scale *= self.growth

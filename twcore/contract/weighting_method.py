@@ -129,8 +129,10 @@ class WeightingMethod(Method):
     @property
     def loss_scaling(self) -> bool:  # type: ignore[override]
         """Float16 loss scaling is exact when the rule weights the losses from their values
-        (a :class:`LossWeighting`): its only gradients are those of the weighted backward."""
-        return isinstance(self.rule, LossWeighting)
+        (a :class:`LossWeighting`): its only gradients are those of the weighted backward. Not
+        on the trunk's output (:attr:`on_features`), a path that bypasses the model's forward
+        pass, where the scale enters."""
+        return isinstance(self.rule, LossWeighting) and not self.on_features
 
     @classmethod
     def rule_class(cls) -> type[Weighting] | None:

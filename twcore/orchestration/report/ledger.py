@@ -255,9 +255,15 @@ def run_metric(record: RunRecord, metric: str) -> float | None:
     if metric.startswith(LAST_LOGGED):
         key = metric.removeprefix(LAST_LOGGED)
         logged = next((line[key] for line in reversed(record.log) if key in line), None)
-        return None if logged is None else float(logged)
-    value = record.summary["metrics"].get("test", {}).get(metric)
-    return None if value is None else float(value)
+        return _finite(logged)
+    return _finite(record.summary["metrics"].get("test", {}).get(metric))
+
+
+def _finite(value: Any) -> float | None:
+    """`value` as a float, or None where it is missing or not finite (a diverged weight)."""
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return float(value)
 
 
 def arm_values(
@@ -346,9 +352,15 @@ def grid_entries(grid: ReproductionGrid, records: Sequence[RunRecord]) -> list[L
             entries.append(_entry(grid, claim, "", empty, empty, NOT_RUN, str(error)))
             continue
         finished_runs = [r for r in records if finished(r.summary.get("status"))]
-        direction = claim.direction or metric_direction(
-            [r for r in finished_runs if matches(r, claim)], claim.metric
-        )
+        declared = metric_direction([r for r in finished_runs if matches(r, claim)], claim.metric)
+        direction = claim.direction or declared
+        if claim.direction and declared and claim.direction != declared:
+            reason = (
+                f"the claim's direction {claim.direction} contradicts the task's {declared} for "
+                f"{claim.metric}"
+            )
+            entries.append(_entry(grid, claim, declared, treatment, baseline, NOT_RUN, reason))
+            continue
         if not treatment.n or not baseline.n:
             missing = claim.treatment if not treatment.n else claim.baseline
             metric = claim.metric if not treatment.n else claim.compared_metric

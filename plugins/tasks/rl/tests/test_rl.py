@@ -406,7 +406,9 @@ def test_many_lookahead_terms_give_the_damped_newton_steps_implicit_gradient() -
 
     def regression(vector: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
         done = (predictions[:, 0].abs() > 2.4) | (predictions[:, 2].abs() > 12 * torch.pi / 180)
-        value = agent.temperature * torch.logsumexp(agent.target(predictions) / 0.05, dim=1)
+        value = agent.temperature * torch.logsumexp(
+            agent.target(predictions) / agent.temperature, dim=1
+        )
         targets = 1 + agent.gamma * (1 - done.double()) * value
         return (chosen(unflatten(vector)) - targets).pow(2).mean()
 
@@ -591,9 +593,9 @@ def test_the_cartpole_reader_draws_the_metric_the_grids_taskmet_runs_logged(tmp_
     assert len(pairs) == 3
     ranks = rankdata(np.array(pairs), axis=0)
     expected = np.corrcoef(ranks[:, 0], ranks[:, 1])[0, 1]
-    assert cartpole.proxy_correlations(tmp_path / "runs")[("taskmet", 3)][-1] == pytest.approx(
-        expected
-    )
+    correlations = cartpole.proxy_correlations(tmp_path / "runs")[("taskmet", 3)]
+    assert len(correlations) == 2  # seed 0, then seed 1 (no seed's values were all tied)
+    assert correlations[1] == pytest.approx(expected)
     out = tmp_path / "metric.png"
     import sys
 

@@ -146,6 +146,9 @@ class FAMOMethod(WeightingMethod):
 
     Config = FAMOConfig
     requirements = SEVERAL
+    # Its logits learn from the losses after the step: a step float16's loss scale skips would
+    # leave them learning from no change at all.
+    loss_scaling = False
 
     def build_rule(self, config: FAMOConfig, ctx: MethodContext) -> FAMO:
         return FAMO(ctx.spec.num_objectives, lr=config.lr, weight_decay=config.weight_decay)
