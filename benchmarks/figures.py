@@ -156,7 +156,7 @@ JOBS = (
     ),
     reproduction(
         "taskmet-cartpole", ("taskmet-cartpole",), "plugins/tasks/rl/docs/cartpole",
-        ("cartpole-distractors_curve",), 100.0,
+        ("cartpole-distractors_curve",), 125.0,
     ),
     FigureJob(
         "cartpole-metric",

@@ -364,3 +364,20 @@ def test_runs_of_different_sweeps_that_differ_in_a_fixed_setting_get_their_own_r
     # A setting that differs only between rows (labels) is no reason for another column.
     apart = [record(1, 0, "a"), record(1, 1, "a"), record(2, 0, "b"), record(2, 1, "b")]
     assert keys_merged_in_rows(apart, ["seed"]) == []
+
+
+def test_an_option_older_runs_lack_does_not_split_them_from_the_runs_that_have_it() -> None:
+    """A run recorded before its plugin gained an option has no value for it: the option
+    separates runs only where the runs that have it disagree."""
+    from twcore.orchestration.report.collect import RunRecord, differing_keys
+
+    def record(seed: int, **task: object) -> RunRecord:
+        config = {"seed": seed, "method": {"name": "ew"}, "task": {"name": "t", **task}}
+        return RunRecord(Path(f"/runs/{seed}"), {"config": config}, {})
+
+    older, newer = record(0), record(1, lookahead_terms=1)
+    assert differing_keys([older, newer]) == ["seed"]
+    assert differing_keys([older, newer, record(2, lookahead_terms=3)]) == [
+        "seed",
+        "task.lookahead_terms",
+    ]

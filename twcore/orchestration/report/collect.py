@@ -119,10 +119,13 @@ def differing_keys(records: list[RunRecord]) -> list[str]:
     """The config keys whose values differ between `records` (seed included), so that runs of
     different configurations never share a report row, however the runs were made (a sweep,
     ``twcore tune``, your own script). A plugin whose name differs is one key (``method``),
-    not each of its options."""
+    not each of its options. A key some runs' configs lack (an option their plugin's version
+    did not have yet) differs only where the runs that have it disagree."""
     flat = [_flatten(r.summary["config"]) for r in records]
     all_keys = list(dict.fromkeys(k for f in flat for k in f))
-    differing = [k for k in all_keys if len({json.dumps(f.get(k), default=str) for f in flat}) > 1]
+    differing = [
+        k for k in all_keys if len({json.dumps(f[k], default=str) for f in flat if k in f}) > 1
+    ]
     plugins_differing = {k for k in differing if k in PLUGIN_SECTIONS}
     return [
         k for k in differing if k.split(".", 1)[0] not in plugins_differing or k in PLUGIN_SECTIONS
