@@ -19,7 +19,6 @@ the paper's claim measures.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -32,12 +31,28 @@ Curve = tuple[list[int], list[list[float]]]
 """Outer steps, and per step the 4 true dimensions' weights and the distractors' mean."""
 
 
-def diagonal_over_steps(run_dir: Path) -> Curve:
-    """The curve of one run (empty for a run that logs no diagonal metric)."""
+GridRun = tuple[str, int, list[dict]]
+"""A completed run of the grid: its arm label, its d and its ``metrics.jsonl`` records."""
+
+
+def grid_runs(runs: Path) -> list[GridRun]:
+    """Every completed run of the grid under `runs`, its log read once."""
+    from twcore.orchestration.report.collect import read_runs
+
+    found = []
+    for sweep in sorted(runs.glob(f"{GRID}/sweep-*")):
+        for record in read_runs(sweep):
+            config = record.summary["config"]
+            label = str(config["label"]).removeprefix(f"{GRID}/")
+            found.append((label, int(config["task"]["distractors"]), record.log))
+    return found
+
+
+def diagonal_over_steps(records: list[dict]) -> Curve:
+    """The curve of one run's log (empty for a run that logs no diagonal metric)."""
     steps: list[int] = []
     values: list[list[float]] = [[] for _ in range(len(STATE_NAMES) + 1)]
-    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
+    for record in records:
         count = sum(key.startswith(DIAGONAL) for key in record)
         if not count:
             continue
@@ -50,20 +65,12 @@ def diagonal_over_steps(run_dir: Path) -> Curve:
     return steps, values
 
 
-def learned_metrics(runs: Path) -> dict[tuple[str, int], list[Curve]]:
+def learned_metrics(runs: list[GridRun]) -> dict[tuple[str, int], list[Curve]]:
     """Per (arm label, distractors d > 0), the curve of every completed seed that logged one."""
     found: dict[tuple[str, int], list[Curve]] = defaultdict(list)
-    for path in sorted(runs.glob(f"{GRID}/sweep-*/*/summary.json")):
-        summary = json.loads(path.read_text(encoding="utf-8"))
-        if summary.get("status") != "completed":
-            continue
-        config = summary["config"]
-        distractors = int(config["task"]["distractors"])
-        if distractors == 0:
-            continue
-        curve = diagonal_over_steps(path.parent)
-        if curve[0]:
-            label = str(config["label"]).removeprefix(f"{GRID}/")
+    for label, distractors, records in runs:
+        curve = diagonal_over_steps(records)
+        if distractors > 0 and curve[0]:
             found[(label, distractors)].append(curve)
     return dict(sorted(found.items()))
 
@@ -71,7 +78,7 @@ def learned_metrics(runs: Path) -> dict[tuple[str, int], list[Curve]]:
 TASK_LOSS, RETURN = "method/validation/task_loss", "method/validation/return"
 
 
-def proxy_correlations(runs: Path) -> dict[tuple[str, int], list[float]]:
+def proxy_correlations(runs: list[GridRun]) -> dict[tuple[str, int], list[float]]:
     """Per (TaskMet arm, d), each seed's Spearman rank correlation between the task loss
     TaskMet learns its metric from (the one-step Bellman error on real transitions, at each of
     its validations) and the return of the agent at the same validations. Strongly negative:
@@ -79,23 +86,13 @@ def proxy_correlations(runs: Path) -> dict[tuple[str, int], list[float]]:
     from scipy.stats import spearmanr
 
     found: dict[tuple[str, int], list[float]] = defaultdict(list)
-    for path in sorted(runs.glob(f"{GRID}/sweep-*/*/summary.json")):
-        summary = json.loads(path.read_text(encoding="utf-8"))
-        if summary.get("status") != "completed":
-            continue
-        records = [
-            json.loads(line)
-            for line in (path.parent / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-        ]
+    for label, distractors, records in runs:
         pairs = [(r[TASK_LOSS], r[RETURN]) for r in records if TASK_LOSS in r and RETURN in r]
         if len(pairs) < 3:
             continue
         losses, returns = zip(*pairs, strict=True)
         if len(set(losses)) < 2 or len(set(returns)) < 2:
             continue
-        config = summary["config"]
-        label = str(config["label"]).removeprefix(f"{GRID}/")
-        distractors = int(config["task"]["distractors"])
         found[(label, distractors)].append(float(spearmanr(losses, returns).statistic))
     return dict(sorted(found.items()))
 
@@ -165,7 +162,8 @@ def main() -> int:
     parser.add_argument("runs", type=Path, help=f"the --out of the reproduction ({GRID}/ inside)")
     parser.add_argument("--out", type=Path, default=Path("cartpole-metric.png"))
     args = parser.parse_args()
-    panels = learned_metrics(args.runs)
+    runs = grid_runs(args.runs)
+    panels = learned_metrics(runs)
     if not panels:
         parser.exit(
             2,
@@ -176,7 +174,7 @@ def main() -> int:
     print("Final diagonal of Λ (mean over seeds):\n")
     print(final_weights_table(panels))
     print("Does the task loss TaskMet learns from track the return (its validations)?\n")
-    print(correlations_table(proxy_correlations(args.runs)))
+    print(correlations_table(proxy_correlations(runs)))
     print(f"wrote {args.out}")
     return 0
 

@@ -569,7 +569,8 @@ def test_the_cartpole_reader_draws_the_metric_the_grids_taskmet_runs_logged(tmp_
                 f"run_dir={sweep / f'seed-{seed}'}",
             ]
         )
-    panels = cartpole.learned_metrics(tmp_path / "runs")
+    runs = cartpole.grid_runs(tmp_path / "runs")
+    panels = cartpole.learned_metrics(runs)
     assert list(panels) == [("taskmet", 3)] and len(panels[("taskmet", 3)]) == 2
     # The curve is the logged diagonal: the 4 true dimensions, then the distractors' mean.
     logged = [
@@ -593,7 +594,7 @@ def test_the_cartpole_reader_draws_the_metric_the_grids_taskmet_runs_logged(tmp_
     assert len(pairs) == 3
     ranks = rankdata(np.array(pairs), axis=0)
     expected = np.corrcoef(ranks[:, 0], ranks[:, 1])[0, 1]
-    correlations = cartpole.proxy_correlations(tmp_path / "runs")[("taskmet", 3)]
+    correlations = cartpole.proxy_correlations(runs)[("taskmet", 3)]
     assert len(correlations) == 2  # seed 0, then seed 1 (no seed's values were all tied)
     assert correlations[1] == pytest.approx(expected)
     out = tmp_path / "metric.png"
