@@ -15,9 +15,22 @@ steps, all in this one process and thread count, one configuration after another
   gradient paths: ``rows`` (the K gradients on the trunk from one vectorised backward pass) and
   ``gram`` (the K×K Gram matrix from a recorded forward pass, then one weighted backward pass).
 
-Columns: ms per step, the ratio to ew's, and backward-pass equivalents — (step − forward) ÷
+and a lower bound for any exact method:
+
+- ``floor``: ew's step plus the work no exact Gram matrix avoids — K − 1 further cotangents
+  pushed from the trunk's output back through the trunk to its first layer's output (one
+  vectorised backward pass that computes no parameter gradient; the heads' part, which an
+  exact method needs too, is left out). Every layer's share of ⟨∇L_i, ∇L_j⟩ depends on the K
+  objectives' gradients at that layer's output, and those are K different linear images of
+  the trunk's output gradients, so an exact method computes them, in some form, K times;
+  ew's backward pass counts as one of them (the step's weighted gradient at each layer is a
+  combination of the K, and its weight gradients are ew's).
+
+Columns: ms per step, the ratio to ew's, backward-pass equivalents — (step − forward) ÷
 (ew's step − forward), with the forward pass (losses included) timed on its own: how many of
-ew's backward-and-update the method's step costs.
+ew's backward-and-update the method's step costs — and, on the two paths' rows, ``auto`` where
+``method.gradients=auto`` (the default) takes that path: the one with fewer estimated
+multiply-adds (``GramRecorder.path_costs``) on these shapes.
 """
 
 from __future__ import annotations
@@ -99,7 +112,9 @@ def rule_step(make: Callable[[int], object], path: str) -> Callable[[Setup], Ste
 
     def bind(setup: Setup) -> Step:
         rule = make(len(setup.heads))
-        recorder = GramRecorder(setup.shared, setup.trunk) if path == "gram" else None
+        recorder = (
+            GramRecorder(setup.shared, setup.trunk, cut=setup.trunk) if path == "gram" else None
+        )
 
         def step(setup: Setup) -> None:
             with recorder if recorder is not None else nullcontext():
@@ -116,8 +131,50 @@ def rule_step(make: Callable[[int], object], path: str) -> Callable[[Setup], Ste
     return bind
 
 
+def floor_step(setup: Setup) -> Step:
+    """ew's step plus K − 1 cotangents through the trunk (see the module docstring)."""
+    first = next(m for m in setup.trunk.modules() if list(m.parameters(recurse=False)))
+    width = setup.heads[0].in_features
+    generator = torch.Generator().manual_seed(1)
+    further = max(len(setup.heads) - 1, 1)
+    cotangents = torch.randn(further, len(setup.inputs), width, generator=generator)
+
+    def step(setup: Setup) -> None:
+        captured: list[Tensor] = []
+        hook = first.register_forward_hook(lambda module, inputs, output: captured.append(output))
+        try:
+            features = setup.trunk(setup.inputs)
+        finally:
+            hook.remove()
+        loss = torch.stack(
+            [
+                functional.cross_entropy(head(features), labels)
+                for head, labels in zip(setup.heads, setup.labels, strict=True)
+            ]
+        ).mean()
+        setup.optimizer.zero_grad(set_to_none=True)
+        torch.autograd.grad(
+            features, captured[0], cotangents, is_grads_batched=True, retain_graph=True
+        )
+        loss.backward()
+        setup.optimizer.step()
+
+    return step
+
+
+def auto_choice(setup: Setup) -> str:
+    """The path ``gradients=auto`` takes on this setup's shapes and K."""
+    recorder = GramRecorder(setup.shared, setup.trunk)
+    with recorder:
+        setup.losses()
+    choice = recorder.path_costs(len(setup.heads)).cheaper
+    recorder.clear()
+    return choice
+
+
 CONFIGURATIONS: dict[str, Callable[[Setup], Step]] = {
     "ew": lambda setup: ew_step,
+    "floor (ew + K − 1 cotangents through the trunk)": floor_step,
     "gradcos (rows)": rule_step(lambda k: GradCos(k, main=0), "rows"),
     "gradcos (gram)": rule_step(lambda k: GradCos(k, main=0), "gram"),
     "ldro k=1 (rows)": rule_step(lambda k: LookaheadDRO(k, interaction_every=1), "rows"),
@@ -145,12 +202,15 @@ def measure(model: str, num: int, options: argparse.Namespace) -> list[str]:
         name: seconds_per_step(setup, bind(setup), options.steps, options.repeats)
         for name, bind in CONFIGURATIONS.items()
     }
+    choice = auto_choice(setup)
     rows = []
     for name, seconds in times.items():
         ratio = seconds / times["ew"]
         equivalents = (seconds - forward) / (times["ew"] - forward)
+        auto = "auto" if name.endswith(f"({choice})") else ""
         rows.append(
-            f"| {model} | {num} | {name} | {1000 * seconds:.2f} | {ratio:.2f} | {equivalents:.1f} |"
+            f"| {model} | {num} | {name} | {1000 * seconds:.2f} | {ratio:.2f} | {equivalents:.1f} "
+            f"| {auto} |"
         )
     return rows
 
@@ -199,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Batch {options.batch}, {options.threads} thread(s), fastest of {options.repeats} × "
         f"{options.steps} steps (`python3 benchmarks/gram_weighting.py`).",
         "",
-        "| model | K | method | ms/step | ÷ ew | backward equivalents |",
-        "|---|---|---|---|---|---|",
+        "| model | K | method | ms/step | ÷ ew | backward equivalents | default path |",
+        "|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     for model in options.models:

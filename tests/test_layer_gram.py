@@ -50,11 +50,23 @@ def _check(
         losses = heads(features.reshape(len(inputs), -1), targets)
     gram = recorder.gram(losses)
     torch.testing.assert_close(gram, _reference(losses, params), rtol=1e-10, atol=1e-12)
+    _check_weighted_gradients(recorder, losses, params)
     if always_kernel:
         assert recorder.kernel_layers == [
             m for m in recorder.recorded_layers if any(c for c in _calls_of(recorder, m))
         ]
     return recorder
+
+
+def _check_weighted_gradients(recorder: GramRecorder, losses: Tensor, params: list[Tensor]) -> None:
+    """What the recorder kept gives Σ_k w_k ∇L_k on every parameter, as autograd does."""
+    weights = torch.linspace(-0.5, 1.5, len(losses), dtype=losses.dtype)
+    combined = recorder.weighted_gradients(weights)
+    assert combined is not None
+    expected = torch.autograd.grad(weights @ losses, params, retain_graph=True, allow_unused=True)
+    for got, want, param in zip(combined, expected, params, strict=True):
+        want = torch.zeros_like(param) if want is None else want
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 def _calls_of(recorder: GramRecorder, module: nn.Module) -> list:
@@ -275,3 +287,149 @@ def test_a_functional_call_with_other_tensors_is_not_recorded_as_the_layers_use(
     with recorder:
         torch.func.functional_call(layer, other, (torch.randn(4, 3, dtype=torch.float64),))
     assert recorder._layers[0].calls == []
+
+
+def _counted_flops(step) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+@pytest.mark.parametrize("cut", [False, True])
+@pytest.mark.parametrize(
+    ("kind", "num"), [("mlp", 2), ("mlp", 20), ("conv", 2), ("conv", 20), ("narrow", 2)]
+)
+def test_the_path_estimated_cheaper_is_the_one_with_fewer_counted_flops(
+    kind: str, num: int, cut: bool
+) -> None:
+    """``path_costs`` against torch's own count of the matrix products of each whole step: the
+    Gram matrix and the weighted gradient from what it left (the heads' by a backward pass), or
+    the K gradient rows (heads included), their Gram matrix and the combination."""
+    from twcore.contract.weighting import gram_weighted_backward
+
+    torch.manual_seed(12)
+    head_sizes = [3] * num
+    if kind == "mlp":  # few rows, wide layers: the kernel path
+        trunk: nn.Module = nn.Sequential(nn.Linear(200, 64), nn.ReLU(), nn.Linear(64, 32))
+        inputs, width = torch.randn(16, 200), 32
+    elif kind == "narrow":  # a layer whose K gradients are about its kernel's cost
+        trunk = nn.Sequential(nn.Linear(16, 32), nn.ReLU())
+        inputs, width, head_sizes = torch.randn(12, 16), 32, [2, 1]
+    else:  # many positions: the layers' own gradients
+        trunk = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.Flatten()
+        )
+        inputs, width = torch.randn(8, 3, 16, 16), 8 * 16 * 16
+    heads = nn.ModuleList(nn.Linear(width, size) for size in head_sizes)
+    shared, own = list(trunk.parameters()), list(heads.parameters())
+
+    def losses() -> Tensor:
+        features = trunk(inputs)
+        return torch.stack([head(features).pow(2).mean() for head in heads])
+
+    recorder = GramRecorder(shared, [trunk, heads], cut=trunk if cut else None)
+    with recorder:
+        recorded = losses()
+    costs = recorder.path_costs(num)
+
+    def gram_step() -> None:
+        recorder.gram(recorded)
+        gram_weighted_backward(recorded, torch.ones(num), shared, own, recorder)
+
+    gram_flops = _counted_flops(gram_step)
+    fresh = losses()
+
+    def rows_step() -> None:
+        rows = per_objective_grads(fresh, shared + own)
+        size = sum(p.numel() for p in shared)
+        _ = rows[:, :size] @ rows[:, :size].T, torch.ones(num) @ rows
+
+    rows_flops = _counted_flops(rows_step)
+    assert recorder.used_cut == cut
+    assert costs.cheaper == ("gram" if gram_flops <= rows_flops else "rows")
+    assert costs.cheaper == {"mlp": "gram", "conv": "gram", "narrow": "rows"}[kind]
+
+
+class _TrunkAndHeads(nn.Module):
+    """A trunk and K linear heads reading its output, float64."""
+
+    def __init__(self, num: int) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.LayerNorm(12), nn.Linear(12, 5))
+        self.heads = nn.ModuleList(nn.Linear(5, 2) for _ in range(num))
+        self.double()
+
+    def losses(self, inputs: Tensor, *, stacked: bool = True) -> Tensor:
+        features = self.trunk(inputs)
+        if not stacked:  # one vectorised op for all K: no per-loss scalars to start from
+            outputs = torch.einsum(
+                "bf,kof->kbo", features, torch.stack([h.weight for h in self.heads])
+            )
+            return (outputs + 0.5).pow(2).mean(dim=(1, 2))
+        # and two losses that do not reach the trunk: one of a head's weights, one constant
+        unreached = [self.heads[0].weight.pow(2).sum(), torch.tensor(1.0, dtype=torch.float64)]
+        return torch.stack(
+            [*((head(features) + 0.5).pow(2).mean() for head in self.heads), *unreached]
+        )
+
+
+@pytest.mark.parametrize("stacked", [True, False])
+def test_a_cut_at_the_trunk_gives_the_same_gram_as_the_losses_pass(stacked: bool) -> None:
+    """Through the trunk's output (each loss alone to it, then K cotangents through the trunk)
+    the Gram matrix is the rows' to 1e-10, on kernel, direct and fallback (LayerNorm) paths."""
+    torch.manual_seed(13)
+    model = _TrunkAndHeads(5)
+    inputs = torch.randn(9, 6, dtype=torch.float64)
+    shared = list(model.trunk.parameters())
+    for always_kernel in (True, False):
+        recorder = GramRecorder(shared, model, cut=model.trunk, always_kernel=always_kernel)
+        assert recorder.cut is model.trunk
+        with recorder:
+            losses = model.losses(inputs, stacked=stacked)
+        gram = recorder.gram(losses)
+        assert recorder.used_cut
+        torch.testing.assert_close(gram, _reference(losses, shared), rtol=1e-10, atol=1e-12)
+        _check_weighted_gradients(recorder, losses, shared)
+
+
+def test_a_cut_that_does_not_hold_is_not_used() -> None:
+    """A parameter owned outside the cut, a recorded layer run outside it, or the cut run twice:
+    the one pass from the losses, and the same Gram matrix."""
+    torch.manual_seed(14)
+    model = _TrunkAndHeads(3)
+    inputs = torch.randn(7, 6, dtype=torch.float64)
+    shared = list(model.trunk.parameters())
+    with_head = [*shared, *model.heads[0].parameters()]
+    assert GramRecorder(with_head, model, cut=model.trunk).cut is None
+
+    recorder = GramRecorder(shared, model, cut=model.trunk)
+    with recorder:  # the trunk's first layer also used outside the trunk
+        features = model.trunk(inputs)
+        extra = model.trunk[0](inputs).sum(dim=1, keepdim=True)
+        losses = torch.stack([(head(features) * extra).pow(2).mean() for head in model.heads])
+    gram = recorder.gram(losses)
+    assert not recorder.used_cut
+    torch.testing.assert_close(gram, _reference(losses, shared), rtol=1e-10, atol=1e-12)
+
+    recorder = GramRecorder(shared, model, cut=model.trunk)
+    with recorder:  # the trunk run twice
+        twice = model.trunk(inputs) + model.trunk(inputs.flip(0))
+        losses = torch.stack([head(twice).pow(2).mean() for head in model.heads])
+    gram = recorder.gram(losses)
+    assert not recorder.used_cut
+    torch.testing.assert_close(gram, _reference(losses, shared), rtol=1e-10, atol=1e-12)
+
+
+def test_weighted_gradients_need_a_gram_of_this_recording() -> None:
+    torch.manual_seed(15)
+    model = _TrunkAndHeads(2)
+    recorder = GramRecorder(list(model.trunk.parameters()), model, cut=model.trunk)
+    with recorder:
+        losses = model.losses(torch.randn(4, 6, dtype=torch.float64))
+    assert recorder.weighted_gradients(torch.ones(len(losses))) is None
+    recorder.gram(losses)
+    assert recorder.weighted_gradients(torch.ones(len(losses))) is not None
+    recorder.clear()  # lets go of the kept gradients with the activations
+    assert recorder.weighted_gradients(torch.ones(len(losses))) is None

@@ -32,11 +32,12 @@ from twcore.autodiff.implicit import (
     hessian_vector_product,
     implicit_hypergradient,
 )
-from twcore.autodiff.layer_gram import GramRecorder
+from twcore.autodiff.layer_gram import GramRecorder, PathCosts
 from twcore.autodiff.per_objective import per_objective_grads
 
 __all__ = [
     "GramRecorder",
+    "PathCosts",
     "accumulate_flat_grad",
     "assign_flat_grad",
     "conjugate_gradient",

@@ -13,7 +13,10 @@ with K·P. A convolution is a linear layer on its unfolded input patches (N = ba
 positions); an embedding's gradient is its output gradients summed per token, so its share is
 that of the distinct tokens' sums. The K output gradients of every recorded layer come from one
 vectorised backward pass of the K losses to the layers' outputs, which computes no parameter
-gradient.
+gradient. Given the module all of them run inside (``cut=``, a model's trunk), the losses are
+first differentiated one by one to its output — each through its own head, where a vectorised
+pass would run all K heads for each of the K rows — and only the K cotangents go through the
+trunk vectorised.
 
 Supported layers: ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d`` (``groups=1``, zero padding:
 numeric, ``"valid"``, or ``"same"`` where it pads evenly), ``nn.Embedding`` (without
@@ -24,10 +27,14 @@ matrix directly (memory K × its size; for a normalisation layer, a few vectors)
 recorded only if all its parameters are in the set and it is used only through its own forward
 (a weight tied to another use must go through the fallback: pass ``fallback=[...]``).
 
-    recorder = GramRecorder(shared_params, model)
+    recorder = GramRecorder(shared_params, model, cut=model.trunk)
     with recorder:
         losses = torch.stack(objective_losses(model(x)))
     gram = recorder.gram(losses)  # [K, K], as per_objective_grads(losses, shared_params) would
+
+Which path is cheaper — this one, or the K gradient rows of one vectorised backward pass —
+depends on the layers' shapes and K: :meth:`GramRecorder.path_costs` estimates both from the
+recorded forward pass (multiply-adds, never timings, so the choice is the same on every run).
 
 Not for data-parallel runs: a sharded module sees only its process's rows, and the Gram matrix
 of the global gradients needs every process's; :meth:`GramRecorder.usable` says False there.
@@ -42,6 +49,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.autograd.graph import GradientEdge
 from torch.nn import functional
 from torch.nn.utils import parametrize
 
@@ -59,6 +67,16 @@ class _Call:
     output: Tensor
     source_version: int
     output_version: int
+
+
+@dataclass
+class _Kept:
+    """What :meth:`GramRecorder.gram` computed that the step's weighted gradient needs again:
+    each kernel layer's rows [N, in] (token ids for an embedding) and output gradients
+    [K, N, out], and each directly differentiated parameter's K gradients [K, *shape]."""
+
+    layers: list[tuple[nn.Module, Tensor, Tensor]]
+    direct: list[tuple[Tensor, Tensor]]
 
 
 @dataclass
@@ -179,6 +197,79 @@ def _embedding_share(module: nn.Embedding, tokens: Tensor, grads: Tensor) -> Ten
     return flat @ flat.T
 
 
+@dataclass(frozen=True)
+class PathCosts:
+    """Estimated multiply-adds of the work in which the two ways to a Gram-based step differ
+    (what both share — the K objectives' backward pass to the layers' outputs, the fallback
+    parameters' rows — is left out).
+
+    Attributes:
+        rows: for each recorded layer, its K gradients (K·N·in·out), their Gram matrix (K²·P)
+            and the weighted combination written to ``.grad`` (K·P); for each other layer of
+            the modules with a trainable parameter (a head: the objectives' own parameters),
+            its K gradient rows, their combination and K rows back through it.
+        gram: each recorded layer's share of the Gram matrix (the cheaper of its rows' kernel
+            and its K gradients, as :meth:`GramRecorder.gram` chooses) and its share of the
+            step's weighted gradient from what that left (Σ_k w_k D_k and one weight gradient,
+            or the weighted sum of its K gradients); each other layer's one gradient, and K
+            rows back through it (one row per loss through a cut).
+    """
+
+    rows: int
+    gram: int
+
+    @property
+    def cheaper(self) -> str:
+        """``"gram"`` or ``"rows"``: the path with fewer estimated multiply-adds (gram on a
+        tie)."""
+        return "gram" if self.gram <= self.rows else "rows"
+
+
+def _other_layer_costs(
+    module: nn.Module, calls: Sequence[_Call], num: int, *, through_cut: bool
+) -> PathCosts:
+    """:class:`PathCosts` of a layer outside the set (a head): the rows path takes its K
+    gradient rows and sends K rows back through it; the Gram path its one gradient, and back
+    through it K rows, or with a cut one row per loss that reads it."""
+    weight = module.weight
+    assert isinstance(weight, Tensor)
+    size = sum(p.numel() for p in module.parameters(recurse=False))
+    if isinstance(module, nn.Embedding):
+        one = sum(call.source.numel() for call in calls) * int(weight.shape[1])
+        back = 0
+    else:
+        outputs = int(weight.shape[0])
+        one = sum(call.output.numel() for call in calls) // outputs * weight.numel()
+        back = one if any(call.source.requires_grad for call in calls) else 0
+    rows = num * (one + back) + num * size
+    return PathCosts(rows, one + (back if through_cut else num * back))
+
+
+def _layer_costs(module: nn.Module, calls: Sequence[_Call], num: int, kernel: bool) -> PathCosts:
+    """:class:`PathCosts` of one recorded layer for K = `num` objectives."""
+    weight = module.weight
+    assert isinstance(weight, Tensor)
+    size = sum(p.numel() for p in module.parameters(recurse=False))
+    if isinstance(module, nn.Embedding):
+        dim = int(weight.shape[1])
+        tokens = sum(call.source.numel() for call in calls)
+        distinct = min(tokens, int(weight.shape[0]))
+        rows = num * tokens * dim + num * num * size + num * size
+        # the per-token sums, their inner products, Σ_k w_k D_k and its per-token sum
+        gram = num * tokens * dim + num * num * distinct * dim + num * tokens * dim + tokens * dim
+        return PathCosts(rows, gram)
+    outputs = int(weight.shape[0])
+    width = weight.numel() // outputs  # in, or channels × kernel positions
+    count = sum(call.output.numel() for call in calls) // outputs  # N
+    gradients = num * count * width * outputs
+    rows = gradients + num * num * size + num * size
+    if not kernel:  # the K gradients, their inner products and their weighted sum: as the rows
+        return PathCosts(rows, rows)
+    # XXᵀ, then (XXᵀ)D_j for each j, then the K² inner products; Σ_k w_k D_k, then Xᵀ(Σ w D)
+    from_kernel = count * count * (width + num * outputs) + num * num * count * outputs
+    return PathCosts(rows, from_kernel + num * count * outputs + count * width * outputs)
+
+
 class GramRecorder:
     """Record a forward pass, then return the Gram matrix of the K losses' gradients on
     `params` (see the module docstring).
@@ -190,6 +281,14 @@ class GramRecorder:
             them (e.g. a weight tied to another use).
         always_kernel: take every recorded layer's share from its rows' kernel, even where its
             K gradients would be cheaper: memory independent of K·P at any cost in time.
+        cut: the module whose single output carries every way the losses depend on `params`
+            (a model's trunk; its output the shared representation the heads read). The K
+            losses are then differentiated to that output one by one — each through its own
+            head only, where the vectorised pass would run every head for every loss (K² head
+            backwards) — and only the K cotangents go through the cut module in one vectorised
+            pass. Used on a step where it holds as far as the recorder can see: every module
+            owning one of `params` is inside `cut`, `cut` ran once, and every recorded layer
+            ran inside it; otherwise the one vectorised pass from the losses.
     """
 
     def __init__(
@@ -199,6 +298,7 @@ class GramRecorder:
         *,
         fallback: Iterable[Tensor] = (),
         always_kernel: bool = False,
+        cut: nn.Module | None = None,
     ) -> None:
         self.params = list(params)
         self.always_kernel = always_kernel
@@ -227,10 +327,34 @@ class GramRecorder:
                 self._layers.append(_Layer(module, own))
                 covered.update(id(p) for p in own)
         self.fallback = [p for p in self.params if id(p) not in covered]
+        # The other layers with a trainable parameter (the objectives' own: heads), whose
+        # calls only :meth:`path_costs` reads.
+        self._others = [
+            _Layer(module, list(module.parameters(recurse=False)))
+            for module in found.values()
+            if type(module) in SUPPORTED
+            and not any(id(p) in covered for p in module.parameters(recurse=False))
+            and any(p.requires_grad for p in module.parameters(recurse=False))
+        ]
         self.kernel_layers: list[nn.Module] = []
         """The layers the last :meth:`gram` took from their rows' kernel (the others were
         differentiated directly)."""
         self._hooks: list[Any] = []
+        inside = {id(module) for module in cut.modules()} if cut is not None else set()
+        owners_inside = all(
+            id(module) in inside
+            for module in found.values()
+            if any(id(p) in wanted for p in module.parameters(recurse=False))
+        )
+        self.cut = cut if cut is not None and owners_inside else None
+        """The cut module in use (None if none was given or one of the parameters' owners is
+        outside it)."""
+        self._kept: _Kept | None = None
+        self._cut_outputs: list[Tensor] = []
+        self._cut_depth = 0
+        self._outside_cut = False
+        self.used_cut = False
+        """Whether the last :meth:`gram` went through the cut (see ``cut``)."""
 
     @property
     def recorded_layers(self) -> list[nn.Module]:
@@ -243,17 +367,37 @@ class GramRecorder:
         return not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
 
     def __enter__(self) -> GramRecorder:
-        for layer in self._layers:
-            layer.calls.clear()
-            self._hooks.append(layer.module.register_forward_hook(self._hook(layer)))
+        for layers, recorded in ((self._layers, True), (self._others, False)):
+            for layer in layers:
+                layer.calls.clear()
+                hook = self._hook(layer, recorded=recorded)
+                self._hooks.append(layer.module.register_forward_hook(hook))
+        self._reset_step()
+        if self.cut is not None:
+            self._hooks.append(self.cut.register_forward_pre_hook(self._enter_cut))
+            self._hooks.append(self.cut.register_forward_hook(self._leave_cut))
         return self
+
+    def _enter_cut(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        self._cut_depth += 1
+
+    def _leave_cut(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        self._cut_depth -= 1
+        if self._cut_depth == 0 and torch.is_grad_enabled():
+            self._cut_outputs.append(output)
+
+    def _reset_step(self) -> None:
+        self._kept = None
+        self._cut_outputs.clear()
+        self._cut_depth = 0
+        self._outside_cut = False
 
     def __exit__(self, *exc: object) -> None:
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
 
-    def _hook(self, layer: _Layer) -> Any:
+    def _hook(self, layer: _Layer, *, recorded: bool) -> Any:
         def record(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
             # Under functional_call the layer computes with other tensors than its parameters:
             # that use is not theirs.
@@ -264,8 +408,26 @@ class GramRecorder:
             if same and torch.is_grad_enabled() and output.requires_grad:
                 source = inputs[0]
                 layer.calls.append(_Call(source, output, source._version, output._version))
+                if recorded and self._cut_depth == 0:
+                    self._outside_cut = True
 
         return record
+
+    def path_costs(self, num: int) -> PathCosts:
+        """The estimated cost of each path to a step for K = `num` objectives, from the layers
+        recorded since entering (:class:`PathCosts`): call it after the forward pass and
+        before :meth:`gram` or :meth:`clear`."""
+        total = PathCosts(0, 0)
+        for layer in self._layers:
+            if layer.calls:
+                kernel = self.always_kernel or _prefers_kernel(layer.module, layer.calls, num)
+                costs = _layer_costs(layer.module, layer.calls, num, kernel)
+                total = PathCosts(total.rows + costs.rows, total.gram + costs.gram)
+        through_cut = self._cut_output() is not None
+        for layer in self._others:
+            costs = _other_layer_costs(layer.module, layer.calls, num, through_cut=through_cut)
+            total = PathCosts(total.rows + costs.rows, total.gram + costs.gram)
+        return total
 
     def gram(self, losses: Tensor, *, retain_graph: bool = True) -> Tensor:
         """⟨∇L_i, ∇L_j⟩ on the parameters [K, K], for losses [K] computed inside the recording.
@@ -307,10 +469,18 @@ class GramRecorder:
         dtype = torch.promote_types(losses.dtype, torch.float32)
         gram = torch.zeros(num, num, dtype=dtype, device=losses.device)
         targets = [call.output for _, call in calls] + direct
+        self._kept = _Kept([], [])
         if not targets or not losses.requires_grad:
             return gram
         with torch.autocast(losses.device.type, enabled=False):
-            grads = _batched_grads(losses, targets, retain_graph=retain_graph)
+            through = self._cut_output()
+            self.used_cut = through is not None
+            if through is not None:
+                cotangents = _each_loss_grad(losses, through)
+                grads = _batched_vjp(through, cotangents, targets, retain_graph=retain_graph)
+            else:
+                selectors = torch.eye(num, dtype=losses.dtype, device=losses.device)
+                grads = _batched_vjp(losses, selectors, targets, retain_graph=retain_graph)
             by_layer: dict[int, tuple[_Layer, list[Tensor], list[Tensor]]] = {}
             for (layer, call), grad in zip(calls, grads[: len(calls)], strict=True):
                 if grad is None:
@@ -324,33 +494,107 @@ class GramRecorder:
                 if isinstance(layer.module, nn.Embedding):
                     share = _embedding_share(layer.module, stacked_rows, stacked_grads)
                 else:
+                    stacked_rows = stacked_rows.to(dtype)
                     bias = getattr(layer.module, "bias", None) is not None
-                    share = _linear_share(stacked_rows.to(dtype), stacked_grads, bias)
+                    share = _linear_share(stacked_rows, stacked_grads, bias)
                 gram = gram + share
-            for grad in grads[len(calls) :]:
+                self._kept.layers.append((layer.module, stacked_rows, stacked_grads))
+            for param, grad in zip(direct, grads[len(calls) :], strict=True):
                 if grad is not None:
                     flat = grad.reshape(num, -1).to(dtype)
                     gram = gram + flat @ flat.T
+                    self._kept.direct.append((param, grad))
         return gram
+
+    def weighted_gradients(self, weights: Tensor) -> list[Tensor] | None:
+        """Σ_k w_k ∇L_k on each of the parameters, in their order (zeros where no loss
+        reaches one), from what the last :meth:`gram` computed — no further backward pass:
+        a recorded layer's is its rows times the weighted output gradients, Σ_k w_k D_k, a
+        directly differentiated parameter's the weighted sum of its K gradients. None if
+        :meth:`gram` has not run since the recording began or :meth:`clear`."""
+        kept = self._kept
+        if kept is None:
+            return None
+        found: dict[int, Tensor] = {}
+        for module, rows, grads in kept.layers:
+            combined = torch.einsum("k,kno->no", weights.to(grads), grads)
+            weight = module.weight
+            assert isinstance(weight, Tensor)
+            if isinstance(module, nn.Embedding):
+                tokens = rows
+                if module.padding_idx is not None:  # its row gets no gradient
+                    kept_rows = tokens != module.padding_idx
+                    tokens, combined = tokens[kept_rows], combined[kept_rows]
+                total = combined.new_zeros(weight.shape)
+                found[id(weight)] = total.index_add_(0, tokens, combined)
+                continue
+            found[id(weight)] = (combined.T @ rows).reshape(weight.shape)
+            bias = getattr(module, "bias", None)
+            if isinstance(bias, Tensor):
+                found[id(bias)] = combined.sum(dim=0)
+        for param, grads in kept.direct:
+            found[id(param)] = torch.tensordot(weights.to(grads), grads, dims=1)
+        return [
+            found[id(p)].to(p.dtype) if id(p) in found else torch.zeros_like(p) for p in self.params
+        ]
+
+    def _cut_output(self) -> Tensor | None:
+        """The cut module's output, if this step's recording shows the cut holds."""
+        if self.cut is None or self._outside_cut or len(self._cut_outputs) != 1:
+            return None
+        output = self._cut_outputs[0]
+        return output if isinstance(output, Tensor) and output.requires_grad else None
 
     def clear(self) -> None:
         """Forget the recorded calls (their tensors keep the forward's activations alive)."""
-        for layer in self._layers:
+        for layer in [*self._layers, *self._others]:
             layer.calls.clear()
+        self._reset_step()
 
 
-def _batched_grads(
-    losses: Tensor, targets: list[Tensor], *, retain_graph: bool
+def _each_loss_grad(losses: Tensor, output: Tensor) -> Tensor:
+    """[K, *output]: each loss's gradient with respect to `output`, zeros where it does not
+    reach it. Losses stacked from K scalars are differentiated one by one from those scalars
+    (each pass runs only what that loss computed from `output`: its own head); others in one
+    vectorised pass."""
+    node = losses.grad_fn
+    if (
+        node is None
+        or type(node).__name__ != "StackBackward0"
+        or len(node.next_functions) != len(losses)
+    ):
+        selectors = torch.eye(len(losses), dtype=losses.dtype, device=losses.device)
+        (batched,) = _batched_vjp(losses, selectors, [output], retain_graph=True)
+        return (
+            torch.zeros((len(losses), *output.shape), dtype=output.dtype, device=output.device)
+            if batched is None
+            else batched
+        )
+    one = torch.ones((), dtype=losses.dtype, device=losses.device)
+    rows: list[Tensor] = []
+    for source, index in node.next_functions:
+        grad = None
+        if source is not None:
+            (grad,) = torch.autograd.grad(
+                [GradientEdge(source, index)], [output], [one], retain_graph=True, allow_unused=True
+            )
+        rows.append(torch.zeros_like(output) if grad is None else grad)
+    return torch.stack(rows)
+
+
+def _batched_vjp(
+    output: Tensor, cotangents: Tensor, targets: list[Tensor], *, retain_graph: bool
 ) -> tuple[Tensor | None, ...]:
-    """The K rows of the losses' gradients with respect to each target, [K, *target] or None
-    where no loss reaches it: one vectorised backward pass, or K passes if batching fails."""
-    num = losses.shape[0]
-    selectors = torch.eye(num, dtype=losses.dtype, device=losses.device)
+    """The K vector–Jacobian products of `output` with cotangents [K, *output] for each target,
+    [K, *target] or None where `output` does not reach it: one vectorised backward pass, or K
+    passes if batching fails (the losses' gradient rows: `output` the losses, the cotangents
+    the identity)."""
+    num = cotangents.shape[0]
     try:
         return torch.autograd.grad(
-            losses,
+            output,
             targets,
-            grad_outputs=selectors,
+            grad_outputs=cotangents,
             is_grads_batched=True,
             retain_graph=True,  # a failure halfway must leave the graph for the loop
             allow_unused=True,
@@ -358,9 +602,9 @@ def _batched_grads(
     except RuntimeError:
         rows = [
             torch.autograd.grad(
-                losses,
+                output,
                 targets,
-                grad_outputs=selectors[k],
+                grad_outputs=cotangents[k],
                 retain_graph=retain_graph or k < num - 1,
                 allow_unused=True,
             )

@@ -8,8 +8,10 @@ class gets M, writes the gradients and reports the step, one way for all of them
 
 - on shared **parameters** with a Gram source (``gram=``, a
   :class:`~twcore.autodiff.layer_gram.GramRecorder` of the forward pass): M without the K
-  gradients, then one backward pass of Σ a_k L_k into the shared parameters (and of Σ L_k into
-  each objective's own parameters, which keep their own gradient, as in the papers' algorithms);
+  gradients, then Σ a_k ∇L_k on the shared parameters from what computing M left (each
+  recorded layer's rows times Σ a_k D_k; a source that keeps nothing: one backward pass of
+  Σ a_k L_k), and one backward pass of Σ L_k into each objective's own parameters, which keep
+  their own gradient, as in the papers' algorithms;
 - on shared parameters without one: the K gradient rows in one vectorised backward pass, M from
   them, and d written straight into ``.grad``;
 - on a shared **representation** (a trunk's output z, non-leaf tensors; MGDA-UB): the K rows of
@@ -37,7 +39,7 @@ from twcore.autodiff import (
     shared_leaves,
     unflatten_like,
 )
-from twcore.contract.weighting import GramSource, WeightedStep, Weighting, split_weighted_backward
+from twcore.contract.weighting import GramSource, WeightedStep, Weighting, gram_weighted_backward
 
 
 class GramWeighting(Weighting):
@@ -101,7 +103,7 @@ class GramWeighting(Weighting):
             matrix = gram.gram(losses).detach()
             weights, logs = self._coefficients(matrix, losses)
             heads = self.own_coefficients(weights).to(losses)
-            split_weighted_backward(losses, weights, shared, own, own_weights=heads)
+            gram_weighted_backward(losses, weights, shared, own, gram, own_weights=heads)
             return self._step(weights, matrix, logs)
         rows = per_objective_grads(losses, [*shared, *own], retain_graph=False)
         size = sum(tensor.numel() for tensor in shared)

@@ -36,7 +36,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -48,6 +48,17 @@ class GramSource(Protocol):
     :class:`~twcore.autodiff.layer_gram.GramRecorder` that recorded the forward pass)."""
 
     def gram(self, losses: Tensor, *, retain_graph: bool = True) -> Tensor: ...
+
+
+@runtime_checkable
+class CombiningGramSource(GramSource, Protocol):
+    """A :class:`GramSource` that also gives the step's weighted gradient on its parameters
+    from what computing the Gram matrix left (a
+    :class:`~twcore.autodiff.layer_gram.GramRecorder`): no further backward pass through them."""
+
+    params: list[Tensor]
+
+    def weighted_gradients(self, weights: Tensor) -> list[Tensor] | None: ...
 
 
 @dataclass
@@ -196,6 +207,42 @@ def split_weighted_backward(
     weighted = torch.dot(weights.detach().to(losses), losses)
     torch.autograd.backward(weighted, inputs=list(shared))
     for tensor in (*shared, *own):
+        if tensor.grad is None:
+            tensor.grad = torch.zeros_like(tensor)
+
+
+def gram_weighted_backward(
+    losses: Tensor,
+    weights: Tensor,
+    shared: Sequence[Tensor],
+    own: Sequence[Tensor],
+    source: GramSource,
+    *,
+    own_weights: Tensor | None = None,
+) -> None:
+    """:func:`split_weighted_backward` after `source` gave the Gram matrix: the shared
+    tensors' Σ_k w_k ∇L_k from the source's kept gradients where it offers them for exactly
+    these tensors (:class:`CombiningGramSource`), so that only the own tensors (the heads) need
+    a backward pass; otherwise :func:`split_weighted_backward`."""
+    combined = None
+    params: list[Tensor] = []
+    if isinstance(source, CombiningGramSource):
+        params = source.params
+        if len(params) == len(shared) and {id(p) for p in params} == {id(t) for t in shared}:
+            combined = source.weighted_gradients(weights.detach())
+    if combined is None:
+        split_weighted_backward(losses, weights, shared, own, own_weights=own_weights)
+        return
+    if own:
+        head_loss = (
+            losses.sum()
+            if own_weights is None
+            else torch.dot(own_weights.detach().to(losses), losses)
+        )
+        torch.autograd.backward(head_loss, inputs=list(own))
+    for param, grad in zip(params, combined, strict=True):
+        param.grad = grad if param.grad is None else param.grad + grad
+    for tensor in own:
         if tensor.grad is None:
             tensor.grad = torch.zeros_like(tensor)
 

@@ -50,9 +50,13 @@ class WeightingMethod(Method):
     :class:`~twcore.autodiff.layer_gram.GramRecorder` of the step's forward pass, unless the
     method's config says ``gradients: rows`` (the K gradient rows, the reference path), the
     comparison is not on the shared parameters (:meth:`compares_parameters`), or the run is
-    data-parallel (the recorder would see one process's rows only). The first recorded step
-    checks the Gram matrix against the rows' and, if they differ (a model using its layers in a
-    way the recorder cannot see), warns and uses the rows from then on.
+    data-parallel (the recorder would see one process's rows only). With ``gradients: auto``
+    (the default) the first step's forward pass decides between the two by their estimated
+    multiply-adds (:meth:`~twcore.autodiff.layer_gram.GramRecorder.path_costs`: shapes and K
+    only, so every run of a config takes the same path) and keeps that path; the choice is
+    :attr:`gradient_path`. The first step on the Gram path checks its matrix against the rows'
+    and, if they differ (a model using its layers in a way the recorder cannot see), warns and
+    uses the rows from then on.
     """
 
     def __init__(self, config: Any, ctx: MethodContext) -> None:
@@ -61,16 +65,21 @@ class WeightingMethod(Method):
         self.shared: list[nn.Parameter] = []
         self.recorder: GramRecorder | None = None
         self._gram_checked = False
+        self._path_chosen = True
         if self.rule.compares_gradients:
             self.shared = shared_parameters(ctx.model, ctx.spec, method=type(self.rule).__name__)
+            path = getattr(config, "gradients", GRAM)
             records = (
                 self.rule.uses_gram
-                and getattr(config, "gradients", GRAM) == GRAM
+                and path in (GRAM, AUTO)
                 and self.compares_parameters()  # fixed before this point: on_features
                 and GramRecorder.usable()
             )
             if records:
-                self.recorder = GramRecorder(self.shared, ctx.model)
+                trunk = getattr(ctx.model, "trunk", None)
+                cut = trunk if isinstance(trunk, nn.Module) else None
+                self.recorder = GramRecorder(self.shared, ctx.model, cut=cut)
+                self._path_chosen = path != AUTO
 
     on_features: bool = False
     """Whether the rule compares the gradients on the trunk's output (the shared representation
@@ -90,11 +99,28 @@ class WeightingMethod(Method):
             return nullcontext(), None
         return recorder, recorder
 
+    @property
+    def gradient_path(self) -> str | None:
+        """How the rule gets the gradients it compares on the shared parameters: ``"gram"``
+        (a recorded forward pass) or ``"rows"``; None before ``gradients: auto`` has chosen
+        (the first step) and for rules that need no Gram matrix."""
+        if not self.rule.uses_gram or not self.compares_parameters():
+            return None
+        if not self._path_chosen:
+            return None
+        return GRAM if self.recorder is not None else ROWS
+
     def _checked(self, recorder: GramRecorder, losses: Tensor) -> GramSource | None:
-        """The recorder on every step but the first; on the first, its Gram matrix checked
-        against the gradient rows' (a model may use its layers in ways a recorder cannot see:
-        a weight also used through a functional call, checkpointing): if they differ, a
-        warning, and the rows from then on (None)."""
+        """The recorder on every step but the first; on the first, with ``gradients: auto``,
+        the cheaper path by the recorded shapes (None: the rows, from then on); on the Gram
+        path its matrix checked against the gradient rows' (a model may use its layers in ways
+        a recorder cannot see: a weight also used through a functional call, checkpointing):
+        if they differ, a warning, and the rows from then on (None)."""
+        if not self._path_chosen:
+            self._path_chosen = True
+            if recorder.path_costs(len(losses)).cheaper == ROWS:
+                self.recorder = None
+                return None
         if self._gram_checked:
             return recorder
         self._gram_checked = True
@@ -110,7 +136,7 @@ class WeightingMethod(Method):
         )
         tolerance = 5e-2 if low else 1e-3
         if torch.allclose(recorded, reference, rtol=tolerance, atol=tolerance * 1e-2 * scale):
-            return _FixedGram(recorded)
+            return _CheckedGram(recorded, recorder)
         self.recorder = None
         largest = float((recorded - reference).abs().max())
         warnings.warn(
@@ -209,14 +235,20 @@ class WeightingMethod(Method):
         self.rule.load_state_dict(state)
 
 
-class _FixedGram:
-    """A Gram matrix already computed (the first step's, checked)."""
+class _CheckedGram:
+    """The recorder's Gram matrix already computed (the first step's, checked), and the
+    recorder's weighted gradients from that computation."""
 
-    def __init__(self, matrix: Tensor) -> None:
+    def __init__(self, matrix: Tensor, recorder: GramRecorder) -> None:
         self.matrix = matrix
+        self.recorder = recorder
+        self.params = recorder.params
 
     def gram(self, losses: Tensor, *, retain_graph: bool = True) -> Tensor:
         return self.matrix
+
+    def weighted_gradients(self, weights: Tensor) -> list[Tensor] | None:
+        return self.recorder.weighted_gradients(weights)
 
 
 INTERACTIONS = ("auto", "parameters", "features")
@@ -231,11 +263,13 @@ def compares_on_features(interaction: str, model: Model) -> bool:
     return interaction == "features"
 
 
+AUTO = "auto"
 GRAM = "gram"
 ROWS = "rows"
-GRADIENT_PATHS = (GRAM, ROWS)
-"""The ``gradients`` option of methods whose rule ``uses_gram``: the Gram matrix from a recorded
-forward pass (the default), or the K gradient rows (the reference path)."""
+GRADIENT_PATHS = (AUTO, GRAM, ROWS)
+"""The ``gradients`` option of methods whose rule ``uses_gram``: the cheaper of the two paths
+by the first step's shapes (the default), the Gram matrix from a recorded forward pass, or the
+K gradient rows (the reference path)."""
 
 
 RULE_ANSWERS: dict[str, Callable[[type[Weighting]], bool]] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -162,7 +163,7 @@ def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path, varia
     rule = GradCos(setup.spec.num_objectives, main=setup.spec.main_index, variant=variant)
     model = setup.model
     trunk = list(model.trunk.parameters())
-    recorder = GramRecorder(trunk, model) if gradients == "gram" else None
+    recorder = GramRecorder(trunk, model, cut=model.trunk) if gradients == "gram" else None
     for batch in itertools.islice(setup.stream, 15):
         with recorder or contextlib.nullcontext():
             losses = setup.losses(batch)
@@ -234,7 +235,7 @@ def test_without_params_or_shared_the_rule_finds_them_from_the_graph(tmp_path):
 def test_the_engine_checks_the_recorded_gram_once_and_falls_back_to_the_rows_if_it_differs():
     """A model whose layers a recorder cannot see correctly (here: a recorder made to err)
     trains on the gradient rows after one warning; a right recorder is checked once."""
-    options = {"seed": 4}
+    options = {"seed": 4, "method.gradients": "gram"}
     right = plugin_harness("gradcos", task="toy-multitask", model="mlp", options=options)
     rows_options = {**options, "method.gradients": "rows"}
     rows = plugin_harness("gradcos", task="toy-multitask", model="mlp", options=rows_options)
@@ -251,3 +252,39 @@ def test_the_engine_checks_the_recorded_gram_once_and_falls_back_to_the_rows_if_
     rows.steps(2)
     for name, value in rows.parameters().items():
         torch.testing.assert_close(wrong.parameters()[name], value, rtol=0, atol=0)
+
+
+NARROW_TRUNK = {
+    "batch_size": 12,
+    "model.hidden": [32],
+    "task.num_classification": 1,
+    "task.num_classes": 2,
+    "task.num_regression": 1,
+}
+"""Two objectives on a 16-32 trunk and a batch of 12: the one dense layer's K gradients cost
+fewer multiply-adds than its rows' kernel and the weighted gradient from it."""
+
+
+@pytest.mark.parametrize(
+    ("options", "path"), [({"batch_size": 16}, "gram"), (NARROW_TRUNK, "rows")]
+)
+def test_the_default_path_is_the_cheaper_by_the_first_steps_shapes_and_trains_as_that_path(
+    options, path
+):
+    """``gradients=auto`` decides on the first step by the estimated multiply-adds of the
+    recorded shapes (`GramRecorder.path_costs`, checked against torch's FLOP count in
+    tests/test_layer_gram.py) and then trains exactly as that path chosen by hand."""
+    options = {"seed": 2, **options}
+    auto = plugin_harness("gradcos", task="toy-multitask", model="mlp", options=options)
+    assert auto.components.method.gradient_path is None  # not chosen before a step
+    chosen = plugin_harness(
+        "gradcos", task="toy-multitask", model="mlp", options={**options, "method.gradients": path}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # chosen, not fallen back to after a failed check
+        auto.steps(3)
+    chosen.steps(3)
+    assert auto.components.method.gradient_path == path
+    assert chosen.components.method.gradient_path == path
+    for name, value in chosen.parameters().items():
+        torch.testing.assert_close(auto.parameters()[name], value, rtol=0, atol=0)

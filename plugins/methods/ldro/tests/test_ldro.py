@@ -253,7 +253,7 @@ def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(
     rule = LookaheadDRO(setup.spec.num_objectives, step_size=0.5, interaction_every=4, mode=mode)
     model = setup.model
     trunk = list(model.trunk.parameters())
-    recorder = GramRecorder(trunk, model) if gradients == "gram" else None
+    recorder = GramRecorder(trunk, model, cut=model.trunk) if gradients == "gram" else None
     for batch in itertools.islice(setup.stream, 15):
         gram = recorder if interaction == "parameters" and rule.compares_this_step() else None
         if interaction == "parameters":
@@ -275,10 +275,13 @@ def test_the_gram_path_gives_the_rows_cosines_in_float64():
     trunk = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh()).double()
     heads = torch.nn.ModuleList(torch.nn.Linear(7, 1) for _ in range(4)).double()
     x = torch.randn(9, 5, dtype=torch.float64)
-    cosines = []
+    cosines, gradients = [], []
+    params = [*trunk.parameters(), *heads.parameters()]
     for use_gram in (False, True):
         rule = LookaheadDRO(4, interaction_every=1)
-        recorder = GramRecorder(list(trunk.parameters()), trunk)
+        recorder = GramRecorder(list(trunk.parameters()), trunk, cut=trunk)
+        for param in params:
+            param.grad = None
         with recorder if use_gram else contextlib.nullcontext():
             features = trunk(x)
             losses = torch.stack(
@@ -286,4 +289,8 @@ def test_the_gram_path_gives_the_rows_cosines_in_float64():
             )
         rule.backward(losses, list(trunk.parameters()), gram=recorder if use_gram else None)
         cosines.append(rule.cosines)
+        gradients.append([param.grad.clone() for param in params])
     torch.testing.assert_close(cosines[1], cosines[0], rtol=1e-10, atol=1e-12)
+    # the step too: Σ_j w_j ∇ℓ_j, the trunk's from what the Gram matrix left
+    for from_gram, from_rows in zip(gradients[1], gradients[0], strict=True):
+        torch.testing.assert_close(from_gram, from_rows, rtol=1e-10, atol=1e-12)

@@ -35,7 +35,7 @@ def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path, name)
     setup = plain_setup({"seed": 3})
     model, rule = setup.model, build(setup.spec.num_objectives)
     use_gram = options.get("method.gradients") == "gram"
-    recorder = GramRecorder(setup.shared, model) if use_gram else None
+    recorder = GramRecorder(setup.shared, model, cut=model.trunk) if use_gram else None
     for batch in itertools.islice(setup.stream, STEPS):
         setup.optimizer.zero_grad(set_to_none=True)
         if options.get("method.interaction") == "features":

@@ -9,7 +9,7 @@ from twcore.contract.method import MethodContext
 from twcore.contract.options import option
 from twcore.contract.panels import Panel
 from twcore.contract.spec import Requirements
-from twcore.contract.weighting_method import GRADIENT_PATHS, GRAM, WeightingMethod
+from twcore.contract.weighting_method import AUTO, GRADIENT_PATHS, WeightingMethod
 from twcore_method_gradcos.rule import VARIANTS, GradCos
 
 
@@ -21,10 +21,11 @@ class GradCosConfig:
         help="weighted (max(0, cos) · G_aux) or unweighted (cos > 0)",
     )
     gradients: str = option(
-        GRAM,
+        AUTO,
         choices=GRADIENT_PATHS,
         help="gram: cosines from the Gram matrix of a recorded forward pass, then one weighted "
-        "backward; rows: the K gradient rows (the reference path; same step)",
+        "backward; rows: the K gradient rows (the reference path; same step); auto: the one "
+        "with fewer estimated multiply-adds on the first step's shapes",
     )
 
 

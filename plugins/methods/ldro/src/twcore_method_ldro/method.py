@@ -10,8 +10,8 @@ from twcore.contract.options import option
 from twcore.contract.panels import Panel
 from twcore.contract.spec import Requirements
 from twcore.contract.weighting_method import (
+    AUTO,
     GRADIENT_PATHS,
-    GRAM,
     INTERACTIONS,
     WeightingMethod,
     compares_on_features,
@@ -37,10 +37,11 @@ class LookaheadDROConfig:
         "the model's trunk has parameters)",
     )
     gradients: str = option(
-        GRAM,
+        AUTO,
         choices=GRADIENT_PATHS,
         help="with interaction=parameters, gram: cosines from the Gram matrix of a recorded "
-        "forward pass; rows: the K gradient rows (the reference path; same cosines)",
+        "forward pass; rows: the K gradient rows (the reference path; same cosines); auto: the "
+        "one with fewer estimated multiply-adds on the first step's shapes",
     )
 
 

@@ -35,8 +35,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from twcore.autodiff import cosine_matrix, cosines_from_gram, per_objective_grads, shared_leaves
-from twcore.contract.weighting import GramSource, WeightedStep, Weighting, weighted_backward
+from twcore.autodiff import (
+    cosine_matrix,
+    cosines_from_gram,
+    own_leaves,
+    per_objective_grads,
+    shared_leaves,
+)
+from twcore.contract.weighting import (
+    GramSource,
+    WeightedStep,
+    Weighting,
+    gram_weighted_backward,
+    weighted_backward,
+)
 from twcore_method_ldro.game import lookahead_matrix, online_update, solve_game_exactly
 
 MODES = ("online", "exact")
@@ -89,6 +101,7 @@ class LookaheadDRO(Weighting):
         """The step; with `gram` (the Gram matrix of the gradients on `shared`) the cosines
         come from it instead of the K gradient rows."""
         self.check_losses(losses)
+        from_gram = gram is not None and self.compares_this_step() and bool(shared)
         if self.compares_this_step():
             if gram is not None:
                 self.cosines = cosines_from_gram(gram.gram(losses)).detach()
@@ -106,7 +119,16 @@ class LookaheadDRO(Weighting):
         else:
             best_response = int(lookahead_losses.argmax())
             self.weights = solve_game_exactly(matrix)
-        weighted_backward(losses, self.weights)
+        if from_gram and gram is not None:
+            # Σ_j w_j ∇ℓ_j on the shared parameters from what the Gram matrix left; the heads
+            # by their own backward pass (each gets w_k ∇ℓ_k, as from the whole backward).
+            compared = list(shared)
+            own = own_leaves(losses, compared, params)
+            gram_weighted_backward(
+                losses, self.weights, compared, own, gram, own_weights=self.weights
+            )
+        else:
+            weighted_backward(losses, self.weights)
         self.steps_taken += 1
         logs = {"lookahead_loss": lookahead_losses, "best_response": best_response}
         return WeightedStep(self.weights.clone(), logs)

@@ -21,8 +21,8 @@ from twcore.contract.method import MethodContext, StepResult
 from twcore.contract.options import option
 from twcore.contract.spec import Requirements
 from twcore.contract.weighting_method import (
+    AUTO,
     GRADIENT_PATHS,
-    GRAM,
     INTERACTIONS,
     WeightingMethod,
     compares_on_features,
@@ -67,10 +67,11 @@ class GradientOptions:
         "or auto (features if the model's trunk has parameters)",
     )
     gradients: str = option(
-        GRAM,
+        AUTO,
         choices=GRADIENT_PATHS,
         help="with interaction=parameters, gram: the Gram matrix of a recorded forward pass; "
-        "rows: the K gradient rows (the reference path; the same step)",
+        "rows: the K gradient rows (the reference path; the same step); auto: the one with "
+        "fewer estimated multiply-adds on the first step's shapes",
     )
 
 
