@@ -112,9 +112,10 @@ def rule_step(make: Callable[[int], object], path: str) -> Callable[[Setup], Ste
 
     def bind(setup: Setup) -> Step:
         rule = make(len(setup.heads))
-        recorder = (
-            GramRecorder(setup.shared, setup.trunk, cut=setup.trunk) if path == "gram" else None
-        )
+        model = [setup.trunk, setup.heads]
+        recorder = GramRecorder(setup.shared, model, cut=setup.trunk) if path == "gram" else None
+        if recorder is not None:
+            recorder.tally_others = False  # as the engine's, once its path is chosen
 
         def step(setup: Setup) -> None:
             with recorder if recorder is not None else nullcontext():
@@ -163,11 +164,12 @@ def floor_step(setup: Setup) -> Step:
 
 
 def auto_choice(setup: Setup) -> str:
-    """The path ``gradients=auto`` takes on this setup's shapes and K."""
-    recorder = GramRecorder(setup.shared, setup.trunk)
+    """The path ``gradients=auto`` takes on this setup's shapes and K (a recorder of the whole
+    model through the trunk's output, as the engine's)."""
+    recorder = GramRecorder(setup.shared, [setup.trunk, setup.heads], cut=setup.trunk)
     with recorder:
-        setup.losses()
-    choice = recorder.path_costs(len(setup.heads)).cheaper
+        losses = setup.losses()
+    choice = recorder.path_costs(losses).cheaper
     recorder.clear()
     return choice
 

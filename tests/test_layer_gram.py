@@ -332,7 +332,7 @@ def test_the_path_estimated_cheaper_is_the_one_with_fewer_counted_flops(
     recorder = GramRecorder(shared, [trunk, heads], cut=trunk if cut else None)
     with recorder:
         recorded = losses()
-    costs = recorder.path_costs(num)
+    costs = recorder.path_costs(recorded)
 
     def gram_step() -> None:
         recorder.gram(recorded)
@@ -378,7 +378,8 @@ class _TrunkAndHeads(nn.Module):
 @pytest.mark.parametrize("stacked", [True, False])
 def test_a_cut_at_the_trunk_gives_the_same_gram_as_the_losses_pass(stacked: bool) -> None:
     """Through the trunk's output (each loss alone to it, then K cotangents through the trunk)
-    the Gram matrix is the rows' to 1e-10, on kernel, direct and fallback (LayerNorm) paths."""
+    the Gram matrix and the weighted gradient are the rows' to 1e-10, on kernel, direct and
+    fallback (LayerNorm) paths; losses that are not K stacked scalars take the one pass."""
     torch.manual_seed(13)
     model = _TrunkAndHeads(5)
     inputs = torch.randn(9, 6, dtype=torch.float64)
@@ -389,7 +390,7 @@ def test_a_cut_at_the_trunk_gives_the_same_gram_as_the_losses_pass(stacked: bool
         with recorder:
             losses = model.losses(inputs, stacked=stacked)
         gram = recorder.gram(losses)
-        assert recorder.used_cut
+        assert recorder.used_cut == stacked  # losses from one vectorised op do not split
         torch.testing.assert_close(gram, _reference(losses, shared), rtol=1e-10, atol=1e-12)
         _check_weighted_gradients(recorder, losses, shared)
 
@@ -403,6 +404,8 @@ def test_a_cut_that_does_not_hold_is_not_used() -> None:
     shared = list(model.trunk.parameters())
     with_head = [*shared, *model.heads[0].parameters()]
     assert GramRecorder(with_head, model, cut=model.trunk).cut is None
+    # a parameter whose owner the recorder is not shown is not the cut's either
+    assert GramRecorder(with_head, model.trunk, cut=model.trunk).cut is None
 
     recorder = GramRecorder(shared, model, cut=model.trunk)
     with recorder:  # the trunk's first layer also used outside the trunk

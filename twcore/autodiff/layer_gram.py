@@ -8,15 +8,17 @@ output gradients D_k = ∂L_k/∂(XWᵀ + b) [N, out], G_k = (D_kᵀX, D_kᵀ1) 
     ⟨G_i, G_j⟩ = ⟨X Xᵀ + 11ᵀ, D_i D_jᵀ⟩ = Σ_n D_i[n] · ((XXᵀ + 11ᵀ) D_j)[n],
 
 so the layer's share of the Gram matrix costs K·N²·out (or, when N² > in·out, the layer's K
-gradients one layer at a time, K·N·in·out, freed before the next layer): memory never grows
-with K·P. A convolution is a linear layer on its unfolded input patches (N = batch ×
-positions); an embedding's gradient is its output gradients summed per token, so its share is
-that of the distinct tokens' sums. The K output gradients of every recorded layer come from one
-vectorised backward pass of the K losses to the layers' outputs, which computes no parameter
-gradient. Given the module all of them run inside (``cut=``, a model's trunk), the losses are
-first differentiated one by one to its output — each through its own head, where a vectorised
-pass would run all K heads for each of the K rows — and only the K cotangents go through the
-trunk vectorised.
+gradients, K·N·in·out): memory grows with K times the recorded layers' outputs, and with K·P
+only for the layers differentiated directly. A convolution is a linear layer on its unfolded
+input patches (N = batch × positions); an embedding's gradient is its output gradients summed
+per token, so its share is that of the distinct tokens' sums. The K output gradients of every
+recorded layer come from one vectorised backward pass of the K losses to the layers' outputs,
+which computes no parameter gradient. Given the module all of them run inside (``cut=``, a
+model's trunk), the losses are first differentiated one by one to its output — each through its
+own head, where a vectorised pass would run all K heads for each of the K rows — and only the K
+cotangents go through the trunk vectorised. What the Gram matrix needed also gives the step's
+weighted gradient Σ_k w_k ∇L_k (:meth:`GramRecorder.weighted_gradients`: each layer's rows
+times Σ_k w_k D_k), so no second backward pass runs through the recorded layers.
 
 Supported layers: ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d`` (``groups=1``, zero padding:
 numeric, ``"valid"``, or ``"same"`` where it pads evenly), ``nn.Embedding`` (without
@@ -235,14 +237,16 @@ def _other_layer_costs(
     assert isinstance(weight, Tensor)
     size = sum(p.numel() for p in module.parameters(recurse=False))
     if isinstance(module, nn.Embedding):
-        one = sum(call.source.numel() for call in calls) * int(weight.shape[1])
-        back = 0
+        gradient = sum(call.source.numel() for call in calls) * int(weight.shape[1])
+        input_gradient = 0
     else:
         outputs = int(weight.shape[0])
-        one = sum(call.output.numel() for call in calls) // outputs * weight.numel()
-        back = one if any(call.source.requires_grad for call in calls) else 0
-    rows = num * (one + back) + num * size
-    return PathCosts(rows, one + (back if through_cut else num * back))
+        gradient = sum(call.output.numel() for call in calls) // outputs * weight.numel()
+        reads_trunk = any(call.source.requires_grad for call in calls)
+        input_gradient = gradient if reads_trunk else 0
+    rows = num * (gradient + input_gradient) + num * size
+    back = input_gradient if through_cut else num * input_gradient
+    return PathCosts(rows, gradient + back)
 
 
 def _layer_costs(module: nn.Module, calls: Sequence[_Call], num: int, kernel: bool) -> PathCosts:
@@ -333,7 +337,7 @@ class GramRecorder:
             _Layer(module, list(module.parameters(recurse=False)))
             for module in found.values()
             if type(module) in SUPPORTED
-            and not any(id(p) in covered for p in module.parameters(recurse=False))
+            and not any(id(p) in wanted for p in module.parameters(recurse=False))
             and any(p.requires_grad for p in module.parameters(recurse=False))
         ]
         self.kernel_layers: list[nn.Module] = []
@@ -346,9 +350,11 @@ class GramRecorder:
             for module in found.values()
             if any(id(p) in wanted for p in module.parameters(recurse=False))
         )
-        self.cut = cut if cut is not None and owners_inside else None
-        """The cut module in use (None if none was given or one of the parameters' owners is
-        outside it)."""
+        in_cut = {id(p) for p in cut.parameters()} if cut is not None else set()
+        holds = owners_inside and wanted <= in_cut
+        self.cut = cut if cut is not None and holds else None
+        """The cut module in use (None if none was given, or one of the parameters is not the
+        cut's or is also owned by a module outside it)."""
         self._kept: _Kept | None = None
         self._cut_outputs: list[Tensor] = []
         self._cut_depth = 0
@@ -366,8 +372,13 @@ class GramRecorder:
         """False in a data-parallel run (see the module docstring)."""
         return not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
 
+    tally_others: bool = True
+    """Whether a recording also notes the calls of the layers outside the set (the heads),
+    which only :meth:`path_costs` reads: turn it off once the path is chosen."""
+
     def __enter__(self) -> GramRecorder:
-        for layers, recorded in ((self._layers, True), (self._others, False)):
+        others = self._others if self.tally_others else []
+        for layers, recorded in ((self._layers, True), (others, False)):
             for layer in layers:
                 layer.calls.clear()
                 hook = self._hook(layer, recorded=recorded)
@@ -375,7 +386,8 @@ class GramRecorder:
         self._reset_step()
         if self.cut is not None:
             self._hooks.append(self.cut.register_forward_pre_hook(self._enter_cut))
-            self._hooks.append(self.cut.register_forward_hook(self._leave_cut))
+            # always_call: a forward that raises still leaves the cut
+            self._hooks.append(self.cut.register_forward_hook(self._leave_cut, always_call=True))
         return self
 
     def _enter_cut(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
@@ -383,7 +395,7 @@ class GramRecorder:
 
     def _leave_cut(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
         self._cut_depth -= 1
-        if self._cut_depth == 0 and torch.is_grad_enabled():
+        if self._cut_depth == 0 and torch.is_grad_enabled() and output is not None:
             self._cut_outputs.append(output)
 
     def _reset_step(self) -> None:
@@ -413,24 +425,26 @@ class GramRecorder:
 
         return record
 
-    def path_costs(self, num: int) -> PathCosts:
-        """The estimated cost of each path to a step for K = `num` objectives, from the layers
+    def path_costs(self, losses: Tensor) -> PathCosts:
+        """The estimated cost of each path to a step on these K losses, from the layers
         recorded since entering (:class:`PathCosts`): call it after the forward pass and
         before :meth:`gram` or :meth:`clear`."""
+        num = len(losses)
         total = PathCosts(0, 0)
         for layer in self._layers:
             if layer.calls:
                 kernel = self.always_kernel or _prefers_kernel(layer.module, layer.calls, num)
                 costs = _layer_costs(layer.module, layer.calls, num, kernel)
                 total = PathCosts(total.rows + costs.rows, total.gram + costs.gram)
-        through_cut = self._cut_output() is not None
+        through_cut = self._cut_output() is not None and _splits_into_scalars(losses)
         for layer in self._others:
             costs = _other_layer_costs(layer.module, layer.calls, num, through_cut=through_cut)
             total = PathCosts(total.rows + costs.rows, total.gram + costs.gram)
         return total
 
     def gram(self, losses: Tensor, *, retain_graph: bool = True) -> Tensor:
-        """⟨∇L_i, ∇L_j⟩ on the parameters [K, K], for losses [K] computed inside the recording.
+        """⟨∇L_i, ∇L_j⟩ on the parameters [K, K], for losses [K] computed inside the recording
+        (stacked from K scalars, ``torch.stack([...])``, for the cut to split them).
 
         One vectorised backward pass (K rows; a loop of K if an op has no batching rule) to
         the recorded layers' outputs and the fallback parameters; with ``retain_graph`` the
@@ -470,10 +484,11 @@ class GramRecorder:
         gram = torch.zeros(num, num, dtype=dtype, device=losses.device)
         targets = [call.output for _, call in calls] + direct
         self._kept = _Kept([], [])
+        self.used_cut = False
         if not targets or not losses.requires_grad:
             return gram
         with torch.autocast(losses.device.type, enabled=False):
-            through = self._cut_output()
+            through = self._cut_output() if _splits_into_scalars(losses) else None
             self.used_cut = through is not None
             if through is not None:
                 cotangents = _each_loss_grad(losses, through)
@@ -555,21 +570,24 @@ class GramRecorder:
 def _each_loss_grad(losses: Tensor, output: Tensor) -> Tensor:
     """[K, *output]: each loss's gradient with respect to `output`, zeros where it does not
     reach it. Losses stacked from K scalars are differentiated one by one from those scalars
-    (each pass runs only what that loss computed from `output`: its own head); others in one
-    vectorised pass."""
+    (each pass runs only what that loss computed from `output`: its own head); others, or
+    where this torch cannot start a pass from a graph edge, in one vectorised pass."""
     node = losses.grad_fn
-    if (
-        node is None
-        or type(node).__name__ != "StackBackward0"
-        or len(node.next_functions) != len(losses)
-    ):
-        selectors = torch.eye(len(losses), dtype=losses.dtype, device=losses.device)
-        (batched,) = _batched_vjp(losses, selectors, [output], retain_graph=True)
-        return (
-            torch.zeros((len(losses), *output.shape), dtype=output.dtype, device=output.device)
-            if batched is None
-            else batched
-        )
+    if node is not None and _splits_into_scalars(losses):
+        try:
+            return _each_scalar_grad(node, losses, output)
+        except (TypeError, AttributeError, RuntimeError):
+            pass  # the vectorised pass below computes the same (or raises what is wrong)
+    selectors = torch.eye(len(losses), dtype=losses.dtype, device=losses.device)
+    (batched,) = _batched_vjp(losses, selectors, [output], retain_graph=True)
+    if batched is None:
+        return torch.zeros((len(losses), *output.shape), dtype=output.dtype, device=output.device)
+    return batched
+
+
+def _each_scalar_grad(node: Any, losses: Tensor, output: Tensor) -> Tensor:
+    """[K, *output]: the gradient of each scalar the stack `node` took, with respect to
+    `output` (zeros where one does not reach it)."""
     one = torch.ones((), dtype=losses.dtype, device=losses.device)
     rows: list[Tensor] = []
     for source, index in node.next_functions:
@@ -580,6 +598,16 @@ def _each_loss_grad(losses: Tensor, output: Tensor) -> Tensor:
             )
         rows.append(torch.zeros_like(output) if grad is None else grad)
     return torch.stack(rows)
+
+
+def _splits_into_scalars(losses: Tensor) -> bool:
+    """Whether `losses` [K] were stacked from K scalars (each can be differentiated alone)."""
+    node = losses.grad_fn
+    return (
+        node is not None
+        and type(node).__name__ == "StackBackward0"
+        and len(node.next_functions) == len(losses)
+    )
 
 
 def _batched_vjp(

@@ -126,10 +126,15 @@ class Task(ABC):
 def stack_objective_losses(
     task: Task, outputs: Mapping[str, Tensor], batch: Batch, *, per_example: bool = False
 ) -> Tensor:
-    """Objective losses in spec order: means [K], or per-example [K, B] if `per_example`."""
+    """Objective losses in spec order: means [K], or per-example [K, B] if `per_example`.
+
+    The means are stacked from K scalars, one per objective, so that each objective's loss can
+    be differentiated alone (a Gram recorder's ``cut`` starts from those scalars)."""
     losses = task.objective_losses(outputs, batch)
-    stacked = torch.stack([losses[name] for name in task.spec.objective_names])
-    return stacked if per_example else stacked.mean(dim=1)
+    names = task.spec.objective_names
+    if per_example:
+        return torch.stack([losses[name] for name in names])
+    return torch.stack([losses[name].mean() for name in names])
 
 
 class TensorTask(Task):

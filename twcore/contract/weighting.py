@@ -241,7 +241,12 @@ def gram_weighted_backward(
         )
         torch.autograd.backward(head_loss, inputs=list(own))
     for param, grad in zip(params, combined, strict=True):
-        param.grad = grad if param.grad is None else param.grad + grad
+        if not param.requires_grad:
+            continue
+        if param.grad is None:
+            param.grad = grad
+        else:
+            param.grad.add_(grad)
     for tensor in own:
         if tensor.grad is None:
             tensor.grad = torch.zeros_like(tensor)

@@ -80,6 +80,7 @@ class WeightingMethod(Method):
                 cut = trunk if isinstance(trunk, nn.Module) else None
                 self.recorder = GramRecorder(self.shared, ctx.model, cut=cut)
                 self._path_chosen = path != AUTO
+                self.recorder.tally_others = not self._path_chosen
 
     on_features: bool = False
     """Whether the rule compares the gradients on the trunk's output (the shared representation
@@ -118,7 +119,8 @@ class WeightingMethod(Method):
         if they differ, a warning, and the rows from then on (None)."""
         if not self._path_chosen:
             self._path_chosen = True
-            if recorder.path_costs(len(losses)).cheaper == ROWS:
+            recorder.tally_others = False  # the heads' shapes were needed for this choice only
+            if recorder.path_costs(losses).cheaper == ROWS:
                 self.recorder = None
                 return None
         if self._gram_checked:
@@ -127,7 +129,9 @@ class WeightingMethod(Method):
         recorded = recorder.gram(losses).detach()
         rows = per_objective_grads(losses, self.shared).detach()
         reference = (rows @ rows.T).to(recorded)
-        scale = float(reference.abs().max())
+        # The weighted gradient the step takes from the recorder, for weights of both signs.
+        weights = torch.linspace(-0.5, 1.5, len(losses), dtype=rows.dtype, device=rows.device)
+        combined = recorder.weighted_gradients(weights)
         # Under bf16/fp16 autocast the rows themselves carry 3 significant digits.
         device = losses.device.type
         low = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) in (
@@ -135,14 +139,18 @@ class WeightingMethod(Method):
             torch.float16,
         )
         tolerance = 5e-2 if low else 1e-3
-        if torch.allclose(recorded, reference, rtol=tolerance, atol=tolerance * 1e-2 * scale):
+        mismatch = _mismatch("Gram matrix", recorded, reference, tolerance)
+        if not mismatch and combined is not None:
+            wide = torch.promote_types(rows.dtype, torch.float32)
+            with torch.autocast(device, enabled=False):
+                expected = weights.to(wide) @ rows.to(wide)
+            mismatch = _gradient_mismatch(combined, expected, tolerance)
+        if not mismatch:
             return _CheckedGram(recorded, recorder)
         self.recorder = None
-        largest = float((recorded - reference).abs().max())
         warnings.warn(
-            f"{type(self.rule).__name__}: the Gram matrix from the recorded forward pass differs "
-            f"from the gradient rows' on this model (by up to {largest:.3g}); using the rows "
-            "from now on",
+            f"{type(self.rule).__name__}: the {mismatch} from the recorded forward pass "
+            "differs from the gradient rows' on this model; using the rows from now on",
             stacklevel=2,
         )
         return None
@@ -235,6 +243,32 @@ class WeightingMethod(Method):
         self.rule.load_state_dict(state)
 
 
+def _mismatch(name: str, recorded: Tensor, reference: Tensor, tolerance: float) -> str:
+    """ "" if `recorded` matches `reference` to `tolerance` (relative, and absolute at that
+    fraction of a percent of the reference's largest entry), else what differs and by how
+    much."""
+    scale = float(reference.abs().max()) if reference.numel() else 0.0
+    if torch.allclose(recorded, reference, rtol=tolerance, atol=tolerance * 1e-2 * scale):
+        return ""
+    largest = float((recorded - reference).abs().max())
+    return f"{name} (by up to {largest:.3g})"
+
+
+def _gradient_mismatch(recorded: Sequence[Tensor], reference: Tensor, tolerance: float) -> str:
+    """ "" if each parameter's recorded gradient is within `tolerance` of its part of the flat
+    `reference` relative to that part's norm (a parameter whose gradient is missing differs by
+    all of it, whatever its size), else which parameter differs and by how much."""
+    floor = tolerance * 1e-3 * float(reference.norm())
+    start = 0
+    for index, grad in enumerate(recorded):
+        part = reference[start : start + grad.numel()]
+        start += grad.numel()
+        error = float((grad.reshape(-1).to(part) - part).norm())
+        if error > tolerance * float(part.norm()) + floor:
+            return f"weighted gradient (parameter {index}: off by {error:.3g} in norm)"
+    return ""
+
+
 class _CheckedGram:
     """The recorder's Gram matrix already computed (the first step's, checked), and the
     recorder's weighted gradients from that computation."""
@@ -245,9 +279,11 @@ class _CheckedGram:
         self.params = recorder.params
 
     def gram(self, losses: Tensor, *, retain_graph: bool = True) -> Tensor:
+        """The checked matrix."""
         return self.matrix
 
     def weighted_gradients(self, weights: Tensor) -> list[Tensor] | None:
+        """The recorder's, from the computation of the checked matrix."""
         return self.recorder.weighted_gradients(weights)
 
 

@@ -254,6 +254,27 @@ def test_the_engine_checks_the_recorded_gram_once_and_falls_back_to_the_rows_if_
         torch.testing.assert_close(wrong.parameters()[name], value, rtol=0, atol=0)
 
 
+def test_a_recorder_whose_weighted_gradient_is_wrong_falls_back_to_the_rows():
+    """The step's gradient on the trunk comes from the recorder too: the first step checks it
+    against the rows' (here a recorder made to drop the first layer's bias) as it checks the
+    Gram matrix."""
+    options = {"seed": 4, "method.gradients": "gram"}
+    wrong = plugin_harness("gradcos", task="toy-multitask", model="mlp", options=options)
+    recorder = wrong.components.method.recorder
+    complete = recorder.weighted_gradients
+
+    def without_a_bias(weights):
+        grads = complete(weights)
+        assert grads is not None and grads[1].dim() == 1  # the first layer's bias
+        grads[1] = torch.zeros_like(grads[1])
+        return grads
+
+    recorder.weighted_gradients = without_a_bias
+    with pytest.warns(UserWarning, match="weighted gradient .* differs from the gradient rows"):
+        wrong.step()
+    assert wrong.components.method.recorder is None
+
+
 NARROW_TRUNK = {
     "batch_size": 12,
     "model.hidden": [32],
@@ -286,5 +307,9 @@ def test_the_default_path_is_the_cheaper_by_the_first_steps_shapes_and_trains_as
     chosen.steps(3)
     assert auto.components.method.gradient_path == path
     assert chosen.components.method.gradient_path == path
+    if path == "gram":  # the engine's losses split at the trunk's output
+        assert chosen.components.method.recorder.used_cut
+        # the heads' shapes are noted for the choice only
+        assert not auto.components.method.recorder.tally_others
     for name, value in chosen.parameters().items():
         torch.testing.assert_close(auto.parameters()[name], value, rtol=0, atol=0)

@@ -23,9 +23,9 @@ class GradCosConfig:
     gradients: str = option(
         AUTO,
         choices=GRADIENT_PATHS,
-        help="gram: cosines from the Gram matrix of a recorded forward pass, then one weighted "
-        "backward; rows: the K gradient rows (the reference path; same step); auto: the one "
-        "with fewer estimated multiply-adds on the first step's shapes",
+        help="gram: cosines from the Gram matrix of a recorded forward pass, the step's "
+        "gradient from what it left; rows: the K gradient rows (the reference path; same "
+        "step); auto: the one with fewer estimated multiply-adds on the first step's shapes",
     )
 
 
