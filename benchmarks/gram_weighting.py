@@ -13,7 +13,8 @@ steps, all in this one process and thread count, one configuration after another
 - ``ew``: one backward pass of the mean loss;
 - ``gradcos`` and ``ldro`` (``interaction=parameters``, cosines every step, k = 1), each on both
   gradient paths: ``rows`` (the K gradients on the trunk from one vectorised backward pass) and
-  ``gram`` (the K×K Gram matrix from a recorded forward pass, then one weighted backward pass).
+  ``gram`` (the K×K Gram matrix from a recorded forward pass through the trunk's output, then
+  the step's gradient on the trunk from what that left and a backward pass through the heads).
 
 and a lower bound for any exact method:
 
@@ -259,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     lines = [
         f"Batch {options.batch}, {options.threads} thread(s), fastest of {options.repeats} × "
-        f"{options.steps} steps (`python3 benchmarks/gram_weighting.py`).",
+        f"{options.steps} steps (`python3 benchmarks/gram_weighting.py --repeats "
+        f"{options.repeats} --steps {options.steps}`).",
         "",
         "| model | K | method | ms/step | ÷ ew | backward equivalents | default path |",
         "|---|---|---|---|---|---|---|",

@@ -290,9 +290,12 @@ class GramRecorder:
             losses are then differentiated to that output one by one — each through its own
             head only, where the vectorised pass would run every head for every loss (K² head
             backwards) — and only the K cotangents go through the cut module in one vectorised
-            pass. Used on a step where it holds as far as the recorder can see: every module
-            owning one of `params` is inside `cut`, `cut` ran once, and every recorded layer
-            ran inside it; otherwise the one vectorised pass from the losses.
+            pass. Used on a step where it holds as far as the recorder can see: every one of
+            `params` is the cut's (and owned by no module outside it), `cut` ran once, every
+            recorded layer ran inside it, and the losses are K stacked scalars
+            (``torch.stack([...])``); otherwise the one vectorised pass from the losses. A
+            parameter of the cut used again outside it (a head reading a trunk weight) is
+            invisible to the recorder: give no cut for such a model.
     """
 
     def __init__(

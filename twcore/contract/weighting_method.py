@@ -54,9 +54,9 @@ class WeightingMethod(Method):
     (the default) the first step's forward pass decides between the two by their estimated
     multiply-adds (:meth:`~twcore.autodiff.layer_gram.GramRecorder.path_costs`: shapes and K
     only, so every run of a config takes the same path) and keeps that path; the choice is
-    :attr:`gradient_path`. The first step on the Gram path checks its matrix against the rows'
-    and, if they differ (a model using its layers in a way the recorder cannot see), warns and
-    uses the rows from then on.
+    :attr:`gradient_path`. The first step on the Gram path checks its matrix, and the weighted
+    gradient the recorder gives for the step, against the rows' and, if either differs (a model
+    using its layers in a way the recorder cannot see), warns and uses the rows from then on.
     """
 
     def __init__(self, config: Any, ctx: MethodContext) -> None:
@@ -114,9 +114,10 @@ class WeightingMethod(Method):
     def _checked(self, recorder: GramRecorder, losses: Tensor) -> GramSource | None:
         """The recorder on every step but the first; on the first, with ``gradients: auto``,
         the cheaper path by the recorded shapes (None: the rows, from then on); on the Gram
-        path its matrix checked against the gradient rows' (a model may use its layers in ways
-        a recorder cannot see: a weight also used through a functional call, checkpointing):
-        if they differ, a warning, and the rows from then on (None)."""
+        path its matrix and its weighted gradient checked against the gradient rows' (a model
+        may use its layers in ways a recorder cannot see: a weight also used through a
+        functional call, checkpointing): if either differs, a warning, and the rows from then
+        on (None)."""
         if not self._path_chosen:
             self._path_chosen = True
             recorder.tally_others = False  # the heads' shapes were needed for this choice only
@@ -129,8 +130,11 @@ class WeightingMethod(Method):
         recorded = recorder.gram(losses).detach()
         rows = per_objective_grads(losses, self.shared).detach()
         reference = (rows @ rows.T).to(recorded)
-        # The weighted gradient the step takes from the recorder, for weights of both signs.
-        weights = torch.linspace(-0.5, 1.5, len(losses), dtype=rows.dtype, device=rows.device)
+        # The weighted gradient the step takes from the recorder, for weights of both signs
+        # and none zero (every objective's part is checked).
+        count = len(losses)
+        steps = torch.arange(1, count + 1, dtype=rows.dtype, device=rows.device) / count
+        weights = torch.where(torch.arange(count, device=rows.device) % 2 == 0, steps, -steps)
         combined = recorder.weighted_gradients(weights)
         # Under bf16/fp16 autocast the rows themselves carry 3 significant digits.
         device = losses.device.type
@@ -257,7 +261,8 @@ def _mismatch(name: str, recorded: Tensor, reference: Tensor, tolerance: float) 
 def _gradient_mismatch(recorded: Sequence[Tensor], reference: Tensor, tolerance: float) -> str:
     """ "" if each parameter's recorded gradient is within `tolerance` of its part of the flat
     `reference` relative to that part's norm (a parameter whose gradient is missing differs by
-    all of it, whatever its size), else which parameter differs and by how much."""
+    all of it, unless its share of the whole gradient's norm is below tolerance × 1e-3), else
+    which parameter differs and by how much."""
     floor = tolerance * 1e-3 * float(reference.norm())
     start = 0
     for index, grad in enumerate(recorded):
