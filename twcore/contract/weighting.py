@@ -197,16 +197,28 @@ def split_weighted_backward(
     makes that ∇ Σ_k b_k L_k): two backward calls, the first only through what reaches `own`
     (the heads). A tensor no loss reaches gets zeros (as the gradient rows give it). Frees the
     losses' graph."""
-    if own:
-        head_loss = (
-            losses.sum()
-            if own_weights is None
-            else torch.dot(own_weights.detach().to(losses), losses)
-        )
-        torch.autograd.backward(head_loss, inputs=list(own), retain_graph=True)
+    _own_backward(losses, own, own_weights, retain_graph=True)
     weighted = torch.dot(weights.detach().to(losses), losses)
     torch.autograd.backward(weighted, inputs=list(shared))
-    for tensor in (*shared, *own):
+    _zeros_where_missing((*shared, *own))
+
+
+def _own_backward(
+    losses: Tensor, own: Sequence[Tensor], own_weights: Tensor | None, *, retain_graph: bool
+) -> None:
+    """Accumulate ∇ Σ_k b_k L_k (b = `own_weights`, default ones) into the `own` tensors only
+    (a backward pass through the heads)."""
+    if not own:
+        return
+    head_loss = (
+        losses.sum() if own_weights is None else torch.dot(own_weights.detach().to(losses), losses)
+    )
+    torch.autograd.backward(head_loss, inputs=list(own), retain_graph=retain_graph)
+
+
+def _zeros_where_missing(tensors: Iterable[Tensor]) -> None:
+    """Zeros as the ``.grad`` of each tensor no loss reached (as the gradient rows give it)."""
+    for tensor in tensors:
         if tensor.grad is None:
             tensor.grad = torch.zeros_like(tensor)
 
@@ -233,13 +245,7 @@ def gram_weighted_backward(
     if combined is None:
         split_weighted_backward(losses, weights, shared, own, own_weights=own_weights)
         return
-    if own:
-        head_loss = (
-            losses.sum()
-            if own_weights is None
-            else torch.dot(own_weights.detach().to(losses), losses)
-        )
-        torch.autograd.backward(head_loss, inputs=list(own))
+    _own_backward(losses, own, own_weights, retain_graph=False)
     for param, grad in zip(params, combined, strict=True):
         if not param.requires_grad:
             continue
@@ -247,9 +253,7 @@ def gram_weighted_backward(
             param.grad = grad
         else:
             param.grad.add_(grad)
-    for tensor in own:
-        if tensor.grad is None:
-            tensor.grad = torch.zeros_like(tensor)
+    _zeros_where_missing(own)
 
 
 def weighted_backward(losses: Tensor, weights: Tensor) -> None:

@@ -105,9 +105,7 @@ class WeightingMethod(Method):
         """How the rule gets the gradients it compares on the shared parameters: ``"gram"``
         (a recorded forward pass) or ``"rows"``; None before ``gradients: auto`` has chosen
         (the first step) and for rules that need no Gram matrix."""
-        if not self.rule.uses_gram or not self.compares_parameters():
-            return None
-        if not self._path_chosen:
+        if not (self.rule.uses_gram and self.compares_parameters() and self._path_chosen):
             return None
         return GRAM if self.recorder is not None else ROWS
 
@@ -130,12 +128,6 @@ class WeightingMethod(Method):
         recorded = recorder.gram(losses).detach()
         rows = per_objective_grads(losses, self.shared).detach()
         reference = (rows @ rows.T).to(recorded)
-        # The weighted gradient the step takes from the recorder, for weights of both signs
-        # and none zero (every objective's part is checked).
-        count = len(losses)
-        steps = torch.arange(1, count + 1, dtype=rows.dtype, device=rows.device) / count
-        weights = torch.where(torch.arange(count, device=rows.device) % 2 == 0, steps, -steps)
-        combined = recorder.weighted_gradients(weights)
         # Under bf16/fp16 autocast the rows themselves carry 3 significant digits.
         device = losses.device.type
         low = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) in (
@@ -144,11 +136,18 @@ class WeightingMethod(Method):
         )
         tolerance = 5e-2 if low else 1e-3
         mismatch = _mismatch("Gram matrix", recorded, reference, tolerance)
-        if not mismatch and combined is not None:
+        if not mismatch:
+            # The weighted gradient the step takes from the recorder, for weights of both signs
+            # and none zero (every objective's part is checked).
+            count = len(losses)
+            steps = torch.arange(1, count + 1, dtype=rows.dtype, device=rows.device) / count
+            weights = torch.where(torch.arange(count, device=rows.device) % 2 == 0, steps, -steps)
+            combined = recorder.weighted_gradients(weights)
             wide = torch.promote_types(rows.dtype, torch.float32)
             with torch.autocast(device, enabled=False):
                 expected = weights.to(wide) @ rows.to(wide)
-            mismatch = _gradient_mismatch(combined, expected, tolerance)
+            if combined is not None:
+                mismatch = _gradient_mismatch(combined, expected, tolerance)
         if not mismatch:
             return _CheckedGram(recorded, recorder)
         self.recorder = None

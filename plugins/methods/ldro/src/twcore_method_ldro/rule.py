@@ -101,7 +101,8 @@ class LookaheadDRO(Weighting):
         """The step; with `gram` (the Gram matrix of the gradients on `shared`) the cosines
         come from it instead of the K gradient rows."""
         self.check_losses(losses)
-        from_gram = gram is not None and self.compares_this_step() and bool(shared)
+        # The step's gradient from what the Gram matrix left, on a step that computed it.
+        source = gram if self.compares_this_step() and shared else None
         if self.compares_this_step():
             if gram is not None:
                 self.cosines = cosines_from_gram(gram.gram(losses)).detach()
@@ -119,13 +120,13 @@ class LookaheadDRO(Weighting):
         else:
             best_response = int(lookahead_losses.argmax())
             self.weights = solve_game_exactly(matrix)
-        if from_gram and gram is not None:
-            # Σ_j w_j ∇ℓ_j on the shared parameters from what the Gram matrix left; the heads
-            # by their own backward pass (each gets w_k ∇ℓ_k, as from the whole backward).
+        if source is not None:
+            # Σ_j w_j ∇ℓ_j on the shared parameters from the source; the heads by their own
+            # backward pass (each gets w_k ∇ℓ_k, as from the whole backward).
             compared = list(shared)
             own = own_leaves(losses, compared, params)
             gram_weighted_backward(
-                losses, self.weights, compared, own, gram, own_weights=self.weights
+                losses, self.weights, compared, own, source, own_weights=self.weights
             )
         else:
             weighted_backward(losses, self.weights)
