@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from twcore.autodiff import per_objective_grads
+from twcore.autodiff import own_leaves, per_objective_grads
 from twcore.autodiff.layer_gram import GramRecorder
 
 
@@ -436,3 +436,101 @@ def test_weighted_gradients_need_a_gram_of_this_recording() -> None:
     assert recorder.weighted_gradients(torch.ones(len(losses))) is not None
     recorder.clear()  # lets go of the kept gradients with the activations
     assert recorder.weighted_gradients(torch.ones(len(losses))) is None
+
+
+class _PairedHeads(nn.Module):
+    """A trunk and heads reading its output: one head per loss, two heads per loss, a head
+    called again for another loss, a head's output read by two losses, and a loss that also
+    reads the trunk's output itself."""
+
+    def __init__(self, arrangement: str, num: int = 3) -> None:
+        super().__init__()
+        self.arrangement = arrangement
+        self.trunk = nn.Sequential(nn.Linear(6, 10), nn.Tanh(), nn.Linear(10, 5))
+        count = 2 * num if arrangement == "two heads per loss" else num
+        self.heads = nn.ModuleList(nn.Linear(5, 2) for _ in range(count))
+        self.num = num
+        self.double()
+
+    def losses(self, inputs: Tensor) -> Tensor:
+        features = self.trunk(inputs)
+        if self.arrangement == "two heads per loss":
+            pairs = [(self.heads[2 * k], self.heads[2 * k + 1]) for k in range(self.num)]
+            losses = [(a(features) * b(features)).mean() for a, b in pairs]
+        else:
+            outputs = [head(features) for head in self.heads]
+            losses = [(output - 0.5).pow(2).mean() for output in outputs]
+        if self.arrangement == "a head called again":
+            losses.append(self.heads[0](features).pow(4).mean())
+        if self.arrangement == "a head's output read by two losses":
+            losses.append(outputs[0].pow(4).mean())
+        if self.arrangement == "a loss reading the output":
+            losses[1] = losses[1] + features.pow(2).mean()
+        # a loss of a head's weight alone: that weight is reached by two losses
+        losses.append(self.heads[-1].weight.pow(2).sum())
+        return torch.stack(losses)
+
+
+@pytest.mark.parametrize(
+    ("arrangement", "readers"),
+    [
+        ("one head per loss", True),
+        ("two heads per loss", True),
+        ("a head called again", True),
+        ("a head's output read by two losses", False),
+        ("a loss reading the output", False),
+    ],
+)
+def test_one_pass_through_the_heads_tells_the_losses_apart_or_steps_aside(
+    arrangement: str, readers: bool
+) -> None:
+    """Each head reads its own alias of the trunk's output, so one backward pass gives each
+    loss's gradient there where every alias belongs to one loss (a head called twice reads
+    two); where one does not (a head's output two losses read, a loss reading the trunk's
+    output itself), a pass per loss. The Gram matrix, the
+    weighted gradient on the trunk and the heads' Σ_k b_k ∇L_k are autograd's to 1e-10."""
+    torch.manual_seed(16)
+    model = _PairedHeads(arrangement)
+    inputs = torch.randn(8, 6, dtype=torch.float64)
+    shared = list(model.trunk.parameters())
+    recorder = GramRecorder(shared, model, cut=model.trunk)
+    with recorder:
+        losses = model.losses(inputs)
+    gram = recorder.gram(losses)
+    assert recorder.used_cut and recorder.used_readers == readers
+    torch.testing.assert_close(gram, _reference(losses, shared), rtol=1e-10, atol=1e-12)
+    _check_weighted_gradients(recorder, losses, shared)
+
+    params = list(model.parameters())
+    heads = list(model.heads.parameters())
+    if not readers:
+        assert recorder.own_tensors(params) is None and recorder.own_gradients(heads) is None
+        return
+    assert recorder.own_tensors(params) == own_leaves(losses, shared, params) == heads
+    coefficients = torch.linspace(0.5, 2.0, len(losses), dtype=torch.float64)
+    expected = torch.autograd.grad(losses.sum(), heads, retain_graph=True)
+    for got, want in zip(recorder.own_gradients(heads), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    # The last head's weight is reached by two losses: only their sum is known, so weighted
+    # coefficients get None (the step then takes a backward pass through the heads).
+    assert recorder.own_gradients(heads, coefficients) is None
+    others = heads[2:-2]  # neither the first head (called again) nor the last
+    expected = torch.autograd.grad(coefficients @ losses, others, retain_graph=True)
+    for got, want in zip(recorder.own_gradients(others, coefficients), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_the_heads_gradients_need_the_pass_through_them_and_every_trunk_parameter() -> None:
+    """No heads' gradients before a Gram matrix of this recording, nor when the trunk has a
+    trainable parameter the recorder was not given (the pass stops at the trunk's output
+    and would not see it)."""
+    torch.manual_seed(17)
+    model = _PairedHeads("one head per loss")
+    shared = list(model.trunk.parameters())
+    partial = GramRecorder(shared[:-1], model, cut=model.trunk)  # the last bias left out
+    for recorder, known in ((GramRecorder(shared, model, cut=model.trunk), True), (partial, False)):
+        with recorder:
+            losses = model.losses(torch.randn(5, 6, dtype=torch.float64))
+        assert recorder.own_tensors() is None
+        recorder.gram(losses)
+        assert (recorder.own_tensors() is not None) == known

@@ -4,6 +4,7 @@ differences."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from torch import Tensor, nn
 
 from twcore.autodiff import flatten_tensors, per_objective_grads
 
-STRATEGIES = ["batched", "loop", "auto"]
+STRATEGIES = ["batched", "loop", "split", "auto"]
 NUM_OBJECTIVES = 3
 
 
@@ -153,6 +154,63 @@ def test_auto_falls_back_to_loop_when_batching_raises_and_keeps_graph_usable() -
         per_objective_grads(losses, params, strategy="batched")
     # retain_graph=False: the failed batched attempt must not have freed what the loop needs.
     jacobian = per_objective_grads(losses, params, strategy="auto", retain_graph=False)
+    torch.testing.assert_close(jacobian, expected, rtol=1e-12, atol=1e-12)
+
+
+class CountedIdentity(torch.autograd.Function):
+    """The identity, counting its backward calls per tag. Its backward reads a Python number,
+    so a vectorised pass through it raises (a pass that did not raise ran it unbatched)."""
+
+    calls: dict[int, int] = {}
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, tag: int) -> Tensor:
+        ctx.tag = tag
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        CountedIdentity.calls[ctx.tag] = CountedIdentity.calls.get(ctx.tag, 0) + 1
+        return grad * (1.0 if float(grad.abs().sum()) >= 0 else 0.0), None
+
+
+def counted_heads_losses(heads: nn.ModuleList, features: Tensor) -> Tensor:
+    """[K] losses stacked from K scalars, loss k through head k only (which counts)."""
+    return torch.stack(
+        [head(CountedIdentity.apply(features, k)).pow(2).mean() for k, head in enumerate(heads)]
+    )
+
+
+@pytest.mark.parametrize("strategy", ["split", "auto"])
+def test_split_runs_each_head_once_for_its_own_loss(strategy: str) -> None:
+    torch.manual_seed(2)
+    trunk = nn.Linear(3, 4).double()
+    heads = nn.ModuleList(nn.Linear(4, 2) for _ in range(NUM_OBJECTIVES)).double()
+    features = torch.tanh(trunk(torch.randn(6, 3, dtype=torch.float64)))
+    losses = counted_heads_losses(heads, features)
+    own = list(heads.parameters())
+    # A representation (a non-leaf tensor): auto splits. With the heads' own parameters
+    # beside it, only "split" does.
+    inputs = [features] if strategy == "auto" else [features, *own]
+    expected = brute_force_jacobian(losses, inputs)
+    CountedIdentity.calls = {}
+    jacobian = per_objective_grads(losses, inputs, strategy=strategy)
+    assert CountedIdentity.calls == {k: 1 for k in range(NUM_OBJECTIVES)}
+    torch.testing.assert_close(jacobian, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_auto_runs_every_head_for_every_loss_on_parameters() -> None:
+    """On leaves (the trunk's parameters) auto keeps one pass per row through everything
+    (here the loop: the counting head cannot be batched), never the split."""
+    torch.manual_seed(2)
+    trunk = nn.Linear(3, 4).double()
+    heads = nn.ModuleList(nn.Linear(4, 2) for _ in range(NUM_OBJECTIVES)).double()
+    losses = counted_heads_losses(heads, torch.tanh(trunk(torch.randn(6, 3).double())))
+    expected = brute_force_jacobian(losses, list(trunk.parameters()))
+    CountedIdentity.calls = {}
+    jacobian = per_objective_grads(losses, list(trunk.parameters()))
+    # (the batched attempt may run a head before it raises)
+    assert all(CountedIdentity.calls[k] >= NUM_OBJECTIVES for k in range(NUM_OBJECTIVES))
     torch.testing.assert_close(jacobian, expected, rtol=1e-12, atol=1e-12)
 
 

@@ -14,11 +14,15 @@ input patches (N = batch × positions); an embedding's gradient is its output gr
 per token, so its share is that of the distinct tokens' sums. The K output gradients of every
 recorded layer come from one vectorised backward pass of the K losses to the layers' outputs,
 which computes no parameter gradient. Given the module all of them run inside (``cut=``, a
-model's trunk), the losses are first differentiated one by one to its output — each through its
-own head, where a vectorised pass would run all K heads for each of the K rows — and only the K
-cotangents go through the trunk vectorised. What the Gram matrix needed also gives the step's
-weighted gradient Σ_k w_k ∇L_k (:meth:`GramRecorder.weighted_gradients`: each layer's rows
-times Σ_k w_k D_k), so no second backward pass runs through the recorded layers.
+model's trunk), the losses are first taken to its output through the heads — a vectorised pass
+would run all K heads for each of the K rows — and only the K cotangents go through the trunk
+vectorised. Each module reading the cut's output (a head) reads its own alias of it (a view),
+so one backward pass of the losses' sum gives each loss's gradient at the output, where each
+alias is reached by one loss; otherwise each loss is differentiated alone. What the Gram matrix
+needed also gives the step's weighted gradient Σ_k w_k ∇L_k
+(:meth:`GramRecorder.weighted_gradients`: each layer's rows times Σ_k w_k D_k), so no second
+backward pass runs through the recorded layers, and the one pass through the heads gives
+their own gradients (:meth:`GramRecorder.own_gradients`), so none runs through them either.
 
 Supported layers: ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d`` (``groups=1``, zero padding:
 numeric, ``"valid"``, or ``"same"`` where it pads evenly), ``nn.Embedding`` (without
@@ -51,9 +55,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.autograd.graph import GradientEdge
 from torch.nn import functional
 from torch.nn.utils import parametrize
+
+from twcore.autodiff.per_objective import each_scalar_grads, splits_into_scalars
 
 SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
 """The layer types whose share of the Gram matrix is computed from inputs and output
@@ -79,6 +84,22 @@ class _Kept:
 
     layers: list[tuple[nn.Module, Tensor, Tensor]]
     direct: list[tuple[Tensor, Tensor]]
+    others: dict[int, tuple[Tensor, Tensor | None, list[int]]] = field(default_factory=dict)
+    """With the cut's one pass through the heads: every other leaf the losses reach without
+    the cut's output (the heads' parameters), by id: the leaf, the gradient of the losses'
+    sum on it and the losses that reach it."""
+
+
+@dataclass
+class _ThroughReaders:
+    """What one backward pass of the losses' sum to the readers' aliases of the cut's output
+    gave (:func:`_grads_through_readers`)."""
+
+    cotangents: Tensor
+    """[K, *output]: each loss's gradient with respect to the cut's output."""
+    others: dict[int, tuple[Tensor, Tensor | None, list[int]]]
+    """Every other leaf the losses reach, by id: the leaf, the sum's gradient on it (None if it
+    needs none) and the losses that reach it."""
 
 
 @dataclass
@@ -287,12 +308,14 @@ class GramRecorder:
             K gradients would be cheaper: memory independent of K·P at any cost in time.
         cut: the module whose single output carries every way the losses depend on `params`
             (a model's trunk; its output the shared representation the heads read). The K
-            losses are then differentiated to that output one by one — each through its own
-            head only, where the vectorised pass would run every head for every loss (K² head
-            backwards) — and only the K cotangents go through the cut module in one vectorised
-            pass. Used on a step where it holds as far as the recorder can see: every one of
-            `params` is the cut's (and owned by no module outside it), `cut` ran once, every
-            recorded layer ran inside it, and the losses are K stacked scalars
+            losses are then taken to that output through the heads — in one backward pass of
+            their sum where each call of a module reading the output (one of `modules`) feeds
+            one loss (:attr:`used_readers`), else one pass per loss; never the vectorised pass
+            that runs every head for every loss (K² head backwards) — and only the K
+            cotangents go through the cut module in one vectorised pass. Used on a step where
+            it holds as far as the recorder can see: every one of `params` is the cut's (and
+            owned by no module outside it), `cut` ran once, every recorded layer ran inside
+            it, and the losses are K stacked scalars
             (``torch.stack([...])``); otherwise the one vectorised pass from the losses. A
             parameter of the cut used again outside it (a head reading a trunk weight) is
             invisible to the recorder: give no cut for such a model.
@@ -358,12 +381,28 @@ class GramRecorder:
         self.cut = cut if cut is not None and holds else None
         """The cut module in use (None if none was given, or one of the parameters is not the
         cut's or is also owned by a module outside it)."""
+        # The modules that may read the cut's output (the heads): neither inside the cut nor
+        # around it.
+        self._readers = (
+            [
+                module
+                for module in found.values()
+                if id(module) not in inside and not any(sub is cut for sub in module.modules())
+            ]
+            if self.cut is not None
+            else []
+        )
+        self._aliases: list[Tensor] = []
         self._kept: _Kept | None = None
         self._cut_outputs: list[Tensor] = []
         self._cut_depth = 0
         self._outside_cut = False
         self.used_cut = False
         """Whether the last :meth:`gram` went through the cut (see ``cut``)."""
+        self.used_readers = False
+        """Whether the last :meth:`gram` took the losses to the cut's output in one pass
+        through the modules reading it (each head read its own alias of the output, and each
+        alias was reached by one loss), rather than one pass per loss."""
 
     @property
     def recorded_layers(self) -> list[nn.Module]:
@@ -391,6 +430,8 @@ class GramRecorder:
             self._hooks.append(self.cut.register_forward_pre_hook(self._enter_cut))
             # always_call: a forward that raises still leaves the cut
             self._hooks.append(self.cut.register_forward_hook(self._leave_cut, always_call=True))
+            for reader in self._readers:
+                self._hooks.append(reader.register_forward_pre_hook(self._alias_cut_output))
         return self
 
     def _enter_cut(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
@@ -401,8 +442,22 @@ class GramRecorder:
         if self._cut_depth == 0 and torch.is_grad_enabled() and output is not None:
             self._cut_outputs.append(output)
 
+    def _alias_cut_output(self, module: nn.Module, inputs: tuple[Any, ...]) -> Any:
+        """A module outside the cut called on the cut's output reads its own alias of it (a
+        view), so that one backward pass can tell apart what reaches the output through each
+        reader (see :func:`_grads_through_readers`)."""
+        if self._cut_depth != 0 or len(self._cut_outputs) != 1:
+            return None
+        output = self._cut_outputs[0]
+        if not any(value is output for value in inputs):
+            return None
+        alias = output.view_as(output)
+        self._aliases.append(alias)
+        return tuple(alias if value is output else value for value in inputs)
+
     def _reset_step(self) -> None:
         self._kept = None
+        self._aliases.clear()
         self._cut_outputs.clear()
         self._cut_depth = 0
         self._outside_cut = False
@@ -439,7 +494,7 @@ class GramRecorder:
                 kernel = self.always_kernel or _prefers_kernel(layer.module, layer.calls, num)
                 costs = _layer_costs(layer.module, layer.calls, num, kernel)
                 total = PathCosts(total.rows + costs.rows, total.gram + costs.gram)
-        through_cut = self._cut_output() is not None and _splits_into_scalars(losses)
+        through_cut = self._cut_output() is not None and splits_into_scalars(losses)
         for layer in self._others:
             costs = _other_layer_costs(layer.module, layer.calls, num, through_cut=through_cut)
             total = PathCosts(total.rows + costs.rows, total.gram + costs.gram)
@@ -487,14 +542,20 @@ class GramRecorder:
         gram = torch.zeros(num, num, dtype=dtype, device=losses.device)
         targets = [call.output for _, call in calls] + direct
         self._kept = _Kept([], [])
-        self.used_cut = False
+        self.used_cut = self.used_readers = False
         if not targets or not losses.requires_grad:
             return gram
         with torch.autocast(losses.device.type, enabled=False):
-            through = self._cut_output() if _splits_into_scalars(losses) else None
+            through = self._cut_output() if splits_into_scalars(losses) else None
             self.used_cut = through is not None
             if through is not None:
-                cotangents = _each_loss_grad(losses, through)
+                readers = _grads_through_readers(losses, through, self._aliases)
+                if readers is None:
+                    cotangents = _each_loss_grad(losses, through)
+                else:
+                    cotangents = readers.cotangents
+                    self._kept.others = readers.others
+                    self.used_readers = True
                 grads = _batched_vjp(through, cotangents, targets, retain_graph=retain_graph)
             else:
                 selectors = torch.eye(num, dtype=losses.dtype, device=losses.device)
@@ -508,7 +569,8 @@ class GramRecorder:
                 entry[2].append(_output_rows(layer.module, grad.to(dtype)))
             for layer, rows, outputs in by_layer.values():
                 # Several calls of one layer add their gradients: their rows stack.
-                stacked_rows, stacked_grads = torch.cat(rows), torch.cat(outputs, dim=1)
+                stacked_rows = rows[0] if len(rows) == 1 else torch.cat(rows)
+                stacked_grads = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
                 if isinstance(layer.module, nn.Embedding):
                     share = _embedding_share(layer.module, stacked_rows, stacked_grads)
                 else:
@@ -556,6 +618,51 @@ class GramRecorder:
             found[id(p)].to(p.dtype) if id(p) in found else torch.zeros_like(p) for p in self.params
         ]
 
+    def own_gradients(
+        self, tensors: Sequence[Tensor], coefficients: Tensor | None = None
+    ) -> list[Tensor] | None:
+        """Σ_k b_k ∇L_k on each of `tensors` (the objectives' own parameters: the heads; b =
+        `coefficients`, default ones) from the one pass through the heads that the last
+        :meth:`gram` took at the cut — no further backward pass. None where that pass did not
+        happen, where one of `tensors` was not reached by it (a parameter under the cut's
+        output, which the pass stops at), or where weighted coefficients meet a tensor that
+        several losses reach (its gradient is known only as their sum)."""
+        kept = self._kept
+        if kept is None or not kept.others:
+            return None
+        found: list[Tensor] = []
+        for tensor in tensors:
+            entry = kept.others.get(id(tensor))
+            if entry is None:
+                return None
+            _, grad, owners = entry
+            if grad is None:
+                found.append(torch.zeros_like(tensor))
+            elif coefficients is None:
+                found.append(grad)
+            elif len(owners) == 1:
+                found.append(coefficients[owners[0]].to(grad) * grad)
+            else:
+                return None
+        return found
+
+    def own_tensors(self, params: Iterable[Tensor] | None = None) -> list[Tensor] | None:
+        """The leaves the losses reach other than the recorder's parameters (the objectives'
+        own: the heads), in `params`' order (those of `params` reached; default: in the order
+        met), as the last :meth:`gram`'s one pass through the heads found them — no walk of
+        the whole graph. None where that pass did not happen, or where the cut has a trainable
+        parameter the recorder is not given (the pass stops at the cut's output and would not
+        see it)."""
+        kept = self._kept
+        if kept is None or not kept.others or self.cut is None:
+            return None
+        mine = {id(p) for p in self.params}
+        if any(p.requires_grad and id(p) not in mine for p in self.cut.parameters()):
+            return None
+        if params is None:
+            return [leaf for key, (leaf, _, _) in kept.others.items() if key not in mine]
+        return [p for p in params if id(p) in kept.others and id(p) not in mine]
+
     def _cut_output(self) -> Tensor | None:
         """The cut module's output, if this step's recording shows the cut holds."""
         if self.cut is None or self._outside_cut or len(self._cut_outputs) != 1:
@@ -570,15 +677,79 @@ class GramRecorder:
         self._reset_step()
 
 
+def _grads_through_readers(
+    losses: Tensor, output: Tensor, aliases: list[Tensor]
+) -> _ThroughReaders | None:
+    """Each loss's gradient with respect to `output`, and the losses' sum's on every other leaf
+    they reach (the heads' parameters), from one backward pass of their sum to the readers'
+    `aliases` of `output` and those leaves: each alias's gradient is that of the one loss that
+    reaches it, and a loss's gradient the sum over the aliases it reaches. None where that does
+    not hold as far as a walk of the losses' graph down to the aliases shows: losses not
+    stacked from K scalars, a loss reaching `output` other than through an alias, or an alias
+    two losses reach (a head shared by two objectives)."""
+    node = losses.grad_fn
+    stop = output.grad_fn
+    if not aliases or stop is None or not splits_into_scalars(losses):
+        return None
+    assert node is not None
+    # The nodes stay referenced while their ids are compared (an id is unique only then).
+    alias_nodes = [alias.grad_fn for alias in aliases]
+    alias_of = {id(alias_node): index for index, alias_node in enumerate(alias_nodes)}
+    owner: dict[int, int] = {}
+    reached: list[list[int]] = []
+    leaves: dict[int, tuple[Tensor, list[int]]] = {}
+    for position, (start, _) in enumerate(node.next_functions):
+        found: list[int] = []
+        seen: dict[int, Any] = {}
+        pending = [start] if start is not None else []
+        while pending:
+            current = pending.pop()
+            if id(current) in seen:
+                continue
+            seen[id(current)] = current
+            index = alias_of.get(id(current))
+            if index is not None:
+                if owner.setdefault(index, position) != position:
+                    return None
+                found.append(index)
+                continue
+            if current is stop:
+                return None
+            leaf = getattr(current, "variable", None)  # an AccumulateGrad node's tensor
+            if isinstance(leaf, Tensor):
+                leaves.setdefault(id(leaf), (leaf, []))[1].append(position)
+            pending.extend(child for child, _ in current.next_functions if child is not None)
+        reached.append(found)
+    others = [leaf for leaf, _ in leaves.values()]
+    grads = torch.autograd.grad(
+        losses,
+        [*aliases, *others],
+        torch.ones_like(losses),
+        retain_graph=True,
+        allow_unused=True,
+    )
+    rows = []
+    for found in reached:
+        parts = [grads[index] for index in found if grads[index] is not None]
+        if not parts:
+            rows.append(torch.zeros_like(output))
+        else:
+            rows.append(parts[0] if len(parts) == 1 else torch.stack(parts).sum(dim=0))
+    by_leaf: dict[int, tuple[Tensor, Tensor | None, list[int]]] = {
+        key: (leaf, grad, owners)
+        for (key, (leaf, owners)), grad in zip(leaves.items(), grads[len(aliases) :], strict=True)
+    }
+    return _ThroughReaders(torch.stack(rows), by_leaf)
+
+
 def _each_loss_grad(losses: Tensor, output: Tensor) -> Tensor:
     """[K, *output]: each loss's gradient with respect to `output`, zeros where it does not
     reach it. Losses stacked from K scalars are differentiated one by one from those scalars
     (each pass runs only what that loss computed from `output`: its own head); others, or
     where this torch cannot start a pass from a graph edge, in one vectorised pass."""
-    node = losses.grad_fn
-    if node is not None and _splits_into_scalars(losses):
+    if splits_into_scalars(losses):
         try:
-            return _each_scalar_grad(node, losses, output)
+            return each_scalar_grads(losses, [output])[0]
         except (TypeError, AttributeError, RuntimeError):
             pass  # the vectorised pass below computes the same (or raises what is wrong)
     selectors = torch.eye(len(losses), dtype=losses.dtype, device=losses.device)
@@ -586,31 +757,6 @@ def _each_loss_grad(losses: Tensor, output: Tensor) -> Tensor:
     if batched is None:
         return torch.zeros((len(losses), *output.shape), dtype=output.dtype, device=output.device)
     return batched
-
-
-def _each_scalar_grad(node: Any, losses: Tensor, output: Tensor) -> Tensor:
-    """[K, *output]: the gradient of each scalar the stack `node` took, with respect to
-    `output` (zeros where one does not reach it)."""
-    one = torch.ones((), dtype=losses.dtype, device=losses.device)
-    rows: list[Tensor] = []
-    for source, index in node.next_functions:
-        grad = None
-        if source is not None:
-            (grad,) = torch.autograd.grad(
-                [GradientEdge(source, index)], [output], [one], retain_graph=True, allow_unused=True
-            )
-        rows.append(torch.zeros_like(output) if grad is None else grad)
-    return torch.stack(rows)
-
-
-def _splits_into_scalars(losses: Tensor) -> bool:
-    """Whether `losses` [K] were stacked from K scalars (each can be differentiated alone)."""
-    node = losses.grad_fn
-    return (
-        node is not None
-        and type(node).__name__ == "StackBackward0"
-        and len(node.next_functions) == len(losses)
-    )
 
 
 def _batched_vjp(

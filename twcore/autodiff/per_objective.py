@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd.graph import GradientEdge
 
-STRATEGIES = ("auto", "batched", "loop")
+STRATEGIES = ("auto", "batched", "loop", "split")
 
 
 def per_objective_grads(
@@ -29,8 +31,14 @@ def per_objective_grads(
         create_graph: build a graph of the result, for higher-order derivatives.
         strategy: ``"batched"`` runs one vectorised backward pass over the K rows of an
             identity matrix (``is_grads_batched``); ``"loop"`` runs K backward passes;
-            ``"auto"`` tries ``"batched"`` and falls back to ``"loop"`` if batching raises
-            (an op without a vmap rule, or data-dependent code in a backward).
+            ``"split"`` differentiates each of the K scalars the losses were stacked from on
+            its own (each pass runs only what that loss computed from `inputs`: its own head,
+            where a vectorised pass runs every head for every row); ``"auto"`` splits when
+            the losses were stacked from K scalars and every input is an intermediate tensor
+            (a representation: the passes stop there), and otherwise tries ``"batched"`` and
+            falls back to ``"loop"`` if batching raises (an op without a vmap rule, or
+            data-dependent code in a backward). ``"split"`` falls back to ``"batched"`` for
+            losses not stacked from scalars.
 
     Returns:
         G [K, P]: row k is the gradient of ``losses[k]`` flattened in the order of `inputs`
@@ -50,6 +58,14 @@ def per_objective_grads(
         return _batched(losses, inputs, retain_graph=retain_graph, create_graph=create_graph)
     if strategy == "loop":
         return _loop(losses, inputs, retain_graph=retain_graph, create_graph=create_graph)
+    splits = splits_into_scalars(losses)
+    if splits and (strategy == "split" or not any(tensor.is_leaf for tensor in inputs)):
+        grads = each_scalar_grads(
+            losses, inputs, retain_graph=retain_graph, create_graph=create_graph
+        )
+        return _as_matrix(losses.shape[0], grads, inputs)
+    if strategy == "split":
+        return _batched(losses, inputs, retain_graph=retain_graph, create_graph=create_graph)
     try:
         return _batched(losses, inputs, retain_graph=True, create_graph=create_graph)
     except RuntimeError:
@@ -127,3 +143,48 @@ def _as_matrix(num_rows: int, grads: Sequence[Tensor | None], inputs: list[Tenso
 def _zeros(num_rows: int, inputs: list[Tensor]) -> Tensor:
     total = sum(tensor.numel() for tensor in inputs)
     return torch.zeros(num_rows, total, dtype=inputs[0].dtype, device=inputs[0].device)
+
+
+def splits_into_scalars(losses: Tensor) -> bool:
+    """Whether `losses` [K] were stacked from K scalars (``torch.stack``), so that each can be
+    differentiated alone from the graph edge it entered the stack by."""
+    node = losses.grad_fn
+    return (
+        losses.dim() == 1
+        and node is not None
+        and type(node).__name__ == "StackBackward0"
+        and len(node.next_functions) == len(losses)
+    )
+
+
+def each_scalar_grads(
+    losses: Tensor,
+    inputs: Sequence[Tensor],
+    *,
+    retain_graph: bool = True,
+    create_graph: bool = False,
+) -> tuple[Tensor, ...]:
+    """[K, *input] for each input: the gradient of each scalar that `losses` were stacked from
+    (:func:`splits_into_scalars` must hold), each in its own backward pass from its graph edge
+    (zeros where one does not reach an input). Each pass runs only that scalar's part of the
+    graph above `inputs`. Raises what autograd raises (e.g. TypeError where this torch cannot
+    start a pass from a graph edge)."""
+    node: Any = losses.grad_fn
+    inputs = list(inputs)
+    one = torch.ones((), dtype=losses.dtype, device=losses.device)
+    edges = list(node.next_functions)
+    rows: list[list[Tensor]] = [[] for _ in inputs]
+    for position, (source, index) in enumerate(edges):
+        grads: Sequence[Tensor | None] = [None] * len(inputs)
+        if source is not None:
+            grads = torch.autograd.grad(
+                [GradientEdge(source, index)],
+                inputs,
+                [one],
+                retain_graph=retain_graph or position < len(edges) - 1,
+                create_graph=create_graph,
+                allow_unused=True,
+            )
+        for column, (grad, tensor) in enumerate(zip(grads, inputs, strict=True)):
+            rows[column].append(torch.zeros_like(tensor) if grad is None else grad)
+    return tuple(torch.stack(column) for column in rows)

@@ -15,8 +15,9 @@ class gets M, writes the gradients and reports the step, one way for all of them
 - on shared parameters without one: the K gradient rows in one vectorised backward pass, M from
   them, and d written straight into ``.grad``;
 - on a shared **representation** (a trunk's output z, non-leaf tensors; MGDA-UB): the K rows of
-  ∇_z L_k (backward passes through the heads only), then ∇_z-weighted backward Σ a_k ∇_z L_k
-  through the trunk, and Σ L_k into the heads.
+  ∇_z L_k, each loss differentiated alone through its own head (for losses stacked from K
+  scalars; otherwise one vectorised pass through the heads), then a backward pass of
+  Σ a_k ∇_z L_k through the trunk, and Σ L_k into the heads.
 
 The three give the same step on the same M (to rounding). A rule whose weights scale the whole
 loss, the heads included (GradNorm, IMTL's loss scales), overrides
@@ -39,7 +40,13 @@ from twcore.autodiff import (
     shared_leaves,
     unflatten_like,
 )
-from twcore.contract.weighting import GramSource, WeightedStep, Weighting, gram_weighted_backward
+from twcore.contract.weighting import (
+    GramSource,
+    WeightedStep,
+    Weighting,
+    gram_weighted_backward,
+    own_tensors,
+)
 
 
 class GramWeighting(Weighting):
@@ -96,15 +103,16 @@ class GramWeighting(Weighting):
             raise ValueError(
                 f"{type(self).__name__} needs tensors the objectives share; these share none"
             )
-        own = own_leaves(losses, shared, params)
         if not all(tensor.is_leaf for tensor in shared):
-            return self._representation_step(losses, shared, own)
+            return self._representation_step(losses, shared, own_leaves(losses, shared, params))
         if gram is not None:
             matrix = gram.gram(losses).detach()
+            own = own_tensors(losses, shared, params, gram)
             weights, logs = self._coefficients(matrix, losses)
             heads = self.own_coefficients(weights).to(losses)
             gram_weighted_backward(losses, weights, shared, own, gram, own_weights=heads)
             return self._step(weights, matrix, logs)
+        own = own_leaves(losses, shared, params)
         rows = per_objective_grads(losses, [*shared, *own], retain_graph=False)
         size = sum(tensor.numel() for tensor in shared)
         matrix = rows[:, :size] @ rows[:, :size].T
@@ -118,7 +126,9 @@ class GramWeighting(Weighting):
     def _representation_step(
         self, losses: Tensor, shared: Sequence[Tensor], own: Sequence[Tensor]
     ) -> WeightedStep:
-        rows = per_objective_grads(losses, list(shared), retain_graph=True)
+        # For losses stacked from K scalars, each alone through its own head (a vectorised
+        # pass would run every head for every loss).
+        rows = per_objective_grads(losses, list(shared), retain_graph=True, strategy="split")
         matrix = rows @ rows.T
         weights, logs = self._coefficients(matrix, losses)
         if own:

@@ -41,6 +41,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from twcore.autodiff.graph import own_leaves
+
 
 class GramSource(Protocol):
     """Something that gives the Gram matrix ⟨∇L_i, ∇L_j⟩ [K, K] of a step's losses on the
@@ -59,6 +61,33 @@ class CombiningGramSource(GramSource, Protocol):
     params: list[Tensor]
 
     def weighted_gradients(self, weights: Tensor) -> list[Tensor] | None: ...
+
+
+@runtime_checkable
+class OwnGradientSource(Protocol):
+    """A Gram source that also gives the objectives' own parameters' (the heads') gradient
+    Σ_k b_k ∇L_k from the pass that computed the Gram matrix (a
+    :class:`~twcore.autodiff.layer_gram.GramRecorder` with a cut), or None where it cannot."""
+
+    def own_gradients(
+        self, tensors: Sequence[Tensor], coefficients: Tensor | None = None
+    ) -> list[Tensor] | None: ...
+
+    def own_tensors(self, params: Iterable[Tensor] | None = None) -> list[Tensor] | None: ...
+
+
+def own_tensors(
+    losses: Tensor,
+    shared: Sequence[Tensor],
+    params: Iterable[Tensor] | None = None,
+    source: GramSource | None = None,
+) -> list[Tensor]:
+    """The leaves the losses reach other than the `shared` ones (each objective's own: a
+    head), in `params`' order: from what `source` found while computing the Gram matrix where
+    it offers that (:class:`OwnGradientSource`, after its ``gram``), otherwise by walking the
+    losses' graph (:func:`~twcore.autodiff.graph.own_leaves`)."""
+    found = source.own_tensors(params) if isinstance(source, OwnGradientSource) else None
+    return found if found is not None else own_leaves(losses, shared, params)
 
 
 @dataclass
@@ -234,8 +263,9 @@ def gram_weighted_backward(
 ) -> None:
     """:func:`split_weighted_backward` after `source` gave the Gram matrix: the shared
     tensors' Σ_k w_k ∇L_k from the source's kept gradients where it offers them for exactly
-    these tensors (:class:`CombiningGramSource`), so that only the own tensors (the heads) need
-    a backward pass; otherwise :func:`split_weighted_backward`."""
+    these tensors (:class:`CombiningGramSource`), and the own tensors' (the heads') Σ_k b_k ∇L_k
+    from it too where it can (:class:`OwnGradientSource`), otherwise from one backward pass
+    through them; without the shared tensors' gradients, :func:`split_weighted_backward`."""
     combined = None
     params: list[Tensor] = []
     if isinstance(source, CombiningGramSource):
@@ -245,15 +275,27 @@ def gram_weighted_backward(
     if combined is None:
         split_weighted_backward(losses, weights, shared, own, own_weights=own_weights)
         return
-    _own_backward(losses, own, own_weights, retain_graph=False)
-    for param, grad in zip(params, combined, strict=True):
-        if not param.requires_grad:
-            continue
-        if param.grad is None:
-            param.grad = grad
-        else:
-            param.grad.add_(grad)
+    heads = None
+    if own and isinstance(source, OwnGradientSource):
+        coefficients = None if own_weights is None else own_weights.detach()
+        heads = source.own_gradients(own, coefficients)
+    if heads is None:
+        _own_backward(losses, own, own_weights, retain_graph=False)
+    else:
+        _accumulate_grads(own, heads)
+    _accumulate_grads(params, combined)
     _zeros_where_missing(own)
+
+
+def _accumulate_grads(tensors: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
+    """Add each gradient into its tensor's ``.grad`` (tensors that need none are skipped)."""
+    for tensor, grad in zip(tensors, grads, strict=True):
+        if not tensor.requires_grad:
+            continue
+        if tensor.grad is None:
+            tensor.grad = grad
+        else:
+            tensor.grad.add_(grad)
 
 
 def weighted_backward(losses: Tensor, weights: Tensor) -> None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import typing
 import warnings
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from twcore.autodiff.graph import own_leaves
 from twcore.autodiff.layer_gram import GramRecorder
 from twcore.autodiff.per_objective import per_objective_grads
 from twcore.contract.batch import Batch
@@ -148,6 +149,12 @@ class WeightingMethod(Method):
                 expected = weights.to(wide) @ rows.to(wide)
             if combined is not None:
                 mismatch = _gradient_mismatch(combined, expected, tolerance)
+            if not mismatch:
+                params = list(self.ctx.model.parameters())
+                own = own_leaves(losses, self.shared, params)
+                mismatch = _own_gradients_mismatch(
+                    recorder, losses, params, own, weights, tolerance
+                )
         if not mismatch:
             return _CheckedGram(recorded, recorder)
         self.recorder = None
@@ -246,6 +253,37 @@ class WeightingMethod(Method):
         self.rule.load_state_dict(state)
 
 
+def _own_gradients_mismatch(
+    recorder: GramRecorder,
+    losses: Tensor,
+    params: Sequence[Tensor],
+    own: Sequence[Tensor],
+    weights: Tensor,
+    tolerance: float,
+) -> str:
+    """ "" if the heads' parameters the recorder found are `own` (those the losses reach other
+    than the shared ones, in `params`' order) and the heads' gradient Σ_k b_k ∇L_k it gives
+    for coefficients b = `weights` (or ones, where it knows only the sum) matches the gradient
+    rows' (or it gives none: the step then takes a backward pass through the heads), else
+    which differs."""
+    found = recorder.own_tensors(params)
+    if found is not None and [id(t) for t in found] != [id(t) for t in own]:
+        return "heads' parameters"
+    if not own:
+        return ""
+    recorded = recorder.own_gradients(own, weights)
+    if recorded is None:  # a head several losses reach: the sum alone is known
+        weights = torch.ones_like(weights)
+        recorded = recorder.own_gradients(own)
+    if recorded is None:
+        return ""
+    rows = per_objective_grads(losses, own).detach()
+    wide = torch.promote_types(rows.dtype, torch.float32)
+    with torch.autocast(losses.device.type, enabled=False):
+        expected = weights.to(wide) @ rows.to(wide)
+    return _gradient_mismatch(recorded, expected, tolerance, name="heads' gradient")
+
+
 def _mismatch(name: str, recorded: Tensor, reference: Tensor, tolerance: float) -> str:
     """ "" if `recorded` matches `reference` to `tolerance` (relative, and absolute at that
     fraction of a percent of the reference's largest entry), else what differs and by how
@@ -257,7 +295,9 @@ def _mismatch(name: str, recorded: Tensor, reference: Tensor, tolerance: float) 
     return f"{name} (by up to {largest:.3g})"
 
 
-def _gradient_mismatch(recorded: Sequence[Tensor], reference: Tensor, tolerance: float) -> str:
+def _gradient_mismatch(
+    recorded: Sequence[Tensor], reference: Tensor, tolerance: float, name: str = "weighted gradient"
+) -> str:
     """ "" if each parameter's recorded gradient is within `tolerance` of its part of the flat
     `reference` relative to that part's norm (a parameter whose gradient is missing differs by
     all of it, unless its share of the whole gradient's norm is below tolerance × 1e-3), else
@@ -269,7 +309,7 @@ def _gradient_mismatch(recorded: Sequence[Tensor], reference: Tensor, tolerance:
         start += grad.numel()
         error = float((grad.reshape(-1).to(part) - part).norm())
         if error > tolerance * float(part.norm()) + floor:
-            return f"weighted gradient (parameter {index}: off by {error:.3g} in norm)"
+            return f"{name} (parameter {index}: off by {error:.3g} in norm)"
     return ""
 
 
@@ -289,6 +329,17 @@ class _CheckedGram:
     def weighted_gradients(self, weights: Tensor) -> list[Tensor] | None:
         """The recorder's, from the computation of the checked matrix."""
         return self.recorder.weighted_gradients(weights)
+
+    def own_gradients(
+        self, tensors: Sequence[Tensor], coefficients: Tensor | None = None
+    ) -> list[Tensor] | None:
+        """The recorder's heads' gradients, from the computation of the checked matrix."""
+        return self.recorder.own_gradients(tensors, coefficients)
+
+    def own_tensors(self, params: Iterable[Tensor] | None = None) -> list[Tensor] | None:
+        """The recorder's heads' parameters, as the computation of the checked matrix found
+        them."""
+        return self.recorder.own_tensors(params)
 
 
 INTERACTIONS = ("auto", "parameters", "features")

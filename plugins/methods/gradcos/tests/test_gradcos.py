@@ -173,11 +173,14 @@ def test_a_plain_loop_with_the_rule_trains_exactly_as_the_engine(tmp_path, varia
     assert_same_parameters(model, engine)
 
 
+@pytest.mark.parametrize("cut", [False, True])
 @pytest.mark.parametrize("variant", ["weighted", "unweighted"])
-def test_the_gram_path_is_the_rows_path_in_float64(variant):
+def test_the_gram_path_is_the_rows_path_in_float64(variant, cut):
     """Cosines from the recorded Gram matrix and one weighted backward give the gradients,
     weights and logs of the K gradient rows, to 1e-10 (a trunk with a shared head too, and a
-    shared parameter no loss reaches: zeros on both paths)."""
+    shared parameter no loss reaches: zeros on both paths). With the trunk as the cut, the
+    losses reach its output in one pass through the heads, which gives the heads' gradients
+    too (no backward pass of their own)."""
     torch.manual_seed(0)
     trunk = torch.nn.Sequential(
         torch.nn.Conv1d(2, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(24, 6)
@@ -188,12 +191,17 @@ def test_the_gram_path_is_the_rows_path_in_float64(variant):
     params = [*trunk.parameters(), *heads.parameters()]
     results = []
     for use_gram in (False, True):
-        recorder = GramRecorder(list(trunk.parameters()), trunk)
+        recorder = (
+            GramRecorder(list(trunk.parameters()), [trunk, heads], cut=trunk)
+            if cut
+            else GramRecorder(list(trunk.parameters()), trunk)
+        )
         with recorder if use_gram else contextlib.nullcontext():
             features = trunk(x)
             outs = [head(features).squeeze(-1) for head in heads]
+            again = heads[0](features).squeeze(-1)  # the shared head, called again
             losses = torch.stack(
-                [((o - y[:, i]) ** 2).mean() for i, o in enumerate(outs)] + [outs[0].abs().mean()]
+                [((o - y[:, i]) ** 2).mean() for i, o in enumerate(outs)] + [again.abs().mean()]
             )
         for p in params:
             p.grad = None
@@ -201,6 +209,7 @@ def test_the_gram_path_is_the_rows_path_in_float64(variant):
             losses, list(trunk.parameters()), params=params, gram=recorder if use_gram else None
         )
         results.append((step, [p.grad.clone() for p in params]))
+    assert recorder.used_readers == cut
     (rows_step, rows_grads), (gram_step, gram_grads) = results
     torch.testing.assert_close(gram_step.weights, rows_step.weights, rtol=1e-10, atol=1e-12)
     for key in (1, 2, 3):
@@ -252,6 +261,25 @@ def test_the_engine_checks_the_recorded_gram_once_and_falls_back_to_the_rows_if_
     rows.steps(2)
     for name, value in rows.parameters().items():
         torch.testing.assert_close(wrong.parameters()[name], value, rtol=0, atol=0)
+
+
+def test_a_recorder_whose_heads_gradient_is_wrong_falls_back_to_the_rows():
+    """The heads' gradients come from the recorder's pass through them too: the first step
+    checks them against the rows' (here a recorder made to double them)."""
+    options = {"seed": 4, "method.gradients": "gram"}
+    wrong = plugin_harness("gradcos", task="toy-multitask", model="mlp", options=options)
+    recorder = wrong.components.method.recorder
+    complete = recorder.own_gradients
+
+    def doubled(tensors, coefficients=None):
+        grads = complete(tensors, coefficients)
+        assert grads is not None
+        return [2 * grad for grad in grads]
+
+    recorder.own_gradients = doubled
+    with pytest.warns(UserWarning, match="heads' gradient .* differs from the gradient rows"):
+        wrong.step()
+    assert wrong.components.method.recorder is None
 
 
 def test_a_recorder_whose_weighted_gradient_is_wrong_falls_back_to_the_rows():

@@ -38,7 +38,6 @@ from torch import Tensor
 from twcore.autodiff import (
     cosine_matrix,
     cosines_from_gram,
-    own_leaves,
     per_objective_grads,
     shared_leaves,
 )
@@ -47,6 +46,7 @@ from twcore.contract.weighting import (
     WeightedStep,
     Weighting,
     gram_weighted_backward,
+    own_tensors,
     weighted_backward,
 )
 from twcore_method_ldro.game import lookahead_matrix, online_update, solve_game_exactly
@@ -124,7 +124,7 @@ class LookaheadDRO(Weighting):
             # Σ_j w_j ∇ℓ_j on the shared parameters from the source; the heads by their own
             # backward pass (each gets w_k ∇ℓ_k, as from the whole backward).
             compared = list(shared)
-            own = own_leaves(losses, compared, params)
+            own = own_tensors(losses, compared, params, source)
             gram_weighted_backward(
                 losses, self.weights, compared, own, source, own_weights=self.weights
             )
