@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,19 +27,22 @@ ABORTED_IN_TORCH = "terminate called without an active exception"
 CI, mid-suite, in a launch that passed on every rerun; a launch that ends so is retried once."""
 
 
-def torchrun(nproc: int, script: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`script` as `nproc` processes under torchrun. Each process's stderr goes to a log file,
+def torchrun(
+    nproc: int, script: Path, *args: str, fresh: Callable[[], list[str]] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`script` as `nproc` processes under torchrun, with `args` (or, for each launch, the
+    arguments `fresh` returns: new run directories). Each process's stderr goes to a log file,
     and a failed launch returns the tail of every process's log as its stderr (torchrun's own
     report names only the signal). A launch in which a process aborted in torch's C++ side
     (:data:`ABORTED_IN_TORCH`) is run once more, with a warning carrying the first logs."""
-    done = _launch(nproc, script, args)
+    done = _launch(nproc, script, fresh() if fresh else list(args))
     if done.returncode != 0 and ABORTED_IN_TORCH in done.stderr:
         warnings.warn(f"torchrun: a process aborted, launched again:\n{done.stderr}", stacklevel=2)
-        done = _launch(nproc, script, args)
+        done = _launch(nproc, script, fresh() if fresh else list(args))
     return done
 
 
-def _launch(nproc: int, script: Path, args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+def _launch(nproc: int, script: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory(prefix="torchrun-") as logs:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -127,12 +131,17 @@ def _parameters(run_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every method's 2-process run, launched once (one torchrun for all of them)."""
-    root = tmp_path_factory.mktemp("two")
-    listing = root / "runs.json"
-    listing.write_text(json.dumps([_overrides(m, root / m, 2) for m in METHODS]))
-    done = torchrun(2, FIXTURES / "runs.py", str(listing))
+    roots: list[Path] = []
+
+    def fresh() -> list[str]:  # a launch again writes into new run directories
+        roots.append(tmp_path_factory.mktemp("two"))
+        listing = roots[-1] / "runs.json"
+        listing.write_text(json.dumps([_overrides(m, roots[-1] / m, 2) for m in METHODS]))
+        return [str(listing)]
+
+    done = torchrun(2, FIXTURES / "runs.py", fresh=fresh)
     assert done.returncode == 0, done.stderr
-    return root
+    return roots[-1]
 
 
 @pytest.mark.xdist_group("two-process-runs")  # one worker builds the module fixture

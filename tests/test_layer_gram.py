@@ -504,9 +504,10 @@ def test_one_pass_through_the_heads_tells_the_losses_apart_or_steps_aside(
     params = list(model.parameters())
     heads = list(model.heads.parameters())
     if not readers:
-        assert recorder.own_tensors(params) is None and recorder.own_gradients(heads) is None
+        assert recorder.own_tensors(shared, params) is None
+        assert recorder.own_gradients(heads) is None
         return
-    assert recorder.own_tensors(params) == own_leaves(losses, shared, params) == heads
+    assert recorder.own_tensors(shared, params) == own_leaves(losses, shared, params) == heads
     coefficients = torch.linspace(0.5, 2.0, len(losses), dtype=torch.float64)
     expected = torch.autograd.grad(losses.sum(), heads, retain_graph=True)
     for got, want in zip(recorder.own_gradients(heads), expected, strict=True):
@@ -520,17 +521,80 @@ def test_one_pass_through_the_heads_tells_the_losses_apart_or_steps_aside(
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
-def test_the_heads_gradients_need_the_pass_through_them_and_every_trunk_parameter() -> None:
-    """No heads' gradients before a Gram matrix of this recording, nor when the trunk has a
-    trainable parameter the recorder was not given (the pass stops at the trunk's output
-    and would not see it)."""
+def test_the_heads_tensors_are_given_only_where_the_pass_through_them_vouches_for_them() -> None:
+    """None before a Gram matrix of this recording, when the trunk has a trainable parameter
+    the recorder was not given, when the shared tensors are not the recorder's, and when a
+    trainable parameter lies before the trunk (the pass through the heads does not reach it)."""
     torch.manual_seed(17)
     model = _PairedHeads("one head per loss")
+    stem = nn.Linear(6, 6).double()
     shared = list(model.trunk.parameters())
+    params = [*model.parameters(), *stem.parameters()]
     partial = GramRecorder(shared[:-1], model, cut=model.trunk)  # the last bias left out
-    for recorder, known in ((GramRecorder(shared, model, cut=model.trunk), True), (partial, False)):
+    whole = GramRecorder(shared, model, cut=model.trunk)
+    for recorder, known in ((whole, True), (partial, False)):
         with recorder:
             losses = model.losses(torch.randn(5, 6, dtype=torch.float64))
-        assert recorder.own_tensors() is None
+        assert recorder.own_tensors(recorder.params, list(model.parameters())) is None
         recorder.gram(losses)
-        assert (recorder.own_tensors() is not None) == known
+        found = recorder.own_tensors(recorder.params, list(model.parameters()))
+        assert (found is not None) == known
+    assert whole.own_tensors(shared[:-1], list(model.parameters())) is None
+    assert whole.own_tensors([*shared, *model.heads[0].parameters()], params) is None
+    with whole:
+        losses = model.losses(stem(torch.randn(5, 6, dtype=torch.float64)))
+    whole.gram(losses)
+    assert whole.own_tensors(shared, params) is None  # the stem: before the cut
+    assert whole.own_tensors(shared, list(model.parameters())) is not None
+
+
+def test_a_loss_reaching_a_trunk_parameter_past_its_output_takes_no_cut() -> None:
+    """A head reading a trunk weight: the walk through the heads meets the recorder's own
+    parameter, so the cut does not hold and the one pass from the losses runs."""
+    torch.manual_seed(18)
+    model = _PairedHeads("one head per loss")
+    shared = list(model.trunk.parameters())
+    recorder = GramRecorder(shared, model, fallback=shared, cut=model.trunk)
+    with recorder:
+        losses = model.losses(torch.randn(6, 6, dtype=torch.float64))
+        tied = model.trunk[2].bias.sum() * losses[0]  # a loss reading a trunk parameter
+        losses = torch.stack([tied, *losses[1:]])
+    gram = recorder.gram(losses)
+    assert not recorder.used_cut
+    torch.testing.assert_close(gram, _reference(losses, shared), rtol=1e-10, atol=1e-12)
+
+
+def test_an_output_changed_in_place_or_a_tuple_output_takes_no_pass_through_the_heads() -> None:
+    torch.manual_seed(19)
+    model = _PairedHeads("one head per loss")
+    shared = list(model.trunk.parameters())
+    recorder = GramRecorder(shared, model, cut=model.trunk)
+    inputs = torch.randn(6, 6, dtype=torch.float64)
+    with recorder:
+        features = model.trunk(inputs)
+        features.mul_(2.0)  # the output the cut recorded, changed in place
+        outputs = [head(features) for head in model.heads]
+        losses = torch.stack([(output - 0.5).pow(2).mean() for output in outputs])
+    gram = recorder.gram(losses)
+    assert recorder.used_cut and not recorder.used_readers
+    torch.testing.assert_close(gram, _reference(losses, shared), rtol=1e-10, atol=1e-12)
+
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(6, 5).double()
+
+        def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+            out = self.layer(x)
+            return out, out.tanh()
+
+    pair = Pair()
+    reader = nn.Bilinear(5, 5, 1).double()
+    both = nn.ModuleDict({"pair": pair, "reader": reader})
+    recorder = GramRecorder(list(pair.parameters()), both, cut=pair)
+    with recorder:
+        first, second = pair(inputs)
+        losses = torch.stack([reader(first, second).mean(), first.pow(2).mean()])
+    torch.testing.assert_close(
+        recorder.gram(losses), _reference(losses, list(pair.parameters())), rtol=1e-10, atol=0
+    )

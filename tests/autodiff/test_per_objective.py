@@ -199,6 +199,39 @@ def test_split_runs_each_head_once_for_its_own_loss(strategy: str) -> None:
     torch.testing.assert_close(jacobian, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("retain_graph", [True, False])
+def test_split_matches_brute_force_on_stacked_losses(retain_graph: bool) -> None:
+    """Losses stacked from K scalars, on parameters and on the representation together, with
+    and without keeping the graph."""
+    torch.manual_seed(3)
+    trunk = nn.Linear(3, 4).double()
+    heads = nn.ModuleList(nn.Linear(4, 2) for _ in range(NUM_OBJECTIVES)).double()
+    features = torch.tanh(trunk(torch.randn(6, 3, dtype=torch.float64)))
+    losses = torch.stack([head(features).sin().mean() for head in heads])
+    inputs = [features, *trunk.parameters(), *heads.parameters()]
+    expected = brute_force_jacobian(losses, inputs)
+    jacobian = per_objective_grads(losses, inputs, strategy="split", retain_graph=retain_graph)
+    torch.testing.assert_close(jacobian, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_split_falls_back_where_a_pass_cannot_start_from_a_graph_edge(monkeypatch) -> None:
+    """A torch without passes from graph edges (TypeError there): the vectorised pass."""
+    from twcore.autodiff import per_objective
+
+    def unsupported(*args: object, **kwargs: object) -> None:
+        raise TypeError("no GradientEdge support")
+
+    monkeypatch.setattr(per_objective, "each_scalar_grads", unsupported)
+    torch.manual_seed(4)
+    heads = nn.ModuleList(nn.Linear(4, 2) for _ in range(NUM_OBJECTIVES)).double()
+    features = torch.randn(5, 4, dtype=torch.float64, requires_grad=True) * 2
+    losses = torch.stack([head(features).pow(2).mean() for head in heads])
+    expected = brute_force_jacobian(losses, [features])
+    for strategy in ("split", "auto"):
+        jacobian = per_objective_grads(losses, [features], strategy=strategy)
+        torch.testing.assert_close(jacobian, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_auto_runs_every_head_for_every_loss_on_parameters() -> None:
     """On leaves (the trunk's parameters) auto keeps one pass per row through everything
     (here the loop: the counting head cannot be batched), never the split."""

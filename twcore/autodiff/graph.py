@@ -79,13 +79,13 @@ def own_leaves(
 
 def _walk(start: Node | None) -> dict[int, Tensor]:
     found: dict[int, Tensor] = {}
-    seen: set[int] = set()
+    seen: dict[int, Node] = {}  # the nodes stay referenced: an id is unique only then
     pending = [start]
     while pending:
         node = pending.pop()
         if node is None or id(node) in seen:
             continue
-        seen.add(id(node))
+        seen[id(node)] = node
         variable = getattr(node, "variable", None)
         if isinstance(variable, Tensor):
             found.setdefault(id(variable), variable)

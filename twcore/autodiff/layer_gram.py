@@ -317,8 +317,10 @@ class GramRecorder:
             owned by no module outside it), `cut` ran once, every recorded layer ran inside
             it, and the losses are K stacked scalars
             (``torch.stack([...])``); otherwise the one vectorised pass from the losses. A
-            parameter of the cut used again outside it (a head reading a trunk weight) is
-            invisible to the recorder: give no cut for such a model.
+            parameter of the cut used again outside it (a head reading a trunk weight) drops
+            the cut where the walk through the heads meets it (the heads among `modules`, the
+            output unchanged since the cut ran); elsewhere it is invisible to the recorder:
+            give no cut for such a model.
     """
 
     def __init__(
@@ -395,6 +397,7 @@ class GramRecorder:
         self._aliases: list[Tensor] = []
         self._kept: _Kept | None = None
         self._cut_outputs: list[Tensor] = []
+        self._cut_version = -1
         self._cut_depth = 0
         self._outside_cut = False
         self.used_cut = False
@@ -441,6 +444,7 @@ class GramRecorder:
         self._cut_depth -= 1
         if self._cut_depth == 0 and torch.is_grad_enabled() and output is not None:
             self._cut_outputs.append(output)
+            self._cut_version = output._version if isinstance(output, Tensor) else -1
 
     def _alias_cut_output(self, module: nn.Module, inputs: tuple[Any, ...]) -> Any:
         """A module outside the cut called on the cut's output reads its own alias of it (a
@@ -449,6 +453,8 @@ class GramRecorder:
         if self._cut_depth != 0 or len(self._cut_outputs) != 1:
             return None
         output = self._cut_outputs[0]
+        if not isinstance(output, Tensor) or not output.requires_grad:
+            return None
         if not any(value is output for value in inputs):
             return None
         alias = output.view_as(output)
@@ -547,15 +553,20 @@ class GramRecorder:
             return gram
         with torch.autocast(losses.device.type, enabled=False):
             through = self._cut_output() if splits_into_scalars(losses) else None
+            walk = None
+            if through is not None and self._aliases and through._version == self._cut_version:
+                walk = _walk_to_readers(losses, through, self._aliases, self.params)
+                if walk.broken:  # a loss reaches a parameter without the cut: no cut
+                    through = None
             self.used_cut = through is not None
             if through is not None:
-                readers = _grads_through_readers(losses, through, self._aliases)
-                if readers is None:
-                    cotangents = _each_loss_grad(losses, through)
-                else:
+                if walk is not None and walk.separable:
+                    readers = _grads_through_readers(losses, through, self._aliases, walk)
                     cotangents = readers.cotangents
                     self._kept.others = readers.others
                     self.used_readers = True
+                else:
+                    cotangents = _each_loss_grad(losses, through)
                 grads = _batched_vjp(through, cotangents, targets, retain_graph=retain_graph)
             else:
                 selectors = torch.eye(num, dtype=losses.dtype, device=losses.device)
@@ -630,6 +641,7 @@ class GramRecorder:
         kept = self._kept
         if kept is None or not kept.others:
             return None
+        factors = None if coefficients is None else coefficients.tolist()
         found: list[Tensor] = []
         for tensor in tensors:
             entry = kept.others.get(id(tensor))
@@ -638,30 +650,38 @@ class GramRecorder:
             _, grad, owners = entry
             if grad is None:
                 found.append(torch.zeros_like(tensor))
-            elif coefficients is None:
-                found.append(grad)
-            elif len(owners) == 1:
-                found.append(coefficients[owners[0]].to(grad) * grad)
-            else:
-                return None
+                continue
+            factor = 1.0
+            if factors is not None:
+                distinct = {factors[owner] for owner in owners}
+                if len(distinct) != 1:  # its losses weighted differently: only their sum known
+                    return None
+                factor = distinct.pop()
+            found.append(grad if factor == 1.0 else grad * factor)
         return found
 
-    def own_tensors(self, params: Iterable[Tensor] | None = None) -> list[Tensor] | None:
-        """The leaves the losses reach other than the recorder's parameters (the objectives'
-        own: the heads), in `params`' order (those of `params` reached; default: in the order
-        met), as the last :meth:`gram`'s one pass through the heads found them — no walk of
-        the whole graph. None where that pass did not happen, or where the cut has a trainable
-        parameter the recorder is not given (the pass stops at the cut's output and would not
-        see it)."""
+    def own_tensors(
+        self, shared: Sequence[Tensor], params: Iterable[Tensor]
+    ) -> list[Tensor] | None:
+        """The tensors of `params` the losses reach other than the `shared` ones (the
+        objectives' own: the heads), in `params`' order, as the last :meth:`gram`'s one pass
+        through the heads found them — no walk of the whole graph. None where that cannot be
+        vouched for: the pass did not happen, `shared` are not exactly the recorder's
+        parameters, the cut has a trainable parameter the recorder is not given, or a
+        trainable tensor of `params` is neither shared nor met by the pass (one before the cut,
+        which the pass does not reach, or one no loss reaches)."""
         kept = self._kept
         if kept is None or not kept.others or self.cut is None:
             return None
         mine = {id(p) for p in self.params}
+        if {id(t) for t in shared} != mine:
+            return None
         if any(p.requires_grad and id(p) not in mine for p in self.cut.parameters()):
             return None
-        if params is None:
-            return [leaf for key, (leaf, _, _) in kept.others.items() if key not in mine]
-        return [p for p in params if id(p) in kept.others and id(p) not in mine]
+        listed = list(params)
+        if any(p.requires_grad and id(p) not in mine and id(p) not in kept.others for p in listed):
+            return None
+        return [p for p in listed if id(p) in kept.others and id(p) not in mine]
 
     def _cut_output(self) -> Tensor | None:
         """The cut module's output, if this step's recording shows the cut holds."""
@@ -677,27 +697,39 @@ class GramRecorder:
         self._reset_step()
 
 
-def _grads_through_readers(
-    losses: Tensor, output: Tensor, aliases: list[Tensor]
-) -> _ThroughReaders | None:
-    """Each loss's gradient with respect to `output`, and the losses' sum's on every other leaf
-    they reach (the heads' parameters), from one backward pass of their sum to the readers'
-    `aliases` of `output` and those leaves: each alias's gradient is that of the one loss that
-    reaches it, and a loss's gradient the sum over the aliases it reaches. None where that does
-    not hold as far as a walk of the losses' graph down to the aliases shows: losses not
-    stacked from K scalars, a loss reaching `output` other than through an alias, or an alias
-    two losses reach (a head shared by two objectives)."""
+@dataclass
+class _ReadersWalk:
+    """What a walk of the losses' graph down to the readers' aliases of the cut's output
+    found (:func:`_walk_to_readers`)."""
+
+    reached: list[list[int]]
+    """For each loss, the aliases it reaches."""
+    leaves: dict[int, tuple[Tensor, list[int]]]
+    """Every leaf the losses reach without the cut's output, by id: the leaf and the losses
+    that reach it."""
+    separable: bool
+    """Whether each alias is reached by one loss and no loss reaches the output itself."""
+    broken: bool
+    """Whether a loss reaches one of the recorder's parameters without the cut's output (a
+    head reading a trunk weight): the cut does not hold."""
+
+
+def _walk_to_readers(
+    losses: Tensor, output: Tensor, aliases: list[Tensor], params: Sequence[Tensor]
+) -> _ReadersWalk:
+    """Walk each of the losses stacked from K scalars down to the readers' `aliases` of the
+    cut's `output` (not below them), noting the aliases and leaves each reaches."""
     node = losses.grad_fn
-    stop = output.grad_fn
-    if not aliases or stop is None or not splits_into_scalars(losses):
-        return None
     assert node is not None
+    stop = output.grad_fn
+    mine = {id(param) for param in params}
     # The nodes stay referenced while their ids are compared (an id is unique only then).
     alias_nodes = [alias.grad_fn for alias in aliases]
     alias_of = {id(alias_node): index for index, alias_node in enumerate(alias_nodes)}
     owner: dict[int, int] = {}
     reached: list[list[int]] = []
     leaves: dict[int, tuple[Tensor, list[int]]] = {}
+    separable = True
     for position, (start, _) in enumerate(node.next_functions):
         found: list[int] = []
         seen: dict[int, Any] = {}
@@ -709,18 +741,31 @@ def _grads_through_readers(
             seen[id(current)] = current
             index = alias_of.get(id(current))
             if index is not None:
-                if owner.setdefault(index, position) != position:
-                    return None
+                separable = separable and owner.setdefault(index, position) == position
                 found.append(index)
                 continue
             if current is stop:
-                return None
+                separable = False
+                continue
             leaf = getattr(current, "variable", None)  # an AccumulateGrad node's tensor
             if isinstance(leaf, Tensor):
+                if id(leaf) in mine:
+                    return _ReadersWalk([], {}, separable=False, broken=True)
                 leaves.setdefault(id(leaf), (leaf, []))[1].append(position)
             pending.extend(child for child, _ in current.next_functions if child is not None)
         reached.append(found)
-    others = [leaf for leaf, _ in leaves.values()]
+    return _ReadersWalk(reached, leaves, separable, broken=False)
+
+
+def _grads_through_readers(
+    losses: Tensor, output: Tensor, aliases: list[Tensor], walk: _ReadersWalk
+) -> _ThroughReaders:
+    """Each loss's gradient with respect to `output`, and the losses' sum's on every other leaf
+    they reach (the heads' parameters), from one backward pass of their sum to the readers'
+    `aliases` of `output` and those leaves (`walk` must be separable): each alias's gradient
+    is that of the one loss that reaches it, and a loss's gradient the sum over the aliases it
+    reaches."""
+    others = [leaf for leaf, _ in walk.leaves.values()]
     grads = torch.autograd.grad(
         losses,
         [*aliases, *others],
@@ -729,7 +774,7 @@ def _grads_through_readers(
         allow_unused=True,
     )
     rows = []
-    for found in reached:
+    for found in walk.reached:
         parts = [grads[index] for index in found if grads[index] is not None]
         if not parts:
             rows.append(torch.zeros_like(output))
@@ -737,7 +782,9 @@ def _grads_through_readers(
             rows.append(parts[0] if len(parts) == 1 else torch.stack(parts).sum(dim=0))
     by_leaf: dict[int, tuple[Tensor, Tensor | None, list[int]]] = {
         key: (leaf, grad, owners)
-        for (key, (leaf, owners)), grad in zip(leaves.items(), grads[len(aliases) :], strict=True)
+        for (key, (leaf, owners)), grad in zip(
+            walk.leaves.items(), grads[len(aliases) :], strict=True
+        )
     }
     return _ThroughReaders(torch.stack(rows), by_leaf)
 

@@ -37,17 +37,18 @@ def per_objective_grads(
             the losses were stacked from K scalars and every input is an intermediate tensor
             (a representation: the passes stop there), and otherwise tries ``"batched"`` and
             falls back to ``"loop"`` if batching raises (an op without a vmap rule, or
-            data-dependent code in a backward). ``"split"`` falls back to ``"batched"`` for
-            losses not stacked from scalars.
+            data-dependent code in a backward). ``"split"`` does as ``"auto"`` where the
+            losses are not stacked from scalars or a pass cannot start from a graph edge.
 
     Returns:
         G [K, P]: row k is the gradient of ``losses[k]`` flattened in the order of `inputs`
         (see :func:`twcore.autodiff.flat.unflatten_like`). Inputs a loss does not depend on
         contribute zeros, never ``None``.
 
-    In ``"auto"`` mode the batched attempt always retains the graph, because a failure can
-    happen halfway through the backward pass and the loop fallback needs the graph intact; with
-    ``retain_graph=False`` the graph is then freed only when `losses` is garbage-collected.
+    In ``"auto"`` and ``"split"`` modes the first attempt always retains the graph, because a
+    failure can happen halfway through the backward pass and the fallback needs the graph
+    intact; with ``retain_graph=False`` the graph is then freed only when `losses` is
+    garbage-collected.
     """
     inputs = list(inputs)
     _validate(losses, inputs, strategy)
@@ -58,14 +59,14 @@ def per_objective_grads(
         return _batched(losses, inputs, retain_graph=retain_graph, create_graph=create_graph)
     if strategy == "loop":
         return _loop(losses, inputs, retain_graph=retain_graph, create_graph=create_graph)
-    splits = splits_into_scalars(losses)
-    if splits and (strategy == "split" or not any(tensor.is_leaf for tensor in inputs)):
-        grads = each_scalar_grads(
-            losses, inputs, retain_graph=retain_graph, create_graph=create_graph
-        )
-        return _as_matrix(losses.shape[0], grads, inputs)
-    if strategy == "split":
-        return _batched(losses, inputs, retain_graph=retain_graph, create_graph=create_graph)
+    split = strategy == "split" or not any(tensor.is_leaf for tensor in inputs)
+    if split and splits_into_scalars(losses):
+        try:
+            # The graph is kept for the fallback below if a pass fails halfway.
+            grads = each_scalar_grads(losses, inputs, retain_graph=True, create_graph=create_graph)
+            return _as_matrix(losses.shape[0], grads, inputs)
+        except (TypeError, AttributeError, RuntimeError):
+            pass  # (a torch that cannot start a pass from a graph edge) as "auto" below
     try:
         return _batched(losses, inputs, retain_graph=True, create_graph=create_graph)
     except RuntimeError:

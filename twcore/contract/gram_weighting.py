@@ -128,7 +128,7 @@ class GramWeighting(Weighting):
     ) -> WeightedStep:
         # For losses stacked from K scalars, each alone through its own head (a vectorised
         # pass would run every head for every loss).
-        rows = per_objective_grads(losses, list(shared), retain_graph=True, strategy="split")
+        rows = per_objective_grads(losses, list(shared), retain_graph=True)  # auto: split
         matrix = rows @ rows.T
         weights, logs = self._coefficients(matrix, losses)
         if own:

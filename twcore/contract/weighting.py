@@ -73,7 +73,9 @@ class OwnGradientSource(Protocol):
         self, tensors: Sequence[Tensor], coefficients: Tensor | None = None
     ) -> list[Tensor] | None: ...
 
-    def own_tensors(self, params: Iterable[Tensor] | None = None) -> list[Tensor] | None: ...
+    def own_tensors(
+        self, shared: Sequence[Tensor], params: Iterable[Tensor]
+    ) -> list[Tensor] | None: ...
 
 
 def own_tensors(
@@ -84,10 +86,14 @@ def own_tensors(
 ) -> list[Tensor]:
     """The leaves the losses reach other than the `shared` ones (each objective's own: a
     head), in `params`' order: from what `source` found while computing the Gram matrix where
-    it offers that (:class:`OwnGradientSource`, after its ``gram``), otherwise by walking the
-    losses' graph (:func:`~twcore.autodiff.graph.own_leaves`)."""
-    found = source.own_tensors(params) if isinstance(source, OwnGradientSource) else None
-    return found if found is not None else own_leaves(losses, shared, params)
+    it can vouch for that (:class:`OwnGradientSource`, after its ``gram``), otherwise by walking
+    the losses' graph (:func:`~twcore.autodiff.graph.own_leaves`)."""
+    if params is not None and isinstance(source, OwnGradientSource):
+        params = list(params)  # read twice where the source cannot vouch for its answer
+        found = source.own_tensors(shared, params)
+        if found is not None:
+            return found
+    return own_leaves(losses, shared, params)
 
 
 @dataclass

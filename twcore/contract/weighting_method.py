@@ -266,7 +266,7 @@ def _own_gradients_mismatch(
     for coefficients b = `weights` (or ones, where it knows only the sum) matches the gradient
     rows' (or it gives none: the step then takes a backward pass through the heads), else
     which differs."""
-    found = recorder.own_tensors(params)
+    found = recorder.own_tensors(recorder.params, params)
     if found is not None and [id(t) for t in found] != [id(t) for t in own]:
         return "heads' parameters"
     if not own:
@@ -336,10 +336,12 @@ class _CheckedGram:
         """The recorder's heads' gradients, from the computation of the checked matrix."""
         return self.recorder.own_gradients(tensors, coefficients)
 
-    def own_tensors(self, params: Iterable[Tensor] | None = None) -> list[Tensor] | None:
+    def own_tensors(
+        self, shared: Sequence[Tensor], params: Iterable[Tensor]
+    ) -> list[Tensor] | None:
         """The recorder's heads' parameters, as the computation of the checked matrix found
         them."""
-        return self.recorder.own_tensors(params)
+        return self.recorder.own_tensors(shared, params)
 
 
 INTERACTIONS = ("auto", "parameters", "features")

@@ -35,6 +35,7 @@ from twcore_method_mtl import (
 from twcore_method_mtl.pcgrad import projection_orders
 
 from twcore.autodiff import GramRecorder
+from twcore.contract import weighting
 from twcore.contract.gram_weighting import GramWeighting
 
 
@@ -337,8 +338,16 @@ def _gradients(net: nn.Module) -> dict[str, Tensor]:
     return {name: p.grad.clone() for name, p in net.named_parameters()}
 
 
+def _no_pass_through_the_heads(*args, **kwargs):
+    raise AssertionError("a backward pass through the heads ran")
+
+
+@pytest.mark.parametrize("cut", [False, True])
 @pytest.mark.parametrize("name", sorted(GRAM_RULES))
-def test_the_recorded_gram_and_the_gradient_rows_give_the_same_step(name):
+def test_the_recorded_gram_and_the_gradient_rows_give_the_same_step(name, cut, monkeypatch):
+    """With the trunk as the cut, the heads' gradients come from the recorder's one pass
+    through them (GradNorm's weighted by its coefficients), with no backward pass of their
+    own."""
     net = _Net(3)
     shared = list(net.trunk.parameters())
     rows_rule: GramWeighting = GRAM_RULES[name]()
@@ -346,10 +355,13 @@ def test_the_recorded_gram_and_the_gradient_rows_give_the_same_step(name):
     by_rows = rows_rule.backward(net.losses(), shared, params=net.parameters())
     expected = _gradients(net)
     net.zero_grad()
-    recorder = GramRecorder(shared, net)
+    recorder = GramRecorder(shared, net, cut=net.trunk if cut else None)
     with recorder:
         losses = net.losses()
+    if cut:
+        monkeypatch.setattr(weighting, "_own_backward", _no_pass_through_the_heads)
     by_gram = GRAM_RULES[name]().backward(losses, shared, params=net.parameters(), gram=recorder)
+    assert recorder.used_readers == cut
     torch.testing.assert_close(by_gram.weights, by_rows.weights)
     for key, value in _gradients(net).items():
         torch.testing.assert_close(value, expected[key], msg=key)

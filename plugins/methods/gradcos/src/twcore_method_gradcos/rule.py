@@ -11,8 +11,9 @@ Every other parameter (a task's own head) gets its own objective's gradient, unc
 cosines need only inner products of the gradients: given a Gram source (``gram=``, e.g. a
 :class:`~twcore.autodiff.layer_gram.GramRecorder` of the forward pass) they come from the K×K
 Gram matrix, and the step's Σ_i w_i ∇L_i on the shared parameters from what computing it left
-(a recorder's ``weighted_gradients``; one backward pass of Σ_i L_i runs to the heads) — the K
-gradients are never formed. Without one, all K gradients come
+(a recorder's ``weighted_gradients``; the heads' Σ_i L_i from its pass through them, where it
+can give it, else one backward pass of Σ_i L_i to the heads) — the K gradients are never
+formed. Without one, all K gradients come
 from one vectorised backward pass (one row per objective) and the combined gradient goes
 straight into ``.grad``. Both paths give the same step (to rounding); they are
 :class:`~twcore.contract.gram_weighting.GramWeighting`'s, which every rule that combines the

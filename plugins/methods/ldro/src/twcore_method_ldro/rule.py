@@ -121,8 +121,8 @@ class LookaheadDRO(Weighting):
             best_response = int(lookahead_losses.argmax())
             self.weights = solve_game_exactly(matrix)
         if source is not None:
-            # Σ_j w_j ∇ℓ_j on the shared parameters from the source; the heads by their own
-            # backward pass (each gets w_k ∇ℓ_k, as from the whole backward).
+            # Σ_j w_j ∇ℓ_j on the shared parameters from the source; the heads' w_k ∇ℓ_k (as
+            # from the whole backward) from its pass through them, or their own backward pass.
             compared = list(shared)
             own = own_tensors(losses, compared, params, source)
             gram_weighted_backward(
