@@ -103,12 +103,16 @@ METHODS = {
     # all-reduce, so the sums round differently than one process's, and Adam's normalised steps
     # carry that to coordinates with tiny gradients: the parameters end 1.8e-3 apart at most.
     "uw@16-mixed": ("toy-multitask", SMALL_TASK, 8, 3e-3),
+    # A task whose stream acts in an environment with the model and whose evaluation plays
+    # episodes: each process acts alike on its own, and plays its share of the episodes (the
+    # "/" names the task).
+    "ew/gridworld-aux": ("gridworld-aux", [], 8, 1e-6),
 }
 
 
 def _overrides(method: str, run_dir: Path, nproc: int) -> list[str]:
     task, extra, steps, _ = METHODS[method]
-    name, _, precision = method.partition("@")
+    name, _, precision = method.partition("/")[0].partition("@")
     return [
         f"method={name}",
         f"task={task}",
@@ -172,6 +176,15 @@ def test_two_processes_end_where_one_ends(
         ]
         assert schedules[0] == schedules[1] and len(schedules[0]) == 8
         assert schedules[0][-1][1] > 0  # the check covers a skipped step
+
+
+@pytest.mark.xdist_group("two-process-runs")
+def test_acting_and_evaluation_episodes_need_no_collective(two_process_runs: Path) -> None:
+    """The gridworld run's only all-gathers are its training step's two forward passes (the
+    model's and its target network's): its acting in the environment and its evaluation
+    episodes (split over the processes, their sums added in one all-reduce) run on their own."""
+    summary = json.loads((two_process_runs / "ew/gridworld-aux" / "summary.json").read_text())
+    assert summary["communication_per_step"]["all_gather_calls"] == 2.0
 
 
 KILLED = [
@@ -418,3 +431,14 @@ def test_what_the_processes_would_refuse_is_refused_before_they_start(tmp_path: 
     with pytest.raises(ConfigError, match=r"batch_size ÷ accumulate=1 is below nproc=2"):
         twcore.run(["method=ew", "batch_size=3", "accumulate=3", *common])
     assert not any(tmp_path.iterdir())  # no process started, nothing written
+
+
+def test_outside_a_data_parallel_run_a_process_takes_every_unit_and_sums_are_its_own() -> None:
+    from twcore.autodiff.data_parallel import process_local, process_share, sum_over_processes
+
+    assert process_share(5) == range(5)
+    assert sum_over_processes({"return": 1.5}, torch.device("cpu")) == {"return": 1.5}
+    layer = torch.nn.Linear(2, 1)
+    rows = torch.randn(3, 2)
+    with process_local():  # nothing is sharded: the same computation
+        assert torch.equal(layer(rows), layer(rows))

@@ -279,11 +279,46 @@ def shard_module(module: nn.Module, pg: ProcessGroup) -> nn.Module:
     return module
 
 
+@contextmanager
+def process_local() -> Iterator[None]:
+    """Inside, every sharded module computes on the inputs it is given in this process alone,
+    with no collective: for work a process does on its own (an environment step's action, its
+    share of the evaluation episodes), where the processes may call the module a different
+    number of times. Gradients through such a call are this process's alone."""
+    outer = getattr(_inside, "local", False)
+    _inside.local = True
+    try:
+        yield
+    finally:
+        _inside.local = outer
+
+
+def process_share(count: int) -> range:
+    """The indices of `count` independent units of work (evaluation episodes) this process
+    takes: every `world_size`-th from its rank, all of them outside a data-parallel run."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return range(count)
+    return range(dist.get_rank(), count, dist.get_world_size())
+
+
+def sum_over_processes(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Each value summed over the processes of a data-parallel run (in float64, one
+    all-reduce; the values themselves outside one). Every process passes the same keys."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return dict(values)
+    names = sorted(values)
+    total = torch.tensor([values[name] for name in names], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    traffic.all_reduce_calls += 1
+    traffic.all_reduce_bytes += total.numel() * total.element_size()
+    return dict(zip(names, total.tolist(), strict=True))
+
+
 def _sharded_forward(self: nn.Module, inputs: Tensor, *args: Any, **kwargs: Any) -> Any:
     """The forward pass of a module :func:`shard_module` split. Everything it needs is read from
     `self` (the class's own forward, the process group), so a ``copy.deepcopy`` of the module
     (a target network, a scratch copy) computes with its own parameters."""
-    if getattr(_inside, "module", None) is self:
+    if getattr(_inside, "module", None) is self or getattr(_inside, "local", False):
         return type(self).forward(self, inputs, *args, **kwargs)
     pg: ProcessGroup = self._twcore_process_group  # type: ignore[assignment]
     stochastic = self.training and any(isinstance(m, STOCHASTIC_MODULES) for m in self.modules())

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from twcore.autodiff.data_parallel import process_local
 from twcore.contract.batch import Batch
 from twcore_task_rl.bellman import q_learning_targets
 from twcore_task_rl.replay import ReplayBuffer
@@ -137,7 +138,8 @@ class AgentStream:
         if explore:
             action = int(torch.randint(self.env.action_space.n, (), generator=self.generator))
         else:
-            with torch.no_grad():
+            # Every process of a data-parallel run acts alike, on its own (no collective).
+            with torch.no_grad(), process_local():
                 observation = model_input(self.observation.unsqueeze(0).to(self.device))
                 values = self.model(observation)[self.q_head]
             action = int(values.argmax(dim=1).item())

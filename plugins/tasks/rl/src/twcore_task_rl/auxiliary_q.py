@@ -23,6 +23,7 @@ import gymnasium as gym
 import torch
 from torch import Tensor
 
+from twcore.autodiff.data_parallel import process_local, process_share, sum_over_processes
 from twcore.contract.batch import Batch
 from twcore.contract.losses import squared_error_per_example
 from twcore.contract.metrics import Direction
@@ -230,19 +231,25 @@ class AuxiliaryQTask(Task):
     def evaluate(
         self, model: torch.nn.Module, split: str, *, device: torch.device, batch_size: int
     ) -> dict[str, float]:
-        """`eval_episodes` episodes with this split's seeds; each metric's mean over them."""
+        """`eval_episodes` episodes with this split's seeds; each metric's mean over them. In a
+        data-parallel run each process plays its share of the episodes with its own forward
+        passes, and the sums are added over the processes."""
         if split not in EVAL_SEEDS:
             raise ValueError(f"{self.name} evaluates 'val' or 'test', not '{split}'")
+        count = self.config.eval_episodes
         was_training = model.training
         model.eval()
         try:
-            episodes = [
-                self.run_episode(model, EVAL_SEEDS[split] + episode, device)
-                for episode in range(self.config.eval_episodes)
-            ]
+            with process_local():
+                episodes = [
+                    self.run_episode(model, EVAL_SEEDS[split] + episode, device)
+                    for episode in process_share(count)
+                ]
         finally:
             model.train(was_training)
-        return {key: sum(e[key] for e in episodes) / len(episodes) for key in episodes[0]}
+        names = self.episode_metrics(0.0, 0, 0.0, ended=False)
+        totals = sum_over_processes({key: sum(e[key] for e in episodes) for key in names}, device)
+        return {key: totals[key] / count for key in names}
 
     def state_dict(self) -> dict[str, Any]:
         return {}
