@@ -434,11 +434,16 @@ def test_what_the_processes_would_refuse_is_refused_before_they_start(tmp_path: 
 
 
 def test_outside_a_data_parallel_run_a_process_takes_every_unit_and_sums_are_its_own() -> None:
-    from twcore.autodiff.data_parallel import process_local, process_share, sum_over_processes
+    from twcore.autodiff import data_parallel
+    from twcore.autodiff.data_parallel import process_local, process_share, sum_of_shares
 
     assert process_share(5) == range(5)
-    assert sum_over_processes({"return": 1.5}, torch.device("cpu")) == {"return": 1.5}
-    layer = torch.nn.Linear(2, 1)
-    rows = torch.randn(3, 2)
-    with process_local():  # nothing is sharded: the same computation
-        assert torch.equal(layer(rows), layer(rows))
+    assert data_parallel.sum_over_processes({"a": 1.5}, torch.device("cpu")) == {"a": 1.5}
+    totals = sum_of_shares(4, lambda i: {"i": i, "one": 1}, ["i", "one"], torch.device("cpu"))
+    assert totals == {"i": 6.0, "one": 4.0}
+    with pytest.raises(ZeroDivisionError):  # a unit's failure is the caller's
+        sum_of_shares(3, lambda i: {"x": 1 / (i - 1)}, ["x"], torch.device("cpu"))
+    with pytest.raises(KeyError), process_local():
+        assert data_parallel._inside.local
+        raise KeyError("inside")
+    assert not data_parallel._inside.local  # restored after the exception

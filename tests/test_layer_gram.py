@@ -548,13 +548,16 @@ def test_the_heads_tensors_are_given_only_where_the_pass_through_them_vouches_fo
     assert whole.own_tensors(shared, list(model.parameters())) is not None
 
 
-def test_a_loss_reaching_a_trunk_parameter_past_its_output_takes_no_cut() -> None:
-    """A head reading a trunk weight: the walk through the heads meets the recorder's own
-    parameter, so the cut does not hold and the one pass from the losses runs."""
+@pytest.mark.parametrize("heads_seen", [True, False])
+def test_a_loss_reaching_a_trunk_parameter_past_its_output_takes_no_cut(heads_seen: bool) -> None:
+    """A loss reading a trunk weight: the walk down to the trunk's output meets the recorder's
+    own parameter, so the cut does not hold and the one pass from the losses runs — whether
+    the heads read aliases of the output (the recorder is shown them) or not."""
     torch.manual_seed(18)
     model = _PairedHeads("one head per loss")
     shared = list(model.trunk.parameters())
-    recorder = GramRecorder(shared, model, fallback=shared, cut=model.trunk)
+    shown = model if heads_seen else model.trunk
+    recorder = GramRecorder(shared, shown, fallback=shared, cut=model.trunk)
     with recorder:
         losses = model.losses(torch.randn(6, 6, dtype=torch.float64))
         tied = model.trunk[2].bias.sum() * losses[0]  # a loss reading a trunk parameter
@@ -564,7 +567,7 @@ def test_a_loss_reaching_a_trunk_parameter_past_its_output_takes_no_cut() -> Non
     torch.testing.assert_close(gram, _reference(losses, shared), rtol=1e-10, atol=1e-12)
 
 
-def test_an_output_changed_in_place_or_a_tuple_output_takes_no_pass_through_the_heads() -> None:
+def test_an_output_changed_in_place_takes_no_cut_and_a_tuple_output_no_pass_through_heads() -> None:
     torch.manual_seed(19)
     model = _PairedHeads("one head per loss")
     shared = list(model.trunk.parameters())
@@ -576,7 +579,7 @@ def test_an_output_changed_in_place_or_a_tuple_output_takes_no_pass_through_the_
         outputs = [head(features) for head in model.heads]
         losses = torch.stack([(output - 0.5).pow(2).mean() for output in outputs])
     gram = recorder.gram(losses)
-    assert recorder.used_cut and not recorder.used_readers
+    assert not recorder.used_cut  # the one pass from the losses
     torch.testing.assert_close(gram, _reference(losses, shared), rtol=1e-10, atol=1e-12)
 
     class Pair(nn.Module):

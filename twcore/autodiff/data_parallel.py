@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -312,6 +312,42 @@ def sum_over_processes(values: dict[str, float], device: torch.device) -> dict[s
     traffic.all_reduce_calls += 1
     traffic.all_reduce_bytes += total.numel() * total.element_size()
     return dict(zip(names, total.tolist(), strict=True))
+
+
+_FAILED = "__failed__"
+
+
+def sum_of_shares(
+    count: int,
+    unit: Callable[[int], Mapping[str, float]],
+    names: Sequence[str],
+    device: torch.device,
+) -> dict[str, float]:
+    """Σ_{i < count} unit(i)[name] for each of `names`: each process of a data-parallel run
+    runs its share of the units (:func:`process_share`) inside :func:`process_local`, and the
+    sums are added over the processes; one process alone runs them all, in order. If `unit`
+    raises in one process, every process raises (the failure travels with the sums, so no
+    process waits for the others' sums in vain)."""
+    if _FAILED in names:
+        raise ValueError(f"'{_FAILED}' is reserved")
+    sums = dict.fromkeys(names, 0.0)
+    failure: Exception | None = None
+    try:
+        with process_local():
+            for index in process_share(count):
+                values = unit(index)
+                for name in names:
+                    sums[name] += float(values[name])
+    except Exception as exc:  # agreed on below, then raised in this process
+        failure = exc
+    totals = sum_over_processes({**sums, _FAILED: 1.0 if failure else 0.0}, device)
+    if failure is not None:
+        raise failure
+    if totals.pop(_FAILED):
+        raise RuntimeError(
+            "another process of this data-parallel run failed in its share of the work"
+        )
+    return totals
 
 
 def _sharded_forward(self: nn.Module, inputs: Tensor, *args: Any, **kwargs: Any) -> Any:

@@ -553,14 +553,16 @@ class GramRecorder:
             return gram
         with torch.autocast(losses.device.type, enabled=False):
             through = self._cut_output() if splits_into_scalars(losses) else None
+            if through is not None and through._version != self._cut_version:
+                through = None  # the output was changed in place after the cut ran
             walk = None
-            if through is not None and self._aliases and through._version == self._cut_version:
+            if through is not None:
                 walk = _walk_to_readers(losses, through, self._aliases, self.params)
                 if walk.broken:  # a loss reaches a parameter without the cut: no cut
                     through = None
             self.used_cut = through is not None
             if through is not None:
-                if walk is not None and walk.separable:
+                if walk is not None and walk.separable and self._aliases:
                     readers = _grads_through_readers(losses, through, self._aliases, walk)
                     cotangents = readers.cotangents
                     self._kept.others = readers.others
@@ -636,10 +638,11 @@ class GramRecorder:
         `coefficients`, default ones) from the one pass through the heads that the last
         :meth:`gram` took at the cut — no further backward pass. None where that pass did not
         happen, where one of `tensors` was not reached by it (a parameter under the cut's
-        output, which the pass stops at), or where weighted coefficients meet a tensor that
-        several losses reach (its gradient is known only as their sum)."""
+        output, which the pass stops at), where the cut has a trainable parameter the recorder
+        was not given, or where unequal coefficients meet a tensor that several losses reach
+        (its gradient is known only as their sum)."""
         kept = self._kept
-        if kept is None or not kept.others:
+        if kept is None or not kept.others or not self._cut_holds_every_parameter():
             return None
         factors = None if coefficients is None else coefficients.tolist()
         found: list[Tensor] = []
@@ -657,7 +660,8 @@ class GramRecorder:
                 if len(distinct) != 1:  # its losses weighted differently: only their sum known
                     return None
                 factor = distinct.pop()
-            found.append(grad if factor == 1.0 else grad * factor)
+            # A fresh tensor either way: it may become a `.grad` that is added into in place.
+            found.append(grad.clone() if factor == 1.0 else grad * factor)
         return found
 
     def own_tensors(
@@ -671,17 +675,24 @@ class GramRecorder:
         trainable tensor of `params` is neither shared nor met by the pass (one before the cut,
         which the pass does not reach, or one no loss reaches)."""
         kept = self._kept
-        if kept is None or not kept.others or self.cut is None:
+        if kept is None or not kept.others or not self._cut_holds_every_parameter():
             return None
         mine = {id(p) for p in self.params}
         if {id(t) for t in shared} != mine:
-            return None
-        if any(p.requires_grad and id(p) not in mine for p in self.cut.parameters()):
             return None
         listed = list(params)
         if any(p.requires_grad and id(p) not in mine and id(p) not in kept.others for p in listed):
             return None
         return [p for p in listed if id(p) in kept.others and id(p) not in mine]
+
+    def _cut_holds_every_parameter(self) -> bool:
+        """Whether every trainable parameter of the cut is one of the recorder's (the pass
+        through the heads stops at the cut's output: one it was not given, also used outside
+        the cut, would be counted through that use alone)."""
+        if self.cut is None:
+            return False
+        mine = {id(p) for p in self.params}
+        return all(id(p) in mine for p in self.cut.parameters() if p.requires_grad)
 
     def _cut_output(self) -> Tensor | None:
         """The cut module's output, if this step's recording shows the cut holds."""

@@ -23,7 +23,7 @@ import gymnasium as gym
 import torch
 from torch import Tensor
 
-from twcore.autodiff.data_parallel import process_local, process_share, sum_over_processes
+from twcore.autodiff.data_parallel import sum_of_shares
 from twcore.contract.batch import Batch
 from twcore.contract.losses import squared_error_per_example
 from twcore.contract.metrics import Direction
@@ -237,18 +237,18 @@ class AuxiliaryQTask(Task):
         if split not in EVAL_SEEDS:
             raise ValueError(f"{self.name} evaluates 'val' or 'test', not '{split}'")
         count = self.config.eval_episodes
+        names = list(self.episode_metrics(0.0, 0, 0.0, ended=False))
         was_training = model.training
         model.eval()
         try:
-            with process_local():
-                episodes = [
-                    self.run_episode(model, EVAL_SEEDS[split] + episode, device)
-                    for episode in process_share(count)
-                ]
+            totals = sum_of_shares(
+                count,
+                lambda episode: self.run_episode(model, EVAL_SEEDS[split] + episode, device),
+                names,
+                device,
+            )
         finally:
             model.train(was_training)
-        names = self.episode_metrics(0.0, 0, 0.0, ended=False)
-        totals = sum_over_processes({key: sum(e[key] for e in episodes) for key in names}, device)
         return {key: totals[key] / count for key in names}
 
     def state_dict(self) -> dict[str, Any]:
