@@ -103,10 +103,11 @@ METHODS = {
     # all-reduce, so the sums round differently than one process's, and Adam's normalised steps
     # carry that to coordinates with tiny gradients: the parameters end 1.8e-3 apart at most.
     "uw@16-mixed": ("toy-multitask", SMALL_TASK, 8, 3e-3),
-    # A task whose stream acts in an environment with the model and whose evaluation plays
-    # episodes: each process acts alike on its own, and plays its share of the episodes (the
-    # "/" names the task).
+    # Tasks whose stream acts in an environment (gridworld: with the model) and whose
+    # evaluation plays episodes: each process acts alike on its own, and plays its share of
+    # the episodes (the "/" names the task).
     "ew/gridworld-aux": ("gridworld-aux", [], 8, 1e-6),
+    "ew/cartpole-distractors": ("cartpole-distractors", ["task.distractors=8"], 8, 1e-6),
 }
 
 

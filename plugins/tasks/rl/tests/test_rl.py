@@ -475,6 +475,23 @@ def test_a_diverged_soft_q_agent_neither_updates_on_non_finite_targets_nor_stops
     assert picked == {0, 1}  # uniformly random instead of a crash in multinomial
 
 
+def test_a_diverged_agents_evaluation_leaves_the_training_stream_alone() -> None:
+    """Evaluating a diverged agent (random actions) draws from each episode's own generator:
+    the training stream's generator is where it was, and the evaluation is repeatable."""
+    harness = _cartpole_harness()
+    harness.steps(2)
+    task = harness.components.task
+    with torch.no_grad():
+        task.agent.q[-1].bias.fill_(float("nan"))
+    before = task.generator.get_state()
+    evaluate = harness.components.task.evaluate
+    model, device = harness.components.model, harness.components.device
+    first = evaluate(model, "val", device=device, batch_size=64)
+    assert torch.equal(task.generator.get_state(), before)
+    again = evaluate(model, "val", device=device, batch_size=64)
+    assert repr(again) == repr(first)  # the Bellman error is NaN in both
+
+
 def test_known_termination_rule_matches_the_environment() -> None:
     from twcore_task_rl.soft_q import cartpole_done
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
+from twcore.autodiff.data_parallel import sum_of_shares
 from twcore.contract.batch import Batch
 from twcore.contract.losses import squared_error_per_example
 from twcore.contract.metrics import Direction
@@ -55,6 +56,8 @@ from twcore_task_rl.soft_q import SoftQAgent, cartpole_done
 
 ACTIONS = 2
 TRUE_DIMS = 4
+EPISODE_SUMS = ("return", "transitions", "model_squared_error", "bellman_error")
+"""What each evaluation episode adds up (:meth:`CartpoleDistractorsTask._evaluation_episode`)."""
 EVAL_SEEDS = {"val": 10_000, "test": 20_000}
 
 
@@ -254,40 +257,65 @@ class CartpoleDistractorsTask(Task):
         self, model: torch.nn.Module, split: str, *, device: torch.device, batch_size: int
     ) -> dict[str, float]:
         """Greedy episodes of the agent: mean return; the model's squared error on the true
-        dimensions and the agent's real Bellman error, over the episodes' transitions."""
+        dimensions and the agent's real Bellman error, over the episodes' transitions. In a
+        data-parallel run each process plays its share of the episodes, and the sums are
+        added over the processes."""
         if split not in EVAL_SEEDS:
             raise ValueError(f"cartpole-distractors evaluates 'val' or 'test', not '{split}'")
         if self.agent is None:
             self._start(model, 0, device)
+        was_training = model.training
+        model.eval()
+        try:
+            seed = EVAL_SEEDS[split]
+            totals = sum_of_shares(
+                self.config.eval_episodes,
+                lambda episode: self._evaluation_episode(model, seed + episode, device),
+                EPISODE_SUMS,
+                device,
+            )
+        finally:
+            model.train(was_training)
+        bellman = totals["bellman_error"] / totals["transitions"]
+        return {
+            "return": totals["return"] / self.config.eval_episodes,
+            "model_mse": totals["model_squared_error"] / (totals["transitions"] * TRUE_DIMS),
+            "bellman_error": bellman,
+            "objective": -bellman,
+        }
+
+    def _evaluation_episode(
+        self, model: torch.nn.Module, seed: int, device: torch.device
+    ) -> dict[str, float]:
+        """One greedy episode from `seed`: its return, its transitions' count, and the sums of
+        the model's squared error on the true dimensions and of the agent's real Bellman error
+        over them. A diverged agent's random actions draw from the episode's own generator,
+        never the training stream's."""
+        assert self.agent is not None
         env = cartpole_with_distractors(self.config.distractors)
-        returns, rows = [], []
-        for episode in range(self.config.eval_episodes):
-            observation, _ = env.reset(seed=EVAL_SEEDS[split] + episode)
-            total, done = 0.0, False
-            while not done:
-                state = torch.as_tensor(observation)
-                action = self.agent.act(state.to(device), self.generator, greedy=True)
-                observation, reward, terminated, truncated, _ = env.step(action)
-                rows.append((state, action, reward, torch.as_tensor(observation), terminated))
-                total += reward
-                done = terminated or truncated
-            returns.append(total)
+        generator = torch.Generator().manual_seed(seed)
+        observation, _ = env.reset(seed=seed)
+        total, done, rows = 0.0, False, []
+        while not done:
+            state = torch.as_tensor(observation)
+            action = self.agent.act(state.to(device), generator, greedy=True)
+            observation, reward, terminated, truncated, _ = env.step(action)
+            rows.append((state, action, reward, torch.as_tensor(observation), terminated))
+            total += reward
+            done = terminated or truncated
         states = torch.stack([r[0] for r in rows]).to(device)
         actions = torch.tensor([r[1] for r in rows], device=device)
         rewards = torch.tensor([r[2] for r in rows], dtype=torch.float32, device=device)
         following = torch.stack([r[3] for r in rows]).to(device)
         terminated = torch.tensor([float(r[4]) for r in rows], device=device)
-        was_training = model.training
-        model.eval()
         predicted = model(model_inputs(states, actions))["next_obs"]
-        model.train(was_training)
-        model_error = (predicted[:, :TRUE_DIMS] - following[:, :TRUE_DIMS]).pow(2).mean()
+        errors = (predicted[:, :TRUE_DIMS] - following[:, :TRUE_DIMS]).pow(2)
         bellman = self.agent.real_bellman_error(states, actions, rewards, following, terminated)
         return {
-            "return": sum(returns) / len(returns),
-            "model_mse": float(model_error),
-            "bellman_error": float(bellman.mean()),
-            "objective": -float(bellman.mean()),
+            "return": total,
+            "transitions": float(len(rows)),
+            "model_squared_error": float(errors.double().sum()),
+            "bellman_error": float(bellman.double().sum()),
         }
 
     # -- checkpoints ------------------------------------------------------------------------
