@@ -14,7 +14,7 @@ steps, all in this one process and thread count, one configuration after another
 - ``gradcos`` and ``ldro`` (``interaction=parameters``, cosines every step, k = 1), each on both
   gradient paths: ``rows`` (the K gradients on the trunk from one vectorised backward pass) and
   ``gram`` (the K×K Gram matrix from a recorded forward pass through the trunk's output, then
-  the step's gradient on the trunk from what that left and a backward pass through the heads).
+  the step's gradients, trunk and heads, from what that left).
 
 and a lower bound for any exact method:
 

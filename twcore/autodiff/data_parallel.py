@@ -293,10 +293,15 @@ def process_local() -> Iterator[None]:
         _inside.local = outer
 
 
+def _in_a_run_of_several() -> bool:
+    """Whether this process is one of several in an initialised process group."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def process_share(count: int) -> range:
     """The indices of `count` independent units of work (evaluation episodes) this process
     takes: every `world_size`-th from its rank, all of them outside a data-parallel run."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _in_a_run_of_several():
         return range(count)
     return range(dist.get_rank(), count, dist.get_world_size())
 
@@ -304,7 +309,7 @@ def process_share(count: int) -> range:
 def sum_over_processes(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Each value summed over the processes of a data-parallel run (in float64, one
     all-reduce; the values themselves outside one). Every process passes the same keys."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _in_a_run_of_several():
         return dict(values)
     names = sorted(values)
     total = torch.tensor([values[name] for name in names], dtype=torch.float64, device=device)

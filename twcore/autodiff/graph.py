@@ -21,6 +21,18 @@ def reached_leaves(output: Tensor) -> list[Tensor]:
     return list(_walk(output.grad_fn).values())
 
 
+def splits_into_scalars(losses: Tensor) -> bool:
+    """Whether `losses` [K] were stacked from K scalars (``torch.stack``), so that each can be
+    walked or differentiated alone from the graph edge it entered the stack by."""
+    node = losses.grad_fn
+    return (
+        losses.dim() == 1
+        and node is not None
+        and type(node) is _STACK_NODE
+        and len(node.next_functions) == losses.shape[0]
+    )
+
+
 def shared_leaves(losses: Tensor) -> list[Tensor]:
     """The leaves that two or more of the K losses [K] depend on (the parameters the objectives
     share), in the order first met.
@@ -30,14 +42,9 @@ def shared_leaves(losses: Tensor) -> list[Tensor]:
     loss where that gradient is not zero (an op such as ``cat`` joins the graphs, so structure
     alone cannot tell them apart; stack the losses to avoid the K backward passes).
     """
-    node = losses.grad_fn
-    branches = node.next_functions if node is not None else ()
-    if (
-        node is not None
-        and type(node).__name__.startswith("StackBackward")
-        and len(branches) == losses.shape[0]
-    ):
-        reached = [_walk(branch) for branch, _ in branches]
+    if splits_into_scalars(losses):
+        assert losses.grad_fn is not None
+        reached = [_walk(branch) for branch, _ in losses.grad_fn.next_functions]
     else:
         leaves = reached_leaves(losses)
         reached = []

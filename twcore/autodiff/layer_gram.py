@@ -58,7 +58,8 @@ from torch import Tensor, nn
 from torch.nn import functional
 from torch.nn.utils import parametrize
 
-from twcore.autodiff.per_objective import each_scalar_grads, splits_into_scalars
+from twcore.autodiff.graph import splits_into_scalars
+from twcore.autodiff.per_objective import per_objective_grads
 
 SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
 """The layer types whose share of the Gram matrix is computed from inputs and output
@@ -88,18 +89,6 @@ class _Kept:
     """With the cut's one pass through the heads: every other leaf the losses reach without
     the cut's output (the heads' parameters), by id: the leaf, the gradient of the losses'
     sum on it and the losses that reach it."""
-
-
-@dataclass
-class _ThroughReaders:
-    """What one backward pass of the losses' sum to the readers' aliases of the cut's output
-    gave (:func:`_grads_through_readers`)."""
-
-    cotangents: Tensor
-    """[K, *output]: each loss's gradient with respect to the cut's output."""
-    others: dict[int, tuple[Tensor, Tensor | None, list[int]]]
-    """Every other leaf the losses reach, by id: the leaf, the sum's gradient on it (None if it
-    needs none) and the losses that reach it."""
 
 
 @dataclass
@@ -334,7 +323,7 @@ class GramRecorder:
     ) -> None:
         self.params = list(params)
         self.always_kernel = always_kernel
-        wanted = {id(p) for p in self.params}
+        wanted = self._param_ids = {id(p) for p in self.params}
         forced = {id(p) for p in fallback}
         roots = [modules] if isinstance(modules, nn.Module) else list(modules)
         found: dict[int, nn.Module] = {}
@@ -557,15 +546,15 @@ class GramRecorder:
                 through = None  # the output was changed in place after the cut ran
             walk = None
             if through is not None:
-                walk = _walk_to_readers(losses, through, self._aliases, self.params)
+                walk = _walk_to_readers(losses, through, self._aliases, self._param_ids)
                 if walk.broken:  # a loss reaches a parameter without the cut: no cut
                     through = None
             self.used_cut = through is not None
             if through is not None:
                 if walk is not None and walk.separable and self._aliases:
-                    readers = _grads_through_readers(losses, through, self._aliases, walk)
-                    cotangents = readers.cotangents
-                    self._kept.others = readers.others
+                    cotangents, self._kept.others = _grads_through_readers(
+                        losses, through, self._aliases, walk
+                    )
                     self.used_readers = True
                 else:
                     cotangents = _each_loss_grad(losses, through)
@@ -677,7 +666,7 @@ class GramRecorder:
         kept = self._kept
         if kept is None or not kept.others or not self._cut_holds_every_parameter():
             return None
-        mine = {id(p) for p in self.params}
+        mine = self._param_ids
         if {id(t) for t in shared} != mine:
             return None
         listed = list(params)
@@ -691,8 +680,7 @@ class GramRecorder:
         the cut, would be counted through that use alone)."""
         if self.cut is None:
             return False
-        mine = {id(p) for p in self.params}
-        return all(id(p) in mine for p in self.cut.parameters() if p.requires_grad)
+        return all(id(p) in self._param_ids for p in self.cut.parameters() if p.requires_grad)
 
     def _cut_output(self) -> Tensor | None:
         """The cut module's output, if this step's recording shows the cut holds."""
@@ -726,14 +714,14 @@ class _ReadersWalk:
 
 
 def _walk_to_readers(
-    losses: Tensor, output: Tensor, aliases: list[Tensor], params: Sequence[Tensor]
+    losses: Tensor, output: Tensor, aliases: list[Tensor], mine: set[int]
 ) -> _ReadersWalk:
     """Walk each of the losses stacked from K scalars down to the readers' `aliases` of the
-    cut's `output` (not below them), noting the aliases and leaves each reaches."""
+    cut's `output` (not below them), noting the aliases and leaves each reaches; `mine` are the
+    ids of the recorder's parameters."""
     node = losses.grad_fn
     assert node is not None
     stop = output.grad_fn
-    mine = {id(param) for param in params}
     # The nodes stay referenced while their ids are compared (an id is unique only then).
     alias_nodes = [alias.grad_fn for alias in aliases]
     alias_of = {id(alias_node): index for index, alias_node in enumerate(alias_nodes)}
@@ -770,9 +758,10 @@ def _walk_to_readers(
 
 def _grads_through_readers(
     losses: Tensor, output: Tensor, aliases: list[Tensor], walk: _ReadersWalk
-) -> _ThroughReaders:
-    """Each loss's gradient with respect to `output`, and the losses' sum's on every other leaf
-    they reach (the heads' parameters), from one backward pass of their sum to the readers'
+) -> tuple[Tensor, dict[int, tuple[Tensor, Tensor | None, list[int]]]]:
+    """Each loss's gradient with respect to `output` [K, *output], and the losses' sum's on
+    every other leaf they reach (the heads' parameters; as ``_Kept.others`` keeps them), from one
+    backward pass of their sum to the readers'
     `aliases` of `output` and those leaves (`walk` must be separable): each alias's gradient
     is that of the one loss that reaches it, and a loss's gradient the sum over the aliases it
     reaches."""
@@ -797,24 +786,15 @@ def _grads_through_readers(
             walk.leaves.items(), grads[len(aliases) :], strict=True
         )
     }
-    return _ThroughReaders(torch.stack(rows), by_leaf)
+    return torch.stack(rows), by_leaf
 
 
 def _each_loss_grad(losses: Tensor, output: Tensor) -> Tensor:
     """[K, *output]: each loss's gradient with respect to `output`, zeros where it does not
-    reach it. Losses stacked from K scalars are differentiated one by one from those scalars
-    (each pass runs only what that loss computed from `output`: its own head); others, or
-    where this torch cannot start a pass from a graph edge, in one vectorised pass."""
-    if splits_into_scalars(losses):
-        try:
-            return each_scalar_grads(losses, [output])[0]
-        except (TypeError, AttributeError, RuntimeError):
-            pass  # the vectorised pass below computes the same (or raises what is wrong)
-    selectors = torch.eye(len(losses), dtype=losses.dtype, device=losses.device)
-    (batched,) = _batched_vjp(losses, selectors, [output], retain_graph=True)
-    if batched is None:
-        return torch.zeros((len(losses), *output.shape), dtype=output.dtype, device=output.device)
-    return batched
+    reach it: each of K stacked scalars differentiated alone (its pass runs only what that
+    loss computed from `output`: its own head), otherwise one vectorised pass."""
+    rows = per_objective_grads(losses, [output], strategy="split")
+    return rows.view(len(losses), *output.shape)
 
 
 def _batched_vjp(

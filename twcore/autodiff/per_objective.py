@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import GradientEdge
 
+from twcore.autodiff.graph import splits_into_scalars
+
 STRATEGIES = ("auto", "batched", "loop", "split")
 
 
@@ -144,18 +146,6 @@ def _as_matrix(num_rows: int, grads: Sequence[Tensor | None], inputs: list[Tenso
 def _zeros(num_rows: int, inputs: list[Tensor]) -> Tensor:
     total = sum(tensor.numel() for tensor in inputs)
     return torch.zeros(num_rows, total, dtype=inputs[0].dtype, device=inputs[0].device)
-
-
-def splits_into_scalars(losses: Tensor) -> bool:
-    """Whether `losses` [K] were stacked from K scalars (``torch.stack``), so that each can be
-    differentiated alone from the graph edge it entered the stack by."""
-    node = losses.grad_fn
-    return (
-        losses.dim() == 1
-        and node is not None
-        and type(node).__name__ == "StackBackward0"
-        and len(node.next_functions) == len(losses)
-    )
 
 
 def each_scalar_grads(

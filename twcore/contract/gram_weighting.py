@@ -10,8 +10,9 @@ class gets M, writes the gradients and reports the step, one way for all of them
   :class:`~twcore.autodiff.layer_gram.GramRecorder` of the forward pass): M without the K
   gradients, then Σ a_k ∇L_k on the shared parameters from what computing M left (each
   recorded layer's rows times Σ a_k D_k; a source that keeps nothing: one backward pass of
-  Σ a_k L_k), and one backward pass of Σ L_k into each objective's own parameters, which keep
-  their own gradient, as in the papers' algorithms;
+  Σ a_k L_k), and Σ L_k on each objective's own parameters, which keep their own gradient, as
+  in the papers' algorithms (from the source's pass through the heads where it offers it,
+  :class:`~twcore.contract.weighting.OwnGradientSource`; else one backward pass through them);
 - on shared parameters without one: the K gradient rows in one vectorised backward pass, M from
   them, and d written straight into ``.grad``;
 - on a shared **representation** (a trunk's output z, non-leaf tensors; MGDA-UB): the K rows of

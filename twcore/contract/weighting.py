@@ -22,10 +22,10 @@ it used and measured, and the caller logs it.
 Rules that need only inner products of the objectives' gradients (``uses_gram``: GradCos, L-DRO
 on parameters) also take a ``gram`` source: a
 :class:`~twcore.autodiff.layer_gram.GramRecorder` that watched the forward pass gives the K×K
-Gram matrix without forming the K gradients, and the rule then needs one backward pass of the
-weighted loss::
+Gram matrix without forming the K gradients, and the step's gradients from what computing it
+left (no further backward pass where the recorder can give them all)::
 
-    recorder = GramRecorder(trunk_params, model)
+    recorder = GramRecorder(trunk_params, model, cut=model.trunk)
     with recorder:
         losses = torch.stack([main_loss(...), aux_loss(...)])
     step = rule.backward(losses, shared=trunk_params, gram=recorder)

@@ -144,11 +144,8 @@ class WeightingMethod(Method):
             steps = torch.arange(1, count + 1, dtype=rows.dtype, device=rows.device) / count
             weights = torch.where(torch.arange(count, device=rows.device) % 2 == 0, steps, -steps)
             combined = recorder.weighted_gradients(weights)
-            wide = torch.promote_types(rows.dtype, torch.float32)
-            with torch.autocast(device, enabled=False):
-                expected = weights.to(wide) @ rows.to(wide)
             if combined is not None:
-                mismatch = _gradient_mismatch(combined, expected, tolerance)
+                mismatch = _gradient_mismatch(combined, _combined(weights, rows), tolerance)
             if not mismatch:
                 params = list(self.ctx.model.parameters())
                 own = own_leaves(losses, self.shared, params)
@@ -277,11 +274,16 @@ def _own_gradients_mismatch(
         recorded = recorder.own_gradients(own)
     if recorded is None:
         return ""
-    rows = per_objective_grads(losses, own).detach()
-    wide = torch.promote_types(rows.dtype, torch.float32)
-    with torch.autocast(losses.device.type, enabled=False):
-        expected = weights.to(wide) @ rows.to(wide)
+    expected = _combined(weights, per_objective_grads(losses, own).detach())
     return _gradient_mismatch(recorded, expected, tolerance, name="heads' gradient")
+
+
+def _combined(weights: Tensor, rows: Tensor) -> Tensor:
+    """Σ_k w_k rows_k [P], in float32 or wider, outside autocast (the reference the recorder's
+    gradients are checked against)."""
+    wide = torch.promote_types(rows.dtype, torch.float32)
+    with torch.autocast(rows.device.type, enabled=False):
+        return weights.to(wide) @ rows.to(wide)
 
 
 def _mismatch(name: str, recorded: Tensor, reference: Tensor, tolerance: float) -> str:
