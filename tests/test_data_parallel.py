@@ -75,6 +75,7 @@ def test_every_derivative_through_a_sharded_module_is_the_single_process_one(npr
 
 
 SMALL_TASK = ["task.train_size=200", "task.val_size=100", "task.test_size=100"]
+PLAIN_SGD = ["optim.name=sgd", "optim.lr=0.1"]
 METHODS = {
     # method: (task, extra overrides, steps, parameter tolerance)
     "ew": ("toy-multitask", SMALL_TASK, 8, 1e-6),
@@ -108,6 +109,20 @@ METHODS = {
     # the episodes (the "/" names the task).
     "ew/gridworld-aux": ("gridworld-aux", [], 8, 1e-6),
     "ew/cartpole-distractors": ("cartpole-distractors", ["task.distractors=8"], 8, 1e-6),
+    # The decision-focused losses: each process solves its share of the instances (training
+    # and evaluation) and the decisions are gathered; knapsack's solver is exact and discrete,
+    # portfolio's continuous and per instance (its covariance travels with the rows). On
+    # portfolio, Adam turns SPO+'s float32 rounding into whole steps on coordinates whose
+    # gradient is near 0: two single-process runs with 1 and 2 threads end 1.3e-3 apart with
+    # Adam and 1.5e-7 apart with SGD, so these runs take SGD.
+    **{
+        f"{name}/knapsack": ("knapsack", SMALL_TASK, 8, 1e-6)
+        for name in ("spo-plus", "pfyl", "dpo", "nce", "ltr", "dfl")
+    },
+    **{
+        f"{name}/portfolio": ("portfolio", [*SMALL_TASK, *PLAIN_SGD], 8, 1e-6)
+        for name in ("spo-plus", "two-stage")
+    },
 }
 
 
@@ -186,6 +201,21 @@ def test_acting_and_evaluation_episodes_need_no_collective(two_process_runs: Pat
     episodes (split over the processes, their sums added in one all-reduce) run on their own."""
     summary = json.loads((two_process_runs / "ew/gridworld-aux" / "summary.json").read_text())
     assert summary["communication_per_step"]["all_gather_calls"] == 2.0
+
+
+@pytest.mark.xdist_group("two-process-runs")
+def test_decision_losses_solve_their_share_of_the_instances(two_process_runs: Path) -> None:
+    """SPO+'s two exact solves a step (the true values' and 2ŷ − y's) are each split over the
+    processes and gathered: one all-gather each, on top of what ``dfl`` (whose training
+    decisions are differentiable, not solved) moves on the same task and schedule."""
+
+    def per_step(method: str) -> dict[str, float]:
+        summary = json.loads((two_process_runs / method / "summary.json").read_text())
+        return summary["communication_per_step"]
+
+    spo, dfl = per_step("spo-plus/knapsack"), per_step("dfl/knapsack")
+    assert spo["all_gather_calls"] - dfl["all_gather_calls"] == pytest.approx(2.0)
+    assert spo["all_reduce_calls"] - dfl["all_reduce_calls"] == pytest.approx(2.0)  # failure flags
 
 
 KILLED = [
@@ -421,10 +451,19 @@ def test_what_the_processes_would_refuse_is_refused_before_they_start(tmp_path: 
         f"runs_root={tmp_path}",
         "wandb.enabled=false",
     ]
+
+    class OneProcessOnly(EqualWeightingMethod):
+        data_parallel = False
+
     with use_registry(PluginRegistry()):
         twcore.register("method", "ew-here-only", EqualWeightingMethod)
         with pytest.raises(ConfigError, match=r"'ew-here-only' was registered by .* data-parallel"):
             twcore.run(["method=ew-here-only", *common])
+        twcore.register("method", "one-process-only", OneProcessOnly)
+        with pytest.raises(
+            ConfigError, match="nproc=2: method 'one-process-only' does not run data-parallel"
+        ):
+            twcore.run(["method=one-process-only", *common])
     with pytest.raises(ConfigError, match="accumulate=2: method 'gradcos' does not accumulate"):
         twcore.run(["method=gradcos", "accumulate=2", *common])
     with pytest.raises(ConfigError, match="eval_batch_size=1 is below nproc=2"):
@@ -436,9 +475,22 @@ def test_what_the_processes_would_refuse_is_refused_before_they_start(tmp_path: 
 
 def test_outside_a_data_parallel_run_a_process_takes_every_unit_and_sums_are_its_own() -> None:
     from twcore.autodiff import data_parallel
-    from twcore.autodiff.data_parallel import process_local, process_share, sum_of_shares
+    from twcore.autodiff.data_parallel import (
+        process_local,
+        process_share,
+        rows_in_shares,
+        sum_of_shares,
+    )
 
     assert process_share(5) == range(5)
+    asked: list[slice] = []
+
+    def rows_of(rows: slice) -> torch.Tensor:
+        asked.append(rows)
+        return torch.arange(4)[rows]
+
+    assert rows_in_shares(4, rows_of).tolist() == [0, 1, 2, 3]
+    assert asked == [slice(0, 4)]  # once, on every row
     assert data_parallel.sum_over_processes({"a": 1.5}, torch.device("cpu")) == {"a": 1.5}
     totals = sum_of_shares(4, lambda i: {"i": i, "one": 1}, ["i", "one"], torch.device("cpu"))
     assert totals == {"i": 6.0, "one": 4.0}

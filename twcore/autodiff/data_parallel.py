@@ -20,10 +20,11 @@ order are those of the single-process computation on the global batch: ``backwar
 ``autograd.grad``, ``create_graph`` passes, batched per-objective Jacobians
 (``is_grads_batched``) and ``functional_call`` lookaheads alike (``torch.func.vmap`` through a
 sharded module is not supported: it raises). Only the module's forward and
-backward passes are split; what follows it (losses, weightings, solvers) runs on the whole batch
-in every process. Each forward pass through the module costs one all-gather of its outputs, each
-backward pass one all-reduce of its parameters' gradients (and one all-gather of its input
-gradient if its inputs require one).
+backward passes are split; what follows it (losses, weightings) runs on the whole batch in every
+process, except row-wise work without gradients that a caller splits with
+:func:`rows_in_shares` (a decision task's exact solves). Each forward pass through the module
+costs one all-gather of its outputs, each backward pass one all-reduce of its parameters'
+gradients (and one all-gather of its input gradient if its inputs require one).
 
 Every process must run the same program on the same data (the same seeds give that): the
 collectives are matched by order.
@@ -353,6 +354,62 @@ def sum_of_shares(
             "another process of this data-parallel run failed in its share of the work"
         )
     return totals
+
+
+def rows_in_shares(count: int, compute: Callable[[slice], Tensor]) -> Tensor:
+    """``compute(slice(0, count))``, each process of a data-parallel run computing only its own
+    rows and the rows gathered: for row-wise work without gradients that every process would
+    otherwise repeat on the global batch (a solver's exact decisions, one per instance).
+
+    `compute` maps a slice of the rows to their results [rows in it, ...]; row i's result may
+    depend only on row i (its instance). Outside a data-parallel run, inside
+    :func:`process_local`, or with fewer rows than processes, it runs once on all rows. It costs
+    one all-reduce (whether any process failed) and one all-gather of the results. If `compute`
+    raises in one process, every process computes all the rows itself instead, so a
+    deterministic failure (a NaN, an infeasible instance) raises in every process with the
+    single-process error, and a passing one gives the single-process result.
+
+    Raises ValueError for results that require a gradient: the gather would cut it.
+    """
+    if not _in_a_run_of_several() or getattr(_inside, "local", False):
+        return compute(slice(0, count))
+    pg = ProcessGroup.default()
+    if count < pg.world_size:
+        return compute(slice(0, count))
+    start, size = _my_rows(count, pg)
+    local: Tensor | None = None
+    try:
+        with process_local():  # its own rows alone: nothing inside may wait for the others
+            local = compute(slice(start, start + size))
+    except Exception:  # every process learns of it below, then all compute every row
+        local = None
+    if _any_process_failed(local is None):
+        return compute(slice(0, count))
+    assert local is not None
+    if local.requires_grad:
+        raise ValueError(
+            "rows_in_shares gathers results without their gradients; compute them under "
+            "torch.no_grad(), or shard the differentiable part with shard_module"
+        )
+    home = local.device
+    gathered = _all_gather_rows(local.to(_collective_device()), count, pg)
+    return gathered.to(home)
+
+
+def _collective_device() -> torch.device:
+    """Where this process's collectives take tensors: its GPU under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _any_process_failed(failed: bool) -> bool:
+    """Whether `failed` holds in any process (one all-reduce)."""
+    flag = torch.tensor([1 if failed else 0], device=_collective_device())
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    traffic.all_reduce_calls += 1
+    traffic.all_reduce_bytes += flag.numel() * flag.element_size()
+    return bool(flag.item())
 
 
 def _sharded_forward(self: nn.Module, inputs: Tensor, *args: Any, **kwargs: Any) -> Any:

@@ -48,6 +48,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from twcore.autodiff.data_parallel import process_local
 from twcore.contract.atomic_files import atomic_write
 
 CACHE_ENV = "TWCORE_CACHE_DIR"
@@ -100,7 +101,8 @@ def cached_tensors(
     Args:
         name: what is cached, e.g. the task name (part of the file name).
         key: every value the tensors depend on (config values, a format version), JSON-able.
-        build: computes ``{name: tensor}`` (CPU tensors) when the cache has no valid entry.
+        build: computes ``{name: tensor}`` (CPU tensors) when the cache has no valid entry;
+            it runs under :func:`~twcore.autodiff.data_parallel.process_local`.
 
     Returns:
         ``{name: tensor}`` on the CPU, equal to what `build` returned.
@@ -113,7 +115,11 @@ def cached_tensors(
         if loaded is not None:
             return loaded
         warnings.warn(f"twcore data cache file {path} {problem}; rebuilding it", stacklevel=2)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in build().items()}
+    # Whether a process builds or loads depends on the file system, not on the other processes
+    # of a data-parallel run, so a build is this process's own work (no collectives inside).
+    with process_local():
+        built = build()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in built.items()}
     if path is not None and secret is not None:
         _write(path, _serialise(identity, tensors, secret))
     return tensors

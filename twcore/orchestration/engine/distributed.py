@@ -10,6 +10,7 @@ global losses and gradients. Process 0 alone writes: the run directory, checkpoi
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import subprocess
@@ -125,9 +126,24 @@ def leave_world() -> None:
     _world = World()
 
 
+EXIT_BARRIER_TIMEOUT = timedelta(seconds=10)
+"""How long a gloo process waits at exit for the others before it tears its group down anyway."""
+
+
 def _destroy_process_group() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """Tear the process group down at exit, once every process has got there (gloo).
+
+    Without the barrier the first process to finish (any but process 0, which still writes the
+    run's files) closed its connections while the others' were still open, and its C++ side
+    could rarely abort ("terminate called without an active exception") after a complete run.
+    A peer that died already makes the barrier fail at once; the teardown goes on regardless.
+    NCCL's teardown needs no barrier, and one could hang on a lost peer, so it takes none."""
+    if not dist.is_initialized():
+        return
+    if dist.get_backend() == "gloo" and dist.get_world_size() > 1:
+        with contextlib.suppress(Exception):  # a lost peer: tear down regardless
+            dist.monitored_barrier(timeout=EXIT_BARRIER_TIMEOUT)
+    dist.destroy_process_group()
 
 
 def any_process(flag: bool, device: torch.device) -> bool:

@@ -77,7 +77,6 @@ class DecisionLossMethod(Method):
     give ℓ (:meth:`decision_loss`) and the name it is logged under."""
 
     Config: ClassVar[type] = DecisionFocusedConfig
-    data_parallel = False  # not checked across processes yet
     logged_as: ClassVar[str]
 
     @abstractmethod
@@ -100,7 +99,6 @@ class DecisionFocused(DecisionLossMethod):
     """Train on the decision regret −obj(y, z(ŷ)) + α · prediction loss."""
 
     requirements = DECISION
-    data_parallel = True
     logged_as = "regret"
 
     def decision_loss(self, layer: DecisionLayer, predictions: Tensor, batch: Batch) -> Tensor:

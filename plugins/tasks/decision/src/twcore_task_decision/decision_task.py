@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from twcore.autodiff.data_parallel import rows_in_shares
 from twcore.contract.batch import Batch
 from twcore.contract.data_cache import cached_tensors
 from twcore.contract.decision import (
@@ -105,9 +106,16 @@ class PredictThenOptimise:
         return self.task.decide(values, batch)
 
     def solve(self, values: Tensor, batch: Batch) -> Tensor:
+        """The exact decisions for `values` [B, n]; in a data-parallel run each process solves
+        its share of the instances (:func:`~twcore.autodiff.data_parallel.rows_in_shares`)."""
         check_finite(values)
+        signed = self.sign * values.detach()
+
+        def solve_rows(rows: slice) -> Tensor:
+            return self.task.decide_for_evaluation(signed[rows], batch.index(rows))
+
         with torch.no_grad():
-            return self.task.decide_for_evaluation(self.sign * values.detach(), batch)
+            return rows_in_shares(len(signed), solve_rows)
 
     def objective(self, decisions: Tensor, batch: Batch) -> Tensor:
         return self.task.decision_objective(decisions, batch)
@@ -286,12 +294,19 @@ class DecisionTask(TensorTask):
         """
         check_finite(predictions)
         decide = self.reference_decide if reference else self.decide_for_evaluation
-        chunks = []
-        for start in range(0, len(data), self.solve_chunk):
-            chunk = data.index(slice(start, start + self.solve_chunk)).to(predictions.device)
-            decisions = decide(predictions[start : start + self.solve_chunk], chunk)
-            chunks.append(self.decision_objective(decisions, chunk).double())
-        return torch.cat(chunks)
+
+        def objectives_of_rows(rows: slice) -> Tensor:
+            mine, instances = predictions[rows], data.index(rows)
+            chunks = []
+            for start in range(0, len(mine), self.solve_chunk):
+                part = slice(start, start + self.solve_chunk)
+                chunk = instances.index(part).to(predictions.device)
+                decisions = decide(mine[part], chunk)
+                chunks.append(self.decision_objective(decisions, chunk).double())
+            return torch.cat(chunks)
+
+        # A data-parallel run's processes each solve their share of the instances.
+        return rows_in_shares(len(data), objectives_of_rows)
 
     @torch.no_grad()
     def predict(
