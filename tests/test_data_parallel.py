@@ -121,7 +121,7 @@ METHODS = {
     },
     **{
         f"{name}/portfolio": ("portfolio", [*SMALL_TASK, *PLAIN_SGD], 8, 1e-6)
-        for name in ("spo-plus", "two-stage")
+        for name in ("spo-plus", "pfyl", "dfl", "two-stage")
     },
 }
 
@@ -206,16 +206,20 @@ def test_acting_and_evaluation_episodes_need_no_collective(two_process_runs: Pat
 @pytest.mark.xdist_group("two-process-runs")
 def test_decision_losses_solve_their_share_of_the_instances(two_process_runs: Path) -> None:
     """SPO+'s two exact solves a step (the true values' and 2ŷ − y's) are each split over the
-    processes and gathered: one all-gather each, on top of what ``dfl`` (whose training
-    decisions are differentiable, not solved) moves on the same task and schedule."""
+    processes and gathered: one all-gather each, on top of what a method that solves nothing
+    in training moves on the same task and schedule (``dfl``, whose training decisions are
+    differentiable; ``two-stage``). A split that failed (a row's data not cut with it, as
+    portfolio's covariance must be) would fall back to solving whole, with no all-gather."""
 
     def per_step(method: str) -> dict[str, float]:
         summary = json.loads((two_process_runs / method / "summary.json").read_text())
         return summary["communication_per_step"]
 
-    spo, dfl = per_step("spo-plus/knapsack"), per_step("dfl/knapsack")
-    assert spo["all_gather_calls"] - dfl["all_gather_calls"] == pytest.approx(2.0)
-    assert spo["all_reduce_calls"] - dfl["all_reduce_calls"] == pytest.approx(2.0)  # failure flags
+    for task, plain in (("knapsack", "dfl"), ("portfolio", "two-stage")):
+        spo, other = per_step(f"spo-plus/{task}"), per_step(f"{plain}/{task}")
+        assert spo["all_gather_calls"] - other["all_gather_calls"] == pytest.approx(2.0), task
+        # and the failure flags
+        assert spo["all_reduce_calls"] - other["all_reduce_calls"] == pytest.approx(2.0), task
 
 
 KILLED = [
@@ -265,6 +269,27 @@ def test_a_killed_process_resumes_the_whole_run_exactly(tmp_path: Path, run_cli)
     started, continued = json.loads((killed_dir / "provenance.json").read_text())
     assert (started["step"], continued["step"]) == (0, 10)
     assert continued["command"]["argv"][:4] == ["twcore", "--plugins", "twcore_dp_killer", "resume"]
+
+
+def test_a_process_failing_on_its_own_stops_the_others_at_once(tmp_path: Path, run_cli) -> None:
+    """The failing process tears its group down at once (it does not wait for the others at
+    exit), so process 0 learns of it at its next collective, not after the group's timeout
+    (here 60 s, against which its error would name a timeout instead)."""
+    failed_dir = tmp_path / "failed"
+    failed = run_cli(
+        "--plugins",
+        "twcore_dp_killer",
+        "run",
+        *KILLED,
+        f"run_dir={failed_dir}",
+        "--quiet",
+        extra_path=FIXTURES,
+        env={"TWCORE_TEST_RAISE_RANK1_AT": "7", "TWCORE_DISTRIBUTED_TIMEOUT_S": "60"},
+    )
+    assert failed.returncode != 0
+    summary = json.loads((failed_dir / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert "another process of this data-parallel run stopped at step 7" in summary["error"]
 
 
 def test_process_zero_alone_writes(tmp_path: Path, run_cli) -> None:

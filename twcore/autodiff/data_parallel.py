@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import threading
 import types
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -295,13 +296,21 @@ def process_local() -> Iterator[None]:
 
 
 def _in_a_run_of_several() -> bool:
-    """Whether this process is one of several in an initialised process group."""
+    """Whether this process is one of several in an initialised process group and not inside
+    :func:`process_local` (where it works as if alone: it takes every unit and every row)."""
+    if getattr(_inside, "local", False):
+        return False
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def process_share(count: int) -> range:
     """The indices of `count` independent units of work (evaluation episodes) this process
-    takes: every `world_size`-th from its rank, all of them outside a data-parallel run."""
+    takes: every `world_size`-th from its rank; all of them outside a data-parallel run or
+    inside :func:`process_local`.
+
+    This and the helpers below are collective where they split work: in a data-parallel run,
+    every process calls them in the same order (a call from process 0 alone, e.g. scoring after
+    the run in a script that keeps the process group, waits for the others in vain)."""
     if not _in_a_run_of_several():
         return range(count)
     return range(dist.get_rank(), count, dist.get_world_size())
@@ -338,9 +347,10 @@ def sum_of_shares(
         raise ValueError(f"'{_FAILED}' is reserved")
     sums = dict.fromkeys(names, 0.0)
     failure: Exception | None = None
+    share = process_share(count)  # outside process_local, where a process takes them all
     try:
         with process_local():
-            for index in process_share(count):
+            for index in share:
                 values = unit(index)
                 for name in names:
                     sums[name] += float(values[name])
@@ -369,9 +379,13 @@ def rows_in_shares(count: int, compute: Callable[[slice], Tensor]) -> Tensor:
     deterministic failure (a NaN, an infeasible instance) raises in every process with the
     single-process error, and a passing one gives the single-process result.
 
+    A retry that passes after a failed split warns (a transient failure, or rows that are not
+    independent, which lose the split on every call). A retry that fails in some processes
+    only (a process's own out-of-memory error) raises in all of them.
+
     Raises ValueError for results that require a gradient: the gather would cut it.
     """
-    if not _in_a_run_of_several() or getattr(_inside, "local", False):
+    if not _in_a_run_of_several():
         return compute(slice(0, count))
     pg = ProcessGroup.default()
     if count < pg.world_size:
@@ -384,7 +398,7 @@ def rows_in_shares(count: int, compute: Callable[[slice], Tensor]) -> Tensor:
     except Exception:  # every process learns of it below, then all compute every row
         local = None
     if _any_process_failed(local is None):
-        return compute(slice(0, count))
+        return _whole_after_a_failed_split(count, compute)
     assert local is not None
     if local.requires_grad:
         raise ValueError(
@@ -394,6 +408,29 @@ def rows_in_shares(count: int, compute: Callable[[slice], Tensor]) -> Tensor:
     home = local.device
     gathered = _all_gather_rows(local.to(_collective_device()), count, pg)
     return gathered.to(home)
+
+
+def _whole_after_a_failed_split(count: int, compute: Callable[[slice], Tensor]) -> Tensor:
+    """Every row computed by every process, after some process's share failed; the processes
+    agree on the outcome, so none goes on to a collective the others never reach."""
+    try:
+        with process_local():
+            whole = compute(slice(0, count))
+    except Exception:
+        _any_process_failed(True)
+        raise
+    if _any_process_failed(False):
+        raise RuntimeError(
+            "another process of this data-parallel run failed to compute every row after a "
+            "share of them had failed"
+        )
+    warnings.warn(
+        f"a process's share of {count} rows failed, and all of them together passed: either "
+        "the failure was transient or the rows are not independent (each row's result must "
+        "depend on its row alone, or every such call is computed whole in every process)",
+        stacklevel=3,
+    )
+    return whole
 
 
 def _collective_device() -> torch.device:

@@ -172,6 +172,7 @@ def _run_with(
 ) -> RunResult:
     tracker = Tracker([])
     run_dir: RunDirectory | None = None
+    completed = False
     try:
         components = build_components(composed, tracker, threads=threads)
         world = components.world
@@ -186,11 +187,13 @@ def _run_with(
         if world.writes:
             directory.write_config(composed.reusable_yaml())
         _warn_if_busy(threads)
-        return _train(composed, components, directory, tracker, show_progress, callbacks)
+        result = _train(composed, components, directory, tracker, show_progress, callbacks)
+        completed = True
+        return result
     finally:
         if run_dir is not None:
             run_dir.release()
-        leave_world()
+        leave_world(completed=completed)
 
 
 def _claim_run_directory(composed: ComposedConfig) -> RunDirectory:
@@ -325,6 +328,7 @@ def resume(
     writes = launched_world_rank() == 0
     # Process 0 locks the directory from here: released whatever happens.
     directory = RunDirectory.existing(run_dir) if writes else RunDirectory(Path(run_dir).absolute())
+    completed = False
     try:
         base["run_dir"] = str(directory.path)
         composed = _compose_recorded(parsed, base, registry)
@@ -347,7 +351,7 @@ def resume(
                 directory.write_config(composed.reusable_yaml())
             hooks = as_callbacks(callbacks)
             _warn_if_busy(threads)
-            return _train(
+            result = _train(
                 composed,
                 components,
                 directory,
@@ -357,9 +361,11 @@ def resume(
                 state,
                 reuse_directory=True,
             )
+            completed = True
+            return result
     finally:
         directory.release()
-        leave_world()
+        leave_world(completed=completed)
 
 
 def _other_process_count(saved: int, now: int) -> ConfigError:

@@ -118,12 +118,20 @@ def join_world(nproc: int, device: torch.device) -> tuple[World, torch.device]:
     return _world, device
 
 
-def leave_world() -> None:
+def leave_world(*, completed: bool = False) -> None:
     """End this run's part in the world (idempotent). The process group itself lives until the
     process exits, so that several runs in one launched process (a script calling
-    ``twcore.run`` in turn) reuse it instead of racing to set up a new one."""
-    global _world
+    ``twcore.run`` in turn) reuse it instead of racing to set up a new one. `completed`: the
+    run ended without an error in this process (then the processes meet before the group is
+    torn down at exit; after an error this one tears down at once, so that the others notice
+    at their next collective)."""
+    global _world, _meet_at_exit
+    if _world.distributed:
+        _meet_at_exit = completed
     _world = World()
+
+
+_meet_at_exit = False
 
 
 EXIT_BARRIER_TIMEOUT = timedelta(seconds=10)
@@ -131,16 +139,18 @@ EXIT_BARRIER_TIMEOUT = timedelta(seconds=10)
 
 
 def _destroy_process_group() -> None:
-    """Tear the process group down at exit, once every process has got there (gloo).
+    """Tear the process group down at exit; after a completed run, once every process has got
+    there (gloo).
 
     Without the barrier the first process to finish (any but process 0, which still writes the
     run's files) closed its connections while the others' were still open, and its C++ side
     could rarely abort ("terminate called without an active exception") after a complete run.
-    A peer that died already makes the barrier fail at once; the teardown goes on regardless.
-    NCCL's teardown needs no barrier, and one could hang on a lost peer, so it takes none."""
+    A peer that exited already makes the barrier fail at once, and the teardown goes on
+    regardless. A process whose run failed does not wait (gloo's barrier times out on process 0
+    only; the others would wait the group's whole timeout). NCCL's teardown needs no barrier."""
     if not dist.is_initialized():
         return
-    if dist.get_backend() == "gloo" and dist.get_world_size() > 1:
+    if _meet_at_exit and dist.get_backend() == "gloo" and dist.get_world_size() > 1:
         with contextlib.suppress(Exception):  # a lost peer: tear down regardless
             dist.monitored_barrier(timeout=EXIT_BARRIER_TIMEOUT)
     dist.destroy_process_group()
