@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -375,10 +379,56 @@ def test_task_loss_gradient_matches_finite_differences() -> None:
     assert flat is None or float(flat.abs().max()) == 0.0
 
 
-def test_many_lookahead_terms_give_the_damped_newton_steps_implicit_gradient() -> None:
-    """K terms of the Neumann series converge to ω − (H + λI)⁻¹ g: the decisions and the task
-    loss's gradient with respect to ŝ' equal those of that step solved with the explicit
-    Hessian (float64, a small Q network); K = 1 is the one-step lookahead ω − η g."""
+@dataclass
+class LookaheadProblem:
+    """A small float64 CartPole task loss whose Q step can be solved in closed form."""
+
+    task: Any
+    batch: Any
+    base: torch.Tensor  # predictions ŝ' near the real next observations
+    flat: torch.Tensor  # the Q network's parameters ω, flattened
+    chosen: Callable[[torch.Tensor], torch.Tensor]  # flat ω -> Q(s, a) [B]
+    regression: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (ω, ŝ') -> its loss
+
+    def newton_decisions(
+        self, curvature_of: Callable[[torch.Tensor], torch.Tensor], damping: float
+    ):
+        """ŝ' -> Q_{ω'}(s, a) with ω' = ω − (M + λI)⁻¹ g, M = curvature_of(ω) (no graph: the
+        Gauss–Newton matrix does not depend on ŝ'), or the Hessian where it is None."""
+
+        def decide(predictions: torch.Tensor) -> torch.Tensor:
+            vector = self.flat.clone().requires_grad_()
+            (gradient,) = torch.autograd.grad(
+                self.regression(vector, predictions), vector, create_graph=True
+            )
+            matrix = (
+                curvature_of(vector)
+                if curvature_of is not None
+                else torch.stack(
+                    [
+                        torch.autograd.grad(g, vector, retain_graph=True, create_graph=True)[0]
+                        for g in gradient
+                    ]
+                )
+            )
+            step = torch.linalg.solve(matrix + damping * torch.eye(len(self.flat)), gradient)
+            return self.chosen(self.flat - step)
+
+        return decide
+
+    def task_loss_gradients(self, decide) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decisions at `base`, the task loss's gradient in ŝ') for a decide function."""
+        predictions = self.base.clone().requires_grad_()
+        decisions = decide(predictions)
+        loss = -self.task.decision.objective(decisions, self.batch).mean()
+        (gradient,) = torch.autograd.grad(loss, predictions)
+        return decisions.detach(), gradient
+
+    def series(self, predictions: torch.Tensor) -> torch.Tensor:
+        return self.task.decision.decide(predictions, self.batch)
+
+
+def _lookahead_problem() -> LookaheadProblem:
     from torch.func import functional_call
 
     harness = _cartpole_harness(**{"task.agent_hidden": 4})
@@ -396,11 +446,9 @@ def test_many_lookahead_terms_give_the_damped_newton_steps_implicit_gradient() -
     shapes = [p.shape for _, p in agent.q.named_parameters()]
     flat = torch.cat([p.detach().reshape(-1) for p in agent.q.parameters()])
 
-    def unflatten(vector: torch.Tensor) -> dict[str, torch.Tensor]:
+    def chosen(vector: torch.Tensor) -> torch.Tensor:
         parts = torch.split(vector, [s.numel() for s in shapes])
-        return {n: part.reshape(s) for n, part, s in zip(names, parts, shapes, strict=True)}
-
-    def chosen(parameters: dict[str, torch.Tensor]) -> torch.Tensor:
+        parameters = {n: part.reshape(s) for n, part, s in zip(names, parts, shapes, strict=True)}
         values = functional_call(agent.q, parameters, (context["observation"],))
         return values.gather(1, context["action"].unsqueeze(1)).squeeze(1)
 
@@ -410,11 +458,22 @@ def test_many_lookahead_terms_give_the_damped_newton_steps_implicit_gradient() -
             agent.target(predictions) / agent.temperature, dim=1
         )
         targets = 1 + agent.gamma * (1 - done.double()) * value
-        return (chosen(unflatten(vector)) - targets).pow(2).mean()
+        return (chosen(vector) - targets).pow(2).mean()
 
+    return LookaheadProblem(task, batch, base, flat, chosen, regression)
+
+
+def test_many_lookahead_terms_give_the_damped_newton_steps_implicit_gradient() -> None:
+    """K terms of the Neumann series converge to ω − (H + λI)⁻¹ g: the decisions and the task
+    loss's gradient with respect to ŝ' equal those of that step solved with the explicit
+    Hessian (float64, a small Q network); K = 1 is the one-step lookahead ω − η g."""
+    problem = _lookahead_problem()
+    task, flat = problem.task, problem.flat
     # Away from its optimum the regression's Hessian is indefinite; damping past its most
     # negative eigenvalue makes the step a Newton step on a convex model, whose series converges.
-    curvature = torch.autograd.functional.hessian(lambda v: regression(v, base), flat)
+    curvature = torch.autograd.functional.hessian(
+        lambda v: problem.regression(v, problem.base), flat
+    )
     lowest = float(torch.linalg.eigvalsh(curvature).min())
     assert lowest < 0  # indefinite: without damping the series would diverge
     damping = 1.0 - lowest
@@ -423,39 +482,56 @@ def test_many_lookahead_terms_give_the_damped_newton_steps_implicit_gradient() -
     task.config.lookahead_damping = damping
     task.config.lookahead_terms = 400
 
-    def newton_decisions(predictions: torch.Tensor) -> torch.Tensor:
-        vector = flat.clone().requires_grad_()
-        (gradient,) = torch.autograd.grad(
-            regression(vector, predictions), vector, create_graph=True
-        )
-        hessian = torch.stack(
-            [
-                torch.autograd.grad(g, vector, retain_graph=True, create_graph=True)[0]
-                for g in gradient
-            ]
-        )
-        step = torch.linalg.solve(hessian + damping * torch.eye(len(flat)), gradient)
-        return chosen(unflatten(flat - step))
-
-    def task_loss(decide, predictions: torch.Tensor) -> torch.Tensor:
-        return -task.decision.objective(decide(predictions), batch).mean()
-
-    predictions = base.clone().requires_grad_()
-    series = task.decision.decide(predictions, batch)
-    reference = newton_decisions(predictions)
-    assert torch.allclose(series, reference, rtol=1e-7, atol=1e-9)
-    (ours,) = torch.autograd.grad(
-        task_loss(lambda p: task.decision.decide(p, batch), predictions), predictions
-    )
-    (closed,) = torch.autograd.grad(task_loss(newton_decisions, predictions), predictions)
-    assert float(closed.abs().max()) > 1e-6
-    assert torch.allclose(ours, closed, rtol=1e-6, atol=1e-9)
+    ours = problem.task_loss_gradients(problem.series)
+    closed = problem.task_loss_gradients(problem.newton_decisions(None, damping))
+    assert torch.allclose(ours[0], closed[0], rtol=1e-7, atol=1e-9)
+    assert float(closed[1].abs().max()) > 1e-6
+    assert torch.allclose(ours[1], closed[1], rtol=1e-6, atol=1e-9)
 
     task.config.lookahead_terms = 1  # one gradient step: ω − η g
     vector = flat.clone().requires_grad_()
-    (gradient,) = torch.autograd.grad(regression(vector, base), vector)
-    one_step = chosen(unflatten(flat - task.config.lookahead_lr * gradient))
-    assert torch.allclose(task.decision.decide(base, batch), one_step, rtol=1e-7, atol=1e-9)
+    (gradient,) = torch.autograd.grad(problem.regression(vector, problem.base), vector)
+    one_step = problem.chosen(flat - task.config.lookahead_lr * gradient)
+    assert torch.allclose(problem.series(problem.base), one_step, rtol=1e-7, atol=1e-9)
+
+
+def test_the_gauss_newton_series_converges_from_any_step_to_its_newton_step() -> None:
+    """With ``lookahead_curvature=gauss-newton`` the series converges to ω − (G + λI)⁻¹ g, G =
+    (2/B) JᵀJ built here from the explicit Jacobian, even from a step η 25 times the largest
+    convergent one (the series' step is capped at 1/λ_max, estimated by power iteration): the
+    decisions and the task loss's gradient in ŝ' match the closed form (float64). Undamped, G
+    is only semidefinite (more parameters than transitions): the series stays finite from
+    that step, where an uncapped one would grow as 24^K."""
+    problem = _lookahead_problem()
+    task, flat = problem.task, problem.flat
+    jacobian = torch.autograd.functional.jacobian(problem.chosen, flat)
+    gauss_newton = 2.0 / len(jacobian) * jacobian.T @ jacobian
+    damping = 0.5
+    largest = float(torch.linalg.eigvalsh(gauss_newton).max()) + damping
+    task.config.lookahead_curvature = "gauss-newton"
+    task.config.lookahead_lr = 50.0 / largest
+    task.config.lookahead_damping = damping
+    task.config.lookahead_terms = 3000
+    ours = problem.task_loss_gradients(problem.series)
+    closed = problem.task_loss_gradients(problem.newton_decisions(lambda _: gauss_newton, damping))
+    assert torch.allclose(ours[0], closed[0], rtol=1e-6, atol=1e-8)
+    assert float(closed[1].abs().max()) > 1e-6
+    assert torch.allclose(ours[1], closed[1], rtol=1e-5, atol=1e-8)
+
+    task.config.lookahead_damping = 0.0
+    task.config.lookahead_terms = 200
+    undamped = problem.task_loss_gradients(problem.series)
+    assert torch.isfinite(undamped[0]).all() and torch.isfinite(undamped[1]).all()
+
+
+def test_power_iteration_finds_the_largest_curvature() -> None:
+    from twcore_task_rl.cartpole_model import largest_curvature
+
+    matrix = torch.diag(torch.tensor([0.5, -3.0, 2.0], dtype=torch.float64))
+    start = [torch.ones(3, dtype=torch.float64)]
+    assert largest_curvature(lambda v: [matrix @ v[0]], start) == pytest.approx(3.0, rel=1e-3)
+    assert largest_curvature(lambda v: [0 * v[0]], start) == 0.0  # no curvature: no cap
+    assert largest_curvature(lambda v: [matrix @ v[0]], [torch.full((3,), float("nan"))]) == 0.0
 
 
 def test_a_diverged_soft_q_agent_neither_updates_on_non_finite_targets_nor_stops_acting() -> None:

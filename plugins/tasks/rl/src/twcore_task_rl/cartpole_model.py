@@ -22,12 +22,16 @@ parameters ω, λ = ``lookahead_damping``). As K grows, the task loss's gradient
 implicit gradient through the fixed point of that regression (at a fixed point, g = 0 and
 dω*/dŝ' = −H⁻¹ ∂g/∂ŝ'), with the target network held fixed: the targets' own dependence on
 ω, which the fixed point of the soft-Bellman operator itself would add, is not differentiated.
-K = 1 is the one-step lookahead.
+K = 1 is the one-step lookahead. For K > 1 the series' step is η capped at 1/λ_max (a power
+iteration's estimate), so that large curvature cannot make it diverge; ``lookahead_curvature=
+gauss-newton`` puts the Gauss–Newton matrix (2/B) JᵀJ, J = ∂Q(s, a)/∂ω, in place of H, which
+is positive semidefinite, so that the series converges for any damping.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -59,6 +63,9 @@ TRUE_DIMS = 4
 EPISODE_SUMS = ("return", "transitions", "model_squared_error", "bellman_error")
 """What each evaluation episode adds up (:meth:`CartpoleDistractorsTask._evaluation_episode`)."""
 EVAL_SEEDS = {"val": 10_000, "test": 20_000}
+CURVATURES = ("hessian", "gauss-newton")
+POWER_ITERATIONS = 20
+"""Power iterations that estimate the series' largest curvature (its step's cap)."""
 
 
 @dataclass
@@ -84,6 +91,61 @@ class CartpoleDistractorsConfig:
     lookahead_damping: float = option(
         0.0, ge=0, help="λ, damping of the Hessian in the task loss's Q step (K > 1 only)"
     )
+    lookahead_curvature: str = option(
+        "hessian",
+        choices=CURVATURES,
+        help="the curvature of the K > 1 series: the regression's Hessian (exact, may be "
+        "indefinite) or its Gauss-Newton matrix (positive semidefinite: the series converges)",
+    )
+
+
+Vectors = list[Tensor]
+
+
+def curvature_product(
+    kind: str, grads: Vectors, chosen: Tensor, params: Vectors, *, damping: float
+) -> Callable[[Vectors], Vectors]:
+    """v ↦ (M + λI) v for the regression E[(Q(s, a) − y)²] in the Q network's parameters: M its
+    Hessian (``hessian``; from its gradient `grads`, made with a graph), or its Gauss–Newton
+    matrix (2/B) JᵀJ with J = ∂Q(s, a)/∂ω (``gauss-newton``; `chosen` is Q(s, a) [B]); λ =
+    `damping`. The product is differentiable in v, which carries the task loss's graph to ŝ'."""
+    if kind == "hessian":
+
+        def curvature(v: Vectors) -> Vectors:
+            return list(torch.autograd.grad(grads, params, grad_outputs=v, create_graph=True))
+
+    else:
+        probe = torch.zeros_like(chosen, requires_grad=True)
+        # Jᵀw is linear in w, so its derivative in w along v is Jv.
+        pulled = torch.autograd.grad(chosen, params, grad_outputs=probe, create_graph=True)
+        scale = 2.0 / len(chosen)
+
+        def curvature(v: Vectors) -> Vectors:
+            (pushed,) = torch.autograd.grad(pulled, probe, grad_outputs=v, create_graph=True)
+            return list(
+                torch.autograd.grad(chosen, params, grad_outputs=scale * pushed, create_graph=True)
+            )
+
+    def damped(v: Vectors) -> Vectors:
+        return [m + damping * t for t, m in zip(v, curvature(v), strict=True)]
+
+    return damped
+
+
+def largest_curvature(times: Callable[[Vectors], Vectors], start: Vectors) -> float:
+    """An estimate of the largest eigenvalue magnitude of the matrix `times` applies, by
+    :data:`POWER_ITERATIONS` power iterations from `start` (detached); 0 for a zero matrix or
+    a non-finite start. A series step η ≤ 1/λ_max keeps every eigenvalue of I − ηM in [0, 1)
+    where M is positive definite, so its Neumann series converges."""
+    vector = [v.detach() for v in start]
+    magnitude = 0.0
+    for _ in range(POWER_ITERATIONS):
+        norm = torch.sqrt(sum((v * v).sum() for v in vector))
+        if not torch.isfinite(norm) or float(norm) == 0.0:
+            return magnitude if math.isfinite(magnitude) else 0.0
+        vector = [m.detach() for m in times([v / norm for v in vector])]
+        magnitude = float(torch.sqrt(sum((m * m).sum() for m in vector)))
+    return magnitude if math.isfinite(magnitude) else 0.0
 
 
 class BellmanDecision:
@@ -108,16 +170,22 @@ class BellmanDecision:
         loss = (chosen - targets).pow(2).mean()
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
         lr = config.lookahead_lr
-        term, total = list(grads), list(grads)
-        for _ in range(config.lookahead_terms - 1):  # term ← (I − η(H + λI)) term
-            curvature = torch.autograd.grad(
-                grads, list(params.values()), grad_outputs=term, create_graph=True
+        total = list(grads)
+        if config.lookahead_terms > 1:
+            times = curvature_product(
+                config.lookahead_curvature,
+                grads,
+                chosen,
+                list(params.values()),
+                damping=config.lookahead_damping,
             )
-            term = [
-                t - lr * (h + config.lookahead_damping * t)
-                for t, h in zip(term, curvature, strict=True)
-            ]
-            total = [a + t for a, t in zip(total, term, strict=True)]
+            largest = largest_curvature(times, grads)
+            if largest > 0:  # the series' step, capped where the curvature would diverge it
+                lr = min(lr, 1.0 / largest)
+            term = list(grads)
+            for _ in range(config.lookahead_terms - 1):  # term ← (I − η(M + λI)) term
+                term = [t - lr * m for t, m in zip(term, times(term), strict=True)]
+                total = [a + t for a, t in zip(total, term, strict=True)]
         ahead = {n: p - lr * s for (n, p), s in zip(params.items(), total, strict=True)}
         after = functional_call(agent.q, ahead, (observations,))
         return after.gather(1, actions.unsqueeze(1)).squeeze(1)
