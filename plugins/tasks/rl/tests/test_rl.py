@@ -501,11 +501,16 @@ def test_the_gauss_newton_series_converges_from_any_step_to_its_newton_step() ->
     convergent one (the series' step is capped at 1/λ_max, estimated by power iteration): the
     decisions and the task loss's gradient in ŝ' match the closed form (float64). Undamped, G
     is only semidefinite (more parameters than transitions): the series stays finite from
-    that step, where an uncapped one would grow as 24^K."""
+    that step, where an uncapped one would grow as 49^K."""
     problem = _lookahead_problem()
     task, flat = problem.task, problem.flat
+    # G from its definition: the Hessian of the mean squared error of the linearised network
+    # Q(ω₀) + J(ω − ω₀), whatever its targets.
     jacobian = torch.autograd.functional.jacobian(problem.chosen, flat)
-    gauss_newton = 2.0 / len(jacobian) * jacobian.T @ jacobian
+    offset = torch.randn(len(jacobian), dtype=torch.float64)
+    gauss_newton = torch.autograd.functional.hessian(
+        lambda v: (jacobian @ (v - flat) - offset).pow(2).mean(), flat
+    )
     damping = 0.5
     largest = float(torch.linalg.eigvalsh(gauss_newton).max()) + damping
     task.config.lookahead_curvature = "gauss-newton"
@@ -525,13 +530,27 @@ def test_the_gauss_newton_series_converges_from_any_step_to_its_newton_step() ->
 
 
 def test_power_iteration_finds_the_largest_curvature() -> None:
+    """Power iteration estimates the largest eigenvalue magnitude, also from a start orthogonal
+    to its eigenvector (mixed with a fixed random direction); a zero matrix gives 0 (no cap),
+    a non-finite start or product inf (no step)."""
     from twcore_task_rl.cartpole_model import largest_curvature
 
     matrix = torch.diag(torch.tensor([0.5, -3.0, 2.0], dtype=torch.float64))
-    start = [torch.ones(3, dtype=torch.float64)]
-    assert largest_curvature(lambda v: [matrix @ v[0]], start) == pytest.approx(3.0, rel=1e-3)
-    assert largest_curvature(lambda v: [0 * v[0]], start) == 0.0  # no curvature: no cap
-    assert largest_curvature(lambda v: [matrix @ v[0]], [torch.full((3,), float("nan"))]) == 0.0
+
+    def times(v: list[torch.Tensor], *, graph: bool = True) -> list[torch.Tensor]:
+        return [matrix @ v[0]]
+
+    def nothing(v: list[torch.Tensor], *, graph: bool = True) -> list[torch.Tensor]:
+        return [0 * v[0]]
+
+    ones = [torch.ones(3, dtype=torch.float64)]
+    orthogonal = [torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)]
+    assert largest_curvature(times, ones) == pytest.approx(3.0, rel=1e-3)
+    assert largest_curvature(times, orthogonal) == pytest.approx(3.0, rel=1e-3)
+    huge = [1e300 * torch.ones(3, dtype=torch.float64)]  # its squares overflow
+    assert largest_curvature(times, huge) == pytest.approx(3.0, rel=1e-3)
+    assert largest_curvature(nothing, ones) == 0.0
+    assert largest_curvature(times, [torch.full((3,), float("nan"))]) == float("inf")
 
 
 def test_a_diverged_soft_q_agent_neither_updates_on_non_finite_targets_nor_stops_acting() -> None:

@@ -22,8 +22,9 @@ parameters ω, λ = ``lookahead_damping``). As K grows, the task loss's gradient
 implicit gradient through the fixed point of that regression (at a fixed point, g = 0 and
 dω*/dŝ' = −H⁻¹ ∂g/∂ŝ'), with the target network held fixed: the targets' own dependence on
 ω, which the fixed point of the soft-Bellman operator itself would add, is not differentiated.
-K = 1 is the one-step lookahead. For K > 1 the series' step is η capped at 1/λ_max (a power
-iteration's estimate), so that large curvature cannot make it diverge; ``lookahead_curvature=
+K = 1 is the one-step lookahead. For K > 1 the series' step is η capped at 1/(1.1 λ̂_max),
+λ̂_max a power iteration's estimate, so that large curvature cannot make it diverge (the cap is
+not differentiated: at finite K the gradient treats it as a constant); ``lookahead_curvature=
 gauss-newton`` puts the Gauss–Newton matrix (2/B) JᵀJ, J = ∂Q(s, a)/∂ω, in place of H, which
 is positive semidefinite, so that the series converges for any damping.
 """
@@ -31,10 +32,10 @@ is positive semidefinite, so that the series converges for any damping.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -102,17 +103,26 @@ class CartpoleDistractorsConfig:
 Vectors = list[Tensor]
 
 
+class CurvatureProduct(Protocol):
+    def __call__(self, v: Vectors, *, graph: bool = True) -> Vectors: ...
+
+
 def curvature_product(
     kind: str, grads: Vectors, chosen: Tensor, params: Vectors, *, damping: float
-) -> Callable[[Vectors], Vectors]:
+) -> CurvatureProduct:
     """v ↦ (M + λI) v for the regression E[(Q(s, a) − y)²] in the Q network's parameters: M its
     Hessian (``hessian``; from its gradient `grads`, made with a graph), or its Gauss–Newton
     matrix (2/B) JᵀJ with J = ∂Q(s, a)/∂ω (``gauss-newton``; `chosen` is Q(s, a) [B]); λ =
-    `damping`. The product is differentiable in v, which carries the task loss's graph to ŝ'."""
+    `damping`. With ``graph`` (the default) the product is differentiable in v, which carries
+    the task loss's graph to ŝ'; without, it builds no graph (the power iteration's products)."""
     if kind == "hessian":
 
-        def curvature(v: Vectors) -> Vectors:
-            return list(torch.autograd.grad(grads, params, grad_outputs=v, create_graph=True))
+        def curvature(v: Vectors, graph: bool) -> Vectors:
+            return list(
+                torch.autograd.grad(
+                    grads, params, grad_outputs=v, create_graph=graph, retain_graph=True
+                )
+            )
 
     else:
         probe = torch.zeros_like(chosen, requires_grad=True)
@@ -120,32 +130,69 @@ def curvature_product(
         pulled = torch.autograd.grad(chosen, params, grad_outputs=probe, create_graph=True)
         scale = 2.0 / len(chosen)
 
-        def curvature(v: Vectors) -> Vectors:
-            (pushed,) = torch.autograd.grad(pulled, probe, grad_outputs=v, create_graph=True)
+        def curvature(v: Vectors, graph: bool) -> Vectors:
+            (pushed,) = torch.autograd.grad(
+                pulled, probe, grad_outputs=v, create_graph=graph, retain_graph=True
+            )
             return list(
-                torch.autograd.grad(chosen, params, grad_outputs=scale * pushed, create_graph=True)
+                torch.autograd.grad(
+                    chosen,
+                    params,
+                    grad_outputs=scale * pushed,
+                    create_graph=graph,
+                    retain_graph=True,
+                )
             )
 
-    def damped(v: Vectors) -> Vectors:
-        return [m + damping * t for t, m in zip(v, curvature(v), strict=True)]
+    def damped(v: Vectors, *, graph: bool = True) -> Vectors:
+        return [m + damping * t for t, m in zip(v, curvature(v, graph), strict=True)]
 
     return damped
 
 
-def largest_curvature(times: Callable[[Vectors], Vectors], start: Vectors) -> float:
+CAP_MARGIN = 1.1
+"""The series' step is at most 1/(CAP_MARGIN · λ̂_max): power iteration's estimate λ̂_max
+approaches λ_max from below."""
+
+
+def largest_curvature(times: CurvatureProduct, start: Vectors) -> float:
     """An estimate of the largest eigenvalue magnitude of the matrix `times` applies, by
-    :data:`POWER_ITERATIONS` power iterations from `start` (detached); 0 for a zero matrix or
-    a non-finite start. A series step η ≤ 1/λ_max keeps every eigenvalue of I − ηM in [0, 1)
-    where M is positive definite, so its Neumann series converges."""
-    vector = [v.detach() for v in start]
+    :data:`POWER_ITERATIONS` power iterations from `start` mixed, at equal norm, with a fixed
+    random direction (so that a start nearly orthogonal to the top eigenvector still finds it);
+    0 for a zero matrix, inf when the start or the products are not finite. The estimate never
+    exceeds the true value, hence :data:`CAP_MARGIN`."""
+    generator = torch.Generator().manual_seed(0)
+    random = [torch.randn(v.shape, generator=generator, dtype=torch.float64) for v in start]
+    random = [r.to(device=v.device, dtype=v.dtype) for r, v in zip(random, start, strict=True)]
+    given, spread = _norm(start), _norm(random)
+    if not math.isfinite(given):
+        return math.inf
+    vector = [
+        r / spread + (v.detach() / given if given > 0 else 0)
+        for r, v in zip(random, start, strict=True)
+    ]
     magnitude = 0.0
     for _ in range(POWER_ITERATIONS):
-        norm = torch.sqrt(sum((v * v).sum() for v in vector))
-        if not torch.isfinite(norm) or float(norm) == 0.0:
-            return magnitude if math.isfinite(magnitude) else 0.0
-        vector = [m.detach() for m in times([v / norm for v in vector])]
-        magnitude = float(torch.sqrt(sum((m * m).sum() for m in vector)))
-    return magnitude if math.isfinite(magnitude) else 0.0
+        norm = _norm(vector)
+        if norm == 0.0:
+            return magnitude
+        product = times([v / norm for v in vector], graph=False)
+        vector = [m.detach() for m in product]
+        magnitude = _norm(vector)
+        if not math.isfinite(magnitude):
+            return math.inf
+    return magnitude
+
+
+def _norm(vectors: Vectors) -> float:
+    """The Euclidean norm of a list of tensors, scaled first so that squaring cannot overflow
+    (float32); inf if any entry is not finite."""
+    largest = max(float(v.detach().abs().max()) for v in vectors if v.numel())
+    if not math.isfinite(largest):
+        return math.inf
+    if largest == 0.0:
+        return 0.0
+    return largest * math.sqrt(sum(float(((v.detach() / largest) ** 2).sum()) for v in vectors))
 
 
 class BellmanDecision:
@@ -181,7 +228,7 @@ class BellmanDecision:
             )
             largest = largest_curvature(times, grads)
             if largest > 0:  # the series' step, capped where the curvature would diverge it
-                lr = min(lr, 1.0 / largest)
+                lr = min(lr, 1.0 / (CAP_MARGIN * largest))
             term = list(grads)
             for _ in range(config.lookahead_terms - 1):  # term ← (I − η(M + λI)) term
                 term = [t - lr * m for t, m in zip(term, times(term), strict=True)]
