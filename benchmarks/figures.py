@@ -20,7 +20,9 @@ jobs' runs.
 
 Minutes are wall time on the 2-core development machine. ``taskmet-cartpole`` (the paper's
 budget of 200,000 environment steps) is the long one; leave it out with
-``--skip taskmet-cartpole cartpole-metric``.
+``--skip taskmet-cartpole cartpole-metric``. A reproduction job removes its grid's runs first,
+so that every run is made afresh; ``--keep-runs`` keeps them (the completed ones are not run
+again), e.g. to redraw a report after adding an arm to a grid.
 """
 
 from __future__ import annotations
@@ -156,7 +158,7 @@ JOBS = (
     ),
     reproduction(
         "taskmet-cartpole", ("taskmet-cartpole",), "plugins/tasks/rl/docs/cartpole",
-        ("cartpole-distractors_curve",), 125.0,
+        ("cartpole-distractors_curve",), 145.0,
     ),
     FigureJob(
         "cartpole-metric",
@@ -205,9 +207,13 @@ def remove_report(directory: Path) -> None:
         old.unlink()
 
 
-def run_job(job: FigureJob) -> tuple[float, list[str]]:
-    """Run one job; its wall minutes and the figures it should have written but did not."""
-    for directory in job.clean:
+def run_job(job: FigureJob, *, keep_runs: bool = False) -> tuple[float, list[str]]:
+    """Run one job; its wall minutes and the figures it should have written but did not.
+    `keep_runs`: leave the job's run directories (:attr:`FigureJob.clean`) in place, so that
+    ``twcore reproduce`` reuses their completed runs and makes only the missing ones."""
+    for directory in () if keep_runs else job.clean:
+        if (ROOT / directory).exists():
+            print(f"removing {directory} to run it afresh (--keep-runs reuses it)", flush=True)
         shutil.rmtree(ROOT / directory, ignore_errors=True)
     if job.report_dir is not None:
         remove_report(ROOT / job.report_dir)
@@ -227,6 +233,12 @@ def main() -> int:
     parser.add_argument("--list", action="store_true", help="list the jobs and stop")
     parser.add_argument("--only", nargs="+", default=None, metavar="JOB")
     parser.add_argument("--skip", nargs="+", default=[], metavar="JOB")
+    parser.add_argument(
+        "--keep-runs",
+        action="store_true",
+        help="reuse the completed runs in the jobs' run directories instead of removing them "
+        "first (a reproduction job then runs only what is missing, and redraws its report)",
+    )
     args = parser.parse_args()
     names = [job.name for job in JOBS]
     for name in [*(args.only or []), *args.skip]:
@@ -247,7 +259,7 @@ def main() -> int:
     for job in jobs:
         print(f"== {job.name} (~{job.minutes:g} min)", flush=True)
         try:
-            minutes, missing = run_job(job)
+            minutes, missing = run_job(job, keep_runs=args.keep_runs)
         except (subprocess.CalledProcessError, OSError) as exc:
             failed.append(job.name)
             print(f"{job.name} failed: {exc}", flush=True)

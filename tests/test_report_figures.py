@@ -216,6 +216,32 @@ def test_every_committed_figure_has_the_command_that_recreates_it():
     assert sorted(listed) == figures.committed_figures()
 
 
+def test_a_figure_job_keeps_its_runs_only_when_asked(tmp_path, monkeypatch):
+    """A reproduction job removes its run directory before it runs (a fresh reproduction);
+    ``keep_runs`` leaves the completed runs there for ``twcore reproduce`` to reuse. Its report
+    files are replaced either way, and anything else in its report directory stays."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "figures.py"
+    spec = importlib.util.spec_from_file_location("benchmark_figures_keep", path)
+    figures = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = figures
+    spec.loader.exec_module(figures)
+    monkeypatch.setattr(figures, "ROOT", tmp_path)
+    job = figures.FigureJob("job", (sys.executable, "-c", "pass"), (), 0.0, ("runs/grid",), "docs")
+    for keep, survives in ((True, True), (False, False)):
+        (tmp_path / "runs/grid/seed-0").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "runs/grid/seed-0/summary.json").write_text("{}")
+        (tmp_path / "docs").mkdir(exist_ok=True)
+        (tmp_path / "docs/report.md").write_text("old report")
+        (tmp_path / "docs/README.md").write_text("kept")
+        figures.run_job(job, keep_runs=keep)
+        assert (tmp_path / "runs/grid/seed-0/summary.json").exists() is survives
+        assert not (tmp_path / "docs/report.md").exists()
+        assert (tmp_path / "docs/README.md").read_text() == "kept"
+
+
 def test_figures_name_a_swept_value_with_its_key(tmp_path, monkeypatch):
     """A legend says ``optim.lr=0.001``, not ``0.001`` (the table has the key in its header);
     labels and method names stay as they are."""
