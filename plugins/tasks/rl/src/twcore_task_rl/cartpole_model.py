@@ -26,7 +26,8 @@ K = 1 is the one-step lookahead. For K > 1 the series' step is η capped at 1/(1
 λ̂_max a power iteration's estimate, so that large curvature cannot make it diverge (the cap is
 not differentiated: at finite K the gradient treats it as a constant); ``lookahead_curvature=
 gauss-newton`` puts the Gauss–Newton matrix (2/B) JᵀJ, J = ∂Q(s, a)/∂ω, in place of H, which
-is positive semidefinite, so that the series converges for any damping.
+is positive semidefinite and has the regression's gradient g = (2/B) Jᵀ(Q − y) in its range, so
+that the series converges for any damping (at λ = 0 to G⁺g, slowly along small eigenvalues).
 """
 
 from __future__ import annotations
