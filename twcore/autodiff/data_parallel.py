@@ -440,13 +440,20 @@ def _collective_device() -> torch.device:
     return torch.device("cpu")
 
 
+def flag_in_any_process(flag: bool, device: torch.device) -> bool:
+    """Whether `flag` holds in any process of the initialised group: one all-reduce of a
+    one-element tensor on `device` (where the group's backend takes it), not counted in
+    :data:`traffic` (the engine's agreement on stopping, made every step)."""
+    value = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def _any_process_failed(failed: bool) -> bool:
-    """Whether `failed` holds in any process (one all-reduce)."""
-    flag = torch.tensor([1 if failed else 0], device=_collective_device())
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    """Whether `failed` holds in any process (one all-reduce, counted in :data:`traffic`)."""
     traffic.all_reduce_calls += 1
-    traffic.all_reduce_bytes += flag.numel() * flag.element_size()
-    return bool(flag.item())
+    traffic.all_reduce_bytes += 8  # one int64
+    return flag_in_any_process(failed, _collective_device())
 
 
 def _sharded_forward(self: nn.Module, inputs: Tensor, *args: Any, **kwargs: Any) -> Any:

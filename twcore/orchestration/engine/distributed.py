@@ -22,7 +22,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from twcore.autodiff.data_parallel import ProcessGroup
+from twcore.autodiff.data_parallel import ProcessGroup, flag_in_any_process
 from twcore.contract.errors import ConfigError
 from twcore.orchestration.engine.threads import usable_cores
 from twcore.orchestration.tracking.provenance import command_environment
@@ -56,6 +56,8 @@ class World:
 
 
 _world = World()
+_meet_at_exit = False
+"""Whether this process's last run of several processes completed (see :func:`leave_world`)."""
 
 
 def launched_world_size() -> int:
@@ -131,9 +133,6 @@ def leave_world(*, completed: bool = False) -> None:
     _world = World()
 
 
-_meet_at_exit = False
-
-
 EXIT_BARRIER_TIMEOUT = timedelta(seconds=10)
 """How long a gloo process waits at exit for the others before it tears its group down anyway."""
 
@@ -159,11 +158,7 @@ def _destroy_process_group() -> None:
 def any_process(flag: bool, device: torch.device) -> bool:
     """Whether `flag` is true in any process (a stop request, a failure); the flag itself in a
     single process."""
-    if not _world.distributed:
-        return flag
-    value = torch.tensor([1 if flag else 0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+    return flag_in_any_process(flag, device) if _world.distributed else flag
 
 
 def broadcast_text(text: str | None, device: torch.device) -> str:
