@@ -3,6 +3,7 @@
     python3 benchmarks/gram_weighting.py [--ks 2 5 10 20] [--models mlp cnn] [--steps 20]
         [--repeats 3] [--threads 1] [--batch 64] [--out benchmarks/results/gram_weighting.md]
     python3 benchmarks/gram_weighting.py --profile mlp 20 "gradcos (gram)"   # where it goes
+    python3 benchmarks/gram_weighting.py --phases   # the Gram path's arithmetic, phase by phase
 
 Each model is twcore's default ``mlp`` (128-128) or ``cnn`` (LeNet-style, 16-32 channels, a
 128 dense layer) trunk on 28×28 inputs with K ten-class linear heads, one per objective (objective
@@ -16,7 +17,7 @@ steps, all in this one process and thread count, one configuration after another
   ``gram`` (the K×K Gram matrix from a recorded forward pass through the trunk's output, then
   the step's gradients, trunk and heads, from what that left).
 
-and a lower bound for any exact method:
+two references:
 
 - ``floor``: ew's step plus the work no exact Gram matrix avoids — K − 1 further cotangents
   pushed from the trunk's output back through the trunk to its first layer's output (one
@@ -25,7 +26,14 @@ and a lower bound for any exact method:
   objectives' gradients at that layer's output, and those are K different linear images of
   the trunk's output gradients, so an exact method computes them, in some form, K times;
   ew's backward pass counts as one of them (the step's weighted gradient at each layer is a
-  combination of the K, and its weight gradients are ew's).
+  combination of the K, and its weight gradients are ew's): a lower bound for any exact method;
+- ``gradcos arithmetic`` (the mlp only): GradCos's step on the Gram path written out by hand
+  for this trunk — each head reads its own view of the trunk's output, one backward pass of
+  the losses' sum to those views and the heads' parameters, the K cotangents through the trunk
+  to each linear layer's output in one vectorised pass, each layer's share ⟨XXᵀ + 11ᵀ, D_i D_jᵀ⟩,
+  the weights, each layer's Xᵀ Σ_k w_k D_k, Adam — the same operations as the library's path
+  with none of its bookkeeping (hooks, graph walks, checks). ``--phases`` prints where its time
+  goes, phase by phase.
 
 Columns: ms per step, the ratio to ew's, backward-pass equivalents — (step − forward) ÷
 (ew's step − forward), with the forward pass (losses included) timed on its own: how many of
@@ -164,6 +172,78 @@ def floor_step(setup: Setup) -> Step:
     return step
 
 
+PHASES = ("forward", "heads", "cotangents", "shares", "weights", "combine", "optimiser")
+
+
+def arithmetic_step(setup: Setup, rule: GradCos, clock: dict[str, float] | None = None) -> None:
+    """`rule`'s Gram-path step on the mlp written out by hand (see the module docstring); with
+    `clock`, each phase's seconds are added to it."""
+    started = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal started
+        if clock is not None:
+            now = time.perf_counter()
+            clock[phase] = clock.get(phase, 0.0) + now - started
+            started = now
+
+    num = len(setup.heads)
+    layers: list[tuple[nn.Linear, Tensor, Tensor]] = []  # (layer, input, output)
+    hidden = setup.inputs
+    for module in setup.trunk:
+        output = module(hidden)
+        if isinstance(module, nn.Linear):
+            layers.append((module, hidden.detach(), output))
+        hidden = output
+    views = [hidden.view_as(hidden) for _ in setup.heads]
+    losses = torch.stack(
+        [
+            functional.cross_entropy(head(view), labels)
+            for head, view, labels in zip(setup.heads, views, setup.labels, strict=True)
+        ]
+    )
+    setup.optimizer.zero_grad(set_to_none=True)
+    lap("forward")
+    head_params = list(setup.heads.parameters())
+    found = torch.autograd.grad(losses.sum(), [*views, *head_params], retain_graph=True)
+    cotangents = torch.stack(found[:num])
+    lap("heads")
+    outputs = torch.autograd.grad(
+        hidden, [output for _, _, output in layers], cotangents, is_grads_batched=True
+    )
+    lap("cotangents")
+    gram = torch.zeros(num, num)
+    for (_, rows, _), grads in zip(layers, outputs, strict=True):
+        kernel = rows @ rows.T
+        kernel += 1
+        gram += torch.matmul(kernel, grads).reshape(num, -1) @ grads.reshape(num, -1).T
+    lap("shares")
+    weights, _ = rule.coefficients(gram.double(), losses.detach().double())
+    weights = weights.float()
+    lap("weights")
+    for (layer, rows, _), grads in zip(layers, outputs, strict=True):
+        combined = (weights @ grads.reshape(num, -1)).view(grads.shape[1:])
+        layer.weight.grad = combined.T @ rows
+        layer.bias.grad = combined.sum(dim=0)
+    for param, grad in zip(head_params, found[num:], strict=True):
+        param.grad = grad
+    lap("combine")
+    setup.optimizer.step()
+    lap("optimiser")
+
+
+def arithmetic(setup: Setup) -> Step:
+    """:func:`arithmetic_step` as a configuration (a trunk of linear layers and elementwise
+    functions only)."""
+    trunk = setup.trunk
+    if not isinstance(trunk, nn.Sequential) or not all(
+        isinstance(m, nn.Linear) or not list(m.parameters()) for m in trunk
+    ):
+        raise ValueError("the hand-written arithmetic covers the mlp trunk only")
+    rule = GradCos(len(setup.heads), main=0)
+    return lambda setup: arithmetic_step(setup, rule)
+
+
 def auto_choice(setup: Setup) -> str:
     """The path ``gradients=auto`` takes on this setup's shapes and K (a recorder of the whole
     model through the trunk's output, as the engine's)."""
@@ -182,7 +262,10 @@ CONFIGURATIONS: dict[str, Callable[[Setup], Step]] = {
     "gradcos (gram)": rule_step(lambda k: GradCos(k, main=0), "gram"),
     "ldro k=1 (rows)": rule_step(lambda k: LookaheadDRO(k, interaction_every=1), "rows"),
     "ldro k=1 (gram)": rule_step(lambda k: LookaheadDRO(k, interaction_every=1), "gram"),
+    "gradcos arithmetic (by hand, no bookkeeping)": arithmetic,
 }
+ONLY_ON = {"gradcos arithmetic (by hand, no bookkeeping)": {"mlp"}}
+"""Configurations that exist for some models only."""
 
 
 def seconds_per_step(setup: Setup, step: Step, steps: int, repeats: int) -> float:
@@ -204,6 +287,7 @@ def measure(model: str, num: int, options: argparse.Namespace) -> list[str]:
     times = {
         name: seconds_per_step(setup, bind(setup), options.steps, options.repeats)
         for name, bind in CONFIGURATIONS.items()
+        if model in ONLY_ON.get(name, {model})
     }
     choice = auto_choice(setup)
     rows = []
@@ -235,6 +319,29 @@ def profile(model: str, num: int, name: str, options: argparse.Namespace) -> str
     return f"{name} on {model}, K = {num}: {table}"
 
 
+def phases(num: int, options: argparse.Namespace) -> list[str]:
+    """Where the hand-written step's time goes on the mlp for K = `num`: ms per step by phase,
+    the mean over ``--repeats`` × ``--steps`` steps after a warm-up step, next to ew's mean
+    step over as many steps, the two interleaved run by run."""
+    setup = Setup("mlp", num, options.batch)
+    rule = GradCos(num, main=0)
+    clock: dict[str, float] = {}
+    ew = 0.0
+    arithmetic_step(setup, rule)
+    ew_step(setup)
+    for _ in range(options.repeats):
+        started = time.perf_counter()
+        for _ in range(options.steps):
+            ew_step(setup)
+        ew += time.perf_counter() - started
+        for _ in range(options.steps):
+            arithmetic_step(setup, rule, clock)
+    count = options.repeats * options.steps
+    per_step, ew = sum(clock.values()) / count, ew / count
+    cells = " | ".join(f"{1000 * clock[phase] / count:.2f}" for phase in PHASES)
+    return [f"| {num} | {cells} | {1000 * per_step:.2f} | {1000 * ew:.2f} | {per_step / ew:.2f} |"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ks", type=int, nargs="+", default=[2, 5, 10, 20])
@@ -252,8 +359,31 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of the table, where the time of one configuration's step goes, e.g. "
         '--profile mlp 20 "gradcos (gram)"',
     )
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="instead of the table, where the hand-written Gram-path step's time goes on the "
+        "mlp, for each of --ks",
+    )
     options = parser.parse_args(argv)
     torch.set_num_threads(options.threads)
+    if options.phases:
+        header = " | ".join(PHASES)
+        lines = [
+            f"The hand-written GradCos step on the mlp, ms per step by phase; batch "
+            f"{options.batch}, {options.threads} thread(s), {options.repeats} × {options.steps} "
+            f"steps (`python3 benchmarks/gram_weighting.py --phases --repeats {options.repeats} "
+            f"--steps {options.steps}`).",
+            "",
+            f"| K | {header} | total | ew | ÷ ew |",
+            "|---|" + "---|" * (len(PHASES) + 3),
+        ]
+        for num in options.ks:
+            lines += phases(num, options)
+        print("\n".join(lines))
+        if options.out is not None:
+            options.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return 0
     if options.profile is not None:
         model, num, name = options.profile
         print(profile(model, int(num), name, options))

@@ -519,6 +519,15 @@ def test_one_pass_through_the_heads_tells_the_losses_apart_or_steps_aside(
     expected = torch.autograd.grad(coefficients @ losses, others, retain_graph=True)
     for got, want in zip(recorder.own_gradients(others, coefficients), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    # Without `take`, each call gives fresh tensors; with it, the kept ones, once.
+    first, second = recorder.own_gradients(others), recorder.own_gradients(others)
+    assert all(a is not b for a, b in zip(first, second, strict=True))
+    taken = recorder.own_gradients(others, take=True)
+    expected = torch.autograd.grad(losses.sum(), others, retain_graph=True)
+    for got, want in zip(taken, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    taken[0].add_(1.0)  # it may become a .grad added into in place
+    assert recorder.own_gradients(others) is None
 
 
 def test_the_heads_tensors_are_given_only_where_the_pass_through_them_vouches_for_them() -> None:

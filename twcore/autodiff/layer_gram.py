@@ -178,9 +178,11 @@ def _linear_share(rows: Tensor, grads: Tensor, bias: bool) -> Tensor:
     gradients [K, N, out]: ⟨XXᵀ + 11ᵀ, D_i D_jᵀ⟩."""
     kernel = rows @ rows.T
     if bias:
-        kernel = kernel + 1
+        kernel += 1
     mixed = torch.matmul(kernel, grads)  # [K, N, out]
-    return torch.einsum("kno,jno->kj", grads, mixed)
+    num = grads.shape[0]
+    # One [K, N·out] × [N·out, K] product (an einsum here took a slower batched route).
+    return mixed.reshape(num, -1) @ grads.reshape(num, -1).T
 
 
 def _prefers_kernel(module: nn.Module, calls: Sequence[_Call], num: int) -> bool:
@@ -599,7 +601,8 @@ class GramRecorder:
             return None
         found: dict[int, Tensor] = {}
         for module, rows, grads in kept.layers:
-            combined = torch.einsum("k,kno->no", weights.to(grads), grads)
+            # Σ_k w_k D_k as one vector–matrix product over the flattened rows
+            combined = (weights.to(grads) @ grads.reshape(len(grads), -1)).view(grads.shape[1:])
             weight = module.weight
             assert isinstance(weight, Tensor)
             if isinstance(module, nn.Embedding):
@@ -621,7 +624,11 @@ class GramRecorder:
         ]
 
     def own_gradients(
-        self, tensors: Sequence[Tensor], coefficients: Tensor | None = None
+        self,
+        tensors: Sequence[Tensor],
+        coefficients: Tensor | None = None,
+        *,
+        take: bool = False,
     ) -> list[Tensor] | None:
         """Σ_k b_k ∇L_k on each of `tensors` (the objectives' own parameters: the heads; b =
         `coefficients`, default ones) from the one pass through the heads that the last
@@ -629,11 +636,16 @@ class GramRecorder:
         happen, where one of `tensors` was not reached by it (a parameter under the cut's
         output, which the pass stops at), where the cut has a trainable parameter the recorder
         was not given, or where unequal coefficients meet a tensor that several losses reach
-        (its gradient is known only as their sum)."""
+        (its gradient is known only as their sum).
+
+        The tensors returned are fresh (each may become a ``.grad`` that is added into in
+        place). With ``take``, a gradient whose factor is 1 is handed over itself, without a
+        copy, and the recorder forgets the pass: later calls return None (the step's own use,
+        after which nothing asks again)."""
         kept = self._kept
         if kept is None or not kept.others or not self._cut_holds_every_parameter():
             return None
-        factors = None if coefficients is None else coefficients.tolist()
+        factors: list[float] | None = None if coefficients is None else coefficients.tolist()
         found: list[Tensor] = []
         for tensor in tensors:
             entry = kept.others.get(id(tensor))
@@ -645,12 +657,15 @@ class GramRecorder:
                 continue
             factor = 1.0
             if factors is not None:
-                distinct = {factors[owner] for owner in owners}
-                if len(distinct) != 1:  # its losses weighted differently: only their sum known
-                    return None
-                factor = distinct.pop()
-            # A fresh tensor either way: it may become a `.grad` that is added into in place.
-            found.append(grad.clone() if factor == 1.0 else grad * factor)
+                factor = factors[owners[0]]
+                if any(factors[owner] != factor for owner in owners[1:]):
+                    return None  # its losses weighted differently: only their sum is known
+            if factor != 1.0:
+                found.append(grad * factor)
+            else:
+                found.append(grad if take else grad.clone())
+        if take:
+            kept.others = {}
         return found
 
     def own_tensors(

@@ -70,7 +70,7 @@ class OwnGradientSource(Protocol):
     :class:`~twcore.autodiff.layer_gram.GramRecorder` with a cut), or None where it cannot."""
 
     def own_gradients(
-        self, tensors: Sequence[Tensor], coefficients: Tensor | None = None
+        self, tensors: Sequence[Tensor], coefficients: Tensor | None = None, *, take: bool = False
     ) -> list[Tensor] | None: ...
 
     def own_tensors(
@@ -284,7 +284,7 @@ def gram_weighted_backward(
     heads = None
     if own and isinstance(source, OwnGradientSource):
         coefficients = None if own_weights is None else own_weights.detach()
-        heads = source.own_gradients(own, coefficients)
+        heads = source.own_gradients(own, coefficients, take=True)
     if heads is None:
         _own_backward(losses, own, own_weights, retain_graph=False)
     else:

@@ -333,10 +333,10 @@ class _CheckedGram:
         return self.recorder.weighted_gradients(weights)
 
     def own_gradients(
-        self, tensors: Sequence[Tensor], coefficients: Tensor | None = None
+        self, tensors: Sequence[Tensor], coefficients: Tensor | None = None, *, take: bool = False
     ) -> list[Tensor] | None:
         """The recorder's heads' gradients, from the computation of the checked matrix."""
-        return self.recorder.own_gradients(tensors, coefficients)
+        return self.recorder.own_gradients(tensors, coefficients, take=take)
 
     def own_tensors(
         self, shared: Sequence[Tensor], params: Iterable[Tensor]
