@@ -11,6 +11,10 @@ from types import ModuleType
 
 import pytest
 import torch
+from torch import nn
+from twcore_method_gradcos.rule import GradCos
+
+from twcore.autodiff import GramRecorder
 
 
 def _benchmark() -> ModuleType:
@@ -23,10 +27,20 @@ def _benchmark() -> ModuleType:
     return module
 
 
+class _Kept(GramRecorder):
+    """A recorder that keeps the last Gram matrix it computed."""
+
+    def gram(self, losses: torch.Tensor, *, retain_graph: bool = True) -> torch.Tensor:
+        self.computed = super().gram(losses, retain_graph=retain_graph)
+        return self.computed
+
+
 @pytest.mark.parametrize("num", [2, 5])
 def test_the_hand_written_gram_step_takes_the_librarys_step(num: int) -> None:
-    """Two steps of the hand-written GradCos step and of the library's Gram path from the same
-    model, optimiser state and batch end at the same parameters (float32 rounding)."""
+    """From the same model, optimiser state and batch, the hand-written GradCos step and the
+    library's Gram path compute the same Gram matrix and weights and end at the same
+    parameters after two steps (float32 rounding); the library takes the same route (each
+    linear layer's share from its rows' kernel, one pass through the heads)."""
     benchmark = _benchmark()
     torch.manual_seed(0)
     by_hand = benchmark.Setup("mlp", num, 16)
@@ -34,11 +48,21 @@ def test_the_hand_written_gram_step_takes_the_librarys_step(num: int) -> None:
     # Plain SGD (Adam would magnify rounding in near-zero gradients), each on its own copy.
     library.optimizer = torch.optim.SGD(library.params, lr=0.1)
     by_hand.optimizer = torch.optim.SGD(by_hand.params, lr=0.1)
-    hand_step = benchmark.arithmetic(by_hand)
-    library_step = benchmark.CONFIGURATIONS["gradcos (gram)"](library)
+    rule = GradCos(num, main=0)
+    recorder = _Kept(library.shared, [library.trunk, library.heads], cut=library.trunk)
     for _ in range(2):
-        hand_step(by_hand)
-        library_step(library)
+        gram, weights = benchmark.arithmetic_step(by_hand, rule)
+        with recorder:
+            losses = library.losses()
+        library.optimizer.zero_grad(set_to_none=True)
+        step = rule.backward(losses, library.shared, params=library.params, gram=recorder)
+        assert recorder.used_readers
+        linears = [m for m in library.trunk if isinstance(m, nn.Linear)]
+        assert [id(m) for m in recorder.kernel_layers] == [id(m) for m in linears]
+        torch.testing.assert_close(recorder.computed, gram, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(step.weights, weights, rtol=1e-5, atol=1e-7)
+        recorder.clear()
+        library.optimizer.step()
     for got, want in zip(by_hand.params, library.params, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     moved = benchmark.Setup("mlp", num, 16).params  # the same seed's starting point

@@ -519,15 +519,84 @@ def test_one_pass_through_the_heads_tells_the_losses_apart_or_steps_aside(
     expected = torch.autograd.grad(coefficients @ losses, others, retain_graph=True)
     for got, want in zip(recorder.own_gradients(others, coefficients), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
-    # Without `take`, each call gives fresh tensors; with it, the kept ones, once.
+    # own_gradients gives fresh tensors at each call; take_own_gradients the kept ones, once.
     first, second = recorder.own_gradients(others), recorder.own_gradients(others)
     assert all(a is not b for a, b in zip(first, second, strict=True))
-    taken = recorder.own_gradients(others, take=True)
+    taken = recorder.take_own_gradients(others)
     expected = torch.autograd.grad(losses.sum(), others, retain_graph=True)
     for got, want in zip(taken, expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
     taken[0].add_(1.0)  # it may become a .grad added into in place
     assert recorder.own_gradients(others) is None
+    assert recorder.take_own_gradients(others) is None
+    assert recorder.own_tensors(shared, params) is None
+
+
+class _SharedGradientHeads(nn.Module):
+    """A trunk and two heads whose parameters get aliased gradients from autograd: a head
+    adding two offsets of its output's shape (one gradient tensor for both), and a head with
+    an offset its loss only sums (an expanded gradient, stride 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(4, 3), nn.Tanh()).double()
+        self.adding = _Adding()
+        self.summing = _Summing()
+
+    def losses(self, inputs: Tensor) -> Tensor:
+        features = self.trunk(inputs)
+        first = self.adding(features).square().mean()
+        second = self.summing(features).square().mean() + self.summing.offset.sum()
+        return torch.stack([first, second])
+
+
+class _Adding(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.randn(3, dtype=torch.float64))
+        self.b = nn.Parameter(torch.randn(3, dtype=torch.float64))
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features.mean(0) + self.a + self.b  # [3]: a's and b's gradient are one tensor
+
+
+class _Summing(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 2).double()
+        self.offset = nn.Parameter(torch.randn(4, dtype=torch.float64))
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.linear(features)
+
+
+def test_handed_over_head_gradients_never_share_memory_or_overlap() -> None:
+    """Autograd gives the two offsets one gradient tensor and a summed bias an expanded one:
+    handed over as they are, two parameters would share one ``.grad`` (clipped twice in
+    place) or own one with overlapping memory. Those are copied; the gradients are
+    autograd's."""
+    torch.manual_seed(21)
+    model = _SharedGradientHeads()
+    inputs = torch.randn(5, 4, dtype=torch.float64)
+    shared = list(model.trunk.parameters())
+    recorder = GramRecorder(shared, model, cut=model.trunk)
+    with recorder:
+        losses = model.losses(inputs)
+    recorder.gram(losses)
+    assert recorder.used_readers
+    heads = [model.adding.a, model.adding.b, *model.summing.parameters()]
+    kept = recorder._kept.others  # what autograd gave the pass through the heads
+    a, b, offset = (kept[id(t)][1] for t in (model.adding.a, model.adding.b, model.summing.offset))
+    assert a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+    assert not offset.is_contiguous()
+    expected = torch.autograd.grad(losses.sum(), heads, retain_graph=True)
+    taken = recorder.take_own_gradients(heads)
+    assert taken is not None
+    for got, want in zip(taken, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+        assert got.is_contiguous()
+    memory = [grad.untyped_storage().data_ptr() for grad in taken]
+    assert len(set(memory)) == len(memory)
 
 
 def test_the_heads_tensors_are_given_only_where_the_pass_through_them_vouches_for_them() -> None:

@@ -180,9 +180,8 @@ def _linear_share(rows: Tensor, grads: Tensor, bias: bool) -> Tensor:
     if bias:
         kernel += 1
     mixed = torch.matmul(kernel, grads)  # [K, N, out]
-    num = grads.shape[0]
     # One [K, N·out] × [N·out, K] product (an einsum here took a slower batched route).
-    return mixed.reshape(num, -1) @ grads.reshape(num, -1).T
+    return mixed.flatten(1) @ grads.flatten(1).T
 
 
 def _prefers_kernel(module: nn.Module, calls: Sequence[_Call], num: int) -> bool:
@@ -602,7 +601,7 @@ class GramRecorder:
         found: dict[int, Tensor] = {}
         for module, rows, grads in kept.layers:
             # Σ_k w_k D_k as one vector–matrix product over the flattened rows
-            combined = (weights.to(grads) @ grads.reshape(len(grads), -1)).view(grads.shape[1:])
+            combined = (weights.to(grads) @ grads.flatten(1)).view(grads.shape[1:])
             weight = module.weight
             assert isinstance(weight, Tensor)
             if isinstance(module, nn.Embedding):
@@ -624,11 +623,7 @@ class GramRecorder:
         ]
 
     def own_gradients(
-        self,
-        tensors: Sequence[Tensor],
-        coefficients: Tensor | None = None,
-        *,
-        take: bool = False,
+        self, tensors: Sequence[Tensor], coefficients: Tensor | None = None
     ) -> list[Tensor] | None:
         """Σ_k b_k ∇L_k on each of `tensors` (the objectives' own parameters: the heads; b =
         `coefficients`, default ones) from the one pass through the heads that the last
@@ -636,17 +631,28 @@ class GramRecorder:
         happen, where one of `tensors` was not reached by it (a parameter under the cut's
         output, which the pass stops at), where the cut has a trainable parameter the recorder
         was not given, or where unequal coefficients meet a tensor that several losses reach
-        (its gradient is known only as their sum).
+        (its gradient is known only as their sum). Fresh tensors (each may become a ``.grad``
+        that is added into in place)."""
+        return self._own_gradients(tensors, coefficients, take=False)
 
-        The tensors returned are fresh (each may become a ``.grad`` that is added into in
-        place). With ``take``, a gradient whose factor is 1 is handed over itself, without a
-        copy, and the recorder forgets the pass: later calls return None (the step's own use,
-        after which nothing asks again)."""
+    def take_own_gradients(
+        self, tensors: Sequence[Tensor], coefficients: Tensor | None = None
+    ) -> list[Tensor] | None:
+        """:meth:`own_gradients` for the step itself: a kept gradient whose factor is 1 is
+        handed over without a copy where that is safe (contiguous, and sharing no memory with
+        another one handed over), and the recorder forgets the pass — later calls of this,
+        :meth:`own_gradients` and :meth:`own_tensors` return None."""
+        return self._own_gradients(tensors, coefficients, take=True)
+
+    def _own_gradients(
+        self, tensors: Sequence[Tensor], coefficients: Tensor | None, *, take: bool
+    ) -> list[Tensor] | None:
         kept = self._kept
         if kept is None or not kept.others or not self._cut_holds_every_parameter():
             return None
         factors: list[float] | None = None if coefficients is None else coefficients.tolist()
         found: list[Tensor] = []
+        handed: set[int] = set()  # the memory of the gradients handed over as they are
         for tensor in tensors:
             entry = kept.others.get(id(tensor))
             if entry is None:
@@ -662,8 +668,15 @@ class GramRecorder:
                     return None  # its losses weighted differently: only their sum is known
             if factor != 1.0:
                 found.append(grad * factor)
+                continue
+            memory = grad.untyped_storage().data_ptr()
+            # autograd may give two parameters one tensor (a head adding both) or an expanded
+            # one (a sum's): those are copied, as its own backward pass would
+            if take and grad.is_contiguous() and memory not in handed:
+                handed.add(memory)
+                found.append(grad)
             else:
-                found.append(grad if take else grad.clone())
+                found.append(grad.clone(memory_format=torch.contiguous_format))
         if take:
             kept.others = {}
         return found

@@ -70,11 +70,22 @@ class OwnGradientSource(Protocol):
     :class:`~twcore.autodiff.layer_gram.GramRecorder` with a cut), or None where it cannot."""
 
     def own_gradients(
-        self, tensors: Sequence[Tensor], coefficients: Tensor | None = None, *, take: bool = False
+        self, tensors: Sequence[Tensor], coefficients: Tensor | None = None
     ) -> list[Tensor] | None: ...
 
     def own_tensors(
         self, shared: Sequence[Tensor], params: Iterable[Tensor]
+    ) -> list[Tensor] | None: ...
+
+
+@runtime_checkable
+class OwnGradientHandOver(Protocol):
+    """An :class:`OwnGradientSource` that can hand its kept gradients over to the step without
+    a copy, forgetting them (:meth:`~twcore.autodiff.layer_gram.GramRecorder.take_own_gradients`);
+    the step uses it where a source offers it."""
+
+    def take_own_gradients(
+        self, tensors: Sequence[Tensor], coefficients: Tensor | None = None
     ) -> list[Tensor] | None: ...
 
 
@@ -284,7 +295,10 @@ def gram_weighted_backward(
     heads = None
     if own and isinstance(source, OwnGradientSource):
         coefficients = None if own_weights is None else own_weights.detach()
-        heads = source.own_gradients(own, coefficients, take=True)
+        if isinstance(source, OwnGradientHandOver):
+            heads = source.take_own_gradients(own, coefficients)
+        else:
+            heads = source.own_gradients(own, coefficients)
     if heads is None:
         _own_backward(losses, own, own_weights, retain_graph=False)
     else:

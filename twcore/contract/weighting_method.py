@@ -333,10 +333,16 @@ class _CheckedGram:
         return self.recorder.weighted_gradients(weights)
 
     def own_gradients(
-        self, tensors: Sequence[Tensor], coefficients: Tensor | None = None, *, take: bool = False
+        self, tensors: Sequence[Tensor], coefficients: Tensor | None = None
     ) -> list[Tensor] | None:
         """The recorder's heads' gradients, from the computation of the checked matrix."""
-        return self.recorder.own_gradients(tensors, coefficients, take=take)
+        return self.recorder.own_gradients(tensors, coefficients)
+
+    def take_own_gradients(
+        self, tensors: Sequence[Tensor], coefficients: Tensor | None = None
+    ) -> list[Tensor] | None:
+        """The recorder's heads' gradients, handed over to the step."""
+        return self.recorder.take_own_gradients(tensors, coefficients)
 
     def own_tensors(
         self, shared: Sequence[Tensor], params: Iterable[Tensor]
