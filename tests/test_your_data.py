@@ -157,16 +157,81 @@ class _BestOfItems:
         return torch.nn.functional.one_hot(values.argmax(dim=1), values.shape[1]).to(values.dtype)
 
 
-def _decision_task():
+def _decision_task(stored_optima: bool = False, layer: object | None = None):
     generator = np.random.default_rng(0)
     features = generator.normal(size=(300, 3)).astype(np.float32)
     values = np.tanh(features @ generator.normal(size=(3, 4))).astype(np.float32)
+    # The users' own optima for the true values (PyEPO's `sols`): one-hot of the best item.
+    context = {"true_decisions": np.eye(4, dtype=np.float32)[values.argmax(1)]}
     return task_from_arrays(
         features,
         {"worth": values},
         objectives={"worth": "regression"},
-        decision=_BestOfItems(),
+        context=context if stored_optima else None,
+        decision=layer if layer is not None else _BestOfItems(),
     )
+
+
+class _CountingBestOfItems(_BestOfItems):
+    def __init__(self):
+        self.solved = 0
+
+    def solve(self, values, batch):
+        self.solved += len(values)
+        return super().solve(values, batch)
+
+
+def test_a_users_stored_true_optima_are_read_not_solved():
+    """Evaluation's regret reads a user's ``context["true_decisions"]``: the same metrics as
+    solving them, and half the solves (SPO+ runs on them below)."""
+
+    class Heads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.linear = nn.Linear(3, 4)
+
+        def forward(self, x):
+            return {"worth": self.linear(x)}
+
+    results, solved = {}, {}
+    for stored in (False, True):
+        layer = _CountingBestOfItems()
+        task = _decision_task(stored, layer)(None)
+        layer.solved = 0  # (building the task checked a few stored optima)
+        results[stored] = task.evaluate(Heads(), "test", device=torch.device("cpu"), batch_size=16)
+        solved[stored] = layer.solved
+    assert results[True] == results[False]
+    assert solved[True] * 2 == solved[False]  # each instance's prediction, not its optimum
+
+
+class TestAnArrayTasksStoredOptima(DecisionLayerConformance):
+    task = _decision_task(stored_optima=True)
+
+
+@pytest.mark.parametrize(
+    ("optima", "message"),
+    [
+        (lambda best: best[:, :3], r"rows of shape \(3,\), but the decision layer's solve"),
+        (
+            lambda best: np.roll(best, 1, axis=1),
+            r"train context\[.true_decisions.\]: instance \d+ is not the optimum for its true",
+        ),
+    ],
+)
+def test_stored_true_optima_that_are_not_the_layers_are_refused(optima, message):
+    generator = np.random.default_rng(0)
+    features = generator.normal(size=(40, 3)).astype(np.float32)
+    values = np.tanh(features @ generator.normal(size=(3, 4))).astype(np.float32)
+    best = np.eye(4, dtype=np.float32)[values.argmax(1)]
+    with pytest.raises(ValueError, match=message):
+        task_from_arrays(
+            features,
+            {"worth": values},
+            objectives={"worth": "regression"},
+            context={"true_decisions": optima(best)},
+            decision=_BestOfItems(),
+        )
 
 
 def test_a_decision_task_scores_the_layers_decisions(tmp_path):
@@ -196,9 +261,9 @@ class TestAnArrayTasksDecisionLayer(DecisionLayerConformance):
     task = _decision_task()
 
 
-@pytest.mark.parametrize("method", ["taskmet", "dfl", "two-stage"])
+@pytest.mark.parametrize("method", ["taskmet", "dfl", "two-stage", "spo-plus"])
 def test_decision_methods_run_on_a_users_decision_layer(registry, tmp_path, method):
-    twcore.register("task", "best-item", _decision_task())
+    twcore.register("task", "best-item", _decision_task(stored_optima=method == "spo-plus"))
     result = twcore.run(
         [
             f"method={method}",

@@ -30,6 +30,13 @@ objective of the model's decisions), ``regret`` (mean of obj(y, z*(y)) − obj(y
 ``normalised_regret`` (Σ regret ÷ Σ |obj(y, z*(y))|, PyEPO's definition), ``ndq`` (normalised
 decision quality, 1 = optimal, 0 = random predictions), and ``dq_optimal``/``dq_random`` (the two
 ends of the ndq scale for the split).
+
+The true optima. SPO+, the perturbed Fenchel–Young loss, NCE, learning to rank and the regret
+need each instance's exact decisions for its true values, z*(y), which never change. A task
+may store them with its data, in each batch's ``context["true_decisions"]``
+(:data:`TRUE_DECISIONS`, [B, ...] as ``solve`` returns them), as PyEPO's datasets hold their
+``sols``; :func:`true_decisions` then reads them instead of solving again at every step, and
+solves where a batch does not carry them.
 """
 
 from __future__ import annotations
@@ -74,6 +81,10 @@ RANDOM_DRAWS = 10
 # Below this gap between optimal and random quality every decision is optimal (e.g. a budget that
 # buys every item), so ndq is defined as 1 instead of 0/0.
 _DEGENERATE_GAP = 1e-12
+
+TRUE_DECISIONS = "true_decisions"
+"""The context key of each instance's stored exact decisions for its true values, z*(y) (code
+that replaces a batch's targets must drop it with them)."""
 
 
 @runtime_checkable
@@ -137,10 +148,21 @@ def value_independent_term(
         return (truth * rows).sum(-1) - layer.objective(decisions, batch).to(truth.dtype)
 
 
+def true_decisions(layer: SolverDecisionLayer, batch: Batch) -> Tensor:
+    """z*(y) [B, ...], the exact decisions for the batch's true values (not differentiated):
+    the batch's stored ``context["true_decisions"]`` where its task stored them with the data,
+    else one exact solve (collective in a data-parallel run, as ``solve`` is)."""
+    stored = batch.context.get(TRUE_DECISIONS)
+    if stored is not None:
+        return stored
+    with torch.no_grad():
+        return layer.solve(layer.true_values(batch), batch)
+
+
 def regret(layer: SolverDecisionLayer, values: Tensor, batch: Batch) -> Tensor:
     """obj(y, z*(y)) − obj(y, z*(c)) per instance [B] for values c [B, n] (≥ 0)."""
     with torch.no_grad():
-        best = layer.objective(layer.solve(layer.true_values(batch), batch), batch)
+        best = layer.objective(true_decisions(layer, batch), batch)
         chosen = layer.objective(layer.solve(values, batch), batch)
     return best - chosen
 
@@ -202,6 +224,7 @@ def quality_reference(
     *,
     seed: int,
     draws: int = RANDOM_DRAWS,
+    optimal: Tensor | None = None,
 ) -> QualityReference:
     """The references of a split whose true values are `truth` [N, n].
 
@@ -210,8 +233,10 @@ def quality_reference(
             values score exactly ``dq_optimal`` (ndq exactly 1, regret exactly 0).
         truth: the true values of every instance of the split.
         low, high: the range of the uniform random predictions (that of the training targets).
+        optimal: ``objectives_of(truth)`` [N] where it is already computed (with the true
+            values' decisions a task stores).
     """
-    optimal = objectives_of(truth).double()
+    optimal = (objectives_of(truth) if optimal is None else optimal).double()
     draws_tensor = random_predictions(truth.shape, low, high, seed=seed, draws=draws)
     # One solve per draw, each over the whole split at once (the solvers are batched).
     random = sum(float(objectives_of(d.to(truth.dtype)).double().mean()) for d in draws_tensor)

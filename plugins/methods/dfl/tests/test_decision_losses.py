@@ -247,6 +247,46 @@ def test_the_pooled_losses_are_their_sums_over_the_pool():
         assert float(listwise[i]) == pytest.approx(cross)
 
 
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("loss_name", ["spo-plus", "pfyl", "nce"])
+def test_the_losses_read_the_stored_true_optima_instead_of_solving_them(loss_name, affine):
+    """With the batch's ``context["true_decisions"]`` (a task's stored z*(y)) the losses take
+    the same values and gradients as when they solve z*(y), on a linear and an affine
+    objective, and ask the solver for b fewer instances a call."""
+    layer = PenalisedChooseK(5, 2) if affine else ChooseK(5, 2)
+    predictions, batch = _penalised_instances(b=6) if affine else _instances(b=6)
+    stored = Batch(
+        inputs=batch.inputs,
+        targets=batch.targets,
+        context={**batch.context, "true_decisions": layer.solve(batch.targets["y"], batch)},
+    )
+    solved = []
+    solve = layer.solve
+    layer.solve = lambda values, data: solved.append(len(values)) or solve(values, data)
+    pool = layer.feasible[[0, 3, 7]]
+
+    def loss(data):
+        weights = predictions.detach().clone().requires_grad_(True)
+        if loss_name == "spo-plus":
+            value = spo_plus(layer, weights, data)
+        elif loss_name == "pfyl":
+            value = perturbed_fenchel_young(
+                layer, weights, data, sigma=0.5, samples=4,
+                generator=torch.Generator().manual_seed(3),
+            )  # fmt: skip
+        else:
+            value = noise_contrastive(layer, weights, data, pool)
+        (grad,) = torch.autograd.grad(value.sum(), weights)
+        return value.detach(), grad
+
+    solved_value, solved_grad = loss(batch)
+    solving, solved[:] = sum(solved), []
+    stored_value, stored_grad = loss(stored)
+    assert sum(solved) == solving - len(predictions)
+    torch.testing.assert_close(stored_value, solved_value, rtol=0, atol=0)
+    torch.testing.assert_close(stored_grad, solved_grad, rtol=0, atol=0)
+
+
 def test_the_pool_keeps_distinct_solutions_in_arrival_order_up_to_its_capacity():
     pool = SolutionPool(capacity=3)
     rows = torch.eye(4)

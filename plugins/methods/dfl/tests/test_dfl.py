@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import twcore
+from twcore.contract.decision import TRUE_DECISIONS
 from twcore.contract.errors import ConfigError, IncompatiblePairingError
 from twcore.testing import Harness, MethodConformance, registry_with
 from twcore.testing.harness import resolve
@@ -100,3 +101,23 @@ def test_methods_need_a_decision_layer(tmp_path):
 def test_negative_prediction_weight_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"method.prediction_weight=-1.0 must be >= 0"):
         twcore.run(["method=dfl", "task=cubic-topk", "method.prediction_weight=-1", "steps=1"])
+
+
+@pytest.mark.parametrize("method", ["nce", "ltr"])
+def test_the_pooled_methods_read_the_stored_true_optima(method):
+    """NCE's and LTR's step takes z*(y) from the batch's stored optima into its pool and loss:
+    no solve (with no predictions' optima drawn), and the loss it had when it solved them."""
+    harness = _harness(method, **{"method.solve_ratio": 0.0})
+    task, rule = harness.components.task, harness.components.method
+    layer = task.decision
+    solved = []
+    solve = layer.solve
+    layer.solve = lambda values, batch: solved.append(len(values)) or solve(values, batch)
+    batch = next(harness.stream)
+    predictions = harness.components.model(batch.inputs)[layer.head]
+    stored = rule.decision_loss(layer, predictions, batch)
+    assert solved == []
+    without = batch.index(slice(None))
+    del without.context[TRUE_DECISIONS]
+    torch.testing.assert_close(rule.decision_loss(layer, predictions, without), stored)
+    assert solved == [len(batch)]

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from twcore.contract.batch import Batch
-from twcore.contract.decision import SolverDecisionLayer, value_independent_term
+from twcore.contract.decision import SolverDecisionLayer, true_decisions, value_independent_term
 
 
 def _solve_raw(layer: SolverDecisionLayer, values: Tensor, batch: Batch) -> Tensor:
@@ -58,12 +58,6 @@ def _rows(decisions: Tensor, like: Tensor) -> Tensor:
     return decisions.reshape(len(like), -1).to(like.dtype)
 
 
-def _solve(layer: SolverDecisionLayer, values: Tensor, batch: Batch) -> Tensor:
-    """Exact decisions for `values` [B, n], flattened to rows [B, d] (no gradient; d = n for a
-    linear objective)."""
-    return _rows(_solve_raw(layer, values, batch), values)
-
-
 def spo_plus(layer: SolverDecisionLayer, predictions: Tensor, batch: Batch) -> Tensor:
     """SPO+ per instance [B]: with v = 2ŷ − y, ẑ = z*(v) and z* = z*(y),
     ℓ = (vᵀẑ − r(ẑ)) − (vᵀz* − r(z*)) (r = 0 for a linear objective); its gradient in the
@@ -71,7 +65,7 @@ def spo_plus(layer: SolverDecisionLayer, predictions: Tensor, batch: Batch) -> T
     predicted = layer.values(predictions)
     truth = layer.true_values(batch).to(predicted.dtype)
     contrast_values = 2 * predicted - truth
-    best_raw = _solve_raw(layer, truth, batch)
+    best_raw = true_decisions(layer, batch)
     contrast_raw = _solve_raw(layer, contrast_values, batch)
     best, contrast = _rows(best_raw, predicted), _rows(contrast_raw, predicted)
     penalty_gap = value_independent_term(
@@ -139,7 +133,7 @@ def perturbed_fenchel_young(
     )
     predicted = perturbed.values
     truth = layer.true_values(batch).to(predicted.dtype)
-    best_raw = _solve_raw(layer, truth, batch)
+    best_raw = true_decisions(layer, batch)
     best = _rows(best_raw, predicted)
     perturbed_values = predicted.unsqueeze(0) + sigma * perturbed.noise
     loss = (perturbed_values * perturbed.rows).sum(-1).mean(0) - (predicted * best).sum(-1)
@@ -250,7 +244,7 @@ def noise_contrastive(
     rows [B, n], if already solved)."""
     predicted = layer.values(predictions)
     if best is None:
-        best = _solve(layer, layer.true_values(batch).to(predicted.dtype), batch)
+        best = _rows(true_decisions(layer, batch), predicted)
     best = best.to(predicted.dtype)
     pooled = pool.to(predicted.dtype)
     return (predicted @ pooled.T).mean(-1) - (predicted * best).sum(-1)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from twcore.contract.batch import Batch
-from twcore.contract.decision import SolverDecisionLayer
+from twcore.contract.decision import SolverDecisionLayer, true_decisions
 from twcore.contract.method import Method, MethodContext, StepResult
 from twcore.contract.options import option
 from twcore.contract.spec import Capability, Requirements
@@ -197,7 +197,7 @@ class PooledLossMethod(DecisionLossMethod):
         self, layer: SolverDecisionLayer, predictions: Tensor, batch: Batch
     ) -> Tensor:
         with torch.no_grad():
-            best = layer.solve(layer.true_values(batch), batch).reshape(len(batch), -1)
+            best = true_decisions(layer, batch).reshape(len(batch), -1)
             self.pool.add(best)
             draw = torch.rand((), generator=self.ctx.generator)
             if float(draw) < self.config.solve_ratio:

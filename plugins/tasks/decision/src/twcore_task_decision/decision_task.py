@@ -43,6 +43,7 @@ from twcore.contract.data_cache import cached_tensors
 from twcore.contract.decision import (
     DECISION_METRICS,
     PER_ITEM,
+    TRUE_DECISIONS,
     QualityReference,
     decision_capabilities,
     quality_reference,
@@ -55,8 +56,9 @@ HEAD = "y"
 """The prediction head (and target key) of every decision task."""
 
 SPLITS = ("train", "val", "test")
-REFERENCES_VERSION = 2
-"""Bump when what the cached references hold changes (2: the normalised regret's scale)."""
+REFERENCES_VERSION = 3
+"""Bump when what the cached references hold changes (2: the normalised regret's scale; 3: each
+instance's exact decisions for its true values, ``context["true_decisions"]``)."""
 
 
 def item_values(predictions: Tensor) -> Tensor:
@@ -259,16 +261,37 @@ class DecisionTask(TensorTask):
             tensors[f"{split}/inputs"] = data.inputs
             tensors.update({f"{split}/targets/{k}": v for k, v in data.targets.items()})
             tensors.update({f"{split}/context/{k}": v for k, v in data.context.items()})
+            best, optimal = self._true_optima(data)
+            tensors[f"{split}/context/{TRUE_DECISIONS}"] = best
             seed = 7919 * self.config.data_seed + index  # its own random draws per split
 
             def objectives_of(values: Tensor, data: Batch = data) -> Tensor:
                 return self.objectives(values, data, reference=True)
 
-            reference = quality_reference(objectives_of, data.targets[HEAD], low, high, seed=seed)
+            truth = data.targets[HEAD]
+            reference = quality_reference(
+                objectives_of, truth, low, high, seed=seed, optimal=optimal
+            )
             for key in ("dq_optimal", "dq_random", "optimal_magnitude"):
                 value = getattr(reference, key)
                 tensors[f"{split}/{key}"] = torch.tensor(value, dtype=torch.float64)
         return tensors
+
+    def _true_optima(self, data: Batch) -> tuple[Tensor, Tensor]:
+        """z*(y) of every instance of a split and its true objective [N] (float64): the
+        reference decisions for the true values, in the chunks evaluation solves in. Stored
+        with the data (the losses that need z*(y) read it instead of solving at every step),
+        and the objectives are the references' DQ_optimal. The reference decisions depend on
+        the data alone (portfolio's solver switch is not part of the cache key, and its
+        references always take the batched solver)."""
+        decisions, objectives = [], []
+        for start in range(0, len(data), self.solve_chunk):
+            rows = slice(start, start + self.solve_chunk)
+            chunk = data.index(rows)
+            best = self.reference_decide(data.targets[HEAD][rows], chunk)
+            decisions.append(best)
+            objectives.append(self.decision_objective(best, chunk).double())
+        return torch.cat(decisions), torch.cat(objectives)
 
     def quality_reference(self, split: str) -> QualityReference:
         """The references of `split`'s decision metrics (built with the data)."""
