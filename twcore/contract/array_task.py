@@ -49,8 +49,8 @@ from twcore.contract.decision import (
     NORMALISED_REGRET,
     OBJECTIVE,
     REGRET,
-    TRUE_DECISIONS,
     SolverDecisionLayer,
+    check_true_decisions,
     decision_capabilities,
     true_decisions,
 )
@@ -150,41 +150,14 @@ def task_from_arrays(
     splits = _split(data, val, test, resolved, split_seed)
     if isinstance(decision, SolverDecisionLayer):
         for split, batch in splits.items():
-            _check_true_decisions(decision, batch, f"{split} context")
+            first = batch.index(slice(0, _CHECKED_OPTIMA))
+            check_true_decisions(decision, first, f"{split} context")
     spec = _spec(splits, resolved, decision, primary_metric)
     return _task_class(name, spec, splits, decision)
 
 
 _CHECKED_OPTIMA = 8
-"""How many instances of each split :func:`_check_true_decisions` solves."""
-
-
-@torch.no_grad()
-def _check_true_decisions(layer: SolverDecisionLayer, batch: Batch, where: str) -> None:
-    """ValueError unless the split's stored ``true_decisions`` (if any) are shaped as the
-    layer's ``solve`` gives them and score, on the first few instances, what its decisions for
-    the true values score (to 1e-6 × (1 + |objective|))."""
-    stored = batch.context.get(TRUE_DECISIONS)
-    if stored is None:
-        return
-    first = batch.index(slice(0, _CHECKED_OPTIMA))
-    solved = layer.solve(layer.true_values(first), first)
-    mine = stored[:_CHECKED_OPTIMA]
-    if tuple(mine.shape[1:]) != tuple(solved.shape[1:]):
-        raise ValueError(
-            f"{where}[{TRUE_DECISIONS!r}]: rows of shape {tuple(mine.shape[1:])}, but the "
-            f"decision layer's solve() gives rows of shape {tuple(solved.shape[1:])}"
-        )
-    best = layer.objective(solved, first).double()
-    scored = layer.objective(mine.to(solved.dtype), first).double()
-    gap = (best - scored).abs()
-    if bool((gap > 1e-6 * (1 + best.abs())).any()):
-        index = int(gap.argmax())
-        raise ValueError(
-            f"{where}[{TRUE_DECISIONS!r}]: instance {index} is not the optimum for its true "
-            f"values: it scores {float(scored[index]):.6g}, the solver's decisions "
-            f"{float(best[index]):.6g}"
-        )
+"""How many instances of each split's stored true decisions are checked against the solver."""
 
 
 def task_from_dataset(

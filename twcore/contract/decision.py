@@ -159,6 +159,33 @@ def true_decisions(layer: SolverDecisionLayer, batch: Batch) -> Tensor:
         return layer.solve(layer.true_values(batch), batch)
 
 
+@torch.no_grad()
+def check_true_decisions(layer: SolverDecisionLayer, batch: Batch, where: str) -> None:
+    """ValueError unless the batch's stored ``context["true_decisions"]`` (if any) are shaped as
+    the layer's ``solve`` gives them and score what its decisions for the true values score, to
+    1e-6 × (1 + |objective|) (an iterative solver's optima of a whole split can differ from a
+    batch's in the last digits); `where` names the batch in the message."""
+    stored = batch.context.get(TRUE_DECISIONS)
+    if stored is None:
+        return
+    solved = layer.solve(layer.true_values(batch), batch)
+    if tuple(stored.shape[1:]) != tuple(solved.shape[1:]):
+        raise ValueError(
+            f"{where}[{TRUE_DECISIONS!r}]: rows of shape {tuple(stored.shape[1:])}, but the "
+            f"decision layer's solve() gives rows of shape {tuple(solved.shape[1:])}"
+        )
+    best = layer.objective(solved, batch).double()
+    scored = layer.objective(stored.to(solved.dtype), batch).double()
+    gap = (best - scored).abs()
+    if bool((gap > 1e-6 * (1 + best.abs())).any()):
+        index = int(gap.argmax())
+        raise ValueError(
+            f"{where}[{TRUE_DECISIONS!r}]: instance {index} is not the optimum for its true "
+            f"values: it scores {float(scored[index]):.6g}, the solver's decisions "
+            f"{float(best[index]):.6g}"
+        )
+
+
 def regret(layer: SolverDecisionLayer, values: Tensor, batch: Batch) -> Tensor:
     """obj(y, z*(y)) − obj(y, z*(c)) per instance [B] for values c [B, n] (≥ 0)."""
     with torch.no_grad():

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -279,18 +280,24 @@ class DecisionTask(TensorTask):
 
     def _true_optima(self, data: Batch) -> tuple[Tensor, Tensor]:
         """z*(y) of every instance of a split and its true objective [N] (float64): the
-        reference decisions for the true values, in the chunks evaluation solves in. Stored
-        with the data (the losses that need z*(y) read it instead of solving at every step),
-        and the objectives are the references' DQ_optimal. The reference decisions depend on
-        the data alone (portfolio's solver switch is not part of the cache key, and its
-        references always take the batched solver)."""
+        reference decisions for the true values. Stored with the data (the losses that need
+        z*(y) read it instead of solving at every step), and the objectives are the references'
+        DQ_optimal. The reference decisions depend on the data alone (portfolio's solver switch
+        is not part of the cache key, and its references always take the batched solver)."""
+        return self._solved_in_chunks(self.reference_decide, data.targets[HEAD], data)
+
+    def _solved_in_chunks(
+        self, decide: Callable[[Tensor, Batch], Tensor], predictions: Tensor, instances: Batch
+    ) -> tuple[Tensor, Tensor]:
+        """`decide`'s decisions for `predictions` [N, n] and their true objectives [N]
+        (float64), solved :attr:`solve_chunk` instances at a time on the predictions' device."""
         decisions, objectives = [], []
-        for start in range(0, len(data), self.solve_chunk):
-            rows = slice(start, start + self.solve_chunk)
-            chunk = data.index(rows)
-            best = self.reference_decide(data.targets[HEAD][rows], chunk)
-            decisions.append(best)
-            objectives.append(self.decision_objective(best, chunk).double())
+        for start in range(0, len(predictions), self.solve_chunk):
+            part = slice(start, start + self.solve_chunk)
+            chunk = instances.index(part).to(predictions.device)
+            chosen = decide(predictions[part], chunk)
+            decisions.append(chosen)
+            objectives.append(self.decision_objective(chosen, chunk).double())
         return torch.cat(decisions), torch.cat(objectives)
 
     def quality_reference(self, split: str) -> QualityReference:
@@ -319,14 +326,7 @@ class DecisionTask(TensorTask):
         decide = self.reference_decide if reference else self.decide_for_evaluation
 
         def objectives_of_rows(rows: slice) -> Tensor:
-            mine, instances = predictions[rows], data.index(rows)
-            chunks = []
-            for start in range(0, len(mine), self.solve_chunk):
-                part = slice(start, start + self.solve_chunk)
-                chunk = instances.index(part).to(predictions.device)
-                decisions = decide(mine[part], chunk)
-                chunks.append(self.decision_objective(decisions, chunk).double())
-            return torch.cat(chunks)
+            return self._solved_in_chunks(decide, predictions[rows], data.index(rows))[1]
 
         # A data-parallel run's processes each solve their share of the instances.
         return rows_in_shares(len(data), objectives_of_rows)
