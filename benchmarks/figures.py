@@ -106,7 +106,7 @@ JOBS = (
          "ldro-points_curve", "ldro-points_weights", "mnist-aux_curve", "mnist-aux_main",
          "mnist-aux_weights", "mnist-multitask_average_vs_worst", "mnist-multitask_weights",
          "multimnist_main", "multimnist_weights"),
-        2.6, quick=True,
+        3.5, quick=True,
     ),
     reproduction(
         "dfl-losses", ("dfl-losses",), "plugins/methods/dfl/docs",
@@ -124,11 +124,11 @@ JOBS = (
     ),
     reproduction(
         "gradcos-auxiliary", ("gradcos-auxiliary",), "plugins/methods/gradcos/docs",
-        AUXILIARY_FIGURES, 3.7,
+        AUXILIARY_FIGURES, 12.3,
     ),
     reproduction(
         "alphavil-auxiliary", ("alphavil-auxiliary",), "plugins/methods/alphavil/docs",
-        AUXILIARY_FIGURES, 2.6,
+        AUXILIARY_FIGURES, 8.7,
     ),
     reproduction(
         "adalfl-base-loss", ("adalfl-base-loss",), "plugins/methods/adalfl/docs",
@@ -138,7 +138,7 @@ JOBS = (
         "ldro", ("ldro-points", "ldro-mnist"), "plugins/methods/ldro/docs",
         ("ldro-points_average_vs_worst", "ldro-points_curve", "ldro-points_weights",
          "mnist-multitask_average_vs_worst", "mnist-multitask_curve", "mnist-multitask_weights"),
-        6.5,
+        19.0,
     ),
     FigureJob(
         "ldro-points-paths",
@@ -150,7 +150,7 @@ JOBS = (
     ),
     reproduction(
         "gridworld-auxiliary", ("gridworld-auxiliary",), "plugins/tasks/rl/docs/gridworld",
-        ("gridworld-aux_curve", "gridworld-aux_main", "gridworld-aux_weights"), 3.4,
+        ("gridworld-aux_curve", "gridworld-aux_main", "gridworld-aux_weights"), 6.8,
     ),
     reproduction(
         "taskmet-decision", ("taskmet-decision",), "plugins/methods/taskmet/docs",
@@ -158,7 +158,7 @@ JOBS = (
     ),
     reproduction(
         "taskmet-cartpole", ("taskmet-cartpole",), "plugins/tasks/rl/docs/cartpole",
-        ("cartpole-distractors_curve",), 145.0,
+        ("cartpole-distractors_curve",), 165.0,
     ),
     FigureJob(
         "cartpole-metric",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from scipy import stats
 
 from tests.test_report import _registry
 from twcore.contract.errors import ConfigError
-from twcore.contract.grids import Claim, ReproductionGrid, as_arguments, as_value
+from twcore.contract.grids import Claim, ReproductionGrid, as_arguments, as_value, seeds
 from twcore.contract.hookspecs import hookimpl
 from twcore.orchestration.cli.main import main
 from twcore.orchestration.config.compose import compose
@@ -28,6 +29,7 @@ from twcore.orchestration.report.ledger import (
     INCONCLUSIVE,
     NOT_RUN,
     ArmResult,
+    Ledger,
     compute_ledger,
     decide,
     ledger_markdown,
@@ -419,6 +421,26 @@ def test_reproduce_writes_the_ledger_and_skips_a_grid_whose_plugin_is_missing(
     assert again.ledger.seconds == done.ledger.seconds
     assert again.ledger.invocations == 1
 
+    # Run again with every run complete: it runs nothing and leaves the recorded time alone.
+    arguments = {"quick": True, "out_dir": tmp_path / "runs", "extra": ["wandb.enabled=false"]}
+    reused = run_reproduction(**arguments, only=["claimed-grid"], registry=_claimed_registry())
+    assert reused.ledger.seconds == done.ledger.seconds and reused.ledger.invocations == 1
+    # One run removed and made again: that invocation's time is added to the first one's.
+    removed = sorted((tmp_path / "runs" / "claimed-grid").glob("sweep-0/*/summary.json"))[0]
+    shutil.rmtree(removed.parent)
+    resumed = run_reproduction(**arguments, only=["claimed-grid"], registry=_claimed_registry())
+    assert resumed.ledger.invocations == 2
+    assert done.ledger.seconds < resumed.ledger.seconds <= done.ledger.seconds + resumed.seconds
+    # A grid whose record is gone: its runs are decided, and the ledger says their time is not
+    # in the time it gives.
+    (tmp_path / "runs" / "claimed-grid" / "reproduction.json").unlink()
+    untimed = run_reproduction(
+        quick=True, out_dir=tmp_path / "runs", registry=_claimed_registry(), run=False
+    )
+    assert untimed.ledger.untimed == ("claimed-grid",) and untimed.ledger.seconds is None
+    text = (tmp_path / "runs" / "CLAIMS.md").read_text()
+    assert "no invocation recorded the time of the runs of `claimed-grid`" in text
+
 
 def test_a_ledger_assembled_from_several_invocations_adds_their_times(tmp_path: Path) -> None:
     grids = [ReproductionGrid(name, "", (), ()) for name in ("a", "b", "c", "d")]
@@ -426,6 +448,15 @@ def test_a_ledger_assembled_from_several_invocations_adds_their_times(tmp_path: 
     record_invocation(tmp_path, grids[2:3], quick=False, seconds=30.0)
     assert recorded_time(tmp_path, grids) == (90.0, 2)  # "a" and "b" share one invocation
     assert recorded_time(tmp_path, grids[3:]) == (None, 0)
+    # "d", recorded by an older twcore (one invocation, no list), then resumed: both count
+    old = {"started": "2026-01-01T00:00:00", "seconds": 5.0, "grids": ["d"], "quick": False}
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "reproduction.json").write_text(json.dumps(old))
+    record_invocation(tmp_path, grids[3:], quick=False, seconds=7.0, resumed={"d"})
+    assert recorded_time(tmp_path, grids[3:]) == (12.0, 2)
+    # "c" made afresh: its earlier invocation no longer counts
+    record_invocation(tmp_path, grids[2:3], quick=False, seconds=4.0)
+    assert recorded_time(tmp_path, grids[2:3]) == (4.0, 1)
 
 
 def test_quick_and_full_runs_of_a_grid_do_not_mix_and_report_only_knows_which(
@@ -598,3 +629,18 @@ def test_each_plugin_declares_the_plugins_its_grids_run() -> None:
             assert needed <= declared, (project["name"], sorted(needed - declared))
             checked += 1
     assert checked >= 8
+
+
+def test_seeds_spells_the_first_seeds_as_a_sweep_value() -> None:
+    assert seeds(1) == "0"
+    assert seeds(10).split(",") == [str(seed) for seed in range(10)]
+    with pytest.raises(ValueError, match="at least one seed"):
+        seeds(0)
+
+
+def test_a_ledger_with_an_untimed_grid_names_it_beside_the_time_it_gives(tmp_path: Path) -> None:
+    ledger = Ledger([], quick=False, seconds=120.0, invocations=2, untimed=("cartpole",))
+    text = write_ledger(ledger, tmp_path).read_text()
+    assert "from the runs in 2.0 minutes (over 2 invocations); the time of the runs of " in text
+    assert "`cartpole` was not recorded and is not in it" in text
+    assert json.loads((tmp_path / "claims.json").read_text())["untimed"] == ["cartpole"]

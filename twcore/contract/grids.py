@@ -119,6 +119,13 @@ def as_arguments(settings: dict[str, Any]) -> tuple[str, ...]:
     return tuple(arguments)
 
 
+def seeds(count: int) -> str:
+    """The first `count` seeds as a grid's swept ``seed`` value: ``"0,1,…,count − 1"``."""
+    if count < 1:
+        raise ValueError(f"seeds({count}): a grid runs at least one seed")
+    return ",".join(str(seed) for seed in range(count))
+
+
 def as_value(value: Any) -> str:
     """One setting's value as a sweep argument spells it (see :func:`as_arguments`)."""
     if isinstance(value, bool):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +125,16 @@ def run_reproduction(
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     results = run_sweeps(_sweep_specs(ran, out, quick, extra), registry=registry, options=options)
-    record_invocation(out, ran, quick=quick, seconds=time.perf_counter() - began)
+    trials = {g.name: [t for r in results if r.sweep_dir.parent == out / g.name for t in r.trials]
+              for g in ran}  # fmt: skip
+    made = [g for g in ran if any(t.attempts for t in trials[g.name])]
+    record_invocation(
+        out,
+        made,
+        quick=quick,
+        seconds=time.perf_counter() - began,
+        resumed={g.name for g in made if not all(t.attempts for t in trials[g.name])},
+    )
     if any(r.interrupted for r in results):
         warn("reproduce: interrupted; the report covers what completed")
     report, ledger = _write_outputs(selected, ran, out, report_dir, quick, skipped, plots=plots)
@@ -192,30 +201,62 @@ def _write_outputs(
         warn(f"reproduce: no run completed under {out}; the ledger alone is written")
     seconds, invocations = recorded_time(out, present)
     ledger = compute_ledger(
-        selected, out, quick=quick, seconds=seconds, invocations=invocations, skipped=skipped
+        selected,
+        out,
+        quick=quick,
+        seconds=seconds,
+        invocations=invocations,
+        skipped=skipped,
+        untimed=[
+            g.name
+            for g in present
+            if recorded_time(out, [g])[0] is None
+            and any(d.parent == out / g.name for d in directories)
+        ],
     )
     info(f"reproduce: claims ledger in {write_ledger(ledger, report_out)}")
     return report, ledger
 
 
 INVOCATION_FILE = "reproduction.json"
-"""What each grid directory records of the ``twcore reproduce`` that ran it: when it began, how
-long it took (all its grids together), which grids it ran, and whether it was ``--quick``."""
+"""What each grid directory records of the ``twcore reproduce`` invocations that made its runs:
+whether they were ``--quick``, and for each, when it began, how long it took (all its grids
+together) and which grids it ran. An invocation that runs none of a grid's trials (they were
+all complete) leaves the grid's record as it was; one that runs some, the others complete, adds
+itself to the record; one that runs all of them starts the record afresh."""
 
 
 def record_invocation(
-    out: Path, grids: Sequence[ReproductionGrid], *, quick: bool, seconds: float
+    out: Path,
+    grids: Sequence[ReproductionGrid],
+    *,
+    quick: bool,
+    seconds: float,
+    resumed: Collection[str] = (),
 ) -> None:
-    """Write :data:`INVOCATION_FILE` into every grid directory this invocation ran."""
-    record = {
+    """Record this invocation in :data:`INVOCATION_FILE` of every grid of `grids` (those it ran
+    trials of), after the invocations recorded there before for the grids in `resumed` (those
+    whose other runs were complete already)."""
+    invocation = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - seconds)),
         "seconds": round(seconds, 1),
         "grids": [grid.name for grid in grids],
-        "quick": quick,
     }
     for grid in grids:
+        earlier = _invocations(_records(out, [grid])) if grid.name in resumed else []
+        record = {"quick": quick, "invocations": [*earlier, invocation]}
         (out / grid.name).mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / grid.name / INVOCATION_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def _invocations(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The invocations `records` list (a record written before records kept a list is one)."""
+    found = []
+    for record in records:
+        listed = record.get("invocations", [record])
+        if isinstance(listed, list):
+            found.extend(i for i in listed if isinstance(i, dict))
+    return found
 
 
 def _records(out: Path, grids: Sequence[ReproductionGrid]) -> list[dict[str, Any]]:
@@ -244,10 +285,11 @@ def recorded_quick(out: Path, grids: Sequence[ReproductionGrid]) -> bool | None:
 
 
 def recorded_time(out: Path, grids: Sequence[ReproductionGrid]) -> tuple[float | None, int]:
-    """The wall time of the invocations that ran `grids` under `out` (each counted once, however
-    many of its grids are there) and their number; (None, 0) if none recorded it."""
+    """The wall time of the invocations that made the runs of `grids` under `out` (each counted
+    once, however many of its grids are there) and their number; (None, 0) if none recorded
+    it."""
     invocations: dict[str, float] = {}
-    for record in _records(out, grids):
+    for record in _invocations(_records(out, grids)):
         try:
             key = str(record["started"]) + ",".join(record["grids"])
             invocations[key] = float(record["seconds"])

@@ -235,6 +235,8 @@ class Ledger:
     invocations: int = 1
     skipped: dict[str, str] = field(default_factory=dict)
     """Grids that did not run, and why (a missing plugin)."""
+    untimed: tuple[str, ...] = ()
+    """Grids with runs whose invocations recorded no time (not in :attr:`seconds`)."""
 
     def counts(self) -> dict[str, int]:
         return {v: sum(e.decision.verdict == v for e in self.entries) for v in VERDICTS}
@@ -415,9 +417,11 @@ def compute_ledger(
     seconds: float | None = None,
     invocations: int = 1,
     skipped: dict[str, str] | None = None,
+    untimed: Sequence[str] = (),
 ) -> Ledger:
     """The ledger of `grids` from the runs under ``out_dir/GRID/`` (where ``twcore reproduce``
-    puts them); the claims of a grid without runs there, or skipped, are "not run"."""
+    puts them); the claims of a grid without runs there, or skipped, are "not run". `untimed`:
+    the grids whose runs' time `seconds` leaves out (no invocation recorded it)."""
     entries: list[LedgerEntry] = []
     skipped = dict(skipped or {})
     for grid in grids:
@@ -438,7 +442,14 @@ def compute_ledger(
         for sweep_dir in sorted(directory.glob("sweep-*")):
             records.extend(read_runs(sweep_dir, completed=False))
         entries.extend(grid_entries(grid, records))
-    return Ledger(entries, quick=quick, seconds=seconds, invocations=invocations, skipped=skipped)
+    return Ledger(
+        entries,
+        quick=quick,
+        seconds=seconds,
+        invocations=invocations,
+        skipped=skipped,
+        untimed=tuple(untimed),
+    )
 
 
 LEDGER_MARKDOWN, LEDGER_JSON = "CLAIMS.md", "claims.json"
@@ -452,6 +463,7 @@ def write_ledger(ledger: Ledger, out_dir: str | Path) -> Path:
         "quick": ledger.quick,
         "seconds": ledger.seconds,
         "invocations": ledger.invocations,
+        "untimed": list(ledger.untimed),
         "alpha": ALPHA,
         "counts": ledger.counts(),
         "skipped": ledger.skipped,
@@ -500,6 +512,13 @@ def ledger_markdown(ledger: Ledger) -> str:
         took = f" in {ledger.seconds / 60:.1f} minutes"
         if ledger.invocations > 1:
             took += f" (over {ledger.invocations} invocations)"
+    if ledger.untimed:
+        names = ", ".join(f"`{name}`" for name in ledger.untimed)
+        took += (
+            f"; the time of the runs of {names} was not recorded and is not in it"
+            if ledger.seconds is not None
+            else f"; no invocation recorded the time of the runs of {names}"
+        )
     lines += [
         f"Computed by `twcore reproduce` from the runs{took}. "
         f"Each verdict is a one-sided t-test at α = {ALPHA} of the treatment's advantage on "

@@ -19,6 +19,7 @@ the paper's claim measures.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -87,7 +88,11 @@ def proxy_correlations(runs: list[GridRun]) -> dict[tuple[str, int], list[float]
 
     found: dict[tuple[str, int], list[float]] = defaultdict(list)
     for label, distractors, records in runs:
-        pairs = [(r[TASK_LOSS], r[RETURN]) for r in records if TASK_LOSS in r and RETURN in r]
+        pairs = [
+            (r[TASK_LOSS], r[RETURN])
+            for r in records
+            if TASK_LOSS in r and RETURN in r and math.isfinite(r[TASK_LOSS])
+        ]
         if len(pairs) < 3:
             continue
         losses, returns = zip(*pairs, strict=True)

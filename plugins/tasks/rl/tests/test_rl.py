@@ -18,6 +18,7 @@ from twcore_task_rl import (
     soft_q_targets,
 )
 from twcore_task_rl.conformance import EnvironmentTaskConformance
+from twcore_task_rl.soft_q import cartpole_done
 
 import twcore
 from twcore.contract.errors import ConfigError
@@ -387,6 +388,7 @@ class LookaheadProblem:
     batch: Any
     base: torch.Tensor  # predictions ŝ' near the real next observations
     flat: torch.Tensor  # the Q network's parameters ω, flattened
+    network: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (ω, inputs) -> Q [N, A]
     chosen: Callable[[torch.Tensor], torch.Tensor]  # flat ω -> Q(s, a) [B]
     regression: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (ω, ŝ') -> its loss
 
@@ -442,14 +444,16 @@ def _lookahead_problem() -> LookaheadProblem:
     base = batch.targets["next_obs"].double() + 0.05 * torch.randn(
         batch.targets["next_obs"].shape, generator=generator, dtype=torch.float64
     )
-    names = [n for n, _ in agent.q.named_parameters()]
-    shapes = [p.shape for _, p in agent.q.named_parameters()]
     flat = torch.cat([p.detach().reshape(-1) for p in agent.q.parameters()])
 
+    def network(vector: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        named = list(agent.q.named_parameters())  # read afresh: a test may swap the network
+        parts = torch.split(vector, [p.numel() for _, p in named])
+        parameters = {n: part.reshape(p.shape) for (n, p), part in zip(named, parts, strict=True)}
+        return functional_call(agent.q, parameters, (inputs,))
+
     def chosen(vector: torch.Tensor) -> torch.Tensor:
-        parts = torch.split(vector, [s.numel() for s in shapes])
-        parameters = {n: part.reshape(s) for n, part, s in zip(names, parts, shapes, strict=True)}
-        values = functional_call(agent.q, parameters, (context["observation"],))
+        values = network(vector, context["observation"])
         return values.gather(1, context["action"].unsqueeze(1)).squeeze(1)
 
     def regression(vector: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
@@ -460,7 +464,7 @@ def _lookahead_problem() -> LookaheadProblem:
         targets = 1 + agent.gamma * (1 - done.double()) * value
         return (chosen(vector) - targets).pow(2).mean()
 
-    return LookaheadProblem(task, batch, base, flat, chosen, regression)
+    return LookaheadProblem(task, batch, base, flat, network, chosen, regression)
 
 
 def test_many_lookahead_terms_give_the_damped_newton_steps_implicit_gradient() -> None:
@@ -529,6 +533,166 @@ def test_the_gauss_newton_series_converges_from_any_step_to_its_newton_step() ->
     assert torch.isfinite(undamped[0]).all() and torch.isfinite(undamped[1]).all()
 
 
+Condition = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _soft_bellman_condition(problem: LookaheadProblem) -> Condition:
+    """(ω, ŝ') -> g = (2/B) Jᵀ(Q(s, a) − y), J = ∂Q(s, a)/∂ω, with the targets y = 1 + γ(1 −
+    done(ŝ'))·α log Σ exp(Q_ω(ŝ')/α) bootstrapping from the same ω: the soft-Bellman fixed
+    point's condition g = 0, written with the explicit Jacobian (the library differentiates a
+    loss in a copy of ω)."""
+    agent = problem.task.agent
+
+    def condition(vector: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
+        jacobian = torch.autograd.functional.jacobian(
+            problem.chosen, vector, create_graph=True, vectorize=True
+        )
+        done = cartpole_done(predictions.detach())
+        value = agent.temperature * torch.logsumexp(
+            problem.network(vector, predictions) / agent.temperature, dim=1
+        )
+        targets = 1 + agent.gamma * (1 - done) * value
+        return 2.0 / len(targets) * jacobian.T @ (problem.chosen(vector) - targets)
+
+    return condition
+
+
+def _fixed_point_jacobian(
+    condition: Condition, vector: torch.Tensor, predictions: torch.Tensor
+) -> torch.Tensor:
+    """M = dg/dω, the total derivative (through the targets too), differentiable in ŝ'."""
+    return torch.autograd.functional.jacobian(
+        lambda v: condition(v, predictions), vector, create_graph=True, vectorize=True
+    )
+
+
+def test_the_soft_bellman_series_converges_to_the_fixed_point_newton_step() -> None:
+    """With ``lookahead_curvature=soft-bellman`` the targets bootstrap from the stepped Q
+    network and K terms of the series converge to ω − (M + λI)⁻¹ g, with g the fixed point's
+    condition and M = dg/dω its Jacobian (not symmetric: the targets' dependence on ω is in
+    it), both written here from the explicit Jacobian of Q (float64, the agent's small ReLU
+    network, away from the fixed point): the decisions and the task loss's gradient in ŝ'."""
+    problem = _lookahead_problem()
+    task, flat = problem.task, problem.flat
+    condition = _soft_bellman_condition(problem)
+    matrix = _fixed_point_jacobian(condition, flat, problem.base).detach()
+    eigenvalues = torch.linalg.eigvals(matrix)
+    assert float(eigenvalues.real.min()) < 0  # off the fixed point: undamped, it would diverge
+    damping = 1.0 - float(eigenvalues.real.min())
+    shifted = eigenvalues + damping
+    task.config.lookahead_curvature = "soft-bellman"
+    task.config.lookahead_damping = damping
+    task.config.lookahead_lr = 1.0 / float(shifted.abs().max())
+    assert float((1 - task.config.lookahead_lr * shifted).abs().max()) < 0.9  # it converges
+    task.config.lookahead_terms = 300
+
+    def newton(transposed: bool = False):
+        def decide(predictions: torch.Tensor) -> torch.Tensor:
+            gradient = condition(flat, predictions)
+            jacobian = _fixed_point_jacobian(condition, flat, predictions)
+            jacobian = jacobian.T if transposed else jacobian
+            step = torch.linalg.solve(jacobian + damping * torch.eye(len(flat)), gradient)
+            return problem.chosen(flat - step)
+
+        return decide
+
+    ours = problem.task_loss_gradients(problem.series)
+    closed = problem.task_loss_gradients(newton())
+    assert torch.allclose(ours[0], closed[0], rtol=1e-7, atol=1e-9)
+    assert float(closed[1].abs().max()) > 1e-6
+    assert torch.allclose(ours[1], closed[1], rtol=1e-6, atol=1e-9)
+    # the test sees the order of the product: with Mᵀ in place of M the step is another one
+    wrong = problem.task_loss_gradients(newton(transposed=True))
+    assert float((wrong[0] - closed[0]).abs().max()) > 1e-3
+
+
+def test_at_the_soft_bellman_fixed_point_the_series_gives_the_implicit_gradient() -> None:
+    """OMD's gradient: at the fixed point ω*(ŝ') of the soft-Bellman regression, the
+    undamped series' task-loss gradient in ŝ' equals the finite difference of the task loss
+    at fixed points solved afresh (by Newton's method) for ŝ' ± εd. A linear Q network on
+    standardised states (so that M is well conditioned and the series converges in few
+    terms), γ = 0.5, float64."""
+    problem = _lookahead_problem()
+    task, batch = problem.task, problem.batch
+    agent = task.agent
+    generator = torch.Generator().manual_seed(2)
+    size = batch.context["observation"].shape[1]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        agent.q = torch.nn.Linear(size, 2).double()
+    agent.gamma = 0.5
+    batch.context["observation"] = torch.randn(
+        batch.context["observation"].shape, generator=generator, dtype=torch.float64
+    )
+    # ŝ' inside CartPole's bounds but for every third, whose cart is out (terminal): with
+    # reward 1 everywhere and no termination, the constant Q would be the fixed point whatever ŝ'
+    base = 0.3 * torch.randn(problem.base.shape, generator=generator, dtype=torch.float64)
+    base[:, :4] *= 0.1
+    base[::3, 0] = 3.0
+    problem.base = base
+    problem.flat = torch.cat([p.detach().reshape(-1) for p in agent.q.parameters()])
+    condition = _soft_bellman_condition(problem)
+
+    def fixed_point(predictions: torch.Tensor) -> torch.Tensor:
+        vector = problem.flat.clone()
+        for _ in range(30):
+            gradient = condition(vector, predictions).detach()
+            if float(gradient.abs().max()) < 1e-14:
+                return vector
+            jacobian = _fixed_point_jacobian(condition, vector, predictions).detach()
+            vector = vector - torch.linalg.solve(jacobian, gradient)
+        raise AssertionError("Newton's method did not reach the fixed point")
+
+    def task_loss(vector: torch.Tensor) -> float:
+        decisions = problem.chosen(vector)
+        return float(-task.decision.objective(decisions, batch).mean())
+
+    solved = fixed_point(base)
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(solved, agent.q.parameters())
+    eigenvalues = torch.linalg.eigvals(_fixed_point_jacobian(condition, solved, base).detach())
+    assert float(eigenvalues.real.min()) > 0.05  # the series converges undamped
+    task.config.lookahead_curvature = "soft-bellman"
+    task.config.lookahead_damping = 0.0
+    task.config.lookahead_lr = 1.0
+    task.config.lookahead_terms = 300
+    decisions, gradient = problem.task_loss_gradients(problem.series)
+    # g = 0 here, so the step is nil; what the fixed point tests is the gradient below
+    torch.testing.assert_close(decisions, problem.chosen(solved).detach(), rtol=1e-10, atol=1e-10)
+
+    direction = torch.randn(base.shape, generator=generator, dtype=torch.float64)
+    eps = 1e-5
+    numeric = (
+        task_loss(fixed_point(base + eps * direction))
+        - task_loss(fixed_point(base - eps * direction))
+    ) / (2 * eps)
+    analytic = float((gradient * direction).sum())
+    assert abs(analytic) > 1e-6
+    assert analytic == pytest.approx(numeric, rel=1e-5)
+
+
+def test_a_diverging_series_gives_nan_decisions_so_that_no_step_is_built_on_it() -> None:
+    """Undamped at an indefinite point, the Hessian's series grows along its negative
+    eigenvalue, whatever the cap: its last term outgrows its first, and the decisions are NaN
+    (TaskMet skips such an outer step); damped past that eigenvalue it converges, finite. So
+    does the soft-Bellman series; the Gauss–Newton one never diverges (its test)."""
+    problem = _lookahead_problem()
+    task = problem.task
+    task.config.lookahead_lr = 1.0
+    task.config.lookahead_terms = 200
+    assert torch.isnan(problem.series(problem.base)).all()
+    curvature = torch.autograd.functional.hessian(
+        lambda v: problem.regression(v, problem.base), problem.flat
+    )
+    task.config.lookahead_damping = 1.0 - float(torch.linalg.eigvalsh(curvature).min())
+    assert torch.isfinite(problem.series(problem.base)).all()
+    # The soft-Bellman Jacobian there has an eigenvalue of negative real part (the soft-Bellman
+    # series test asserts it): undamped, its series diverges too.
+    task.config.lookahead_curvature = "soft-bellman"
+    task.config.lookahead_damping = 0.0
+    assert torch.isnan(problem.series(problem.base)).all()
+
+
 def test_power_iteration_finds_the_largest_curvature() -> None:
     """Power iteration estimates the largest eigenvalue magnitude, also from a start orthogonal
     to its eigenvector (mixed with a fixed random direction); a zero matrix gives 0 (no cap),
@@ -588,7 +752,6 @@ def test_a_diverged_agents_evaluation_leaves_the_training_stream_alone() -> None
 
 
 def test_known_termination_rule_matches_the_environment() -> None:
-    from twcore_task_rl.soft_q import cartpole_done
 
     env = cartpole_with_distractors(0)
     observation, _ = env.reset(seed=0)

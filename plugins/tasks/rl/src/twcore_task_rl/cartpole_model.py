@@ -20,14 +20,25 @@ terms of the Neumann series of the damped Newton step ω − (H + λI)^{-1} g (g
 and Hessian of the agent's regression loss on the model transitions with respect to its
 parameters ω, λ = ``lookahead_damping``). As K grows, the task loss's gradient becomes the
 implicit gradient through the fixed point of that regression (at a fixed point, g = 0 and
-dω*/dŝ' = −H⁻¹ ∂g/∂ŝ'), with the target network held fixed: the targets' own dependence on
-ω, which the fixed point of the soft-Bellman operator itself would add, is not differentiated.
+dω*/dŝ' = −H⁻¹ ∂g/∂ŝ'), with the target network held fixed (``soft-bellman`` below
+differentiates the targets' dependence on ω too).
 K = 1 is the one-step lookahead. For K > 1 the series' step is η capped at 1/(1.1 λ̂_max),
 λ̂_max a power iteration's estimate, so that large curvature cannot make it diverge (the cap is
 not differentiated: at finite K the gradient treats it as a constant); ``lookahead_curvature=
 gauss-newton`` puts the Gauss–Newton matrix (2/B) JᵀJ, J = ∂Q(s, a)/∂ω, in place of H, which
 is positive semidefinite and has the regression's gradient g = (2/B) Jᵀ(Q − y) in its range, so
 that the series converges for any damping (at λ = 0 to G⁺g, slowly along small eigenvalues).
+``lookahead_curvature=soft-bellman`` takes the fixed point of the soft-Bellman operator itself,
+OMD's: the model transitions' targets bootstrap from the Q network being stepped, y = r + γ (1 −
+done) V_ω(ŝ'), g is the regression's semi-gradient (the targets held), and M = dg/dω is the
+Jacobian of the fixed-point condition g(ω, ω̄ = ω) = 0, which also differentiates the targets'
+dependence on ω (not symmetric, so Mv is taken as a Jacobian–vector product). As K grows the
+gradient becomes the implicit gradient through that fixed point: at it, dω*/dŝ' = −M⁻¹ ∂g/∂ŝ'.
+A K > 1 series whose last term is larger than its first is taken to diverge (a non-symmetric M
+may grow for a while and then shrink, but not within the K terms taken), and a step built on it
+would be noise: its decisions are NaN, so that TaskMet skips the outer step and counts it
+(``method/skipped_outer_steps``), and a method trained on the task loss itself stops with the
+engine's divergence error.
 """
 
 from __future__ import annotations
@@ -65,7 +76,7 @@ TRUE_DIMS = 4
 EPISODE_SUMS = ("return", "transitions", "model_squared_error", "bellman_error")
 """What each evaluation episode adds up (:meth:`CartpoleDistractorsTask._evaluation_episode`)."""
 EVAL_SEEDS = {"val": 10_000, "test": 20_000}
-CURVATURES = ("hessian", "gauss-newton")
+CURVATURES = ("hessian", "gauss-newton", "soft-bellman")
 POWER_ITERATIONS = 20
 """Power iterations that estimate the series' largest curvature (its step's cap)."""
 
@@ -88,16 +99,19 @@ class CartpoleDistractorsConfig:
         1,
         ge=1,
         help="K, terms of the Neumann series of the task loss's Q step (1: one gradient step; "
-        "more: towards the implicit gradient through the agent's fixed point)",
+        "more: towards the implicit gradient through the agent's fixed point; a series whose "
+        "last term outgrows its first gives NaN decisions: TaskMet skips that outer step)",
     )
     lookahead_damping: float = option(
-        0.0, ge=0, help="λ, damping of the Hessian in the task loss's Q step (K > 1 only)"
+        0.0, ge=0, help="λ, damping of the series' matrix in the task loss's Q step (K > 1 only)"
     )
     lookahead_curvature: str = option(
         "hessian",
         choices=CURVATURES,
         help="the curvature of the K > 1 series: the regression's Hessian (exact, may be "
-        "indefinite) or its Gauss-Newton matrix (positive semidefinite: the series converges)",
+        "indefinite), its Gauss-Newton matrix (positive semidefinite: the series converges), or "
+        "soft-bellman: the Jacobian of the soft-Bellman fixed point (OMD's implicit gradient as "
+        "K grows), whose targets bootstrap from the stepped Q network at every K, 1 included",
     )
 
 
@@ -108,15 +122,50 @@ class CurvatureProduct(Protocol):
     def __call__(self, v: Vectors, *, graph: bool = True) -> Vectors: ...
 
 
-def curvature_product(
-    kind: str, grads: Vectors, chosen: Tensor, params: Vectors, *, damping: float
-) -> CurvatureProduct:
-    """v ↦ (M + λI) v for the regression E[(Q(s, a) − y)²] in the Q network's parameters: M its
-    Hessian (``hessian``; from its gradient `grads`, made with a graph), or its Gauss–Newton
-    matrix (2/B) JᵀJ with J = ∂Q(s, a)/∂ω (``gauss-newton``; `chosen` is Q(s, a) [B]); λ =
-    `damping`. With ``graph`` (the default) the product is differentiable in v, which carries
-    the task loss's graph to ŝ'; without, it builds no graph (the power iteration's products)."""
-    if kind == "hessian":
+@dataclass
+class QRegression:
+    """The agent's regression E[(Q(s, a) − y)²] on the model transitions (s, a, ŝ'), as the
+    task loss's Q step needs it (:func:`q_regression`)."""
+
+    params: dict[str, Tensor]
+    """ω, the Q network's parameters (the step's starting point)."""
+    grads: Vectors
+    """g, the regression's gradient in ω, made with a graph (to ω and to ŝ')."""
+    chosen: Tensor
+    """Q(s, a) [B]."""
+
+
+def q_regression(agent: SoftQAgent, predictions: Tensor, batch: Batch, kind: str) -> QRegression:
+    """The regression whose targets are y = 1 + γ (1 − done(ŝ'))·α log Σ exp(Q'(ŝ')/α), Q' the
+    agent's target network, or for ``soft-bellman`` the Q network itself. There ω is read twice:
+    regressed, through a copy in whose entries g is taken (the semi-gradient, the targets held,
+    as Q-learning takes it), and bootstrapped, so that the derivative of g in ω itself is the
+    Jacobian of the soft-Bellman fixed-point condition g(ω, ω̄ = ω) = 0."""
+    params = dict(agent.q.named_parameters())
+    rewards = torch.ones(len(batch), device=predictions.device)
+    done = cartpole_done(predictions.detach())
+    if kind == "soft-bellman":
+        regressed = {n: p.clone() for n, p in params.items()}
+        next_q = functional_call(agent.q, params, (predictions,))
+    else:
+        regressed, next_q = params, agent.target(predictions)
+    targets = soft_q_targets(rewards, done, next_q, agent.gamma, agent.temperature)
+    values = functional_call(agent.q, regressed, (batch.context["observation"],))
+    chosen = values.gather(1, batch.context["action"].unsqueeze(1)).squeeze(1)
+    loss = (chosen - targets).pow(2).mean()
+    grads = list(torch.autograd.grad(loss, list(regressed.values()), create_graph=True))
+    return QRegression(params, grads, chosen)
+
+
+def curvature_product(kind: str, regression: QRegression, *, damping: float) -> CurvatureProduct:
+    """v ↦ (M + λI) v for the `regression` in the Q network's parameters ω: M the derivative of
+    its gradient g in ω (``hessian``: the regression's Hessian; ``soft-bellman``: the Jacobian of
+    the fixed-point condition, not symmetric), or its Gauss–Newton matrix (2/B) JᵀJ with J =
+    ∂Q(s, a)/∂ω (``gauss-newton``); λ = `damping`. With ``graph`` (the default) the product is
+    differentiable in v, which carries the task loss's graph to ŝ'; without, it builds no graph
+    (the power iteration's products)."""
+    grads, params = regression.grads, list(regression.params.values())
+    if kind == "hessian":  # symmetric: the vector–Jacobian product is the product
 
         def curvature(v: Vectors, graph: bool) -> Vectors:
             return list(
@@ -125,7 +174,19 @@ def curvature_product(
                 )
             )
 
+    elif kind == "soft-bellman":  # not symmetric: Mv is the derivative of Mᵀw in w along v
+        probes = [torch.zeros_like(g, requires_grad=True) for g in grads]
+        transposed = torch.autograd.grad(grads, params, grad_outputs=probes, create_graph=True)
+
+        def curvature(v: Vectors, graph: bool) -> Vectors:
+            return list(
+                torch.autograd.grad(
+                    transposed, probes, grad_outputs=v, create_graph=graph, retain_graph=True
+                )
+            )
+
     else:
+        chosen = regression.chosen
         probe = torch.zeros_like(chosen, requires_grad=True)
         # Jᵀw is linear in w, so its derivative in w along v is Jv.
         pulled = torch.autograd.grad(chosen, params, grad_outputs=probe, create_graph=True)
@@ -152,16 +213,20 @@ def curvature_product(
 
 
 CAP_MARGIN = 1.1
-"""The series' step is at most 1/(CAP_MARGIN · λ̂_max): power iteration's estimate λ̂_max
-approaches λ_max from below."""
+"""The series' step is at most 1/(CAP_MARGIN · λ̂_max): for a symmetric matrix, power
+iteration's estimate λ̂_max approaches λ_max from below. (For the soft-Bellman Jacobian, not
+symmetric, the cap bounds the step but guarantees no convergence: a complex eigenvalue μ needs
+η < 2 Re μ / |μ|², and one with a negative real part none; :meth:`BellmanDecision.decide`
+reports such a series as diverged.)"""
 
 
 def largest_curvature(times: CurvatureProduct, start: Vectors) -> float:
     """An estimate of the largest eigenvalue magnitude of the matrix `times` applies, by
     :data:`POWER_ITERATIONS` power iterations from `start` mixed, at equal norm, with a fixed
     random direction (so that a start nearly orthogonal to the top eigenvector still finds it);
-    0 for a zero matrix, inf when the start or the products are not finite. The estimate never
-    exceeds the true value, hence :data:`CAP_MARGIN`."""
+    0 for a zero matrix, inf when the start or the products are not finite. For a symmetric
+    matrix the estimate never exceeds the true value, hence :data:`CAP_MARGIN`; for the
+    soft-Bellman Jacobian, not symmetric, it may fall on either side of its spectral radius."""
     generator = torch.Generator().manual_seed(0)
     random = [torch.randn(v.shape, generator=generator, dtype=torch.float64) for v in start]
     random = [r.to(device=v.device, dtype=v.dtype) for r, v in zip(random, start, strict=True)]
@@ -206,37 +271,31 @@ class BellmanDecision:
 
     def decide(self, predictions: Tensor, batch: Batch) -> Tensor:
         """Q'(s, a) [B] after the Q step on the model transitions (s, a, ŝ'): one gradient step,
-        or K terms of the damped Newton step's Neumann series (module docstring)."""
+        or K terms of the damped Newton step's Neumann series (module docstring); NaN where
+        the series is taken to diverge (its last term is larger than its first, or its
+        curvature is not finite), so that the step built on it is skipped, not taken."""
         agent, config = self.task.agent, self.task.config
-        observations, actions = batch.context["observation"], batch.context["action"]
-        params = dict(agent.q.named_parameters())
-        rewards = torch.ones(len(batch), device=predictions.device)
-        done = cartpole_done(predictions.detach())
-        targets = rewards + agent.gamma * (1 - done) * agent.soft_value(predictions)
-        values = functional_call(agent.q, params, (observations,))
-        chosen = values.gather(1, actions.unsqueeze(1)).squeeze(1)
-        loss = (chosen - targets).pow(2).mean()
-        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        regression = q_regression(agent, predictions, batch, config.lookahead_curvature)
+        grads = regression.grads
         lr = config.lookahead_lr
-        total = list(grads)
+        total, diverged = list(grads), False
         if config.lookahead_terms > 1:
             times = curvature_product(
-                config.lookahead_curvature,
-                grads,
-                chosen,
-                list(params.values()),
-                damping=config.lookahead_damping,
+                config.lookahead_curvature, regression, damping=config.lookahead_damping
             )
             largest = largest_curvature(times, grads)
+            diverged = not math.isfinite(largest)  # non-finite products: no step to take
             if largest > 0:  # the series' step, capped where the curvature would diverge it
                 lr = min(lr, 1.0 / (CAP_MARGIN * largest))
             term = list(grads)
             for _ in range(config.lookahead_terms - 1):  # term ← (I − η(M + λI)) term
                 term = [t - lr * m for t, m in zip(term, times(term), strict=True)]
                 total = [a + t for a, t in zip(total, term, strict=True)]
-        ahead = {n: p - lr * s for (n, p), s in zip(params.items(), total, strict=True)}
-        after = functional_call(agent.q, ahead, (observations,))
-        return after.gather(1, actions.unsqueeze(1)).squeeze(1)
+            diverged = diverged or _norm(term) > _norm(grads)
+        ahead = {n: p - lr * s for (n, p), s in zip(regression.params.items(), total, strict=True)}
+        after = functional_call(agent.q, ahead, (batch.context["observation"],))
+        decisions = after.gather(1, batch.context["action"].unsqueeze(1)).squeeze(1)
+        return decisions * math.nan if diverged else decisions
 
     def objective(self, decisions: Tensor, batch: Batch) -> Tensor:
         """−(Q'(s, a) − y_real)² per real transition (higher is better)."""

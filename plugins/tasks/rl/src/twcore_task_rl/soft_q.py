@@ -62,11 +62,6 @@ class SoftQAgent(nn.Module):
         self.gamma = gamma
         self.polyak = polyak
 
-    def soft_value(self, observations: Tensor, network: nn.Module | None = None) -> Tensor:
-        """α log Σ_a exp(Q(s, a)/α) [B] (of the target network by default)."""
-        values = (network or self.target)(observations)
-        return self.temperature * torch.logsumexp(values / self.temperature, dim=1)
-
     def act(self, observation: Tensor, generator: torch.Generator, greedy: bool = False) -> int:
         """An action from the Boltzmann policy (or the greedy one); uniformly random while the
         Q values are not finite (a diverged agent still acts, and the run goes on)."""
