@@ -125,20 +125,25 @@ def run_reproduction(
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     results = run_sweeps(_sweep_specs(ran, out, quick, extra), registry=registry, options=options)
-    trials = {g.name: [t for r in results if r.sweep_dir.parent == out / g.name for t in r.trials]
-              for g in ran}  # fmt: skip
-    made = [g for g in ran if any(t.attempts for t in trials[g.name])]
+    attempts = {g.name: _attempts(results, out / g.name) for g in ran}
+    made = [g for g in ran if any(attempts[g.name])]
     record_invocation(
         out,
         made,
         quick=quick,
         seconds=time.perf_counter() - began,
-        resumed={g.name for g in made if not all(t.attempts for t in trials[g.name])},
+        resumed={g.name for g in made if not all(attempts[g.name])},
     )
     if any(r.interrupted for r in results):
         warn("reproduce: interrupted; the report covers what completed")
     report, ledger = _write_outputs(selected, ran, out, report_dir, quick, skipped, plots=plots)
     return Reproduction(out, results, report, ledger, time.perf_counter() - began, skipped)
+
+
+def _attempts(results: Sequence[SweepResult], grid_dir: Path) -> list[int]:
+    """How many times this invocation ran each trial of the grid in `grid_dir` (0: it found the
+    trial complete)."""
+    return [t.attempts for r in results if r.sweep_dir.parent == grid_dir for t in r.trials]
 
 
 def _report_existing(

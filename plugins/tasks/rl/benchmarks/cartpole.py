@@ -88,10 +88,11 @@ def proxy_correlations(runs: list[GridRun]) -> dict[tuple[str, int], list[float]
 
     found: dict[tuple[str, int], list[float]] = defaultdict(list)
     for label, distractors, records in runs:
+        # metrics.jsonl spells a non-finite value as a string ("nan"): float() reads it back
         pairs = [
-            (r[TASK_LOSS], r[RETURN])
+            (float(r[TASK_LOSS]), float(r[RETURN]))
             for r in records
-            if TASK_LOSS in r and RETURN in r and math.isfinite(r[TASK_LOSS])
+            if TASK_LOSS in r and RETURN in r and math.isfinite(float(r[TASK_LOSS]))
         ]
         if len(pairs) < 3:
             continue

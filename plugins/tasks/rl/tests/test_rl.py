@@ -820,6 +820,23 @@ def _benchmark_script(name: str):
     return module
 
 
+def test_the_cartpole_reader_leaves_out_a_validation_whose_task_loss_was_not_finite() -> None:
+    """metrics.jsonl writes a NaN as the string "nan" (JSON has none): the reader reads it back
+    and leaves that validation out of the rank correlation, which the other three decide."""
+    cartpole = _benchmark_script("cartpole")
+    loss, ret = cartpole.TASK_LOSS, cartpole.RETURN
+    records = [
+        {loss: 3.0, ret: 10.0},
+        {loss: "nan", ret: 500.0},
+        {loss: 2.0, ret: 20.0},
+        {"step": 7},
+        {loss: 1.0, ret: 30.0},
+    ]
+    assert cartpole.proxy_correlations([("taskmet", 32, records)]) == {
+        ("taskmet", 32): [pytest.approx(-1.0)]
+    }
+
+
 def test_the_cartpole_reader_draws_the_metric_the_grids_taskmet_runs_logged(tmp_path) -> None:
     import json
 

@@ -69,7 +69,7 @@ from twcore_task_rl.distractors import (
 )
 from twcore_task_rl.replay import ReplayBuffer
 from twcore_task_rl.requests import check_stream_request
-from twcore_task_rl.soft_q import SoftQAgent, cartpole_done
+from twcore_task_rl.soft_q import SoftQAgent
 
 ACTIONS = 2
 TRUE_DIMS = 4
@@ -142,14 +142,12 @@ def q_regression(agent: SoftQAgent, predictions: Tensor, batch: Batch, kind: str
     as Q-learning takes it), and bootstrapped, so that the derivative of g in ω itself is the
     Jacobian of the soft-Bellman fixed-point condition g(ω, ω̄ = ω) = 0."""
     params = dict(agent.q.named_parameters())
-    rewards = torch.ones(len(batch), device=predictions.device)
-    done = cartpole_done(predictions.detach())
     if kind == "soft-bellman":
         regressed = {n: p.clone() for n, p in params.items()}
         next_q = functional_call(agent.q, params, (predictions,))
     else:
         regressed, next_q = params, agent.target(predictions)
-    targets = soft_q_targets(rewards, done, next_q, agent.gamma, agent.temperature)
+    targets = agent.targets_from(predictions, next_q)
     values = functional_call(agent.q, regressed, (batch.context["observation"],))
     chosen = values.gather(1, batch.context["action"].unsqueeze(1)).squeeze(1)
     loss = (chosen - targets).pow(2).mean()

@@ -75,13 +75,16 @@ class SoftQAgent(nn.Module):
         return int(torch.multinomial(probabilities, 1, generator=generator))
 
     def model_targets(self, predicted_next: Tensor) -> Tensor:
-        """Soft-Q targets [B] of model transitions: reward 1, done from the predicted state."""
-        rewards = torch.ones(predicted_next.shape[0], device=predicted_next.device)
+        """Soft-Q targets [B] of model transitions from the target network (no graph)."""
         with torch.no_grad():
-            next_q = self.target(predicted_next)
-        return soft_q_targets(
-            rewards, cartpole_done(predicted_next), next_q, self.gamma, self.temperature
-        )
+            return self.targets_from(predicted_next, self.target(predicted_next))
+
+    def targets_from(self, predicted_next: Tensor, next_q: Tensor) -> Tensor:
+        """Soft-Q targets [B] of model transitions ŝ' whose action values are `next_q` [B, A]:
+        CartPole's reward 1, done from the predicted state (not differentiated)."""
+        rewards = torch.ones(predicted_next.shape[0], device=predicted_next.device)
+        done = cartpole_done(predicted_next.detach())
+        return soft_q_targets(rewards, done, next_q, self.gamma, self.temperature)
 
     def update(self, observations: Tensor, actions: Tensor, targets: Tensor) -> float:
         """One Adam step on (Q(s, a) − y)², then the Polyak target update; the loss.
