@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from twcore.contract.errors import TwcoreError, first_line
 from twcore.orchestration.console import error
-from twcore.orchestration.engine.stopping import sigterm_interrupts
+from twcore.orchestration.engine.stopping import stop_signals_interrupt
 from twcore.orchestration.user_plugins import import_plugins
 from twcore.version import __version__
 
@@ -386,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import_plugins(*modules)
         # SIGTERM stops a command as Ctrl-C does: promptly, cleaning up, exit code 130 (a run's
         # training loop finishes its step and checkpoints first).
-        with sigterm_interrupts():
+        with stop_signals_interrupt():
             return int(options.handler(options) or 0)
     except TwcoreError as exc:
         if debug:

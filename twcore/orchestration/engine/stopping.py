@@ -1,9 +1,10 @@
 """Stopping cleanly on Ctrl-C or SIGTERM.
 
-In a run's training loop (:func:`graceful_stop`) the step finishes, a checkpoint is written,
-then the run stops. Elsewhere (a final evaluation, a command between runs) SIGTERM is made to
-act as Ctrl-C does (:func:`sigterm_interrupts`): ``KeyboardInterrupt`` at once, so ``finally``
-blocks run and the run or command records that it was interrupted.
+While a run trains (:func:`graceful_stop`) the step finishes, a checkpoint is written, then
+the run stops; while a run records how it ended, a signal is noted and the record is written
+whole. Elsewhere (a final evaluation, a command between runs) SIGTERM acts as Ctrl-C does
+(:func:`stop_signals_interrupt`): ``KeyboardInterrupt`` at once, so ``finally`` blocks run and
+the run or command records that it was interrupted.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopRequest:
@@ -36,7 +39,7 @@ def graceful_stop() -> Iterator[StopRequest]:
     if threading.current_thread() is not threading.main_thread():
         yield request
         return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     for sig in previous:
         signal.signal(sig, request._handle)
     try:
@@ -51,15 +54,17 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises ``KeyboardInterrupt`` while the block runs (main thread only; elsewhere a
-    no-op). :func:`graceful_stop` inside it takes over for its own block."""
+def stop_signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise ``KeyboardInterrupt`` at once while the block runs (main thread
+    only; elsewhere a no-op). :func:`graceful_stop` inside it takes over for its own block, and
+    this block inside :func:`graceful_stop` takes over from it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        # None: the earlier handler was not installed from Python; the default is the closest.
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for sig, handler in previous.items():
+            # None: the earlier handler was not installed from Python; the default is closest.
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

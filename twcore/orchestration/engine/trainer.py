@@ -31,7 +31,7 @@ from twcore.orchestration.engine.progress import Progress
 from twcore.orchestration.engine.rng import capture_rng_state, restore_rng_state
 from twcore.orchestration.engine.run_failure import Phase, run_failure
 from twcore.orchestration.engine.rundir import BEST_MODEL_FILE, CHECKPOINT_FILE, RunDirectory
-from twcore.orchestration.engine.stopping import StopRequest, graceful_stop, sigterm_interrupts
+from twcore.orchestration.engine.stopping import StopRequest, graceful_stop, stop_signals_interrupt
 from twcore.orchestration.engine.summary import FINISHED_STATUSES, build_summary
 from twcore.orchestration.tracking import Tracker
 from twcore.orchestration.tracking.jsonl import JsonlBackend
@@ -128,42 +128,46 @@ class Trainer:
         """
         status = "failed"
         progress: Progress | None = None
-        try:
-            self._begin(resume_state, reuse_directory)
-            progress = self._progress()
-            result = self._run_to_end(progress)
-            status = result.summary["status"]
-            return result
-        except DivergenceError as exc:
-            status = "diverged"
-            self._finish_after_error(status, str(exc))
-            raise
-        except KeyboardInterrupt:
-            status = "interrupted"
-            self._finish_after_error(
-                status, f"interrupted at step {self.step}; {self._checkpoint_note()}"
-            )
-            raise
-        except TwcoreError as exc:
-            self._finish_after_error(status, str(exc))
-            raise
-        except Exception as exc:
-            if self.world.distributed and lost_a_process(exc):
-                message = (
-                    f"another process of this data-parallel run stopped at step {self.step} "
-                    f"({lost_a_process(exc)}); {self._checkpoint_note()}; continue with "
-                    f"`twcore resume {self.run_dir.path}`"
+        # The stop handlers cover the recording of how the run ended too: a SIGTERM arriving
+        # then (torchrun sends one to every process when another dies) is noted, not obeyed,
+        # so it cannot cut short the summary that says why the run stopped.
+        with graceful_stop() as stop:
+            try:
+                self._begin(resume_state, reuse_directory)
+                progress = self._progress()
+                result = self._run_to_end(stop, progress)
+                status = result.summary["status"]
+                return result
+            except DivergenceError as exc:
+                status = "diverged"
+                self._finish_after_error(status, str(exc))
+                raise
+            except KeyboardInterrupt:
+                status = "interrupted"
+                self._finish_after_error(
+                    status, f"interrupted at step {self.step}; {self._checkpoint_note()}"
                 )
-                self._finish_after_error(status, message)
-                raise TwcoreError(message) from exc
-            plugins = self.composed.plugins
-            failure = run_failure(exc, phase=self.phase, step=self.step, plugins=plugins)
-            self._finish_after_error(status, str(failure), {"failure": failure.describe()})
-            raise failure from exc
-        finally:
-            if progress is not None:
-                progress.close()
-            self.tracker.finish(status)
+                raise
+            except TwcoreError as exc:
+                self._finish_after_error(status, str(exc))
+                raise
+            except Exception as exc:
+                if self.world.distributed and lost_a_process(exc):
+                    message = (
+                        f"another process of this data-parallel run stopped at step {self.step} "
+                        f"({lost_a_process(exc)}); {self._checkpoint_note()}; continue with "
+                        f"`twcore resume {self.run_dir.path}`"
+                    )
+                    self._finish_after_error(status, message)
+                    raise TwcoreError(message) from exc
+                plugins = self.composed.plugins
+                failure = run_failure(exc, phase=self.phase, step=self.step, plugins=plugins)
+                self._finish_after_error(status, str(failure), {"failure": failure.describe()})
+                raise failure from exc
+            finally:
+                if progress is not None:
+                    progress.close()
+                self.tracker.finish(status)
 
     def _begin(self, resume_state: dict[str, Any] | None, reuse_directory: bool) -> None:
         if resume_state is not None:
@@ -185,24 +189,26 @@ class Trainer:
             label=f"{plugins['method'].name}/{plugins['task'].name} s{self.run.seed}",
         )
 
-    def _run_to_end(self, progress: Progress) -> RunResult:
-        with graceful_stop() as stop:
-            self._loop(stop, progress)
-            # Agreed once more: a signal during the last step still stops with "interrupted".
-            if self._stop_agreed(stop):
-                self._save_checkpoint()
-                if self.stopped_by_callback and not stop.requested:
-                    message = f"stopped by a callback at step {self.step}"
-                    return self._finish("stopped", self.last_metrics, message)
-                by = stop.signal_name or "a signal to another process"
-                message = f"stopped by {by} at step {self.step}"
-                return self._finish("interrupted", self.last_metrics, message)
+    def _run_to_end(self, stop: StopRequest, progress: Progress) -> RunResult:
+        self._loop(stop, progress)
+        # Agreed once more: a signal during the last step still stops with "interrupted".
+        if self._stop_agreed(stop):
+            self._save_checkpoint()
+            if self.stopped_by_callback and not stop.requested:
+                message = f"stopped by a callback at step {self.step}"
+                return self._finish("stopped", self.last_metrics, message)
+            by = stop.signal_name or "a signal to another process"
+            message = f"stopped by {by} at step {self.step}"
+            return self._finish("interrupted", self.last_metrics, message)
         # The checkpoint comes before on_train_end (which may, e.g., restore the best
         # parameters), so a resume that trains longer continues the training trajectory.
         self._save_checkpoint()
         # With the checkpoint written, a stop need not wait for the (maybe long) phases after
-        # it: the run records "interrupted" and a resume repeats them.
-        with sigterm_interrupts():
+        # it: the run records "interrupted" and a resume repeats them (as it does for a signal
+        # that came after the loop's last agreement, while the checkpoint was written).
+        with stop_signals_interrupt():
+            if stop.requested:
+                raise KeyboardInterrupt
             with self._during(TRAIN_END):
                 self.components.method.on_train_end()
             final = self._final_evaluation(progress, known=self._restore_best())
