@@ -31,9 +31,10 @@ two references:
   for this trunk — each head reads its own view of the trunk's output, one backward pass of
   the losses' sum to those views and the heads' parameters, the K cotangents through the trunk
   to each linear layer's output in one vectorised pass, each layer's share ⟨XXᵀ + 11ᵀ, D_i D_jᵀ⟩,
-  the weights, each layer's Xᵀ Σ_k w_k D_k, Adam — the same operations as the library's path
-  with none of its bookkeeping (hooks, graph walks, checks). ``--phases`` prints where its time
-  goes, phase by phase.
+  the weights, each layer's Xᵀ Σ_k w_k D_k, Adam — the library's route with none of its
+  bookkeeping (the recording's hooks, the walk of the heads' graph, the hooks that keep each
+  head's gradient at the trunk's output in place of the views, the checks). ``--phases`` prints
+  where its time goes, phase by phase.
 
 Columns: ms per step, the ratio to ew's, backward-pass equivalents — (step − forward) ÷
 (ew's step − forward), with the forward pass (losses included) timed on its own: how many of

@@ -478,17 +478,17 @@ class _PairedHeads(nn.Module):
         ("two heads per loss", True),
         ("a head called again", True),
         ("a head's output read by two losses", False),
-        ("a loss reading the output", False),
+        ("a loss reading the output", True),
     ],
 )
 def test_one_pass_through_the_heads_tells_the_losses_apart_or_steps_aside(
     arrangement: str, readers: bool
 ) -> None:
-    """Each head reads its own alias of the trunk's output, so one backward pass gives each
-    loss's gradient there where every alias belongs to one loss (a head called twice reads
-    two); where one does not (a head's output two losses read, a loss reading the trunk's
-    output itself), a pass per loss. The Gram matrix, the
-    weighted gradient on the trunk and the heads' Σ_k b_k ∇L_k are autograd's to 1e-10."""
+    """Each operation reading the trunk's output hands it its gradient in one backward pass,
+    so that pass gives each loss's gradient there where every such operation belongs to one
+    loss (a head called twice is two; a loss may also read the output itself); where one does
+    not (a head's output two losses read), a pass per loss. The Gram matrix, the weighted
+    gradient on the trunk and the heads' Σ_k b_k ∇L_k are autograd's to 1e-10."""
     torch.manual_seed(16)
     model = _PairedHeads(arrangement)
     inputs = torch.randn(8, 6, dtype=torch.float64)
@@ -630,7 +630,7 @@ def test_the_heads_tensors_are_given_only_where_the_pass_through_them_vouches_fo
 def test_a_loss_reaching_a_trunk_parameter_past_its_output_takes_no_cut(heads_seen: bool) -> None:
     """A loss reading a trunk weight: the walk down to the trunk's output meets the recorder's
     own parameter, so the cut does not hold and the one pass from the losses runs — whether
-    the heads read aliases of the output (the recorder is shown them) or not."""
+    the recorder is shown the heads or not."""
     torch.manual_seed(18)
     model = _PairedHeads("one head per loss")
     shared = list(model.trunk.parameters())
@@ -640,6 +640,37 @@ def test_a_loss_reaching_a_trunk_parameter_past_its_output_takes_no_cut(heads_se
         losses = model.losses(torch.randn(6, 6, dtype=torch.float64))
         tied = model.trunk[2].bias.sum() * losses[0]  # a loss reading a trunk parameter
         losses = torch.stack([tied, *losses[1:]])
+    gram = recorder.gram(losses)
+    assert not recorder.used_cut
+    torch.testing.assert_close(gram, _reference(losses, shared), rtol=1e-10, atol=1e-12)
+
+
+class _SplitTrunk(nn.Module):
+    """A trunk whose output is one of two outputs of one operation (an unbind), keeping the
+    other aside: a loss reading that one reaches the trunk's parameters past its output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(6, 10).double()
+        self.aside: Tensor | None = None
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        kept, self.aside = self.linear(inputs).view(-1, 2, 5).unbind(1)
+        return kept
+
+
+def test_a_loss_reading_another_output_of_the_trunks_last_operation_takes_no_cut() -> None:
+    torch.manual_seed(22)
+    trunk = _SplitTrunk()
+    heads = nn.ModuleList(nn.Linear(5, 2) for _ in range(2)).double()
+    shared = list(trunk.parameters())
+    recorder = GramRecorder(shared, [trunk, heads], cut=trunk)
+    with recorder:
+        features = trunk(torch.randn(7, 6, dtype=torch.float64))
+        assert trunk.aside is not None
+        losses = torch.stack(
+            [heads[0](features).pow(2).mean(), heads[1](trunk.aside).pow(2).mean()]
+        )
     gram = recorder.gram(losses)
     assert not recorder.used_cut
     torch.testing.assert_close(gram, _reference(losses, shared), rtol=1e-10, atol=1e-12)

@@ -16,9 +16,10 @@ recorded layer come from one vectorised backward pass of the K losses to the lay
 which computes no parameter gradient. Given the module all of them run inside (``cut=``, a
 model's trunk), the losses are first taken to its output through the heads — a vectorised pass
 would run all K heads for each of the K rows — and only the K cotangents go through the trunk
-vectorised. Each module reading the cut's output (a head) reads its own alias of it (a view),
-so one backward pass of the losses' sum gives each loss's gradient at the output, where each
-alias is reached by one loss; otherwise each loss is differentiated alone. What the Gram matrix
+vectorised. In one backward pass of the losses' sum, each operation reading the cut's output
+(a head's first layer) hands the output its gradient; a hook on each keeps what it hands, so
+where each of those operations is reached by one loss the pass gives each loss's gradient at the
+output; otherwise each loss is differentiated alone. What the Gram matrix
 needed also gives the step's weighted gradient Σ_k w_k ∇L_k
 (:meth:`GramRecorder.weighted_gradients`: each layer's rows times Σ_k w_k D_k), so no second
 backward pass runs through the recorded layers, and the one pass through the heads gives
@@ -299,8 +300,8 @@ class GramRecorder:
         cut: the module whose single output carries every way the losses depend on `params`
             (a model's trunk; its output the shared representation the heads read). The K
             losses are then taken to that output through the heads — in one backward pass of
-            their sum where each call of a module reading the output (one of `modules`) feeds
-            one loss (:attr:`used_readers`), else one pass per loss; never the vectorised pass
+            their sum where each operation reading the output feeds one loss
+            (:attr:`used_readers`), else one pass per loss; never the vectorised pass
             that runs every head for every loss (K² head backwards) — and only the K
             cotangents go through the cut module in one vectorised pass. Used on a step where
             it holds as far as the recorder can see: every one of `params` is the cut's (and
@@ -373,18 +374,8 @@ class GramRecorder:
         self.cut = cut if cut is not None and holds else None
         """The cut module in use (None if none was given, or one of the parameters is not the
         cut's or is also owned by a module outside it)."""
-        # The modules that may read the cut's output (the heads): neither inside the cut nor
-        # around it.
-        self._readers = (
-            [
-                module
-                for module in found.values()
-                if id(module) not in inside and not any(sub is cut for sub in module.modules())
-            ]
-            if self.cut is not None
-            else []
-        )
-        self._aliases: list[Tensor] = []
+        # Its parameters, as the layers are, found once (whether each trains is read each step).
+        self._cut_params = list(self.cut.parameters()) if self.cut is not None else []
         self._kept: _Kept | None = None
         self._cut_outputs: list[Tensor] = []
         self._cut_version = -1
@@ -394,8 +385,8 @@ class GramRecorder:
         """Whether the last :meth:`gram` went through the cut (see ``cut``)."""
         self.used_readers = False
         """Whether the last :meth:`gram` took the losses to the cut's output in one pass
-        through the modules reading it (each head read its own alias of the output, and each
-        alias was reached by one loss), rather than one pass per loss."""
+        through the operations reading it (each reached by one loss), rather than one pass per
+        loss."""
 
     @property
     def recorded_layers(self) -> list[nn.Module]:
@@ -423,8 +414,6 @@ class GramRecorder:
             self._hooks.append(self.cut.register_forward_pre_hook(self._enter_cut))
             # always_call: a forward that raises still leaves the cut
             self._hooks.append(self.cut.register_forward_hook(self._leave_cut, always_call=True))
-            for reader in self._readers:
-                self._hooks.append(reader.register_forward_pre_hook(self._alias_cut_output))
         return self
 
     def _enter_cut(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
@@ -436,24 +425,8 @@ class GramRecorder:
             self._cut_outputs.append(output)
             self._cut_version = output._version if isinstance(output, Tensor) else -1
 
-    def _alias_cut_output(self, module: nn.Module, inputs: tuple[Any, ...]) -> Any:
-        """A module outside the cut called on the cut's output reads its own alias of it (a
-        view), so that one backward pass can tell apart what reaches the output through each
-        reader (see :func:`_grads_through_readers`)."""
-        if self._cut_depth != 0 or len(self._cut_outputs) != 1:
-            return None
-        output = self._cut_outputs[0]
-        if not isinstance(output, Tensor) or not output.requires_grad:
-            return None
-        if not any(value is output for value in inputs):
-            return None
-        alias = output.view_as(output)
-        self._aliases.append(alias)
-        return tuple(alias if value is output else value for value in inputs)
-
     def _reset_step(self) -> None:
         self._kept = None
-        self._aliases.clear()
         self._cut_outputs.clear()
         self._cut_depth = 0
         self._outside_cut = False
@@ -547,15 +520,13 @@ class GramRecorder:
                 through = None  # the output was changed in place after the cut ran
             walk = None
             if through is not None:
-                walk = _walk_to_readers(losses, through, self._aliases, self._param_ids)
+                walk = _walk_to_readers(losses, through, self._param_ids)
                 if walk.broken:  # a loss reaches a parameter without the cut: no cut
                     through = None
             self.used_cut = through is not None
             if through is not None:
-                if walk is not None and walk.separable and self._aliases:
-                    cotangents, self._kept.others = _grads_through_readers(
-                        losses, through, self._aliases, walk
-                    )
+                if walk is not None and walk.separable:
+                    cotangents, self._kept.others = _grads_through_readers(losses, through, walk)
                     self.used_readers = True
                 else:
                     cotangents = _each_loss_grad(losses, through)
@@ -652,6 +623,7 @@ class GramRecorder:
             return None
         factors: list[float] | None = None if coefficients is None else coefficients.tolist()
         found: list[Tensor] = []
+        scaled: list[tuple[int, Tensor, float]] = []  # multiplied in one call below
         handed: set[int] = set()  # the memory of the gradients handed over as they are
         for tensor in tensors:
             entry = kept.others.get(id(tensor))
@@ -667,7 +639,8 @@ class GramRecorder:
                 if any(factors[owner] != factor for owner in owners[1:]):
                     return None  # its losses weighted differently: only their sum is known
             if factor != 1.0:
-                found.append(grad * factor)
+                scaled.append((len(found), grad, factor))
+                found.append(grad)  # replaced by its product below
                 continue
             memory = grad.untyped_storage().data_ptr()
             # autograd may give two parameters one tensor (a head adding both) or an expanded
@@ -677,6 +650,10 @@ class GramRecorder:
                 found.append(grad)
             else:
                 found.append(grad.clone(memory_format=torch.contiguous_format))
+        if scaled:
+            products = torch._foreach_mul([grad for _, grad, _ in scaled], [f for *_, f in scaled])
+            for (index, _, _), product in zip(scaled, products, strict=True):
+                found[index] = product
         if take:
             kept.others = {}
         return found
@@ -708,7 +685,7 @@ class GramRecorder:
         the cut, would be counted through that use alone)."""
         if self.cut is None:
             return False
-        return all(id(p) in self._param_ids for p in self.cut.parameters() if p.requires_grad)
+        return all(id(p) in self._param_ids for p in self._cut_params if p.requires_grad)
 
     def _cut_output(self) -> Tensor | None:
         """The cut module's output, if this step's recording shows the cut holds."""
@@ -726,93 +703,105 @@ class GramRecorder:
 
 @dataclass
 class _ReadersWalk:
-    """What a walk of the losses' graph down to the readers' aliases of the cut's output
-    found (:func:`_walk_to_readers`)."""
+    """What a walk of the losses' graph down to the cut's output found
+    (:func:`_walk_to_readers`)."""
 
-    reached: list[list[int]]
-    """For each loss, the aliases it reaches."""
+    readers: list[tuple[Any, tuple[int, ...], int]]
+    """Each operation reading the output, as its backward node, the positions of its inputs
+    that are the output, and the loss that reaches it (the first one, if several do)."""
     leaves: dict[int, tuple[Tensor, list[int]]]
     """Every leaf the losses reach without the cut's output, by id: the leaf and the losses
     that reach it."""
     separable: bool
-    """Whether each alias is reached by one loss and no loss reaches the output itself."""
+    """Whether each operation reading the output is reached by one loss."""
     broken: bool
     """Whether a loss reaches one of the recorder's parameters without the cut's output (a
-    head reading a trunk weight): the cut does not hold."""
+    head reading a trunk weight), or another output of the operation that computed it: the
+    cut does not hold."""
 
 
-def _walk_to_readers(
-    losses: Tensor, output: Tensor, aliases: list[Tensor], mine: set[int]
-) -> _ReadersWalk:
-    """Walk each of the losses stacked from K scalars down to the readers' `aliases` of the
-    cut's `output` (not below them), noting the aliases and leaves each reaches; `mine` are the
-    ids of the recorder's parameters."""
+def _walk_to_readers(losses: Tensor, output: Tensor, mine: set[int]) -> _ReadersWalk:
+    """Walk each of the losses stacked from K scalars down to the cut's `output` (not below
+    it), noting the operations reading it and the leaves each loss reaches; `mine` are the ids
+    of the recorder's parameters."""
     node = losses.grad_fn
-    assert node is not None
     stop = output.grad_fn
-    # The nodes stay referenced while their ids are compared (an id is unique only then).
-    alias_nodes = [alias.grad_fn for alias in aliases]
-    alias_of = {id(alias_node): index for index, alias_node in enumerate(alias_nodes)}
-    owner: dict[int, int] = {}
-    reached: list[list[int]] = []
+    if node is None or stop is None:
+        return _ReadersWalk([], {}, separable=False, broken=True)
+    number = output.output_nr
+    readers: list[tuple[Any, tuple[int, ...], int]] = []
+    reader_of: dict[int, int] = {}  # a reader node's id: the loss that reached it first
     leaves: dict[int, tuple[Tensor, list[int]]] = {}
     separable = True
+    # The nodes stay referenced while their ids are compared (an id is unique only then).
+    seen: dict[int, Any] = {}
     for position, (start, _) in enumerate(node.next_functions):
-        found: list[int] = []
-        seen: dict[int, Any] = {}
+        seen.clear()
         pending = [start] if start is not None else []
         while pending:
             current = pending.pop()
             if id(current) in seen:
                 continue
             seen[id(current)] = current
-            index = alias_of.get(id(current))
-            if index is not None:
-                separable = separable and owner.setdefault(index, position) == position
-                found.append(index)
-                continue
-            if current is stop:
-                separable = False
-                continue
+            into: list[int] = []
+            for index, (child, slot) in enumerate(current.next_functions):
+                if child is stop:
+                    if slot != number:
+                        return _ReadersWalk([], {}, separable=False, broken=True)
+                    into.append(index)
+                elif child is not None:
+                    pending.append(child)
+            if into:
+                first = reader_of.setdefault(id(current), position)
+                if first == position:
+                    readers.append((current, tuple(into), position))
+                else:
+                    separable = False
             leaf = getattr(current, "variable", None)  # an AccumulateGrad node's tensor
-            if isinstance(leaf, Tensor):
+            if leaf is not None:
                 if id(leaf) in mine:
                     return _ReadersWalk([], {}, separable=False, broken=True)
                 leaves.setdefault(id(leaf), (leaf, []))[1].append(position)
-            pending.extend(child for child, _ in current.next_functions if child is not None)
-        reached.append(found)
-    return _ReadersWalk(reached, leaves, separable, broken=False)
+    return _ReadersWalk(readers, leaves, separable and bool(readers), broken=False)
 
 
 def _grads_through_readers(
-    losses: Tensor, output: Tensor, aliases: list[Tensor], walk: _ReadersWalk
+    losses: Tensor, output: Tensor, walk: _ReadersWalk
 ) -> tuple[Tensor, dict[int, tuple[Tensor, Tensor | None, list[int]]]]:
     """Each loss's gradient with respect to `output` [K, *output], and the losses' sum's on
     every other leaf they reach (the heads' parameters; as ``_Kept.others`` keeps them), from one
-    backward pass of their sum to the readers'
-    `aliases` of `output` and those leaves (`walk` must be separable): each alias's gradient
-    is that of the one loss that reaches it, and a loss's gradient the sum over the aliases it
-    reaches."""
+    backward pass of their sum to `output` and those leaves (`walk` must be separable): a hook
+    on each operation reading `output` keeps the gradient it hands the output, which is that of
+    the one loss that reaches it; a loss's gradient is the sum of what its readers hand."""
+    parts: list[Tensor | None] = [None] * len(losses)
+
+    def keeper(loss: int, positions: tuple[int, ...]) -> Any:
+        def keep(grad_inputs: tuple[Tensor | None, ...], grad_outputs: object) -> None:
+            for position in positions:
+                grad = grad_inputs[position]
+                if grad is not None:  # kept as it is: the output's buffer adds a copy
+                    found = parts[loss]
+                    parts[loss] = grad if found is None else found + grad
+
+        return keep
+
+    handles = [node.register_hook(keeper(loss, into)) for node, into, loss in walk.readers]
     others = [leaf for leaf, _ in walk.leaves.values()]
-    grads = torch.autograd.grad(
-        losses,
-        [*aliases, *others],
-        torch.ones_like(losses),
-        retain_graph=True,
-        allow_unused=True,
-    )
-    rows = []
-    for found in walk.reached:
-        parts = [grads[index] for index in found if grads[index] is not None]
-        if not parts:
-            rows.append(torch.zeros_like(output))
-        else:
-            rows.append(parts[0] if len(parts) == 1 else torch.stack(parts).sum(dim=0))
+    try:
+        grads = torch.autograd.grad(
+            losses,
+            [output, *others],
+            torch.ones_like(losses),
+            retain_graph=True,
+            allow_unused=True,
+        )
+    finally:
+        for handle in handles:
+            handle.remove()
+    rows = [torch.zeros_like(output) if part is None else part for part in parts]
     by_leaf: dict[int, tuple[Tensor, Tensor | None, list[int]]] = {
         key: (leaf, grad, owners)
-        for (key, (leaf, owners)), grad in zip(
-            walk.leaves.items(), grads[len(aliases) :], strict=True
-        )
+        for (key, (leaf, owners)), grad in zip(walk.leaves.items(), grads[1:], strict=True)
     }
     return torch.stack(rows), by_leaf
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, cast, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -89,6 +89,13 @@ class OwnGradientHandOver(Protocol):
     ) -> list[Tensor] | None: ...
 
 
+def _offers(source: object, *methods: str) -> bool:
+    """Whether `source` has each of `methods` (what one of the Protocols above names): checked
+    by attribute, since isinstance with a runtime Protocol walks its members on every call
+    (tens of microseconds, on every step)."""
+    return all(callable(getattr(source, name, None)) for name in methods)
+
+
 def own_tensors(
     losses: Tensor,
     shared: Sequence[Tensor],
@@ -99,9 +106,9 @@ def own_tensors(
     head), in `params`' order: from what `source` found while computing the Gram matrix where
     it can vouch for that (:class:`OwnGradientSource`, after its ``gram``), otherwise by walking
     the losses' graph (:func:`~twcore.autodiff.graph.own_leaves`)."""
-    if params is not None and isinstance(source, OwnGradientSource):
+    if params is not None and _offers(source, "own_gradients", "own_tensors"):
         params = list(params)  # read twice where the source cannot vouch for its answer
-        found = source.own_tensors(shared, params)
+        found = cast(OwnGradientSource, source).own_tensors(shared, params)
         if found is not None:
             return found
     return own_leaves(losses, shared, params)
@@ -285,20 +292,21 @@ def gram_weighted_backward(
     through them; without the shared tensors' gradients, :func:`split_weighted_backward`."""
     combined = None
     params: list[Tensor] = []
-    if isinstance(source, CombiningGramSource):
-        params = source.params
+    if _offers(source, "weighted_gradients") and hasattr(source, "params"):
+        combining = cast(CombiningGramSource, source)
+        params = combining.params
         if len(params) == len(shared) and {id(p) for p in params} == {id(t) for t in shared}:
-            combined = source.weighted_gradients(weights.detach())
+            combined = combining.weighted_gradients(weights.detach())
     if combined is None:
         split_weighted_backward(losses, weights, shared, own, own_weights=own_weights)
         return
     heads = None
-    if own and isinstance(source, OwnGradientSource):
+    if own and _offers(source, "own_gradients", "own_tensors"):
         coefficients = None if own_weights is None else own_weights.detach()
-        if isinstance(source, OwnGradientHandOver):
-            heads = source.take_own_gradients(own, coefficients)
+        if _offers(source, "take_own_gradients"):
+            heads = cast(OwnGradientHandOver, source).take_own_gradients(own, coefficients)
         else:
-            heads = source.own_gradients(own, coefficients)
+            heads = cast(OwnGradientSource, source).own_gradients(own, coefficients)
     if heads is None:
         _own_backward(losses, own, own_weights, retain_graph=False)
     else:

@@ -96,5 +96,6 @@ class GradCos(GramWeighting):
 
     def coefficients(self, gram: Tensor, losses: Tensor) -> tuple[Tensor, dict[str, Any]]:
         cosines, weights = weights_from_gram(gram, self.main, self.variant)
-        auxiliary = {i: cosines[i] for i in range(self.num_objectives) if i != self.main}
+        values = cosines.tolist()  # one read instead of K − 1 indexings
+        auxiliary = {i: values[i] for i in range(self.num_objectives) if i != self.main}
         return weights, {"cosine": auxiliary}
