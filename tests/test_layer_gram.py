@@ -464,8 +464,8 @@ class _PairedHeads(nn.Module):
             losses.append(self.heads[0](features).pow(4).mean())
         if self.arrangement == "a head's output read by two losses":
             losses.append(outputs[0].pow(4).mean())
-        if self.arrangement == "a loss reading the output":
-            losses[1] = losses[1] + features.pow(2).mean()
+        if self.arrangement == "a loss reading the output":  # at both inputs of one product
+            losses[1] = losses[1] + (features * features).mean()
         # a loss of a head's weight alone: that weight is reached by two losses
         losses.append(self.heads[-1].weight.pow(2).sum())
         return torch.stack(losses)
@@ -673,6 +673,31 @@ def test_a_loss_reading_another_output_of_the_trunks_last_operation_takes_no_cut
         )
     gram = recorder.gram(losses)
     assert not recorder.used_cut
+    torch.testing.assert_close(gram, _reference(losses, shared), rtol=1e-10, atol=1e-12)
+
+
+class _ScalarTrunk(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(6, 4).double()
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.linear(inputs).pow(2).mean()
+
+
+def test_a_loss_that_is_the_cuts_output_itself_is_differentiated_alone() -> None:
+    """No operation reads the output for that loss, so the one pass through the readers cannot
+    tell it apart: each loss is differentiated alone to the output, through the cut still."""
+    torch.manual_seed(23)
+    trunk = _ScalarTrunk()
+    head = nn.Linear(1, 1).double()
+    shared = list(trunk.parameters())
+    recorder = GramRecorder(shared, [trunk, head], cut=trunk)
+    with recorder:
+        output = trunk(torch.randn(5, 6, dtype=torch.float64))
+        losses = torch.stack([output, head(output.view(1, 1)).pow(2).sum()])
+    gram = recorder.gram(losses)
+    assert recorder.used_cut and not recorder.used_readers
     torch.testing.assert_close(gram, _reference(losses, shared), rtol=1e-10, atol=1e-12)
 
 

@@ -309,9 +309,11 @@ class GramRecorder:
             it, and the losses are K stacked scalars
             (``torch.stack([...])``); otherwise the one vectorised pass from the losses. A
             parameter of the cut used again outside it (a head reading a trunk weight) drops
-            the cut where the walk through the heads meets it (the heads among `modules`, the
-            output unchanged since the cut ran); elsewhere it is invisible to the recorder:
-            give no cut for such a model.
+            the cut where the walk of the losses' graph down to the cut's output meets it (the
+            output unchanged since the cut ran); a use below that output (before the cut ran)
+            is invisible to the recorder: give no cut for such a model. The pass through the
+            heads reaches the cut's output, so a hook on that tensor sees the losses' summed
+            gradient there.
     """
 
     def __init__(
@@ -735,8 +737,13 @@ def _walk_to_readers(losses: Tensor, output: Tensor, mine: set[int]) -> _Readers
     separable = True
     # The nodes stay referenced while their ids are compared (an id is unique only then).
     seen: dict[int, Any] = {}
-    for position, (start, _) in enumerate(node.next_functions):
+    for position, (start, slot) in enumerate(node.next_functions):
         seen.clear()
+        if start is stop:  # the loss is the output itself: no operation reads it for it
+            if slot != number:
+                return _ReadersWalk([], {}, separable=False, broken=True)
+            separable = False
+            continue
         pending = [start] if start is not None else []
         while pending:
             current = pending.pop()
@@ -758,7 +765,7 @@ def _walk_to_readers(losses: Tensor, output: Tensor, mine: set[int]) -> _Readers
                 else:
                     separable = False
             leaf = getattr(current, "variable", None)  # an AccumulateGrad node's tensor
-            if leaf is not None:
+            if isinstance(leaf, Tensor):
                 if id(leaf) in mine:
                     return _ReadersWalk([], {}, separable=False, broken=True)
                 leaves.setdefault(id(leaf), (leaf, []))[1].append(position)
@@ -785,9 +792,11 @@ def _grads_through_readers(
 
         return keep
 
-    handles = [node.register_hook(keeper(loss, into)) for node, into, loss in walk.readers]
     others = [leaf for leaf, _ in walk.leaves.values()]
+    handles = []
     try:
+        for node, into, loss in walk.readers:
+            handles.append(node.register_hook(keeper(loss, into)))
         grads = torch.autograd.grad(
             losses,
             [output, *others],
