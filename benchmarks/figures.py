@@ -110,7 +110,7 @@ JOBS = (
     ),
     reproduction(
         "dfl-losses", ("dfl-losses",), "plugins/methods/dfl/docs",
-        ("knapsack_curve", "shortest-path_curve"), 5.4,
+        ("knapsack_curve", "shortest-path_curve"), 15.1,
     ),
     reproduction(
         "dfl-losses-lodl", ("dfl-losses-lodl",), "plugins/methods/dfl/docs/lodl",
@@ -120,7 +120,7 @@ JOBS = (
         "mtl-weightings", ("mtl-weightings",), "plugins/methods/mtl/docs",
         ("mnist-multitask_curve", "mnist-multitask_average_vs_worst", "mnist-multitask_weights",
          "multimnist_curve", "multimnist_main", "multimnist_weights"),
-        18.0,
+        53.2,
     ),
     reproduction(
         "gradcos-auxiliary", ("gradcos-auxiliary",), "plugins/methods/gradcos/docs",

@@ -4,6 +4,7 @@
         [--repeats 3] [--threads 1] [--batch 64] [--out benchmarks/results/gram_weighting.md]
     python3 benchmarks/gram_weighting.py --profile mlp 20 "gradcos (gram)"   # where it goes
     python3 benchmarks/gram_weighting.py --phases   # the Gram path's arithmetic, phase by phase
+    python3 benchmarks/gram_weighting.py --recording   # what recording costs the forward pass
 
 Each model is twcore's default ``mlp`` (128-128) or ``cnn`` (LeNet-style, 16-32 channels, a
 128 dense layer) trunk on 28×28 inputs with K ten-class linear heads, one per objective (objective
@@ -373,6 +374,60 @@ def phases(num: int, options: argparse.Namespace) -> list[str]:
     return [f"| {num} | {cells} | {1000 * per_step:.2f} | {1000 * ew:.2f} | {per_step / ew:.2f} |"]
 
 
+def recording(num: int, options: argparse.Namespace) -> list[str]:
+    """What the Gram recording (a recorder of the whole model through the trunk's output, as
+    the engine's) adds to the mlp's forward pass, losses included, for K = `num`: ms per pass
+    without and with it, the mean over ``--repeats`` × ``--steps`` passes after a warm-up, the
+    two interleaved run by run."""
+    setup = Setup("mlp", num, options.batch)
+    recorder = GramRecorder(setup.shared, [setup.trunk, setup.heads], cut=setup.trunk)
+    recorder.tally_others = False
+
+    def recorded(setup: Setup) -> None:
+        with recorder:
+            setup.losses()
+        recorder.clear()
+
+    spent = {"plain": 0.0, "recorded": 0.0}
+    forward_only(setup)
+    recorded(setup)
+    for _ in range(options.repeats):
+        for name, step in (("plain", forward_only), ("recorded", recorded)):
+            started = time.perf_counter()
+            for _ in range(options.steps):
+                step(setup)
+            spent[name] += time.perf_counter() - started
+    count = options.repeats * options.steps
+    plain, with_recording = (1000 * spent[name] / count for name in ("plain", "recorded"))
+    return [f"| {num} | {plain:.3f} | {with_recording:.3f} | {with_recording - plain:.3f} |"]
+
+
+def _per_k_table(
+    options: argparse.Namespace,
+    flag: str,
+    what: str,
+    unit: str,
+    columns: list[str],
+    rows: Callable[[int, argparse.Namespace], list[str]],
+) -> int:
+    """Print (and write to ``--out``) a table of `rows` for each of ``--ks`` under a line
+    saying `what` it measures and the command that measured it."""
+    lines = [
+        f"{what}; batch {options.batch}, {options.threads} thread(s), {options.repeats} × "
+        f"{options.steps} {unit} (`python3 benchmarks/gram_weighting.py {flag} --repeats "
+        f"{options.repeats} --steps {options.steps}`).",
+        "",
+        "| K | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for num in options.ks:
+        lines += rows(num, options)
+    print("\n".join(lines))
+    if options.out is not None:
+        options.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ks", type=int, nargs="+", default=[2, 5, 10, 20])
@@ -396,25 +451,25 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of the table, where the hand-written Gram-path step's time goes on the "
         "mlp, for each of --ks",
     )
+    parser.add_argument(
+        "--recording",
+        action="store_true",
+        help="instead of the table, what the Gram recording adds to the mlp's forward pass, "
+        "for each of --ks",
+    )
     options = parser.parse_args(argv)
     torch.set_num_threads(options.threads)
+    if options.recording:
+        columns = ["plain", "recorded", "difference"]
+        what = (
+            "The mlp's forward pass, losses included, without and with the Gram recording, "
+            "ms per pass"
+        )
+        return _per_k_table(options, "--recording", what, "passes", columns, recording)
     if options.phases:
-        header = " | ".join(PHASES)
-        lines = [
-            f"The hand-written GradCos step on the mlp, ms per step by phase; batch "
-            f"{options.batch}, {options.threads} thread(s), {options.repeats} × {options.steps} "
-            f"steps (`python3 benchmarks/gram_weighting.py --phases --repeats {options.repeats} "
-            f"--steps {options.steps}`).",
-            "",
-            f"| K | {header} | total | ew | ÷ ew |",
-            "|---|" + "---|" * (len(PHASES) + 3),
-        ]
-        for num in options.ks:
-            lines += phases(num, options)
-        print("\n".join(lines))
-        if options.out is not None:
-            options.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        return 0
+        columns = [*PHASES, "total", "ew", "÷ ew"]
+        what = "The hand-written GradCos step on the mlp, ms per step by phase"
+        return _per_k_table(options, "--phases", what, "steps", columns, phases)
     if options.profile is not None:
         model, num, name = options.profile
         print(profile(model, int(num), name, options))

@@ -11,7 +11,7 @@ they run on cubic top-k and portfolio, not on budget allocation (whose reach is 
 
 from __future__ import annotations
 
-from twcore.contract.grids import Claim, ReproductionGrid, as_arguments
+from twcore.contract.grids import Claim, ReproductionGrid, as_arguments, seeds
 
 METHODS = ("two-stage", "dfl", "spo-plus", "pfyl", "dpo", "nce", "ltr")
 SETTINGS = {
@@ -21,8 +21,11 @@ SETTINGS = {
     "optim.lr": 0.01,
     "eval_every": 100,
     "keep_best": True,
-    "seed": "0,1,2",
+    "seed": seeds(5),
 }
+"""5 seeds: at 3 the ledger left PFYL on knapsack inconclusive and said 4 would decide it. The
+count was raised once, for every loss alike, after seeing the 3-seed results (stated in the
+README)."""
 TASKMET = {"method": "taskmet", "label": "taskmet", "model": "linear", "steps": 30, "eval_every": 0}
 """TaskMet with its suggested run (30 outer steps, each a whole inner training: 3,400 model
 updates in all); it selects on validation inside its own loop."""
@@ -47,7 +50,7 @@ def reproduction_grids() -> tuple[ReproductionGrid, ...]:
 
 def reproduction_grid() -> ReproductionGrid:
     """Every decision-focused loss on shortest-path and knapsack (PyEPO's degree 4, noise 0.5,
-    1,000 training instances), 3 seeds, one labelled sweep per method, and TaskMet; the quick
+    1,000 training instances), 5 seeds, one labelled sweep per method, and TaskMet; the quick
     version is shortest path, one seed, 100 steps, without TaskMet. Each loss selects on
     validation decision quality (``keep_best``)."""
     tasks = "shortest-path,knapsack"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twcore.contract.grids import Claim, ReproductionGrid, as_arguments
+from twcore.contract.grids import Claim, ReproductionGrid, as_arguments, seeds
 
 WEIGHTINGS = (
     "ew,rlw,uw,dwa,gradnorm,pcgrad,mgda,mgda-ub,cagrad,nash-mtl,imtl,aligned-mtl,famo,"
@@ -42,7 +42,11 @@ CLAIMS = (
         "avg_acc", "rlw", "ew", where={"task": "multimnist"}, margin=-0.005,
     ),
 )  # fmt: skip
-FULL = {"steps": 1000, "eval_every": 250, "seed": "0,1,2"}
+FULL = {"steps": 1000, "eval_every": 250}
+SEEDS = {"mnist-multitask": seeds(3), "multimnist": seeds(10)}
+"""MultiMNIST, where the claims are, runs 10 seeds: at 3 the ledger left every claim
+inconclusive and said 4 to 355 would decide them. The count was raised once, for every method
+alike, after seeing the 3-seed results (a sequential choice, stated in the README)."""
 QUICK = {"steps": 100, "eval_every": 0, "seed": "0"}
 QUICK_METHODS = {"mnist-multitask": WEIGHTINGS, "multimnist": "ew,pcgrad,gradcos"}
 """The quick version: every weighting on the MLP task, three on the CNN one (a CNN run costs
@@ -50,12 +54,15 @@ six MLP runs)."""
 
 
 def reproduction_grid() -> ReproductionGrid:
-    """One sweep per task over every weighting method and three seeds."""
+    """One sweep per task over every weighting method (:data:`SEEDS`)."""
     return ReproductionGrid(
         name="mtl-weightings",
         description="every loss weighting on the multitask tasks: average and worst-objective "
-        "metrics over 3 seeds, and each method's time per step (the report's ms/step column)",
-        sweeps=tuple(as_arguments({**task, **FULL}) for task in TASKS.values()),
+        "metrics over 3 seeds (10 on MultiMNIST), and each method's time per step (the "
+        "report's ms/step column)",
+        sweeps=tuple(
+            as_arguments({**task, **FULL, "seed": SEEDS[name]}) for name, task in TASKS.items()
+        ),
         quick=tuple(
             as_arguments({**task, **QUICK, "method": QUICK_METHODS[name]})
             for name, task in TASKS.items()
