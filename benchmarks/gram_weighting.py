@@ -96,6 +96,10 @@ class Setup:
         self.inputs = torch.randn(batch, 1, 28, 28)
         self.labels = torch.randint(0, CLASSES, (num, batch))
 
+    def recorder(self) -> GramRecorder:
+        """A Gram recorder of the whole model through the trunk's output, as the engine's."""
+        return GramRecorder(self.shared, [self.trunk, self.heads], cut=self.trunk)
+
     def losses(self) -> Tensor:
         features = self.trunk(self.inputs)
         return torch.stack(
@@ -124,8 +128,7 @@ def rule_step(make: Callable[[int], object], path: str) -> Callable[[Setup], Ste
 
     def bind(setup: Setup) -> Step:
         rule = make(len(setup.heads))
-        model = [setup.trunk, setup.heads]
-        recorder = GramRecorder(setup.shared, model, cut=setup.trunk) if path == "gram" else None
+        recorder = setup.recorder() if path == "gram" else None
         if recorder is not None:
             recorder.tally_others = False  # as the engine's, once its path is chosen
 
@@ -251,7 +254,7 @@ def arithmetic(setup: Setup) -> Step:
         isinstance(m, nn.Linear) or not list(m.parameters()) for m in trunk
     ):
         raise ValueError("the hand-written arithmetic covers the mlp trunk only")
-    recorder = GramRecorder(setup.shared, [trunk, setup.heads], cut=trunk)
+    recorder = setup.recorder()
     with recorder:
         losses = setup.losses()
     recorder.gram(losses)
@@ -273,7 +276,7 @@ def arithmetic(setup: Setup) -> Step:
 def auto_choice(setup: Setup) -> str:
     """The path ``gradients=auto`` takes on this setup's shapes and K (a recorder of the whole
     model through the trunk's output, as the engine's)."""
-    recorder = GramRecorder(setup.shared, [setup.trunk, setup.heads], cut=setup.trunk)
+    recorder = setup.recorder()
     with recorder:
         losses = setup.losses()
     choice = recorder.path_costs(losses).cheaper
@@ -380,7 +383,7 @@ def recording(num: int, options: argparse.Namespace) -> list[str]:
     without and with it, the mean over ``--repeats`` × ``--steps`` passes after a warm-up, the
     two interleaved run by run."""
     setup = Setup("mlp", num, options.batch)
-    recorder = GramRecorder(setup.shared, [setup.trunk, setup.heads], cut=setup.trunk)
+    recorder = setup.recorder()
     recorder.tally_others = False
 
     def recorded(setup: Setup) -> None:

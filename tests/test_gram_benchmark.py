@@ -73,3 +73,20 @@ def test_the_hand_written_step_refuses_a_trunk_it_does_not_cover() -> None:
     benchmark = _benchmark()
     with pytest.raises(ValueError, match="mlp trunk only"):
         benchmark.arithmetic(benchmark.Setup("cnn", 2, 4))
+
+
+def test_the_recording_table_times_both_passes_and_their_difference(tmp_path: Path) -> None:
+    """`--recording` writes one row per K: the plain and the recorded forward pass and the
+    second minus the first, under the line naming the command that measured it."""
+    benchmark = _benchmark()
+    out = tmp_path / "recording.md"
+    argv = ["--recording", "--ks", "2", "3", "--repeats", "1", "--steps", "2", "--out", str(out)]
+    assert benchmark.main(argv) == 0
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert "`python3 benchmarks/gram_weighting.py --recording --repeats 1 --steps 2`" in lines[0]
+    assert lines[2] == "| K | plain | recorded | difference |"
+    rows = [line.strip("|").split("|") for line in lines[4:]]
+    assert [int(row[0]) for row in rows] == [2, 3]
+    for _, plain, recorded, difference in rows:
+        assert float(plain) > 0 and float(recorded) > 0
+        assert float(difference) == pytest.approx(float(recorded) - float(plain), abs=2e-3)

@@ -722,6 +722,11 @@ class _ReadersWalk:
     cut does not hold."""
 
 
+def _no_cut() -> _ReadersWalk:
+    """A walk that found the cut does not hold."""
+    return _ReadersWalk([], {}, separable=False, broken=True)
+
+
 def _walk_to_readers(losses: Tensor, output: Tensor, mine: set[int]) -> _ReadersWalk:
     """Walk each of the losses stacked from K scalars down to the cut's `output` (not below
     it), noting the operations reading it and the leaves each loss reaches; `mine` are the ids
@@ -729,7 +734,7 @@ def _walk_to_readers(losses: Tensor, output: Tensor, mine: set[int]) -> _Readers
     node = losses.grad_fn
     stop = output.grad_fn
     if node is None or stop is None:
-        return _ReadersWalk([], {}, separable=False, broken=True)
+        return _no_cut()
     number = output.output_nr
     readers: list[tuple[Any, tuple[int, ...], int]] = []
     reader_of: dict[int, int] = {}  # a reader node's id: the loss that reached it first
@@ -741,7 +746,7 @@ def _walk_to_readers(losses: Tensor, output: Tensor, mine: set[int]) -> _Readers
         seen.clear()
         if start is stop:  # the loss is the output itself: no operation reads it for it
             if slot != number:
-                return _ReadersWalk([], {}, separable=False, broken=True)
+                return _no_cut()
             separable = False
             continue
         pending = [start] if start is not None else []
@@ -751,10 +756,10 @@ def _walk_to_readers(losses: Tensor, output: Tensor, mine: set[int]) -> _Readers
                 continue
             seen[id(current)] = current
             into: list[int] = []
-            for index, (child, slot) in enumerate(current.next_functions):
+            for index, (child, child_slot) in enumerate(current.next_functions):
                 if child is stop:
-                    if slot != number:
-                        return _ReadersWalk([], {}, separable=False, broken=True)
+                    if child_slot != number:
+                        return _no_cut()
                     into.append(index)
                 elif child is not None:
                     pending.append(child)
@@ -767,7 +772,7 @@ def _walk_to_readers(losses: Tensor, output: Tensor, mine: set[int]) -> _Readers
             leaf = getattr(current, "variable", None)  # an AccumulateGrad node's tensor
             if isinstance(leaf, Tensor):
                 if id(leaf) in mine:
-                    return _ReadersWalk([], {}, separable=False, broken=True)
+                    return _no_cut()
                 leaves.setdefault(id(leaf), (leaf, []))[1].append(position)
     return _ReadersWalk(readers, leaves, separable and bool(readers), broken=False)
 

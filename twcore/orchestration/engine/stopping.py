@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -33,20 +33,27 @@ class StopRequest:
 
 
 @contextmanager
+def _handled_by(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """`handler` answers SIGINT and SIGTERM while the block runs; the earlier handlers after it
+    (main thread only; elsewhere nothing is installed)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, earlier in previous.items():
+            # None: the earlier handler was not installed from Python; the default is closest.
+            signal.signal(sig, earlier if earlier is not None else signal.SIG_DFL)
+
+
+@contextmanager
 def graceful_stop() -> Iterator[StopRequest]:
     """Install the handlers for the duration of a run (main thread only; elsewhere a no-op)."""
     request = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
+    with _handled_by(request._handle):
         yield request
-        return
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    for sig in previous:
-        signal.signal(sig, request._handle)
-    try:
-        yield request
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -58,13 +65,5 @@ def stop_signals_interrupt() -> Iterator[None]:
     """SIGINT and SIGTERM raise ``KeyboardInterrupt`` at once while the block runs (main thread
     only; elsewhere a no-op). :func:`graceful_stop` inside it takes over for its own block, and
     this block inside :func:`graceful_stop` takes over from it."""
-    if threading.current_thread() is not threading.main_thread():
+    with _handled_by(_interrupt):
         yield
-        return
-    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            # None: the earlier handler was not installed from Python; the default is closest.
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
