@@ -9,6 +9,7 @@ import json
 import math
 import shutil
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from twcore.orchestration.cli.main import main
 from twcore.orchestration.config.compose import compose
 from twcore.orchestration.registry import PluginRegistry, PluginSource, get_registry, use_registry
 from twcore.orchestration.report.ledger import (
+    ALPHA,
     DOES_NOT_HOLD,
     HOLDS,
     INCONCLUSIVE,
@@ -37,6 +39,7 @@ from twcore.orchestration.report.ledger import (
     seeds_to_decide,
     write_ledger,
 )
+from twcore.orchestration.report.ledger_rewrite import ledger_from_document, rewrite_ledger
 from twcore.orchestration.reproduction import record_invocation, recorded_time, run_reproduction
 from twcore.orchestration.sweep import expand
 from twcore.testing.reference import ReferencePlugins
@@ -333,8 +336,134 @@ def test_a_claim_that_compares_an_arm_with_itself_or_names_no_direction_is_refus
 
 
 def test_a_quick_ledger_is_labelled_a_smoke_version(tmp_path: Path) -> None:
+    grid = with_readings(hand_written_grid(tmp_path), {"b beats a on easy": "a reading"})
+    text = ledger_markdown(compute_ledger([grid], tmp_path, quick=True))
+    assert "Smoke version" in text
+    assert not readings_of(text)  # readings are of the full runs' verdicts
+
+
+# -- readings, and a ledger read back from its JSON -------------------------------------------
+
+
+def with_readings(grid: ReproductionGrid, readings: dict[str, str]) -> ReproductionGrid:
+    """`grid` with its claims given `readings` by claim text."""
+    claims = tuple(replace(c, reading=readings.get(c.text, "")) for c in grid.claims)
+    return replace(grid, claims=claims)
+
+
+def readings_of(text: str) -> list[str]:
+    """The lines of the ledger's readings list."""
+    return [line for line in text.splitlines() if line.startswith("- *")]
+
+
+def test_readings_are_printed_where_a_claim_does_not_hold_or_is_inconclusive(
+    tmp_path: Path,
+) -> None:
+    everyone = {c.text: f"why {c.text}" for c in CLAIMS}
     grid = hand_written_grid(tmp_path)
-    assert "Smoke version" in ledger_markdown(compute_ledger([grid], tmp_path, quick=True))
+    ledger = compute_ledger([with_readings(grid, everyone)], tmp_path, quick=False)
+    assert readings_of(ledger_markdown(ledger)) == [
+        "- *b beats a on easy* (does not hold): why b beats a on easy",
+        "- *a beats b on hard* (inconclusive): why a beats b on hard",
+    ]
+    # A claim that does not hold without a reading is named as unread; the others say nothing.
+    bare = compute_ledger([grid], tmp_path, quick=False)
+    assert readings_of(ledger_markdown(bare)) == [
+        "- *b beats a on easy* (does not hold): no reading written yet (the grid's claim gives "
+        "none)"
+    ]
+    write_ledger(ledger, tmp_path / "out")
+    document = json.loads((tmp_path / "out" / "claims.json").read_text())
+    assert {c["claim"]: c["reading"] for c in document["claims"]} == everyone
+
+
+def test_a_ledger_read_back_from_its_json_is_written_again_byte_for_byte(tmp_path: Path) -> None:
+    grid = with_readings(hand_written_grid(tmp_path), {"b beats a on easy": "a reading"})
+    ledger = compute_ledger([grid], tmp_path, quick=False, seconds=125.0, untimed=["other"])
+    out = tmp_path / "out"
+    markdown = write_ledger(ledger, out).read_text()
+    document = (out / "claims.json").read_text()
+    assert "did not finish" in markdown and "not run" in markdown  # every kind of entry
+
+    rewrite_ledger(out, [grid])
+    assert (out / "CLAIMS.md").read_text() == markdown
+    assert (out / "claims.json").read_text() == document
+    # Without the grid installed the recorded readings stay.
+    rewrite_ledger(out, [])
+    assert (out / "CLAIMS.md").read_text() == markdown
+
+
+def test_rewriting_takes_the_installed_readings_and_keeps_every_number(tmp_path: Path) -> None:
+    grid = hand_written_grid(tmp_path)
+    written = with_readings(grid, {"b beats a on easy": "the old reading"})
+    out = tmp_path / "out"
+    first = write_ledger(compute_ledger([written], tmp_path, quick=False), out).read_text()
+    edited = with_readings(grid, {"b beats a on easy": "the new reading"})
+    # Reading back needs no run: the runs could be gone.
+    shutil.rmtree(tmp_path / "g")
+    second = rewrite_ledger(out, [edited]).read_text()
+    assert second == first.replace("the old reading", "the new reading") != first
+    again = ledger_from_document(json.loads((out / "claims.json").read_text()))
+    before = compute_ledger([grid], tmp_path, quick=False).entries
+    assert [e.claim.reading for e in again.entries][1] == "the new reading"
+    assert all(e.decision.verdict == NOT_RUN for e in before)  # the runs are gone ...
+    assert [e.decision.verdict for e in again.entries] == [  # ... the recorded verdicts stay
+        HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, NOT_RUN, NOT_RUN,
+    ]  # fmt: skip
+
+
+def test_a_ledger_written_before_unfinished_runs_were_counted_is_refused(
+    tmp_path: Path, capsys
+) -> None:
+    grid = hand_written_grid(tmp_path)
+    write_ledger(compute_ledger([grid], tmp_path, quick=False), tmp_path / "out")
+    document = json.loads((tmp_path / "out" / "claims.json").read_text())
+    for claim in document["claims"]:  # as older twcore wrote it ('b' had a run diverge)
+        del claim["treatment"]["unfinished"], claim["baseline"]["unfinished"]
+    (tmp_path / "out" / "claims.json").write_text(json.dumps(document))
+    with use_registry(_claimed_registry()):
+        assert main(["reproduce", "--rewrite-ledger", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "written by an older twcore" in err and len(err.strip().splitlines()) == 1
+
+
+def test_rewriting_several_ledgers_writes_none_if_one_is_bad(tmp_path: Path, capsys) -> None:
+    grid = hand_written_grid(tmp_path)
+    good, other = tmp_path / "good", tmp_path / "other"
+    markdown = write_ledger(compute_ledger([grid], tmp_path, quick=False), good).read_text()
+    (good / "CLAIMS.md").write_text("stale")
+    write_ledger(compute_ledger([grid], tmp_path, quick=False), other)
+    document = json.loads((other / "claims.json").read_text())
+    document["alpha"] = 0.1
+    (other / "claims.json").write_text(json.dumps(document))
+    with use_registry(_claimed_registry()):
+        assert main(["reproduce", "--rewrite-ledger", str(good), str(other)]) == 2
+        assert "decided at α = 0.1, not this twcore's 0.05" in capsys.readouterr().err
+        assert (good / "CLAIMS.md").read_text() == "stale"  # nothing written
+        assert main(["reproduce", "--rewrite-ledger", str(good)]) == 0
+    assert (good / "CLAIMS.md").read_text() == markdown
+
+
+def test_rewrite_ledger_refuses_a_directory_without_a_ledger_and_flags_it_ignores(
+    tmp_path: Path, capsys
+) -> None:
+    with use_registry(_claimed_registry()):
+        assert main(["reproduce", "--rewrite-ledger", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert "claims.json does not exist" in err and len(err.strip().splitlines()) == 1
+        (tmp_path / "claims.json").write_text('{"claims": [{"grid": "g"}]}')
+        assert main(["reproduce", "--rewrite-ledger", str(tmp_path)]) == 2
+        assert "is not a claims ledger" in capsys.readouterr().err
+        (tmp_path / "claims.json").write_text("not json")
+        assert main(["reproduce", "--rewrite-ledger", str(tmp_path)]) == 2
+        assert "is not a readable ledger" in capsys.readouterr().err
+        code = main(["reproduce", "--quick", "steps=3", "--rewrite-ledger", str(tmp_path)])
+        assert code == 2
+        assert "leave out --quick, key=value settings" in capsys.readouterr().err
+        # A setting after DIR ... is taken as a directory by the parser: still refused.
+        assert main(["reproduce", "--rewrite-ledger", str(tmp_path), "steps=3"]) == 2
+        assert "leave out key=value settings" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["claims.json"]
 
 
 # -- twcore reproduce -----------------------------------------------------------------------
@@ -535,9 +664,12 @@ def installed() -> list[ReproductionGrid]:
 
 @pytest.mark.parametrize("grid", installed(), ids=lambda g: g.name)
 def test_every_installed_grid_states_well_posed_claims(grid: ReproductionGrid) -> None:
-    """Each grid names its paper and claims; every claim's arms are labels its sweeps (full and
-    quick) run, and its `where` settings are ones they set or options of its task."""
+    """Each grid names its paper and claims, each claim's text once (a ledger's reading is
+    matched to its claim by it); every claim's arms are labels its sweeps (full and quick) run,
+    and its `where` settings are ones they set or options of its task."""
     assert grid.paper and grid.claims, f"{grid.name} states no paper or claims"
+    texts = [claim.text for claim in grid.claims]
+    assert len(set(texts)) == len(texts), f"{grid.name} states a claim twice"
     registry = get_registry()
     for sweeps in (grid.sweeps, grid.quick):
         labels = {a.removeprefix("label=") for s in sweeps for a in s if a.startswith("label=")}
@@ -561,6 +693,38 @@ def test_every_installed_grid_states_well_posed_claims(grid: ReproductionGrid) -
                 assert hasattr(compose([f"task={task}"]).sections["task"], option), (grid.name, key)
     for kind, names in grid.plugins().items():
         assert set(names) <= set(registry.names(kind)), (grid.name, kind)
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+COMMITTED = sorted(
+    path.parent.relative_to(REPOSITORY)
+    for pattern in ("benchmarks/*/claims.json", "plugins/*/*/docs/**/claims.json")
+    for path in REPOSITORY.glob(pattern)
+)
+"""The ledgers committed in the repository (the combined one, the quick one, each grid's)."""
+
+
+@pytest.mark.parametrize("directory", COMMITTED, ids=str)
+def test_each_committed_ledger_is_its_json_written_with_the_installed_readings(
+    directory: Path,
+) -> None:
+    document = json.loads((REPOSITORY / directory / "claims.json").read_text(encoding="utf-8"))
+    ledger = ledger_from_document(document, installed())
+    assert document["alpha"] == ALPHA and document["counts"] == ledger.counts()
+    assert (REPOSITORY / directory / "CLAIMS.md").read_text(encoding="utf-8") == ledger_markdown(
+        ledger
+    ), f"run python3 -m twcore reproduce --rewrite-ledger {directory}"
+    if not document["quick"]:  # every claim that does not hold is read
+        unread = [
+            e.claim.text
+            for e in ledger.entries
+            if e.claim.reading == "" and e.decision.verdict == DOES_NOT_HOLD
+        ]
+        assert not unread
+
+
+def test_the_committed_ledgers_are_found() -> None:
+    assert Path("benchmarks/reproduction") in COMMITTED and len(COMMITTED) >= 10
 
 
 def setting(trial: dict[str, str], key: str) -> str:

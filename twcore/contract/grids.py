@@ -45,6 +45,13 @@ class Claim:
         direction: ``max`` or ``min``, for a metric whose task declares no direction ("": the
             task's declared direction of `metric`; a claim whose direction contradicts the
             task's is not decided, and the ledger says why).
+        reading: why the claim does not hold (or stays undecided), as the plugin's
+            documentation reads it: the cause in a sentence or two, and where its evidence is
+            (the README section, the diagnostic script or plot, the ablation). The full
+            ledger prints it under the paper's table where the verdict is *does not hold* or
+            *inconclusive*, and names a claim that does not hold without one as unread (a
+            ``--quick`` ledger prints none). ``twcore reproduce --rewrite-ledger DIR`` puts
+            edited readings into a written ledger without running anything.
     """
 
     text: str
@@ -56,6 +63,7 @@ class Claim:
     paper: str = ""
     baseline_metric: str = ""
     direction: str = ""
+    reading: str = ""
 
     def __post_init__(self) -> None:
         if self.direction not in ("", "max", "min"):

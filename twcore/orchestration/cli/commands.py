@@ -22,6 +22,7 @@ from twcore.orchestration.engine.distributed import prints_results
 from twcore.orchestration.engine.threads import pinned_threads
 from twcore.orchestration.engine.trainer import RunResult
 from twcore.orchestration.registry import PluginRegistry, get_registry
+from twcore.orchestration.report.ledger_rewrite import rewrite_ledgers
 from twcore.orchestration.report.table import Table
 from twcore.orchestration.reproduction import installed_grids, missing_plugins, run_reproduction
 from twcore.orchestration.sweep import SweepResult, run_sweep
@@ -123,9 +124,11 @@ def sweep_options(options: argparse.Namespace) -> SweepOptions:
 
 def reproduce(options: argparse.Namespace) -> int:
     """``twcore reproduce [--quick] [--only GRID ...] [--list] [--out DIR] [--report-dir DIR]
-    [--report-only] [backend flags] [key=value ...]``"""
+    [--report-only] [--rewrite-ledger DIR ...] [backend flags] [key=value ...]``"""
     registry = get_registry()
     warn_failed_plugins(registry)
+    if options.rewrite_ledger:
+        return _rewrite_ledgers(options, registry)
     if options.list:
         for grid in installed_grids(registry):
             why = missing_plugins(grid, registry)
@@ -156,6 +159,35 @@ def reproduce(options: argparse.Namespace) -> int:
     if any(s.interrupted for s in done.sweeps):
         return 130
     return 1 if failed else 0
+
+
+def _rewrite_ledgers(options: argparse.Namespace, registry: PluginRegistry) -> int:
+    """``--rewrite-ledger DIR ...``: each directory's ledger written again from its
+    ``claims.json`` with the installed grids' readings; nothing runs."""
+    # DIR ... takes what follows it: a key=value setting there is one too
+    settings = [*options.overrides, *(d for d in options.rewrite_ledger if "=" in d)]
+    conflicting = [
+        flag
+        for flag, given in (
+            ("--quick", options.quick),
+            ("--only", options.only),
+            ("--list", options.list),
+            ("--report-only", options.report_only),
+            ("--no-plots", options.no_plots),
+            ("--out", options.out is not None),
+            ("--report-dir", options.report_dir is not None),
+            ("key=value settings", settings),
+        )
+        if given
+    ]
+    if conflicting:
+        raise ConfigError(
+            "--rewrite-ledger runs nothing and reads no runs, only each DIR's claims.json; "
+            f"leave out {', '.join(conflicting)}"
+        )
+    for path in rewrite_ledgers(options.rewrite_ledger, installed_grids(registry)):
+        print(f"ledger rewritten: {path}")
+    return 0
 
 
 def bench(options: argparse.Namespace) -> int:

@@ -252,6 +252,15 @@ def _add_reproduce(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         help="run nothing: report and decide the claims from the runs already in --out",
     )
     reproduce.add_argument(
+        "--rewrite-ledger",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="run nothing and read no runs: write each DIR's CLAIMS.md and claims.json again "
+        "from its claims.json (numbers and verdicts as recorded) with the installed grids' "
+        "current claim readings",
+    )
+    reproduce.add_argument(
         "--no-plots", action="store_true", help="the report's tables without figures"
     )
     reproduce.add_argument("overrides", nargs="*", metavar="key=value")

@@ -202,6 +202,7 @@ class LedgerEntry:
                 "mean": _json_number(result.mean),
                 "std": _json_number(result.std),
                 "n": result.n,
+                "unfinished": result.unfinished,
             }
 
         decision = asdict(self.decision)
@@ -221,6 +222,7 @@ class LedgerEntry:
             "treatment": arm(self.treatment),
             "baseline": arm(self.baseline),
             **decision,
+            "reading": self.claim.reading,
         }
 
 
@@ -346,12 +348,11 @@ def grid_entries(grid: ReproductionGrid, records: Sequence[RunRecord]) -> list[L
     for claim in grid.claims:
         where = ", ".join(f"{k}={as_value(v)}" for k, v in claim.where.items())
         where = f" with {where}" if where else ""
-        empty = ArmResult("", (), ())
         try:
             treatment = arm_values(records, grid.name, claim.treatment, claim)
             baseline = arm_values(records, grid.name, claim.baseline, claim, claim.compared_metric)
         except ValueError as error:
-            entries.append(_entry(grid, claim, "", empty, empty, NOT_RUN, str(error)))
+            entries.append(_not_run(grid, claim, str(error)))
             continue
         finished_runs = [r for r in records if finished(r.summary.get("status"))]
         declared = metric_direction([r for r in finished_runs if matches(r, claim)], claim.metric)
@@ -376,11 +377,17 @@ def grid_entries(grid: ReproductionGrid, records: Sequence[RunRecord]) -> list[L
             entries.append(_entry(grid, claim, direction, treatment, baseline, NOT_RUN, reason))
             continue
         decision = decide(treatment, baseline, direction=direction, margin=claim.margin)
-        decision = _discount_unfinished(decision, treatment, baseline)
+        decision = discount_unfinished(decision, treatment, baseline)
         entries.append(
             LedgerEntry(grid.paper, grid.name, claim, direction, treatment, baseline, decision)
         )
     return entries
+
+
+def _not_run(grid: ReproductionGrid, claim: Claim, reason: str) -> LedgerEntry:
+    """A claim that was not decided, with no value in either arm."""
+    treatment, baseline = ArmResult(claim.treatment, (), ()), ArmResult(claim.baseline, (), ())
+    return _entry(grid, claim, "", treatment, baseline, NOT_RUN, reason)
 
 
 def _entry(
@@ -396,7 +403,7 @@ def _entry(
     return LedgerEntry(grid.paper, grid.name, claim, direction, treatment, baseline, decision)
 
 
-def _discount_unfinished(decision: Decision, treatment: ArmResult, baseline: ArmResult) -> Decision:
+def discount_unfinished(decision: Decision, treatment: ArmResult, baseline: ArmResult) -> Decision:
     """A verdict in favour of an arm some of whose runs did not finish becomes inconclusive:
     the finished seeds alone would flatter it."""
     flattered = {HOLDS: treatment, DOES_NOT_HOLD: baseline}.get(decision.verdict)
@@ -426,17 +433,12 @@ def compute_ledger(
     skipped = dict(skipped or {})
     for grid in grids:
         if grid.name in skipped:
-            empty = ArmResult("", (), ())
-            entries += [
-                _entry(grid, claim, "", empty, empty, NOT_RUN, skipped[grid.name])
-                for claim in grid.claims
-            ]
+            entries += [_not_run(grid, claim, skipped[grid.name]) for claim in grid.claims]
             continue
         directory = Path(out_dir) / grid.name
         if not directory.is_dir():
-            empty = ArmResult("", (), ())
             reason = f"the grid was not run into {out_dir}"
-            entries += [_entry(grid, c, "", empty, empty, NOT_RUN, reason) for c in grid.claims]
+            entries += [_not_run(grid, claim, reason) for claim in grid.claims]
             continue
         records: list[RunRecord] = []
         for sweep_dir in sorted(directory.glob("sweep-*")):
@@ -571,4 +573,26 @@ def ledger_markdown(ledger: Ledger) -> str:
                 f"{_verdict_text(e.decision)} |"
             )
         lines.append("")
+        if not ledger.quick:  # the readings are of the full runs' verdicts
+            lines += _readings(entries)
     return "\n".join(lines)
+
+
+UNREAD = "no reading written yet (the grid's claim gives none)"
+"""What the ledger says of a claim that does not hold and has no reading."""
+
+
+def _readings(entries: Sequence[LedgerEntry]) -> list[str]:
+    """The readings of the claims that do not hold or stay inconclusive (a claim that does not
+    hold without one is named as unread), as a markdown list under the paper's table."""
+    items = []
+    for entry in entries:
+        verdict = entry.decision.verdict
+        if verdict not in (DOES_NOT_HOLD, INCONCLUSIVE):
+            continue
+        reading = entry.claim.reading or (UNREAD if verdict == DOES_NOT_HOLD else "")
+        if reading:
+            items.append(f"- *{entry.claim.text}* ({verdict}): {reading}")
+    if not items:
+        return []
+    return ["Readings of the claims that do not hold or are undecided:", "", *items, ""]

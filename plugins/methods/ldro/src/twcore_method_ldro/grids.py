@@ -63,7 +63,15 @@ MNIST_VARIANTS: dict[str, dict[str, Any]] = {
 }
 MNIST_CLAIMS = (
     Claim(
-        "On many-task MNIST, L-DRO's worst-task accuracy beats ERM's", "worst_acc", "ldro", "erm"
+        "On many-task MNIST, L-DRO's worst-task accuracy beats ERM's",
+        "worst_acc", "ldro", "erm",
+        reading="the worst tasks under every method are the two with 40 % label noise (ERM "
+        "0.810 and 0.836, group DRO 0.734 and 0.769, L-DRO 0.777 and 0.825: "
+        "`plugins/methods/ldro/benchmarks/worst_tasks.py`), where L-DRO loses less than group DRO "
+        "and more than ERM; the README's reading, not checked against the learned weights: "
+        "their training loss cannot fall below the noise, so a worst-case weighting keeps "
+        "weighting them up and fits their noisy labels, the failure of off-the-shelf DRO the "
+        "paper describes (the L-DRO README, Reproduction)",
     ),
     Claim(
         "On many-task MNIST, L-DRO's worst-task accuracy beats group DRO's",
