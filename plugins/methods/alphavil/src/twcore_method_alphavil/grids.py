@@ -51,8 +51,8 @@ CLAIMS = (
         "than the auxiliary's: from 1 each, the main digit's ends at 0.117 and the auxiliary's "
         "at 0.354, three times as much (means over 10 seeds), and only 11.8 of each run's 21 α "
         "searches lowered the main digit's validation loss — its weights move after searches "
-        "that help about as often as not, and the main task's own weight drifts down, as on "
-        "mnist-aux "
+        "that help about as often as not (a reading of the runs' logs; no arm fixes the weights), "
+        "and the main task's own weight drifts down, as on mnist-aux "
         "(`plugins/methods/alphavil/benchmarks/multimnist_reading.py`, "
         "`plugins/methods/alphavil/docs/multimnist_reading.md`)",
     ),

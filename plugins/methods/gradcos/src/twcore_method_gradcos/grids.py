@@ -56,9 +56,10 @@ CLAIMS = (
         "(within 1 point)",
         "main_acc", "gradcos-weighted", "plain-sum", where=HELPFUL, margin=-0.01,
         reading="GradCos keeps only about half of the plain sum's gain from the helpful "
-        "auxiliary because it uses a small fraction of that auxiliary's gradient: its weight on "
-        "it, max(0, cosine of the two gradients), averages 0.10 over training (the harmful "
-        "auxiliary's 0.02), so the rule that sheds the harm sheds much of the help too (the "
+        "auxiliary, and uses a small fraction of that auxiliary's gradient: its weight on it, "
+        "max(0, cosine of the two gradients), averages 0.10 over training (the harmful "
+        "auxiliary's 0.02) — the README's reading: the rule that sheds the harm sheds much of "
+        "the help too (the "
         "weights figure of `plugins/methods/gradcos/docs/report.md`; the "
         "GradCos README, Reproduction)",
     ),

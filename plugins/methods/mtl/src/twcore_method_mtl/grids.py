@@ -34,7 +34,8 @@ READINGS = {
     "`plugins/methods/mtl/docs/cagrad_radius.md`) CAGrad at the paper's radius c = 0.4 loses "
     "0.54 points of average accuracy to c = 0, the average gradient — equal weighting's step "
     "— paired over the seeds ([−0.99, −0.10]; its main and worst digits are lower too, within "
-    "their spreads), while at c = 0.1 it ties (−0.08 [−0.43, +0.26])",
+    "their spreads), while at c = 0.1 it does not differ decidedly (−0.08 [−0.43, +0.26]); "
+    "besides the move, c changes only the step's scale, 1/(1 + c²), which Adam largely cancels",
 }
 """Why a weighting's claim does not hold, by method (the README's reading)."""
 CLAIMS = (
