@@ -114,13 +114,24 @@ METHODS = {
     # portfolio's continuous and per instance (its covariance travels with the rows). On
     # portfolio, Adam turns SPO+'s float32 rounding into whole steps on coordinates whose
     # gradient is near 0: two single-process runs with 1 and 2 threads end 1.3e-3 apart with
-    # Adam and 1.5e-7 apart with SGD, so these runs take SGD.
+    # Adam and 1.5e-7 apart with SGD, so these runs take SGD. SPO+'s exact solve is a
+    # discontinuous function of the predictions (the optimum's support jumps): where a process's
+    # share of the rows rounds its float32 predictions differently from the whole batch's (the
+    # matrix product's kernel depends on the rows' count, and on the CPU), an instance's solution
+    # can change. They ended within 1e-6 on the machine of earlier CI runs; on one with AVX2
+    # and no AVX-512 1.4e-4 apart (1 and 2 threads of one process: 0), so its check is at that
+    # scale.
     **{
         f"{name}/knapsack": ("knapsack", SMALL_TASK, 8, 1e-6)
         for name in ("spo-plus", "pfyl", "dpo", "nce", "ltr", "dfl")
     },
     **{
-        f"{name}/portfolio": ("portfolio", [*SMALL_TASK, *PLAIN_SGD], 8, 1e-6)
+        f"{name}/portfolio": (
+            "portfolio",
+            [*SMALL_TASK, *PLAIN_SGD],
+            8,
+            1e-3 if name == "spo-plus" else 1e-6,
+        )
         for name in ("spo-plus", "pfyl", "dfl", "two-stage")
     },
 }
