@@ -454,6 +454,9 @@ def test_rewrite_ledger_refuses_a_directory_without_a_ledger_and_flags_it_ignore
         (tmp_path / "claims.json").write_text('{"claims": [{"grid": "g"}]}')
         assert main(["reproduce", "--rewrite-ledger", str(tmp_path)]) == 2
         assert "is not a claims ledger" in capsys.readouterr().err
+        (tmp_path / "claims.json").write_text("[1, 2]")
+        assert main(["reproduce", "--rewrite-ledger", str(tmp_path)]) == 2
+        assert "is not a claims ledger (not an object)" in capsys.readouterr().err
         (tmp_path / "claims.json").write_text("not json")
         assert main(["reproduce", "--rewrite-ledger", str(tmp_path)]) == 2
         assert "is not a readable ledger" in capsys.readouterr().err

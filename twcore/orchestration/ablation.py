@@ -20,6 +20,20 @@ from twcore.orchestration.report.ablation import ablation_table
 from twcore.orchestration.sweep import run_sweep
 
 
+def sweep_into(
+    setting: Mapping[str, object],
+    out: Path,
+    *,
+    workers: int = 2,
+    options: SweepOptions | None = None,
+) -> None:
+    """Run the sweep `setting` (``key: "a,b"`` values, as a grid's) into `out`, W&B off;
+    completed runs there are reused. `options`: how it runs (default: the local backend,
+    `workers` trials at once)."""
+    arguments = as_arguments({**setting, "run_dir": str(out), "wandb.enabled": False})
+    run_sweep(arguments, options=options or SweepOptions(backend="local", workers=workers))
+
+
 def run_ablation(
     setting: Mapping[str, object],
     *,
@@ -33,11 +47,9 @@ def run_ablation(
     table: Path | None = None,
     options: SweepOptions | None = None,
 ) -> str:
-    """Run the sweep `setting` (``key: "a,b"`` values, as a grid's) into `out` and return, print
-    and write to `table` its ablation table of `arm` against `control` (W&B off). `options`:
-    how the sweep runs (default: the local backend, `workers` trials at once)."""
-    arguments = as_arguments({**setting, "run_dir": str(out), "wandb.enabled": False})
-    run_sweep(arguments, options=options or SweepOptions(backend="local", workers=workers))
+    """:func:`sweep_into` `out`, then return, print and write to `table` the ablation table of
+    `arm` against `control` of its runs."""
+    sweep_into(setting, out, workers=workers, options=options)
     text = f"{intro}\n\n" + ablation_table(
         out, arm=arm, control=control, metrics=metrics, group=group
     )

@@ -107,11 +107,12 @@ def read_ledger(directory: str | Path, grids: Sequence[ReproductionGrid]) -> Led
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ConfigError(f"--rewrite-ledger: {path} is not a readable ledger ({error})") from None
-    if not isinstance(document, dict) or document.get("alpha", ALPHA) != ALPHA:
-        found = document.get("alpha") if isinstance(document, dict) else document
+    if not isinstance(document, dict):
+        raise ConfigError(f"--rewrite-ledger: {path} is not a claims ledger (not an object)")
+    if document.get("alpha", ALPHA) != ALPHA:
         raise ConfigError(
-            f"--rewrite-ledger: {path} was decided at α = {found}, not this twcore's {ALPHA}; "
-            "reproduce it again"
+            f"--rewrite-ledger: {path} was decided at α = {document['alpha']}, not this "
+            f"twcore's {ALPHA}; reproduce it again"
         )
     arms = [c.get(a) for c in document.get("claims", []) for a in ("treatment", "baseline")]
     if any(isinstance(arm, dict) and "unfinished" not in arm for arm in arms):

@@ -21,10 +21,8 @@ from pathlib import Path
 
 from twcore_method_alphavil.grids import BENCHMARKS, FULL
 
-from twcore.contract.grids import as_arguments
-from twcore.orchestration.backends import SweepOptions
+from twcore.orchestration.ablation import sweep_into
 from twcore.orchestration.report.collect import RunRecord, read_runs
-from twcore.orchestration.sweep import run_sweep
 
 TASKS = ("left", "right")
 
@@ -52,15 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", type=Path, default=None, help="also write the table here")
     options = parser.parse_args(argv)
     multimnist = next(b for b in BENCHMARKS if b["task"] == "multimnist")
-    setting = {
-        **multimnist,
-        **FULL,
-        "method": "alphavil",
-        "seed": ",".join(str(s) for s in range(options.seeds)),
-        "wandb.enabled": False,
-        "run_dir": str(options.out),
-    }
-    run_sweep(as_arguments(setting), options=SweepOptions(backend="local", workers=options.workers))
+    seeds = ",".join(str(s) for s in range(options.seeds))
+    setting = {**multimnist, **FULL, "method": "alphavil", "seed": seeds}
+    sweep_into(setting, options.out, workers=options.workers)
     rows = {record.seed: reading(record) for record in read_runs(options.out)}
     command = (
         f"python3 plugins/methods/alphavil/benchmarks/multimnist_reading.py --seeds {options.seeds}"
