@@ -125,9 +125,13 @@ def _wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> Non
         time.sleep(0.05)
 
 
-def test_a_killed_worker_is_retried_and_resumed_from_its_checkpoint(tmp_path) -> None:
+STARTS = pytest.mark.parametrize("start", [[], ["--cold-start"]], ids=["forked-warm", "cold-start"])
+
+
+@STARTS
+def test_a_killed_worker_is_retried_and_resumed_from_its_checkpoint(tmp_path, start) -> None:
     settings = ["steps=1500", "checkpoint_every=200", "eval_every=500", "seed=4"]
-    process = _start_sweep(tmp_path, "--retries", "1", *settings)
+    process = _start_sweep(tmp_path, "--retries", "1", *start, *settings)
     trial = tmp_path / "sweep" / "trial"
     checkpoint = trial / "checkpoints" / "last.pt"
     pid_file = tmp_path / "sweep" / ".workers" / "trial.pid"
@@ -140,6 +144,7 @@ def test_a_killed_worker_is_retried_and_resumed_from_its_checkpoint(tmp_path) ->
     assert record["status"] == "completed" and record["attempts"] == 2
     log = (tmp_path / "sweep" / ".logs" / "trial.log").read_text()
     assert "attempt 2:" in log and " resume " in log
+    assert log.count("(forked warm)") == (0 if start else 2)
     resumed = json.loads((trial / "summary.json").read_text())
     assert resumed["steps"] == 1500
     # Resuming lost nothing: the metrics equal an uninterrupted run's, on the worker's one
@@ -154,8 +159,9 @@ def test_a_killed_worker_is_retried_and_resumed_from_its_checkpoint(tmp_path) ->
     assert resumed["metrics"] == json.loads((whole / "summary.json").read_text())["metrics"]
 
 
-def test_ctrl_c_stops_local_workers_cleanly_keeping_completed_trials(tmp_path) -> None:
-    process = _start_sweep(tmp_path, "seed=0,1,2", "steps=100000", "checkpoint_every=0")
+@STARTS
+def test_ctrl_c_stops_local_workers_cleanly_keeping_completed_trials(tmp_path, start) -> None:
+    process = _start_sweep(tmp_path, *start, "seed=0,1,2", "steps=100000", "checkpoint_every=0")
     _wait_for(lambda: list((tmp_path / "sweep").glob("*/metrics.jsonl")), process)
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
@@ -166,6 +172,23 @@ def test_ctrl_c_stops_local_workers_cleanly_keeping_completed_trials(tmp_path) -
     summary = json.loads((tmp_path / "sweep" / "seed-0" / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     assert (tmp_path / "sweep" / "seed-0" / "checkpoints" / "last.pt").exists()
+
+
+def test_ctrl_c_while_warm_workers_still_import_stops_the_waiting_trial(tmp_path) -> None:
+    """The first trial waits for the forking process's imports (seconds); one Ctrl-C then
+    reaches its worker the moment it is forked, and nothing runs on."""
+    process = _start_sweep(tmp_path, "seed=0,1", "steps=100000", "checkpoint_every=0")
+    log = tmp_path / "sweep" / ".logs" / "seed-0.log"
+    deadline = time.monotonic() + 120
+    while not log.exists():  # written just before the worker is asked for
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=180)
+    assert process.returncode == 130, err
+    trials = json.loads((tmp_path / "sweep" / "results.json").read_text())["trials"]
+    assert [t["status"] for t in trials] == ["interrupted", "pending"]
+    assert "(forked warm)" in log.read_text()
 
 
 @pytest.mark.parametrize(

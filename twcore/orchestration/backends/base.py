@@ -25,6 +25,9 @@ class SweepOptions:
         threads: torch threads per trial; default: the machine's cores ÷ workers (at least 1).
         ray_address: a Ray cluster to join (``auto``, or ``host:port``); None starts a local one.
         show_progress: show each trial's progress bar (the serial backend; workers are quiet).
+        cold_start: start each local worker as a fresh ``python -m twcore`` process instead
+            of forking it from one that has imported torch, W&B and twcore already (the local
+            backend; Ray's workers always start fresh).
     """
 
     backend: str = "serial"
@@ -33,6 +36,7 @@ class SweepOptions:
     threads: int | None = None
     ray_address: str | None = None
     show_progress: bool = False
+    cold_start: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 1:

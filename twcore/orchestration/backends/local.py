@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 
 from twcore.orchestration.backends.base import Backend, OnOutcome, TrialJob, TrialOutcome
 from twcore.orchestration.backends.trial import (
@@ -12,11 +13,14 @@ from twcore.orchestration.backends.trial import (
     execute_trial,
     worker_environment,
 )
+from twcore.orchestration.backends.warm_start import WarmStarter
 
 
 class LocalBackend(Backend):
-    """`workers` trials at once, each in its own ``python -m twcore`` process (a crash or a
-    killed worker affects only its trial, which is resumed from its checkpoint)."""
+    """`workers` trials at once, each in its own ``twcore`` process (a crash or a killed worker
+    affects only its trial, which is resumed from its checkpoint). Each process is forked from
+    one that imported torch, W&B and twcore once (:mod:`~twcore.orchestration.backends.
+    warm_start`), or with ``cold_start`` started fresh as ``python -m twcore``."""
 
     name = "local"
 
@@ -27,7 +31,8 @@ class LocalBackend(Backend):
         live = LiveProcesses()
         environment = worker_environment(self.options.threads_per_trial)
         queued = iter(jobs)
-        with ThreadPoolExecutor(max_workers=self.options.workers) as pool:
+        starter = None if self.options.cold_start else WarmStarter(environment)
+        with ThreadPoolExecutor(max_workers=self.options.workers) as pool, _closing(starter):
             running: dict[Future[TrialOutcome], TrialJob] = {}
 
             def start_next() -> bool:
@@ -40,6 +45,7 @@ class LocalBackend(Backend):
                     retries=self.options.retries,
                     environment=environment,
                     live=live,
+                    starter=starter,
                 )
                 running[future] = job
                 return True
@@ -60,3 +66,12 @@ class LocalBackend(Backend):
             except BaseException:  # the job source or a report failed: stop the workers too
                 live.interrupt_all()
                 raise
+
+
+@contextmanager
+def _closing(starter: WarmStarter | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if starter is not None:
+            starter.close()

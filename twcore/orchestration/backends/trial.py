@@ -19,10 +19,12 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from twcore.orchestration.backends.base import TrialJob, TrialOutcome
 from twcore.orchestration.backends.trial_callbacks import CALLBACKS_ENV, PARENT_ENV, WORKER_ENV
+from twcore.orchestration.backends.warm_start import WarmStarter
+from twcore.orchestration.console import warn
 from twcore.orchestration.engine.rundir import RunDirectory
 from twcore.orchestration.engine.summary import FINISHED_STATUSES, finished
 from twcore.orchestration.user_plugins import check_workers_see
@@ -64,11 +66,32 @@ def has_started(run_dir: Path) -> bool:
     return RunDirectory(run_dir).config_path.exists()
 
 
-def attempt_command(job: TrialJob) -> list[str]:
-    """The command of the next attempt: a fresh run, or a resume once the run exists."""
+def attempt_arguments(job: TrialJob) -> list[str]:
+    """The ``twcore`` arguments of the next attempt: a fresh run, or a resume once the run
+    exists."""
     if has_started(job.run_dir):
-        return [sys.executable, "-m", "twcore", "resume", str(job.run_dir), "-q"]
-    return [sys.executable, "-m", "twcore", "run", "--config", str(job.config_path), "-q"]
+        return ["resume", str(job.run_dir), "-q"]
+    return ["run", "--config", str(job.config_path), "-q"]
+
+
+def attempt_command(job: TrialJob) -> list[str]:
+    """The command line of the next attempt (``python -m twcore ARGUMENTS``)."""
+    return [sys.executable, "-m", "twcore", *attempt_arguments(job)]
+
+
+class WorkerProcess(Protocol):
+    """A trial's worker process: a :class:`subprocess.Popen`, or a warm-started
+    :class:`~twcore.orchestration.backends.warm_start.WarmProcess`."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
 
 
 def worker_environment(threads: int) -> dict[str, str]:
@@ -110,21 +133,25 @@ class LiveProcesses:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._processes: set[subprocess.Popen] = set()
+        self._processes: set[WorkerProcess] = set()
         self.stopping = False
 
-    def add(self, process: subprocess.Popen) -> None:
+    def add(self, process: WorkerProcess) -> None:
+        """Track `process`; one started after Ctrl-C (a warm start waits for the zygote's
+        imports) is sent its SIGINT at once."""
         with self._lock:
             self._processes.add(process)
+            if self.stopping and process.poll() is None:
+                process.send_signal(signal.SIGINT)
 
-    def discard(self, process: subprocess.Popen) -> None:
+    def discard(self, process: WorkerProcess) -> None:
         with self._lock:
             self._processes.discard(process)
 
     def interrupt_all(self, grace_s: float = 30.0) -> None:
         """SIGINT every worker (each checkpoints and stops), then kill any still running."""
-        self.stopping = True
-        with self._lock:
+        with self._lock:  # a worker added from now on is signalled by add, not here
+            self.stopping = True
             processes = list(self._processes)
         for process in processes:
             if process.poll() is None:
@@ -150,7 +177,9 @@ def wait_for_earlier_worker(job: TrialJob, *, timeout_s: float = 120.0) -> None:
 
 
 def _is_worker(pid: int) -> bool:
-    """Whether `pid` is a live twcore process (not a pid the system has since reused)."""
+    """Whether `pid` is a live twcore process (not a pid the system has since reused): a
+    fresh ``python -m twcore``, or a warm worker, whose command line is its zygote's
+    (``python -m twcore.orchestration.backends.zygote``)."""
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -164,8 +193,11 @@ def execute_trial(
     retries: int,
     environment: Mapping[str, str],
     live: LiveProcesses | None = None,
+    starter: WarmStarter | None = None,
 ) -> TrialOutcome:
-    """Run `job` to a final status, with up to `retries` further attempts after a crash."""
+    """Run `job` to a final status, with up to `retries` further attempts after a crash; each
+    attempt forked by `starter` (warm: torch and twcore already imported), or a fresh
+    ``python -m twcore`` process without one."""
     wait_for_earlier_worker(job)
     outcome = TrialOutcome(status="failed", error="not started")
     for attempt in range(1, retries + 2):
@@ -175,11 +207,13 @@ def execute_trial(
                 return TrialOutcome(status="pending")
             outcome.status, outcome.error = "interrupted", "interrupted by the user"
             return outcome
-        returncode = _attempt(job, environment, live, attempt)
+        returncode, orphaned = _attempt(job, environment, live, attempt, starter)
         summary = read_summary(job.run_dir)
         status = summary.get("status") if summary else None
         outcome.summary = summary
-        if status in FINAL_STATUSES and returncode in (0, 1, 130):
+        # A warm worker whose forking process died stopped itself as orphaned: not a verdict.
+        verdict = not (orphaned and status == "stopped")
+        if status in FINAL_STATUSES and returncode in (0, 1, 130) and verdict:
             outcome.status = str(status)
             outcome.error = summary.get("error") if summary else None
             return outcome
@@ -191,6 +225,8 @@ def execute_trial(
             outcome.error = last_error_line(job.log_path) or f"exit code 2 (log {job.log_path})"
             return outcome
         died = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+        if orphaned:
+            died = "its warm-start process lost"
         outcome.status = "failed"
         outcome.error = f"worker process ended with {died} (attempt {attempt}; log {job.log_path})"
     return outcome
@@ -201,27 +237,23 @@ def _attempt(
     environment: Mapping[str, str],
     live: LiveProcesses | None,
     attempt: int,
-) -> int:
+    starter: WarmStarter | None,
+) -> tuple[int, bool]:
+    """One attempt's exit code, and whether it was a warm worker whose forking process died
+    (so that its status says nothing about the trial)."""
     job.log_path.parent.mkdir(parents=True, exist_ok=True)
     command = attempt_command(job)
     with job.log_path.open("a", encoding="utf-8") as log:
-        log.write(f"--- attempt {attempt}: {' '.join(command)}\n")
+        warm = " (forked warm)" if starter is not None and starter.usable else ""
+        log.write(f"--- attempt {attempt}: {' '.join(command)}{warm}\n")
         log.flush()
-        process = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=job_environment(job, environment),
-            # Its own session: a Ctrl-C in the terminal reaches the sweep, which forwards one
-            # SIGINT to each worker (a second one would abort it without a checkpoint).
-            start_new_session=True,
-        )
+        process = _start(job, log, job_environment(job, environment), starter)
         job.pid_path.parent.mkdir(parents=True, exist_ok=True)
         job.pid_path.write_text(str(process.pid), encoding="utf-8")
         if live is not None:
             live.add(process)
         try:
-            return process.wait()
+            return process.wait(), bool(getattr(process, "orphaned", False))
         except BaseException:  # cancelled (Ray) or interrupted: stop the worker cleanly first
             _stop(process)
             raise
@@ -231,7 +263,32 @@ def _attempt(
             job.pid_path.unlink(missing_ok=True)
 
 
-def _stop(process: subprocess.Popen, grace_s: float = 30.0) -> None:
+def _start(
+    job: TrialJob, log: Any, environment: dict[str, str], starter: WarmStarter | None
+) -> WorkerProcess:
+    """The attempt's worker: forked by `starter` where it works, else a fresh process."""
+    if starter is not None and starter.lost and starter.give_up():
+        warn("the warm-start process ended; trials start as fresh processes")
+    if starter is not None and starter.usable:
+        try:
+            return starter.start(attempt_arguments(job), job.log_path, environment)
+        except OSError as exc:
+            log.write(f"--- warm start failed ({exc}): a fresh process instead\n")
+            log.flush()
+            if starter.give_up():
+                warn(f"warm start failed ({exc}); trials start as fresh processes")
+    return subprocess.Popen(
+        attempt_command(job),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=environment,
+        # Its own session: a Ctrl-C in the terminal reaches the sweep, which forwards one
+        # SIGINT to each worker (a second one would abort it without a checkpoint).
+        start_new_session=True,
+    )
+
+
+def _stop(process: WorkerProcess, grace_s: float = 30.0) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         try:

@@ -119,6 +119,7 @@ def sweep_options(options: argparse.Namespace) -> SweepOptions:
         retries=options.retries,
         threads=options.threads,
         ray_address=options.ray_address,
+        cold_start=options.cold_start,
     )
 
 

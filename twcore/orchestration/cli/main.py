@@ -363,6 +363,11 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ray-address", default=None, help="Ray cluster to join (auto, host:port); default: local"
     )
+    parser.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="local workers start as fresh processes, not forked from one that imported torch",
+    )
 
 
 def _parse(parser: argparse.ArgumentParser, arguments: list[str]) -> argparse.Namespace:
