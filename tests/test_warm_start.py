@@ -129,6 +129,10 @@ def test_a_signal_reaches_only_its_warm_child_and_its_code_is_negative(tmp_path)
         second = starter.start(
             [*arguments, f"run_dir={tmp_path / 'b'}"], tmp_path / "b.log", environment
         )
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / name / "metrics.jsonl").exists() for name in ("a", "b")):
+            assert time.monotonic() < deadline  # both runs train (a signal before would end
+            time.sleep(0.05)  # a child before its run, as test_sweep_backends checks)
         with pytest.raises(subprocess.TimeoutExpired):
             first.wait(timeout=0.5)
         first.kill()
