@@ -89,6 +89,7 @@ def test_a_warm_child_is_its_own_process_with_the_requests_environment_cwd_and_l
         "print('marker', os.environ.get('PROBE_MARKER'))\n"
         "print('threads', torch.get_num_threads())\n"
         "print('session', os.getsid(0) == os.getpid())\n"
+        "print('program', os.environ.get('WANDB_PROGRAM'))\n"
         "sys.stdout.flush()\n"
     )
     work = tmp_path / "work"
@@ -115,6 +116,7 @@ def test_a_warm_child_is_its_own_process_with_the_requests_environment_cwd_and_l
     text = log.read_text()
     assert f"cwd {work}" in text and "marker 42" in text and "threads 2" in text
     assert "session True" in text
+    assert "program -m twcore.__main__" in text  # what W&B records for a fresh worker
     assert "twcore: error:" in text and "no_such_key" in text
 
 

@@ -119,6 +119,9 @@ def _run_child(request: dict[str, Any], zygote: int) -> int:
         os.environ.update(request["env"])
         if PARENT_ENV in os.environ:  # this process's parent, alive as long as the sweep is
             os.environ[PARENT_ENV] = str(zygote)
+        # W&B records the program from ``__main__``, here the zygote's module: name the one a
+        # fresh worker runs.
+        os.environ.setdefault("WANDB_PROGRAM", "-m twcore.__main__")
         os.chdir(request["cwd"])
         _set_path(request["cwd"], os.environ.get("PYTHONPATH", ""))
         _set_threads(os.environ.get("OMP_NUM_THREADS"))
