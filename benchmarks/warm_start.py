@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -117,21 +118,9 @@ def main() -> None:
     if options.out is not None:
         options.out.parent.mkdir(parents=True, exist_ok=True)
         options.out.write_text(
-            "<!-- python3 benchmarks/warm_start.py " + _flags(options) + " -->\n" + table,
+            f"<!-- python3 benchmarks/warm_start.py {shlex.join(sys.argv[1:])} -->\n{table}",
             encoding="utf-8",
         )
-
-
-def _flags(options: argparse.Namespace) -> str:
-    flags = [
-        f"--trials {options.trials}",
-        f"--workers {options.workers}",
-        f"--steps {options.steps}",
-        f"--repeats {options.repeats}",
-    ]
-    if options.wandb:
-        flags.append("--wandb")
-    return " ".join(flags) + f" --out {options.out}"
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 
 from twcore.orchestration.backends.base import Backend, OnOutcome, TrialJob, TrialOutcome
 from twcore.orchestration.backends.trial import (
@@ -32,7 +32,8 @@ class LocalBackend(Backend):
         environment = worker_environment(self.options.threads_per_trial)
         queued = iter(jobs)
         starter = None if self.options.cold_start else WarmStarter(environment)
-        with ThreadPoolExecutor(max_workers=self.options.workers) as pool, _closing(starter):
+        closing: AbstractContextManager[object] = starter or nullcontext()
+        with ThreadPoolExecutor(max_workers=self.options.workers) as pool, closing:
             running: dict[Future[TrialOutcome], TrialJob] = {}
 
             def start_next() -> bool:
@@ -66,12 +67,3 @@ class LocalBackend(Backend):
             except BaseException:  # the job source or a report failed: stop the workers too
                 live.interrupt_all()
                 raise
-
-
-@contextmanager
-def _closing(starter: WarmStarter | None) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        if starter is not None:
-            starter.close()

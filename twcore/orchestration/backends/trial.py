@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from twcore.orchestration.backends.base import TrialJob, TrialOutcome
 from twcore.orchestration.backends.trial_callbacks import CALLBACKS_ENV, PARENT_ENV, WORKER_ENV
@@ -264,7 +264,7 @@ def _attempt(
 
 
 def _start(
-    job: TrialJob, log: Any, environment: dict[str, str], starter: WarmStarter | None
+    job: TrialJob, log: TextIO, environment: dict[str, str], starter: WarmStarter | None
 ) -> WorkerProcess:
     """The attempt's worker: forked by `starter` where it works, else a fresh process."""
     if starter is not None and starter.lost and starter.give_up():
